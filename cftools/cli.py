@@ -1,0 +1,155 @@
+"""What every command shares: option meanings, error handling, messages and progress.
+
+A command is a click command built with ``cls=CfCommand`` (or ``CfGroup``): every failure
+becomes one line on stderr and a non-zero exit, with the traceback only under ``--debug``.
+stdout carries data only; messages, warnings, tables and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import CfError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _prog() -> str:
+    return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "cftools"
+
+
+def _report_failure(prog: str, err: BaseException, debug: bool) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exception(err)
+    if isinstance(err, KeyboardInterrupt):
+        click.echo(f"{prog}: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    if isinstance(err, click.ClickException):
+        message = " ".join(err.format_message().split())
+        click.echo(f"{prog}: error: {message} (see {prog} --help)", err=True)
+        return err.exit_code
+    if isinstance(err, CfError):
+        click.echo(f"{prog}: error: {err}", err=True)
+        return EXIT_ERROR
+    if isinstance(err, MemoryError):
+        click.echo(f"{prog}: error: out of memory; try a smaller --batch-size", err=True)
+        return EXIT_ERROR
+    first = " ".join(str(err).split())[:300]
+    click.echo(f"{prog}: internal error: {type(err).__name__}: {first} "
+               f"(rerun with --debug for the traceback)", err=True)
+    return EXIT_ERROR
+
+
+class _OneLineErrors:
+    """Mixin: run click in non-standalone mode and turn every failure into one line."""
+
+    def main(self, args=None, prog_name=None, **extra):  # noqa: D401 - click API
+        args = list(sys.argv[1:] if args is None else args)
+        prog = prog_name or _prog()
+        debug = "--debug" in args or os.environ.get("CFTOOLS_DEBUG") == "1"
+        try:
+            rv = super().main(args=args, prog_name=prog, standalone_mode=False, **extra)
+        except click.exceptions.Exit as ex:
+            sys.exit(ex.exit_code)
+        except click.exceptions.Abort:
+            click.echo(f"{prog}: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except BaseException as err:  # noqa: BLE001 - the whole point is to catch all
+            if isinstance(err, SystemExit):
+                raise
+            sys.exit(_report_failure(prog, err, debug))
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class CfCommand(_OneLineErrors, click.Command):
+    pass
+
+
+class CfGroup(_OneLineErrors, click.Group):
+    """A command with subcommands; ``default_command`` runs when the first argument names
+    none of them (so ``cf-eval PRED --truth T`` means ``cf-eval clusters PRED --truth T``)."""
+
+    command_class = click.Command
+    default_command: str | None = None
+
+    def parse_args(self, ctx, args):
+        if (self.default_command and args and args[0] not in self.commands
+                and args[0] not in ("-h", "--help")):
+            args = [self.default_command] + list(args)
+        return super().parse_args(ctx, args)
+
+
+# ----------------------------------------------------------------- shared options
+
+def quiet_option(f):
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="No progress bars or messages; errors and warnings still go to stderr.")(f)
+
+
+def debug_option(f):
+    return click.option("--debug", is_flag=True, help="Show the full traceback on failure.")(f)
+
+
+def device_option(f):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                        show_default=True,
+                        help="Where to compute: auto uses the GPU when one is present.")(f)
+
+
+def seed_option(f):
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="Seed of every random choice, so runs repeat exactly.")(f)
+
+
+def batch_size_option(default: int):
+    def deco(f):
+        return click.option("--batch-size", type=click.IntRange(min=1), default=default,
+                            show_default=True,
+                            help="Rows processed at once; lower it to use less memory.")(f)
+    return deco
+
+
+def common_options(f):
+    """-q/--quiet and --debug, which every command takes."""
+    return quiet_option(debug_option(f))
+
+
+# ----------------------------------------------------------------- messages and progress
+
+class Reporter:
+    """Messages and progress on stderr, silenced by --quiet (warnings never are)."""
+
+    def __init__(self, quiet: bool = False, prog: str | None = None):
+        self.quiet = quiet
+        self.prog = prog or _prog()
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message, err=True)
+
+    def warn(self, message: str) -> None:
+        click.echo(f"{self.prog}: warning: {message}", err=True)
+
+    def progress(self, iterable=None, *, total=None, desc: str = "", unit: str = "it"):
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=self.quiet,
+                    file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def table(self, table) -> None:
+        """Print a rich Table on stderr."""
+        if self.quiet:
+            return
+        from rich.console import Console
+
+        Console(stderr=True).print(table)
