@@ -55,7 +55,8 @@ class _OneLineErrors:
 
     def main(self, args=None, prog_name=None, **extra):  # noqa: D401 - click API
         args = list(sys.argv[1:] if args is None else args)
-        prog = prog_name or _prog()
+        # the command's own name (cf-knn), also when run as python -m cftools.commands.knn
+        prog = prog_name or (self.name if (self.name or "").startswith("cf-") else _prog())
         debug = "--debug" in args or os.environ.get("CFTOOLS_DEBUG") == "1"
         try:
             rv = super().main(args=args, prog_name=prog, standalone_mode=False, **extra)
@@ -131,7 +132,8 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, prog: str | None = None):
         self.quiet = quiet
-        self.prog = prog or _prog()
+        ctx = click.get_current_context(silent=True)
+        self.prog = prog or (ctx.find_root().info_name if ctx else None) or _prog()
 
     def info(self, message: str) -> None:
         if not self.quiet:

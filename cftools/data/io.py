@@ -185,7 +185,11 @@ def _validated_unit_rows(raw: np.ndarray, path: Path, *, strict: bool, reporter)
                 raise CfError(f"row {row} has norm {norms[row - start]:.4g}, not 1 "
                               "(features must be L2-normalised under --strict)", path)
             renormalised += int(off.sum())
-        block /= norms[:, None].astype(np.float32)  # in place: the array was read for us
+        # rows already unit up to float32 rounding stay bit-identical, so that a file
+        # exported and read back keeps its content (and fingerprint)
+        fix = np.abs(norms - 1.0) > 1e-5
+        if fix.any():
+            block[fix] /= norms[fix, None].astype(np.float32)  # the array was read for us
     if renormalised and reporter is not None:
         reporter.warn(f"{path}: {renormalised} of {feats.shape[0]} rows were not of unit norm; "
                       "normalised them (use --strict to refuse such input)")

@@ -1,0 +1,190 @@
+"""cf-data: make, import, split and export features files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..artifacts import check_output_path, create_rows, open_artifact, write_artifact, \
+    write_strings
+from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
+from ..data import demo
+from ..data.io import load_features, load_labels, split_spec, write_bin, write_features, \
+    write_meta
+from ..errors import CfError
+
+HELP = """Make, import, split and export cftools features files.
+
+\b
+  cf-data demo OUT.h5 -n 100000      a demo set like face embeddings, with labels
+  cf-data import FEATURES -o OUT.h5  .npy / .bin / FILE.h5:/dataset (+ labels) -> cftools
+  cf-data split IN.h5 -L L.h5 -U U.h5   split by identity into labelled / unlabelled
+  cf-data export IN.h5 --bin X.bin --meta X.meta   -> learn-to-cluster files
+"""
+
+
+@click.group("cf-data", cls=CfGroup, help=HELP, context_settings=CONTEXT_SETTINGS)
+def main():
+    pass
+
+
+@main.command("demo", context_settings=CONTEXT_SETTINGS)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("-n", "n", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Number of points.")
+@click.option("-d", "--dim", type=click.IntRange(min=2), default=256, show_default=True,
+              help="Feature dimension.")
+@click.option("--hard-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of samples far from their identity's centre.")
+@click.option("--noise-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of samples nearer another identity's centre than their own.")
+@click.option("--max-size", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Largest identity.")
+@click.option("--separable", is_flag=True,
+              help="Tight, well separated identities, no hard or noisy samples.")
+@seed_option
+@common_options
+def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, seed, quiet, debug):
+    """Write a demo features file: identities as directions on the unit sphere, long-tailed
+    identity sizes, hard and noisy samples, labels included. Streams any N to disk."""
+    rep = Reporter(quiet)
+    out = check_output_path(out)
+    spec = demo.DemoSpec(n=n, dim=dim, seed=seed, hard_fraction=hard_fraction,
+                         noise_fraction=noise_fraction, max_size=max_size, separable=separable)
+    attrs = {"demo": {"n": n, "dim": dim, "seed": seed, "hard_fraction": hard_fraction,
+                      "noise_fraction": noise_fraction, "max_size": max_size,
+                      "separable": separable}}
+    with write_artifact(out, "features", attrs=attrs) as f:
+        feats = create_rows(f, "features", (n, dim), np.float32)
+        labels = f.create_dataset("labels", shape=(n,), dtype=np.int64)
+        row = 0
+        with rep.progress(total=n, desc="demo", unit="pt") as bar:
+            for block_x, block_y in demo.iter_demo_blocks(spec):
+                feats[row:row + len(block_x)] = block_x
+                labels[row:row + len(block_y)] = block_y
+                row += len(block_x)
+                bar.update(len(block_x))
+        n_ids = int(labels[-1]) + 1 if n else 0
+    rep.info(f"cf-data: wrote {out}: {n} points of {n_ids} identities, d={dim}")
+
+
+@main.command("import", context_settings=CONTEXT_SETTINGS)
+@click.argument("features")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output cftools features file.")
+@click.option("--labels", default=None, help="Labels: .npy, .meta, FILE.h5:/path.")
+@click.option("--names", "names_file", default=None, type=click.Path(dir_okay=False),
+              help="Text file, one name (e.g. image path) per line.")
+@click.option("--dim", type=click.IntRange(min=1), default=None,
+              help="Dimension of raw .bin features when no .meta lies beside them.")
+@click.option("--strict", is_flag=True, help="Refuse rows that are not of unit norm.")
+@common_options
+def import_cmd(features, out, labels, names_file, dim, strict, quiet, debug):
+    """Import features (.npy, learn-to-cluster .bin, FILE.h5:/dataset) and optional labels
+    into a cftools features file, normalising rows that are not of unit norm."""
+    rep = Reporter(quiet)
+    inputs = [split_spec(features)[0], labels and split_spec(labels)[0], names_file]
+    out = check_output_path(out, inputs)
+    src = load_features(features, labels=labels, dim=dim, strict=strict, reporter=rep)
+    names = None
+    if names_file:
+        names = [line.rstrip("\n") for line in open(names_file, encoding="utf-8")]
+        if len(names) != src.n:
+            raise CfError(f"has {len(names)} names but the features have {src.n} rows", names_file)
+    write_features(out, src.features, labels=src.labels, names=names if names else src.names,
+                   inputs={"features": src.provenance_ref})
+    rep.info(f"cf-data: wrote {out}: {src.n} x {src.dim}"
+             + (", with labels" if src.labels is not None else ""))
+
+
+@main.command("split", context_settings=CONTEXT_SETTINGS)
+@click.argument("features")
+@click.option("-L", "--labelled", "labelled_out", required=True, type=click.Path(dir_okay=False),
+              help="Output: the labelled part (D_L).")
+@click.option("-U", "--unlabelled", "unlabelled_out", required=True,
+              type=click.Path(dir_okay=False), help="Output: the unlabelled part (D_U).")
+@click.option("--fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of identities that go to the labelled part.")
+@click.option("--labels", default=None, help="Labels, if FEATURES has none.")
+@click.option("--rows", "rows_file", default=None, type=click.Path(dir_okay=False),
+              help="A .npy of row indices of the labelled part (a given split); the rest "
+                   "is unlabelled.")
+@seed_option
+@common_options
+def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_file, seed, quiet,
+              debug):
+    """Split a labelled features file BY IDENTITY (no identity on both sides) into a
+    labelled and an unlabelled part. Both keep their labels, as ground truth for cf-eval."""
+    rep = Reporter(quiet)
+    inputs = [split_spec(features)[0], labels and split_spec(labels)[0], rows_file]
+    check_output_path(labelled_out, inputs)
+    check_output_path(unlabelled_out, inputs + [labelled_out])
+    src = load_features(features, labels=labels, reporter=rep)
+    if src.labels is None:
+        raise CfError("has no labels to split by identity; pass --labels", src.path)
+    if rows_file:
+        rows = np.load(rows_file, allow_pickle=False)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or \
+                (rows.size and (rows.min() < 0 or rows.max() >= src.n)):
+            raise CfError(f"must be a 1-D array of row indices in [0, {src.n})", rows_file)
+        lab_rows = np.unique(rows)
+        unl_rows = np.setdiff1d(np.arange(src.n), lab_rows)
+    else:
+        lab_rows, unl_rows = demo.split_by_identity(src.labels, fraction, seed=seed)
+    if lab_rows.size == 0 or unl_rows.size == 0:
+        raise CfError("the split leaves one side empty; change --fraction", src.path)
+    shared = np.intersect1d(src.labels[lab_rows], src.labels[unl_rows])
+    shared = shared[shared >= 0]
+    if shared.size:
+        rep.warn(f"{shared.size} identities fall on both sides of the given split")
+    for out, rows in ((labelled_out, lab_rows), (unlabelled_out, unl_rows)):
+        write_features(out, src.features[rows], labels=src.labels[rows],
+                       names=None if src.names is None else src.names[rows],
+                       inputs={"features": src.provenance_ref},
+                       attrs={"split_rows_of": src.id})
+        rep.info(f"cf-data: wrote {out}: {rows.size} points of "
+                 f"{np.unique(src.labels[rows]).size} identities")
+
+
+@main.command("export", context_settings=CONTEXT_SETTINGS)
+@click.argument("source")
+@click.option("--npy", type=click.Path(dir_okay=False), default=None,
+              help="Write the features (or cluster labels) as .npy.")
+@click.option("--bin", "bin_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the features as learn-to-cluster raw float32 .bin.")
+@click.option("--meta", type=click.Path(dir_okay=False), default=None,
+              help="Write the labels as learn-to-cluster .meta (one per line).")
+@common_options
+def export_cmd(source, npy, bin_out, meta, quiet, debug):
+    """Export a features or clusters file to .npy, learn-to-cluster .bin and .meta."""
+    rep = Reporter(quiet)
+    if not (npy or bin_out or meta):
+        raise click.UsageError("name at least one of --npy, --bin, --meta")
+    for out in (npy, bin_out, meta):
+        if out:
+            check_output_path(out, [source])
+    with open_artifact(source, ("features", "clusters")) as art:
+        if art.kind == "clusters":
+            if bin_out:
+                raise CfError("a clusters file has no features for --bin", source)
+            data, labels = None, art.read("labels")
+        else:
+            data = art.read("features")
+            labels = art.read("labels") if "labels" in art else None
+    if meta and labels is None:
+        raise CfError("has no labels for --meta", source)
+    if npy:
+        tmp = Path(npy).with_name(f".{Path(npy).name}.cf-tmp.npy")
+        np.save(tmp, data if data is not None else labels)
+        tmp.replace(npy)
+    if bin_out:
+        write_bin(bin_out, data)
+    if meta:
+        write_meta(meta, labels)
+    rep.info("cf-data: wrote " + ", ".join(p for p in (npy, bin_out, meta) if p))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""cf-data and the demo generator: long-tailed identities, hard and noisy samples, splits."""
+
+import numpy as np
+
+from cftools.artifacts import open_artifact
+from cftools.data import demo, io
+from conftest import CELEBA, one_line_error, run_cmd, unit_rows
+
+
+def test_demo_is_seeded_long_tailed_and_unit_norm():
+    x, y = demo.make_demo_features(30000, 32, seed=3)
+    x2, y2 = demo.make_demo_features(30000, 32, seed=3)
+    assert (x == x2).all() and (y == y2).all()
+    assert x.shape == (30000, 32) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    sizes = np.bincount(y)
+    assert sizes.min() >= 1 and sizes.sum() == 30000
+    assert (sizes <= 3).mean() > 0.5  # many tiny identities
+    assert sizes.max() >= 100  # and a few with hundreds
+
+
+def test_hard_and_noisy_samples_make_the_neighbours_imperfect():
+    def rank1_precision(**kw):
+        x, y = demo.make_demo_features(6000, 64, seed=1, **kw)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -2)
+        mates = np.bincount(y)[y] > 1
+        return (y[sims.argmax(1)] == y)[mates].mean()
+
+    assert rank1_precision(separable=True) == 1.0
+    clean = rank1_precision(hard_fraction=0, noise_fraction=0)
+    hard = rank1_precision(hard_fraction=0.3, noise_fraction=0.1)
+    assert hard < clean - 0.05, (clean, hard)
+
+
+def test_split_by_identity_has_no_identity_on_both_sides():
+    y = np.repeat(np.arange(100), 3)
+    lab, unl = demo.split_by_identity(y, 0.3, seed=0)
+    assert len(np.intersect1d(y[lab], y[unl])) == 0
+    assert len(np.unique(y[lab])) == 30 and len(lab) + len(unl) == 300
+
+
+def test_cf_data_demo_split_export_round_trip(tmp_path):
+    run_cmd("data", "demo", tmp_path / "d.h5", "-n", 5000, "-d", 16, "-q", check=True)
+    run_cmd("data", "split", tmp_path / "d.h5", "-L", tmp_path / "l.h5", "-U", tmp_path / "u.h5",
+            "-q", check=True)
+    with open_artifact(tmp_path / "d.h5", "features") as d, \
+            open_artifact(tmp_path / "l.h5", "features") as l, \
+            open_artifact(tmp_path / "u.h5", "features") as u:
+        assert d.dims == {"N": 5000, "d": 16}
+        assert l.dims["N"] + u.dims["N"] == 5000
+        assert not set(l.read("labels")) & set(u.read("labels"))
+        assert l.provenance[0]["output"] == d.id  # the history travels with the split
+    run_cmd("data", "export", tmp_path / "u.h5", "--bin", tmp_path / "u.bin", "--meta",
+            tmp_path / "u.meta", check=True)
+    back = io.load_features(tmp_path / "u.bin", labels=tmp_path / "u.meta")
+    with open_artifact(tmp_path / "u.h5", "features") as u:
+        np.testing.assert_array_equal(back.features, u.read("features"))
+        np.testing.assert_array_equal(back.labels, u.read("labels"))
+
+
+def test_cf_data_import_with_labels_and_errors(tmp_path):
+    np.save(tmp_path / "x.npy", unit_rows(10, 4))
+    np.save(tmp_path / "y.npy", np.arange(10))
+    run_cmd("data", "import", tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "-o",
+            tmp_path / "x.h5", check=True)
+    with open_artifact(tmp_path / "x.h5", "features") as art:
+        assert art.read("labels").tolist() == list(range(10))
+    np.save(tmp_path / "y9.npy", np.arange(9))
+    line = one_line_error(run_cmd("data", "import", tmp_path / "x.npy", "--labels",
+                                  tmp_path / "y9.npy", "-o", tmp_path / "z.h5"))
+    assert "has 9 labels" in line and not (tmp_path / "z.h5").exists()
+
+
+def test_the_standard_split_of_the_real_faces(tmp_path, celeba):
+    run_cmd("data", "import", celeba / "features.npy", "--labels", celeba / "labels.npy", "-o",
+            tmp_path / "c.h5", "-q", check=True)
+    run_cmd("data", "split", tmp_path / "c.h5", "--rows", celeba / "labelled_idx.npy",
+            "-L", tmp_path / "l.h5", "-U", tmp_path / "u.h5", "-q", check=True)
+    with open_artifact(tmp_path / "l.h5", "features") as l, \
+            open_artifact(tmp_path / "u.h5", "features") as u:
+        assert len(np.unique(l.read("labels"))) == 149 == len(np.unique(u.read("labels")))
+        assert l.dims["N"] == len(np.load(CELEBA / "labelled_idx.npy"))

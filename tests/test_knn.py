@@ -1,0 +1,162 @@
+"""cf-knn: exact search equals brute force, the centre comes first, approximate methods
+report their recall, bad input is refused with one line and no output."""
+
+import h5py
+import numpy as np
+import pytest
+
+from cftools.artifacts import open_artifact
+from cftools.core import neighbours as nb
+from cftools.data import io
+from cftools.data.demo import make_demo_features
+from conftest import one_line_error, run_cmd, unit_rows
+
+
+def brute_force(base, queries, k):
+    sims = queries.astype(np.float64) @ base.astype(np.float64).T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sims, order, axis=1)
+
+
+def test_exact_command_equals_numpy_brute_force(tmp_path):
+    x = unit_rows(1500, 24, seed=1)
+    np.save(tmp_path / "x.npy", x)
+    run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "-k", 12, "-q", check=True)
+    ref_i, ref_s = brute_force(x, x, 12)
+    with open_artifact(tmp_path / "k.h5", "knn") as art:
+        idx, sims = art.read("indices"), art.read("similarities")
+        assert art.attrs["self_first"] and art.attrs["method"] == "exact"
+        assert art.attrs["query_id"] == art.attrs["base_id"] == io.load_features(tmp_path / "x.npy").id
+    assert (idx[:, 0] == np.arange(len(x))).all()
+    np.testing.assert_allclose(sims, ref_s, atol=1e-5)
+    # ids agree wherever the similarity is not tied (within float32 noise) with a neighbour
+    gaps = np.diff(ref_s, axis=1)
+    clear = np.ones_like(idx, dtype=bool)
+    clear[:, 1:] &= np.abs(gaps) > 1e-5
+    clear[:, :-1] &= np.abs(gaps) > 1e-5
+    assert clear.mean() > 0.99
+    assert (idx[clear] == ref_i[clear]).all()
+    assert (np.diff(sims, axis=1) <= 1e-6).all()  # falling
+
+
+def test_queries_against_another_set(tmp_path):
+    base, queries = unit_rows(800, 16, seed=2), unit_rows(50, 16, seed=3)
+    np.save(tmp_path / "b.npy", base)
+    np.save(tmp_path / "q.npy", queries)
+    run_cmd("knn", tmp_path / "b.npy", "--queries", tmp_path / "q.npy", "-o", tmp_path / "k.h5",
+            "-k", 7, "-q", check=True)
+    ref_i, ref_s = brute_force(base, queries, 7)
+    with open_artifact(tmp_path / "k.h5", "knn") as art:
+        assert not art.attrs["self_first"] and art.attrs["query_id"] != art.attrs["base_id"]
+        assert art.dims["N"] == 50
+        np.testing.assert_allclose(art.read("similarities"), ref_s, atol=1e-5)
+        assert (art.read("indices")[:, 0] == ref_i[:, 0]).all()
+
+
+def test_centre_first_even_with_duplicates():
+    x = unit_rows(300, 8, seed=4)
+    x[[10, 20, 30]] = x[5]  # four identical vectors: faiss may return any of them first
+    idx, sims = nb.knn(x, 6)
+    assert (idx[:, 0] == np.arange(300)).all()
+    for i in (5, 10, 20, 30):
+        assert set(idx[i, :4]) == {5, 10, 20, 30}
+        np.testing.assert_allclose(sims[i, :4], 1.0, atol=1e-5)
+
+
+def test_put_self_first_inserts_a_missing_centre_and_keeps_order():
+    idx = np.array([[4, 3, 0, 2], [2, 3, 4, 0], [3, 1, 4, 0]])
+    sims = np.array([[.9, .8, .7, .6], [.9, .8, .7, .6], [.9, .8, .7, .6]], np.float32)
+    nb.put_self_first(idx, sims)
+    assert idx.tolist() == [[0, 4, 3, 2], [1, 2, 3, 4], [2, 3, 1, 4]]
+    assert sims[:, 0].tolist() == [1, 1, 1] and sims[0, 1:].tolist() == pytest.approx([.9, .8, .6])
+
+
+@pytest.mark.parametrize("method", ["ivf", "hnsw"])
+def test_approximate_methods_report_recall_above_095_on_the_demo_set(tmp_path, method):
+    x, _ = make_demo_features(20000, 256, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "-k", 40,
+                   "--method", method, "--recall-sample", 500, check=True)
+    assert "recall@40 against exact search on 500 queries" in proc.stderr
+    with open_artifact(tmp_path / "k.h5", "knn") as art:
+        recall = art.attrs["recall_at_k"]
+        assert art.attrs["recall_sample"] == 500
+        assert (art.read("indices")[:, 0] == np.arange(len(x))).all()
+    assert recall > 0.95, recall
+
+
+def test_npz_output_in_learn_to_cluster_layout(tmp_path):
+    x = unit_rows(200, 8)
+    np.save(tmp_path / "x.npy", x)
+    run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.npz", "-k", 5, "-q", check=True)
+    idx, sims = io.read_knn_npz(tmp_path / "k.npz")
+    ref_i, ref_s = brute_force(x, x, 5)
+    np.testing.assert_allclose(sims, ref_s, atol=1e-5)
+    assert (idx[:, 0] == np.arange(200)).all()
+
+
+def _bad(tmp_path, case):
+    x = unit_rows(30, 4)
+    feats = tmp_path / "x.npy"
+    args = ["-k", 5]
+    if case == "k_too_big":
+        args = ["-k", 30]
+    elif case == "k_zero":
+        args = ["-k", 0]
+    elif case == "empty":
+        x = np.zeros((0, 4), np.float32)
+    elif case == "nan":
+        x[3, 2] = np.nan
+    elif case == "zero_row":
+        x[4] = 0
+    elif case == "missing":
+        feats = tmp_path / "nothing.npy"
+    elif case == "not_hdf5":
+        feats = tmp_path / "x.h5"
+        feats.write_text("not hdf5")
+    elif case == "wrong_kind":
+        feats = tmp_path / "x.h5"
+        with h5py.File(feats, "w") as f:
+            f.attrs.update(cftools_kind="clusters", cftools_format=1, cftools_id="z")
+            f.create_dataset("labels", data=np.zeros(3, np.int64))
+    elif case == "bad_dim_queries":
+        np.save(tmp_path / "q.npy", unit_rows(3, 5))
+        args += ["--queries", tmp_path / "q.npy"]
+    elif case == "unnormalised_strict":
+        x *= 2
+        args += ["--strict"]
+    if case not in ("missing", "not_hdf5", "wrong_kind"):
+        np.save(feats, x)
+    return feats, args
+
+
+@pytest.mark.parametrize("case, message", [
+    ("k_too_big", "k=30 needs more than 30 points"),
+    ("k_zero", "k must be at least 1"),
+    ("empty", "empty features"),
+    ("nan", "NaN or Inf"),
+    ("zero_row", "all-zero vector"),
+    ("missing", "no such file"),
+    ("not_hdf5", "not an HDF5 file"),
+    ("wrong_kind", "is a clusters file, expected features"),
+    ("bad_dim_queries", "queries have dimension 5"),
+    ("unnormalised_strict", "not 1"),
+])
+def test_bad_input_one_line_error_and_no_output(tmp_path, case, message):
+    feats, args = _bad(tmp_path, case)
+    out = tmp_path / "out.h5"
+    line = one_line_error(run_cmd("knn", feats, "-o", out, *args))
+    assert message in line
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if "cf-tmp" in p.name]
+
+
+def test_output_path_problems(tmp_path):
+    np.save(tmp_path / "x.npy", unit_rows(30, 4))
+    assert "does not exist" in one_line_error(
+        run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "no" / "k.h5", "-k", 3))
+    run_cmd("data", "import", tmp_path / "x.npy", "-o", tmp_path / "x.h5", check=True)
+    assert "also an input" in one_line_error(
+        run_cmd("knn", tmp_path / "x.h5", "-o", tmp_path / "x.h5", "-k", 3))
+    assert ".h5/.hdf5" in one_line_error(
+        run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.txt", "-k", 3))
