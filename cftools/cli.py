@@ -83,6 +83,11 @@ class CfGroup(_OneLineErrors, click.Group):
     command_class = click.Command
     default_command: str | None = None
 
+    def __init__(self, *args, **kwargs):
+        # with no arguments, say so in one line rather than the whole help squashed into it
+        kwargs.setdefault("no_args_is_help", False)
+        super().__init__(*args, **kwargs)
+
     def parse_args(self, ctx, args):
         if (self.default_command and args and args[0] not in self.commands
                 and args[0] not in ("-h", "--help")):
