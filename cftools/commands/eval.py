@@ -35,6 +35,7 @@ def main():
     \b
       cf-eval [clusters] PRED --truth TRUTH [--json] [--nmi-average A]
       cf-eval knn KNN --truth TRUTH [--json] [--ranks R1,R2,...]
+      cf-eval sweep LINKS --truth TRUTH --method M [--png P]   (diagnosis: an oracle)
 
     With no subcommand, 'clusters' is meant: cf-eval PRED --truth TRUTH.
     A table goes to stderr; --json writes the numbers, and only them, to stdout.
@@ -278,8 +279,10 @@ def _bounds_table(r: dict):
     return t
 
 
-# More subcommands plug in here, one line each, e.g.:
-#   from .eval_sweep import sweep; main.add_command(sweep)
+# More subcommands, each in its own module (they import this one's helpers freely).
+from .eval_sweep import sweep  # noqa: E402
+
+main.add_command(sweep)
 
 if __name__ == "__main__":
     main(prog_name="cf-eval")  # python -m would otherwise call itself eval.py

@@ -1,0 +1,163 @@
+"""Benchmark the cf-merge decoders: time and peak memory at 1M and 5M points x 64 links.
+
+Links are SYNTHESISED from labels, not computed from features (a faiss kNN of 5M points
+would take hours on a laptop CPU and measures faiss, not the decoders):
+
+- identity sizes are drawn as in the demo set (power law, exponent 2, at most 300);
+- row i holds i itself (p = 1) then k-1 neighbours. Each slot is, with probability
+  0.9 * min(1, (size_i - 1) / (k - 1)), a random member of i's identity (p = 1 - 0.6 u^3:
+  mostly near 1; 6% below 0.5), else a random point of the whole set (p = 0.52 u^16:
+  mostly near 0; 0.25% above 0.5: the false links a decoder must survive);
+- points are shuffled, so identities are not contiguous ranges of ids.
+
+Each (N, decoder) runs in a fresh child process, which makes the links in row blocks,
+then decodes them at threshold 0.5 and reports wall time and ru_maxrss (peak resident
+memory, links included; "extra" = peak minus the resident size after making the links).
+The parent prints one table and, with --json, the rows on stdout.
+
+    python bench/merge.py --quick                 # N = 100K (a minute)
+    python bench/merge.py                         # N = 1M and 5M, k = 64
+    python bench/merge.py --sizes 1000000 --decoders components,peaks --k 64
+    python bench/merge.py --infomap-max 1000000   # Infomap only up to this N (default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cftools.core import decoding as D  # noqa: E402
+from cftools.data.demo import identity_sizes  # noqa: E402
+
+THRESHOLD = 0.5
+
+
+def synth_links(n: int, k: int, seed: int = 0, block: int = 1 << 15):
+    """(indices (n, k) int64, probabilities (n, k) float32, labels (n,) int64)."""
+    rng = np.random.default_rng(seed)
+    sizes = identity_sizes(rng, n, 300, 2.0)
+    sorted_labels = np.repeat(np.arange(sizes.size), sizes)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    perm = rng.permutation(n)  # point perm[r] is the r-th point in identity order
+    labels = np.empty(n, dtype=np.int64)
+    labels[perm] = sorted_labels
+    indices = np.empty((n, k), dtype=np.int64)
+    probs = np.empty((n, k), dtype=np.float32)
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        lab = sorted_labels[a:b]
+        m = sizes[lab]
+        q = 0.9 * np.minimum(1.0, (m - 1) / (k - 1))
+        same = rng.random((b - a, k - 1)) < q[:, None]
+        member = starts[lab][:, None] + (rng.random((b - a, k - 1)) * m[:, None]).astype(np.int64)
+        other = rng.integers(0, n, (b - a, k - 1))
+        nb_sorted = np.where(same, member, other)
+        u = rng.random((b - a, k - 1), dtype=np.float32)
+        p = np.where(same, 1 - 0.6 * u ** 3, 0.52 * u ** 16).astype(np.float32)
+        order = np.argsort(-p, axis=1)  # falling, as links rows are
+        rows = perm[a:b]
+        indices[rows, 0] = rows
+        probs[rows, 0] = 1.0
+        indices[rows, 1:] = perm[np.take_along_axis(nb_sorted, order, axis=1)]
+        probs[rows, 1:] = np.take_along_axis(p, order, axis=1)
+    return indices, probs, labels
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _child(n, k, method, seed, queue):
+    try:
+        t0 = time.perf_counter()
+        indices, probs, labels = synth_links(n, k, seed)
+        t_make = time.perf_counter() - t0
+        base = _current_rss_mb()
+        t1 = time.perf_counter()
+        out = D.decode(method, indices, probs, THRESHOLD, max_size=None)
+        t_dec = time.perf_counter() - t1
+        peak = _rss_mb()
+        row = {"n": n, "k": k, "method": method, "seconds": round(t_dec, 2),
+               "make_seconds": round(t_make, 1), "links_mb": round(indices.nbytes / 2**20
+                                                                  + probs.nbytes / 2**20),
+               "rss_after_links_mb": round(base), "peak_rss_mb": round(peak),
+               "extra_mb": round(peak - base), "clusters": int(out.max()) + 1}
+        try:
+            from cftools.core.metrics import evaluate
+
+            e = evaluate(out, labels)
+            row.update(pairwise_f=round(e["pairwise_f"], 4), bcubed_f=round(e["bcubed_f"], 4))
+        except ImportError:
+            pass
+        queue.put(row)
+    except MemoryError:
+        queue.put({"n": n, "k": k, "method": method, "error": "MemoryError"})
+
+
+def run_one(n, k, method, seed, timeout):
+    ctx = mp.get_context("spawn")  # a fresh process: its ru_maxrss is its own
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(n, k, method, seed, queue))
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return {"n": n, "k": k, "method": method, "error": f"timed out after {timeout} s"}
+    if proc.exitcode != 0 and queue.empty():
+        return {"n": n, "k": k, "method": method, "error": f"exit code {proc.exitcode} "
+                "(killed for memory?)"}
+    return queue.get()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="N = 100K only")
+    ap.add_argument("--sizes", default=None, help="comma-separated N (default 1M,5M)")
+    ap.add_argument("--k", type=int, default=64)
+    ap.add_argument("--decoders", default=",".join(D.DECODERS))
+    ap.add_argument("--infomap-max", type=int, default=1_000_000,
+                    help="skip Infomap above this N (it is far slower than the rest)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    sizes = [100_000] if args.quick else [int(s) for s in (args.sizes or "1000000,5000000").split(",")]
+    rows = []
+    for n in sizes:
+        for method in args.decoders.split(","):
+            if method == "infomap" and n > args.infomap_max:
+                rows.append({"n": n, "k": args.k, "method": method,
+                             "error": f"skipped (N > --infomap-max {args.infomap_max})"})
+                print(f"{n:>9} {method:11s} skipped", file=sys.stderr)
+                continue
+            row = run_one(n, args.k, method, args.seed, args.timeout)
+            rows.append(row)
+            if "error" in row:
+                print(f"{n:>9} {method:11s} {row['error']}", file=sys.stderr, flush=True)
+            else:
+                print(f"{n:>9} {method:11s} {row['seconds']:8.1f} s  peak {row['peak_rss_mb']:6d} MB"
+                      f"  (links {row['links_mb']} MB, extra {row['extra_mb']} MB)  "
+                      f"F_P {row.get('pairwise_f', float('nan')):.4f}  clusters {row['clusters']}",
+                      file=sys.stderr, flush=True)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+
+
+if __name__ == "__main__":
+    main()
