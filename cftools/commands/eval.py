@@ -36,6 +36,7 @@ def main():
       cf-eval [clusters] PRED --truth TRUTH [--json] [--nmi-average A]
       cf-eval knn KNN --truth TRUTH [--json] [--ranks R1,R2,...]
       cf-eval sweep LINKS --truth TRUTH --method M [--png P]   (diagnosis: an oracle)
+      cf-eval identify FEATURES [--distractors D]   (top-1 identification of a backbone)
 
     With no subcommand, 'clusters' is meant: cf-eval PRED --truth TRUTH.
     A table goes to stderr; --json writes the numbers, and only them, to stdout.
@@ -280,9 +281,11 @@ def _bounds_table(r: dict):
 
 
 # More subcommands, each in its own module (they import this one's helpers freely).
+from .eval_identify import identify  # noqa: E402
 from .eval_sweep import sweep  # noqa: E402
 
 main.add_command(sweep)
+main.add_command(identify)
 
 if __name__ == "__main__":
     main(prog_name="cf-eval")  # python -m would otherwise call itself eval.py

@@ -1,0 +1,250 @@
+"""cf-embed: images -> features, with a ResNet backbone trained by ArcFace.
+
+    cf-embed train  IMAGES -o backbone.h5     train a backbone on labelled images
+    cf-embed extract MODEL IMAGES -o feats.h5 embed images with a backbone
+    cf-embed demo OUTDIR                      draw the synthetic demo image set
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli import (CONTEXT_SETTINGS, CfGroup, Reporter, batch_size_option, common_options,
+                   device_option, seed_option)
+from ..errors import CfError
+
+
+def _milestones(ctx, param, value):
+    if value is None or not value.strip():
+        return []
+    try:
+        values = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter("expected epochs separated by commas, e.g. 12,16") from None
+    if any(v < 1 for v in values):
+        raise click.BadParameter("milestones are epochs >= 1")
+    return values
+
+
+@click.group(cls=CfGroup, context_settings=CONTEXT_SETTINGS)
+def main():
+    """Turn images into features with a ResNet backbone trained with ArcFace.
+
+    \b
+    cf-embed train IMAGES -o MODEL.h5      train a backbone on labelled images
+    cf-embed extract MODEL.h5 IMAGES -o FEATURES.h5
+                                           embed images (L2-normalised float32)
+    cf-embed demo OUTDIR                   draw the synthetic demo image set
+
+    IMAGES is a folder with one sub-folder per identity (searched recursively), a list
+    file with one image path per line (optionally PATH<TAB>LABEL), or a cftools features
+    file whose 'names' are image paths and 'labels' identities (e.g. pseudo-labels from
+    cf-merge labels; label -1 is skipped in training). See man cf-embed.
+    """
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("images", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="Backbone model file to write (HDF5, kind 'model').")
+@click.option("--depth", type=click.Choice(["18", "34", "50"]), default="18", show_default=True,
+              help="ResNet depth: 18 and 34 use basic blocks, 50 bottlenecks.")
+@click.option("--width", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channels of the first stage (then x2, x4, x8); 16 is a tiny CPU model.")
+@click.option("--dim", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Dimension of the embedding.")
+@click.option("--image-size", type=click.IntRange(min=8), default=112, show_default=True,
+              help="Images are resized to this square: 112 for faces, 224 for landmarks.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@batch_size_option(128)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+              help="Peak learning rate of SGD (momentum 0.9).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@click.option("--milestones", callback=_milestones, default="", metavar="E1,E2,...",
+              help="Epochs after which the learning rate is multiplied by --gamma "
+                   "[default: 60% and 85% of --epochs].")
+@click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--warmup", "warmup_epochs", type=click.FloatRange(min=0), default=1.0,
+              show_default=True, help="Epochs of linear learning-rate warm-up.")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=64.0,
+              show_default=True, help="ArcFace scale s.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="ArcFace additive angular margin m (radians).")
+@click.option("--easy-margin", is_flag=True,
+              help="Apply the margin only where cos(theta) > 0 (else the reference "
+                   "implementation's threshold rule).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True,
+              help="auto: fp16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast anywhere.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Image-decoding worker processes.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint written after every epoch [default: OUTPUT.ckpt].")
+@click.option("--resume", is_flag=True,
+              help="Continue from the checkpoint (same options and data); the result equals "
+                   "an uninterrupted run.")
+@click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after success.")
+@click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--max-warnings", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Unreadable images listed one by one before only counting them.")
+@device_option
+@seed_option
+@common_options
+def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, weight_decay,
+          milestones, gamma, warmup_epochs, scale, margin, easy_margin, precision, workers,
+          checkpoint, resume, keep_checkpoint, stop_after_epoch, max_warnings, device, seed,
+          quiet, debug):
+    """Train a backbone from scratch on labelled IMAGES and write it to OUTPUT.
+
+    A ResNet whose pooling and classifier are replaced by a linear DIM-d embedding,
+    trained with an ArcFace head (s=64, m=0.5), SGD with momentum 0.9, weight decay 5e-4,
+    step decay at --milestones and horizontal flips. Unreadable images are skipped with a
+    warning. A checkpoint is saved atomically after every epoch; --resume continues an
+    interrupted run. Run under torchrun for several processes (DDP; gloo on CPU, nccl on
+    GPU). The backbone is saved as weights only: loading it never runs code.
+    """
+    from ..artifacts import check_output_path
+    from ..core.backbone import BackboneConfig, count_parameters, model_summary, save_backbone
+    from ..core.device import torch_device
+    from ..core.embed_training import TrainConfig, train_backbone
+    from ..data.images import BadImages, open_images
+
+    report = Reporter(quiet or not _is_main_process())  # under torchrun, rank 0 talks
+    image_set = open_images(images, require_labels=True)
+    check_output_path(out, [images])
+    checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
+    check_output_path(checkpoint, [images, out])
+    if resume is False and checkpoint.exists() and stop_after_epoch is None:
+        report.info(f"overwriting the old checkpoint {checkpoint} (use --resume to continue it)")
+    bconf = BackboneConfig(depth=int(depth), width=width, dim=dim, image_size=image_size)
+    tconf = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                        milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs,
+                        scale=scale, margin=margin, easy_margin=easy_margin, precision=precision,
+                        workers=workers, seed=seed)
+    if any(m > epochs for m in tconf.milestones):
+        raise click.BadParameter("milestones must not exceed --epochs", param_hint="--milestones")
+    dev = torch_device(device)
+    labelled = int((image_set.labels >= 0).sum())
+    report.info(f"training {model_summary(bconf)} on {labelled} images of "
+                f"{len(set(image_set.labels[image_set.labels >= 0].tolist()))} identities, on {dev}")
+    bad = BadImages(report, cap=max_warnings)
+    result = train_backbone(image_set.paths, image_set.labels, bconf, tconf, device=dev,
+                            checkpoint=checkpoint, resume=resume, stop_after_epoch=stop_after_epoch,
+                            reporter=report, bad=bad)
+    bad.summary()
+    if not result.finished:
+        report.info(f"stopped after epoch {stop_after_epoch}; continue with --resume")
+        return 0
+    if not _is_main_process():
+        return 0
+    inputs = {"images": image_set.artifact if image_set.artifact is not None
+              else str(image_set.source)}
+    save_backbone(out, result.model, inputs=inputs, extra={
+        "classes": result.classes, "train_images": result.images, "epochs": epochs,
+        "scale": scale, "margin": margin, "easy_margin": easy_margin, "seed": seed,
+        "history": result.history, "unreadable_images": len(bad)})
+    if not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    report.info(f"wrote {out} ({count_parameters(result.model) / 1e6:.2f}M parameters)")
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("images", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
+              help="Features file to write (HDF5: features, labels, names).")
+@batch_size_option(256)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Image-decoding worker processes.")
+@click.option("--flip-test", is_flag=True,
+              help="Embed each image and its mirror image and average the two.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True,
+              help="auto: fp16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast anywhere.")
+@click.option("--max-warnings", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Unreadable images listed one by one before only counting them.")
+@device_option
+@common_options
+def extract(model, images, out, batch_size, workers, flip_test, precision, max_warnings, device,
+            quiet, debug):
+    """Embed IMAGES with the backbone MODEL and write a features file.
+
+    The features are L2-normalised float32 rows, one per readable image, with 'labels'
+    (the identity sub-folder, or the labels of a features file / list file; -1 when
+    unknown) and 'names' (the image paths). Unreadable or corrupt images are listed on
+    stderr (up to --max-warnings) and skipped; they never stop the run.
+    """
+    from ..artifacts import check_output_path
+    from ..core.backbone import load_backbone, model_summary
+    from ..core.device import torch_device
+    from ..core.embed_training import extract_features
+    from ..data.images import BadImages, open_images
+    from ..data.io import write_features
+
+    report = Reporter(quiet)
+    dev = torch_device(device)
+    backbone, config, model_art = load_backbone(model, dev)
+    image_set = open_images(images)
+    check_output_path(out, [model, images])
+    report.info(f"embedding {len(image_set)} images with {model_summary(config)} on {dev}")
+    bad = BadImages(report, cap=max_warnings)
+    feats, ok = extract_features(backbone, config, image_set.paths, batch_size=batch_size,
+                                 workers=workers, device=dev, flip_test=flip_test,
+                                 precision=precision, reporter=report, bad=bad)
+    bad.summary()
+    if not ok.any():
+        raise CfError("no readable images", images)
+    names = [p for p, good in zip(image_set.paths, ok) if good]
+    attrs = {"flip_test": bool(flip_test), "skipped_images": int((~ok).sum())}
+    if image_set.label_names:
+        attrs["label_names"] = {str(k): v for k, v in image_set.label_names.items()}
+    inputs = {"model": model_art,
+              "images": image_set.artifact if image_set.artifact is not None else str(image_set.source)}
+    write_features(out, feats, labels=image_set.labels[ok], names=names, inputs=inputs, attrs=attrs)
+    report.info(f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} features"
+                + (f" ({int((~ok).sum())} unreadable images skipped)" if (~ok).any() else ""))
+    return 0
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("outdir", type=click.Path(path_type=Path))
+@click.option("--identities", type=click.IntRange(min=2), default=300, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option("--labelled-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.5, show_default=True,
+              help="Fraction of the identities that form the labelled part.")
+@click.option("--mean-images", type=click.FloatRange(min=1), default=12.0, show_default=True,
+              help="Mean images per identity (counts are long-tailed).")
+@seed_option
+@common_options
+def demo(outdir, identities, image_size, labelled_fraction, mean_images, seed, quiet, debug):
+    """Draw the synthetic demo image set into OUTDIR (which must not exist, or be empty).
+
+    Each identity is a random pattern of coloured shapes and Gabor-like blobs; each of
+    its images shows it under random rotation, scale, shift, illumination, blur, noise
+    and occlusion, with some hard samples and long-tailed counts per identity. The
+    identities are split into OUTDIR/labelled/<id>/*.png and OUTDIR/unlabelled/<id>/*.png.
+    """
+    from ..data.demo_images import make_demo
+
+    report = Reporter(quiet)
+    summary = make_demo(outdir, identities=identities, image_size=image_size, seed=seed,
+                        labelled_fraction=labelled_fraction, mean_images=mean_images,
+                        reporter=report)
+    report.info(f"wrote {outdir}: {summary['labelled_images']} labelled images of "
+                f"{summary['labelled_identities']} identities, {summary['unlabelled_images']} "
+                f"unlabelled images of {summary['unlabelled_identities']} identities")
+    return 0
+
+
+if __name__ == "__main__":
+    main()
