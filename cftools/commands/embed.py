@@ -28,7 +28,7 @@ def _milestones(ctx, param, value):
     return values
 
 
-@click.group(cls=CfGroup, context_settings=CONTEXT_SETTINGS)
+@click.group("cf-embed", cls=CfGroup, context_settings=CONTEXT_SETTINGS)
 def main():
     """Turn images into features with a ResNet backbone trained with ArcFace.
 

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 
 DECODERS = ("peaks", "intimacy", "infomap", "components")
@@ -257,7 +259,7 @@ def decode_peaks(indices, probabilities, threshold: float, tolerance: float = 0.
     n = indices.shape[0]
     t = np.float32(threshold)
     conf = confidence(indices, probabilities, threshold, block_rows)
-    parent = np.arange(n, dtype=np.int64)
+    src_parts, dst_parts = [], []
     for start, stop in _blocks(n, block_rows):
         idx = indices[start:stop]
         p = probabilities[start:stop]
@@ -265,12 +267,16 @@ def decode_peaks(indices, probabilities, threshold: float, tolerance: float = 0.
         safe = np.where(valid, idx, 0)
         cand = valid & (conf[safe] >= conf[start:stop, None] - tolerance)
         masked = np.where(cand, p, -np.inf)
-        best = masked.argmax(axis=1)
-        rows = np.arange(stop - start)
-        ok = masked[rows, best] >= t
-        parent[start:stop][ok] = idx[rows[ok], best[ok]]
-    src = np.flatnonzero(parent != np.arange(n))
-    return relabel(union_find(n, src, parent[src]))
+        best = masked.max(axis=1, keepdims=True)
+        # join every neighbour tying for the most probable: picking the first of equals
+        # lets pairs choose each other (0<->1, 2<->3) and split an identity
+        join = cand & (masked == best) & (best >= t)
+        r, c = np.nonzero(join)
+        src_parts.append((r + start).astype(np.int64))
+        dst_parts.append(idx[r, c].astype(np.int64))
+    src = np.concatenate(src_parts) if src_parts else np.zeros(0, np.int64)
+    dst = np.concatenate(dst_parts) if dst_parts else np.zeros(0, np.int64)
+    return relabel(union_find(n, src, dst))
 
 
 def intimacy(graph: Graph, block_rows: int = 1 << 15) -> np.ndarray:
@@ -330,9 +336,12 @@ def decode_infomap(indices, probabilities, threshold: float, *, seed: int = 0,
         links[:, 2] = np.maximum(graph.weight[a:b], 1e-6)
         im.add_links(links)
     del src, graph
-    result = im.run()
-    modules = result.modules() if result is not None and hasattr(result, "modules") \
-        else im.get_modules()  # infomap < 2.16
+    im.run()
+    # get_modules() returns a plain dict; the newer result.modules() walks a SWIG iterator
+    # that faiss's SWIG runtime (same process) hijacks, which crashes the interpreter
+    with warnings.catch_warnings():  # deprecated for the crashing path above; kept < 3.0
+        warnings.simplefilter("ignore")
+        modules = im.get_modules()
     nodes = np.fromiter(modules.keys(), dtype=np.int64, count=len(modules))
     mods = np.fromiter(modules.values(), dtype=np.int64, count=len(modules))
     labels[nodes] = n + mods  # module ids are disjoint from the singleton ids
