@@ -1,14 +1,118 @@
-# The round on DATA (default: the built-in demo set), one file per step under $(WORK).
-CF := $(BIN)
+# The semi-supervised round, one file per step under work/$(DATA)/round$(ROUND)/, so Make
+# redoes only what changed. Included by the Makefile; see README "The round".
+#
+#   make round                     the built-in demo: synthetic face-like images
+#   make round ROUND=2             round 2: backbone retrained on D_L + round 1's pseudo-labels
+#   make round DATA=name           data/name/ holds images or features (layout in README)
+#
+# Knobs (override on the command line): K, L, DECODER, EMBED_EPOCHS, TRAIN_EPOCHS, ...
 
-$(WORK):
+CF      := $(BIN)
+DATADIR := data/$(DATA)
+R       := $(WORK)/round$(ROUND)
+PREV    := $(WORK)/round$(shell expr $(ROUND) - 1)
+
+K            ?= 40
+L            ?= 32
+DECODER      ?= infomap
+PRESET       ?= small
+TRAIN_EPOCHS ?= 8
+TRAIN_LR     ?= 1e-3
+EMBED_ARGS   ?= --depth 18 --width 16 --image-size 64 --dim 128 --epochs 8 --scale 32 --margin 0.3 --workers 1
+QUIET        ?= -q
+
+# ------------------------------------------------------------------ where the data comes from
+# images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*
+# features: labelled.{h5,npy,bin} (+ labels) and unlabelled.{h5,npy,bin} in data/<name>/,
+#           or learn-to-cluster's part0_train.bin/.meta and part1_test.bin/.meta
+ifeq ($(DATA),demo)
+  IMAGES := $(WORK)/images
+else
+  IMAGES := $(DATADIR)
+endif
+FEATURE_SOURCES := $(firstword $(wildcard $(DATADIR)/labelled.h5 $(DATADIR)/labelled.npy \
+                     $(DATADIR)/labelled.bin $(DATADIR)/part0_train.bin))
+ifneq ($(FEATURE_SOURCES),)
+  MODE := features
+  SRC_L := $(FEATURE_SOURCES)
+  SRC_U := $(firstword $(wildcard $(DATADIR)/unlabelled.h5 $(DATADIR)/unlabelled.npy \
+                     $(DATADIR)/unlabelled.bin $(DATADIR)/part1_test.bin))
+  LABELS_L := $(firstword $(wildcard $(basename $(SRC_L)).meta $(DATADIR)/labelled_labels.npy))
+  LABELS_U := $(firstword $(wildcard $(basename $(SRC_U)).meta $(DATADIR)/unlabelled_labels.npy))
+else
+  MODE := images
+endif
+
+.PHONY: round round-eval
+.SECONDARY:
+
+$(R):
 	mkdir -p $@
 
-$(WORK)/features.h5: | $(WORK) setup
-	$(CF)/cf-data demo $@ -n 20000 -d 128 --seed 0
+$(WORK)/images/.done: | setup
+	rm -rf $(WORK)/images && mkdir -p $(WORK)
+	$(CF)/cf-embed demo $(WORK)/images $(QUIET)
+	touch $@
 
-$(WORK)/knn.h5: $(WORK)/features.h5
-	$(CF)/cf-knn $< -o $@ -k 40
+# ------------------------------------------------------------------ features of D_L and D_U
+ifeq ($(MODE),features)
+$(R)/labelled.h5: $(SRC_L) | $(R)
+	$(CF)/cf-data import $< $(if $(LABELS_L),--labels $(LABELS_L)) -o $@ $(QUIET)
+$(R)/unlabelled.h5: $(SRC_U) | $(R)
+	$(CF)/cf-data import $< $(if $(LABELS_U),--labels $(LABELS_U)) -o $@ $(QUIET)
+else
+IMAGES_DONE := $(if $(filter demo,$(DATA)),$(WORK)/images/.done,)
 
-round: setup $(WORK)/knn.h5
-	$(CF)/cf-eval knn $(WORK)/knn.h5 --truth $(WORK)/features.h5
+# round 1 trains the backbone on D_L's images; round r > 1 on D_L + round r-1's pseudo-labels
+ifeq ($(ROUND),1)
+$(R)/backbone.h5: $(IMAGES_DONE) | $(R)
+	$(CF)/cf-embed train $(IMAGES)/labelled -o $@ $(EMBED_ARGS) $(QUIET)
+else
+$(R)/backbone.h5: $(PREV)/retrain.h5 | $(R)
+	$(CF)/cf-embed train $< -o $@ $(EMBED_ARGS) $(QUIET)
+endif
+
+$(R)/labelled.h5: $(R)/backbone.h5
+	$(CF)/cf-embed extract $< $(IMAGES)/labelled -o $@ --workers 1 $(QUIET)
+$(R)/unlabelled.h5: $(R)/backbone.h5
+	$(CF)/cf-embed extract $< $(IMAGES)/unlabelled -o $@ --workers 1 $(QUIET)
+endif
+
+# ------------------------------------------------------------------ Clusformer
+$(R)/knn_%.h5: $(R)/%.h5
+	$(CF)/cf-knn $< -o $@ -k $(K) $(QUIET)
+
+$(R)/seq_%.h5: $(R)/knn_%.h5 $(R)/%.h5
+	$(CF)/cf-seq $< --features $(R)/$*.h5 -o $@ -L $(L) $(QUIET)
+
+$(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5
+	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) \
+	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) $(QUIET)
+
+$(R)/links.h5: $(R)/seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
+	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ $(QUIET)
+
+$(R)/clusters.h5: $(R)/links.h5
+	$(CF)/cf-merge $< -o $@ --method $(DECODER) $(QUIET)
+
+# the unlabelled part's own labels (where known) are the truth: used to score, never to cluster
+$(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5
+	$(CF)/cf-eval $< --truth $(R)/unlabelled.h5 --json -q > $@.tmp && mv $@.tmp $@
+
+# D_L + pseudo-labelled D_U: the next round's backbone trains on this
+$(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
+	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
+	  --labelled-features $(R)/labelled.h5 -o $@ --meta $(R)/retrain.meta $(QUIET)
+
+ROUND_FILES := $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5)
+
+round: setup $(ROUND_FILES)
+	@echo "== round $(ROUND) on $(DATA): clusters of the unlabelled part vs their truth" >&2
+	$(CF)/cf-eval $(R)/clusters.h5 --truth $(R)/unlabelled.h5
+ifneq ($(ROUND),1)
+ifeq ($(MODE),images)
+	@echo "== identification top-1 on the unlabelled identities: round $$(($(ROUND)-1)) vs round $(ROUND) backbone" >&2
+	$(CF)/cf-eval identify $(PREV)/unlabelled.h5
+	$(CF)/cf-eval identify $(R)/unlabelled.h5
+endif
+endif

@@ -1,0 +1,107 @@
+"""cf-seq: kNN -> sequences (the visual grammar), with per-position targets where labels are known."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..artifacts import (check_output_path, create_rows, open_artifact, require_same_source,
+                         row_blocks, write_artifact)
+from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options
+from ..core.grammar import build_sequences
+from ..data.io import load_features, split_spec
+from ..errors import CfError
+
+HELP = """Turn every point's nearest neighbours into a sequence: the point itself first (the
+centre), then its neighbours by falling cosine similarity, L positions in all (L <= k).
+
+KNN is a knn file made by cf-knn from FEATURES themselves (its query and base ids must be
+the features' id; a knn file made from other features is refused, naming both files). The
+centre is put first explicitly, never assumed to be neighbour 0: with duplicate images a
+twin may come first.
+
+Positions are masked, never dropped: a neighbour below --min-sim, or a slot with no
+neighbour (approximate kNN may leave some), is masked (mask false; it holds the centre's
+own id). When labels are known (the features file's own, or --labels), each position gets
+a target: 1 when the neighbour has the centre's label, 0 when not, -1 (left out of the
+loss) when either label is unknown (-1) or the position is masked.
+
+The L x L cosine matrix the model reads (the Cosine Distance Encoding) is not stored: it
+is computed from the features batch by batch by cf-train and cf-link.
+"""
+
+
+@click.command("cf-seq", cls=CfCommand, help=HELP, context_settings=CONTEXT_SETTINGS)
+@click.argument("knn")
+@click.option("--features", required=True,
+              help="The features the kNN was computed from (.h5, FILE.h5:/path, .npy, .bin).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output sequences file (.h5).")
+@click.option("-L", "--length", "length", type=click.IntRange(min=2), default=64,
+              show_default=True, help="Sequence length, the centre included (at most k).")
+@click.option("--min-sim", type=float, default=None,
+              help="Mask neighbours whose cosine similarity is below this.")
+@click.option("--labels", default=None,
+              help="Identity labels (-1 unknown) for the targets, instead of the features "
+                   "file's own (.npy, .meta, .h5, FILE.h5:/path).")
+@click.option("--dim", type=click.IntRange(min=1), default=None,
+              help="Dimension of raw .bin features when no .meta lies beside them.")
+@common_options
+def main(knn, features, out, length, min_sim, labels, dim, quiet, debug):
+    rep = Reporter(quiet)
+    out = Path(out)
+    check_output_path(out, [knn, split_spec(features)[0]] + ([split_spec(labels)[0]] if labels else []))
+    t0 = time.perf_counter()
+    knn_art = open_artifact(knn, "knn")
+    feats = load_features(features, labels=labels, dim=dim, reporter=rep)
+    for attr in ("base_id", "query_id"):
+        require_same_source(str(knn_art.attrs[attr]), feats.id, what="features", path=knn_art.path,
+                            other_path=feats.path)
+    n, k = knn_art.dims["N"], knn_art.dims["k"]
+    if n != feats.n:
+        raise CfError(f"has {n} rows but the features {feats.path} have {feats.n}", knn_art.path)
+    if length > k:
+        raise CfError(f"-L {length} is longer than the k={k} neighbours of each point", knn_art.path)
+    has_labels = feats.labels is not None and bool((feats.labels >= 0).any())
+    rep.info(f"cf-seq: {n} sequences of length {length} from k={k}"
+             + (f", masking below similarity {min_sim}" if min_sim is not None else "")
+             + (", with targets" if has_labels else ", no labels: no targets"))
+    attrs = {"knn_id": knn_art.id, "features_id": feats.id, "L": length,
+             "min_sim": "none" if min_sim is None else float(min_sim)}
+    masked = positives = known = 0
+    with write_artifact(out, "sequences", inputs={"knn": knn_art, "features": feats.provenance_ref},
+                        attrs=attrs) as f:
+        order_ds = create_rows(f, "order", (n, length), np.int64)
+        mask_ds = create_rows(f, "mask", (n, length), bool)
+        targets_ds = create_rows(f, "targets", (n, length), np.int8) if has_labels else None
+        with rep.progress(total=n, desc="sequences", unit="pt") as bar:
+            for start, stop in row_blocks(knn_art["indices"]):
+                idx = knn_art.read("indices", slice(start, stop))
+                sim = knn_art.read("similarities", slice(start, stop))
+                if idx.max() >= feats.n:
+                    raise CfError(f"neighbour ids beyond the {feats.n} features in rows "
+                                  f"{start}..{stop - 1}", knn_art.path)
+                order, mask, targets = build_sequences(
+                    idx, sim, length, centres=np.arange(start, stop), min_sim=min_sim,
+                    labels=feats.labels if has_labels else None)
+                order_ds[start:stop] = order
+                mask_ds[start:stop] = mask
+                masked += int((~mask).sum())
+                if targets_ds is not None:
+                    targets_ds[start:stop] = targets
+                    positives += int((targets[:, 1:] == 1).sum())
+                    known += int((targets[:, 1:] >= 0).sum())
+                bar.update(stop - start)
+    knn_art.close()
+    share = masked / (n * length)
+    msg = f"cf-seq: wrote {out} ({n} x {length}; {share:.1%} of positions masked"
+    if has_labels:
+        msg += f"; {positives} of {known} labelled neighbour positions share the centre's identity"
+    rep.info(msg + f") in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

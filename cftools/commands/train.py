@@ -1,0 +1,160 @@
+"""cf-train: sequences of the labelled set -> a Clusformer model (HDF5, no pickle)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..artifacts import check_output_path, open_artifact, require_same_source
+from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options,
+                   device_option, seed_option)
+from ..core.device import torch_device
+from ..core.model import ENCODINGS, PRESETS, make_config, save_model
+from ..core.training import SequenceData, TrainConfig, init_distributed, train
+from ..data.io import load_features, split_spec
+from ..errors import CfError
+
+HELP = """Train Clusformer on the sequences of a labelled set (made by cf-seq with labels).
+
+Each token is a neighbour's feature with its row of the L x L cosine matrix (the Cosine
+Distance Encoding, computed on the fly); an encoder-decoder transformer with L learned
+decoder queries gives, per position, the probability that the neighbour shares the
+centre's identity. Loss: binary cross-entropy over real, labelled positions. AdamW with
+warm-up, then linear (the paper) or cosine decay; bf16/fp16 mixed precision where the
+hardware has it.
+
+Validation is held out by identity: --val-fraction of the centres' identities are never
+trained on (their faces are masked out of the training sequences too) and their rows are
+linked like unlabelled data after every epoch: link precision, recall, F1 and ROC-AUC are
+printed, with raw cosine to the centre scored once on the same pairs for comparison. The
+link threshold that maximises F1 there, and the decoders' thresholds (cf-merge), are
+calibrated on those rows only and stored in the model; cf-link passes them on.
+
+A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
+continues from one and ends with the same weights as an uninterrupted run (same seed, on
+CPU). Under torchrun (several processes or nodes) the same command line trains with DDP
+(nccl on GPUs, gloo on CPUs); --batch-size is the global batch and only rank 0 writes.
+
+The model file holds the weights as float32 datasets and the config, thresholds and a
+training summary as JSON attributes; loading it never runs code.
+"""
+
+
+@click.command("cf-train", cls=CfCommand, help=HELP, context_settings=CONTEXT_SETTINGS)
+@click.argument("sequences")
+@click.option("--features", required=True, help="The features the sequences were built from.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output model file (.h5).")
+@click.option("--labels", default=None,
+              help="Identity labels (-1 unknown), instead of the features file's own.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True,
+              help="small: 2+2 layers, width 128, CDE-only tokens (minutes on a CPU); "
+                   "paper: 6+6 layers, 8 heads, width 512, feature + CDE tokens.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Override: model width.")
+@click.option("--heads", type=click.IntRange(min=1), default=None, help="Override: attention heads.")
+@click.option("--encoder-layers", type=click.IntRange(min=0), default=None,
+              help="Override: encoder layers.")
+@click.option("--decoder-layers", type=click.IntRange(min=1), default=None,
+              help="Override: decoder layers.")
+@click.option("--ffn", type=click.IntRange(min=1), default=None, help="Override: FFN size.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Override: dropout.")
+@click.option("--encoding", type=click.Choice(ENCODINGS), default=None,
+              help="Position/context encoding (the paper's ablation) [default: cde].")
+@click.option("--token-features/--no-token-features", default=None,
+              help="Override: whether tokens carry the raw features beside the CDE row.")
+@click.option("--center/--no-center", default=None,
+              help="Subtract the features' mean before the CDE [default: center].")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear",
+              show_default=True, help="Decay after warm-up.")
+@click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Share of all steps spent warming up.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              show_default=True, help="Share of identities held out for validation (0: none).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint written after every epoch [default: MODEL.ckpt].")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue from this checkpoint.")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
+                   "it use fp16 with a gradient scaler].")
+@click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True)
+@batch_size_option(128)
+@device_option
+@seed_option
+@common_options
+def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
+         ffn, dropout, encoding, token_features, center, epochs, lr, weight_decay, schedule,
+         warmup, val_fraction, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
+         seed, quiet, debug):
+    import torch
+
+    dist = init_distributed(device)
+    rep = Reporter(quiet or not dist.main)
+    out = Path(out)
+    checkpoint = checkpoint or str(out) + ".ckpt"
+    check_output_path(out, [sequences, split_spec(features)[0], resume])
+    check_output_path(checkpoint, [sequences, split_spec(features)[0], out])
+    dev = torch_device(device)
+    if dev.type == "cuda" and dist.world > 1:
+        dev = torch.device("cuda", dist.local_rank)
+    torch.set_num_threads(max(1, torch.get_num_threads() // max(1, dist.world)) if dev.type == "cpu"
+                          else torch.get_num_threads())
+
+    t0 = time.perf_counter()
+    seq = open_artifact(sequences, "sequences")
+    feats = load_features(features, labels=labels, reporter=rep)
+    require_same_source(str(seq.attrs["features_id"]), feats.id, what="features", path=seq.path,
+                        other_path=feats.path)
+    if feats.labels is None or not (feats.labels >= 0).any():
+        raise CfError("training needs identity labels: the features file has none; give --labels",
+                      feats.path)
+    if "targets" not in seq:
+        raise CfError("has no targets (made without labels); rerun cf-seq with labels", seq.path)
+    n, L = seq.dims["N"], seq.dims["L"]
+    if n != feats.n:
+        raise CfError(f"has {n} rows but the features {feats.path} have {feats.n}", seq.path)
+    order = seq.read("order")
+    if order.min() < 0 or order.max() >= feats.n:
+        raise CfError(f"sequence ids out of range [0, {feats.n})", seq.path)
+    data = SequenceData(order, seq.read("mask"), seq.read("targets"), feats.labels)
+    if labels is not None:  # targets follow the labels given now, not those cf-seq saw
+        from ..core.grammar import make_targets
+        data.targets = make_targets(data.order, data.mask, feats.labels)
+
+    mcfg = make_config(preset, feats.dim, L, width=width, heads=heads,
+                       encoder_layers=encoder_layers, decoder_layers=decoder_layers, ffn=ffn,
+                       dropout=dropout, encoding=encoding, features=token_features, center=center)
+    tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                       warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
+                       bf16=bf16, stop_after_epoch=stop_after_epoch)
+    rep.info(f"cf-train: {n} sequences (L={L}, d={feats.dim}), preset {preset}, "
+             f"{epochs} epochs on {dev}" + (f" x {dist.world} processes" if dist.world > 1 else ""))
+    try:
+        result = train(data, feats.features, mcfg, tcfg, device=dev, dist=dist,
+                       checkpoint=checkpoint, resume=resume, log=rep.info, progress=rep.progress)
+    finally:
+        if dist.world > 1:
+            torch.distributed.destroy_process_group()
+    if result is None:
+        if dist.main:
+            rep.info(f"cf-train: stopped after epoch {stop_after_epoch}; resume with "
+                     f"--resume {checkpoint}")
+        return
+    result.summary["seconds"] = round(time.perf_counter() - t0, 1)
+    result.summary["preset"] = preset
+    save_model(out, result.model, thresholds=result.thresholds, training=result.summary,
+               inputs={"sequences": seq, "features": feats.provenance_ref})
+    rep.info(f"cf-train: wrote {out} in {result.summary['seconds']} s; thresholds "
+             + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in result.thresholds.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""Training Clusformer on the sequences of the labelled set D_L.
+
+- Loss: binary cross-entropy per position, over positions that are real neighbours (mask)
+  with a known target (targets != -1). The centre's own position (always 1) is left out.
+- Validation, held out BY IDENTITY: a share of the centres' identities is set aside. Their
+  rows are never trained on, and in the training rows every position whose neighbour
+  belongs to a held-out identity is masked, so no held-out face is ever seen in training.
+  The held-out rows are then linked like unlabelled data (their neighbours may include
+  training identities: realistic distractors) and scored on every valid position.
+- Each epoch: link precision / recall / F1 (at 0.5) and ROC-AUC on the held-out rows;
+  raw cosine to the centre is scored once on the same positions, for comparison.
+- Thresholds are calibrated on the held-out rows only: ``link`` = the probability that
+  maximises F1 of link classification; plus whatever
+  ``cftools.core.decoding.calibrate_thresholds`` returns, when that exists.
+- AdamW, warm-up then linear (the paper) or cosine decay; mixed precision (autocast
+  fp16 + GradScaler on GPUs without bf16, bf16 autocast on GPUs and CPUs with it).
+- A checkpoint after every epoch (atomic), holding model, optimizer, scheduler, scaler,
+  RNG states and epoch; resuming from it reaches the same weights as an uninterrupted run
+  (on CPU, same seed): batches come from a permutation seeded by (seed, epoch) and dropout
+  from a torch generator reseeded by (seed, epoch, rank).
+- DDP under ``torchrun`` (WORLD_SIZE > 1): nccl on GPU, gloo on CPU. ``batch_size`` is the
+  global batch: each step every rank takes its share of the same batch and the loss is
+  normalised by the global count of positions, so the gradient equals a single process's.
+  Only rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import CfError
+from .grammar import TARGET_UNKNOWN, centre_cosine
+from .model import Clusformer, ClusformerConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    schedule: str = "linear"  # or "cosine"
+    warmup: float = 0.05  # share of all steps spent warming up
+    batch_size: int = 128  # global, over all ranks
+    val_fraction: float = 0.2  # share of identities held out
+    seed: int = 0
+    grad_clip: float = 1.0
+    bf16: bool | None = None  # None: where the hardware supports it
+    stop_after_epoch: int | None = None  # testing: stop as if killed after this epoch
+
+
+@dataclass
+class SequenceData:
+    """Sequences of D_L in memory, with each centre's label (for the identity split)."""
+
+    order: np.ndarray  # (N, L) int64
+    mask: np.ndarray  # (N, L) bool
+    targets: np.ndarray  # (N, L) int8
+    labels: np.ndarray  # (P,) int64: labels of all points, -1 unknown
+
+
+# --------------------------------------------------------------------------- split
+
+
+def split_rows(data: SequenceData, val_fraction: float, seed: int):
+    """(train_rows, val_rows, val_identities): rows split by their centre's identity."""
+    centre_lab = data.labels[data.order[:, 0]]
+    ids = np.unique(centre_lab[centre_lab >= 0])
+    if ids.size == 0:
+        raise CfError("no centre has a known label: nothing to train on")
+    n_val = int(round(val_fraction * ids.size))
+    if val_fraction > 0 and ids.size >= 2:
+        n_val = min(max(1, n_val), ids.size - 1)
+    else:
+        n_val = 0
+    val_ids = np.sort(np.random.default_rng(seed).permutation(ids)[:n_val])
+    known = centre_lab >= 0
+    is_val = np.isin(centre_lab, val_ids)
+    return np.flatnonzero(known & ~is_val), np.flatnonzero(known & is_val), val_ids
+
+
+def training_view(data: SequenceData, rows: np.ndarray, val_ids: np.ndarray):
+    """order/mask/targets of the training rows with held-out identities masked out."""
+    order = data.order[rows]
+    mask = data.mask[rows].copy()
+    targets = data.targets[rows].copy()
+    if val_ids.size:
+        hidden = np.isin(data.labels[order], val_ids)
+        hidden[:, 0] = False
+        mask &= ~hidden
+        targets[hidden] = TARGET_UNKNOWN
+    return order, mask, targets
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN when
+    only one class is present."""
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth).astype(bool)
+    pos, neg = int(truth.sum()), int((~truth).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def link_scores(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
+    """Precision, recall, F1 (harmonic) of 'score >= threshold' as a link, and ROC-AUC."""
+    truth = np.asarray(truth).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    tp = int((pred & truth).sum())
+    p = tp / max(1, int(pred.sum()))
+    r = tp / max(1, int(truth.sum()))
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "roc_auc": roc_auc(scores, truth),
+            "threshold": float(threshold), "positives": int(truth.sum()), "pairs": int(truth.size)}
+
+
+def best_f1_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The score threshold (links are score >= t) with the highest F1 on these pairs."""
+    truth = np.asarray(truth).astype(bool)
+    if truth.sum() == 0:
+        return 0.5
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    s = np.asarray(scores, dtype=np.float64)[order]
+    tp = np.cumsum(truth[order])
+    k = np.arange(1, s.size + 1)
+    last = np.r_[s[1:] != s[:-1], True]  # cut only between distinct scores
+    f1 = np.where(last, 2 * tp / (k + truth.sum()), -1.0)
+    i = int(np.argmax(f1))
+    # midway to the next lower score, so the threshold is not glued to one sample
+    return float(s[i] if i + 1 >= s.size else (s[i] + s[i + 1]) / 2)
+
+
+# --------------------------------------------------------------------------- running the model
+
+
+def autocast_dtype(device: torch.device, bf16: bool | None):
+    """The autocast dtype to use, or None for plain float32."""
+    if device.type == "cuda":
+        if bf16 is False:
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if bf16 is False:
+        return None
+    supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if bf16 and not supported:
+        raise CfError("--bf16 asked for, but this CPU has no bfloat16 support")
+    return torch.bfloat16 if supported else None
+
+
+@torch.no_grad()
+def predict(model, features_t, order, mask, *, batch_size=256, amp=None, progress=None):
+    """Probabilities (n, L) float32 for in-memory sequences; masked positions get 0."""
+    model.eval()
+    device = features_t.device
+    out = np.zeros(order.shape, dtype=np.float32)
+    for start in range(0, order.shape[0], batch_size):
+        o = torch.from_numpy(order[start:start + batch_size]).to(device)
+        m = torch.from_numpy(mask[start:start + batch_size]).to(device)
+        out[start:start + o.shape[0]] = run_batch(model, features_t, o, m, amp)
+        if progress is not None:
+            progress.update(o.shape[0])
+    return out
+
+
+def run_batch(model, features_t, order_t, mask_t, amp) -> np.ndarray:
+    with torch.autocast(features_t.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        logits = model(features_t[order_t], mask_t)
+    prob = torch.sigmoid(logits.float()) * mask_t
+    return prob.cpu().numpy()
+
+
+def cosine_to_centre(features_t, order, mask, batch_size=4096) -> np.ndarray:
+    out = np.zeros(order.shape, dtype=np.float32)
+    for start in range(0, order.shape[0], batch_size):
+        o = torch.from_numpy(order[start:start + batch_size]).to(features_t.device)
+        m = torch.from_numpy(mask[start:start + batch_size]).to(features_t.device)
+        out[start:start + o.shape[0]] = (centre_cosine(features_t[o]) * m).cpu().numpy()
+    return out
+
+
+def scored_positions(mask: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Positions that count in loss and metrics: real neighbours, known target, not the centre."""
+    use = mask & (targets != TARGET_UNKNOWN)
+    use[:, 0] = False
+    return use
+
+
+# --------------------------------------------------------------------------- schedule, checkpoints
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(1.0, progress)
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+    return f
+
+
+def rng_states() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "python": list(random.getstate()[1])}
+
+
+def set_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    name, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate((3, tuple(s["python"]), None))
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint.
+    Only tensors, numbers, strings, lists and dicts: loadable with weights_only=True."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CfError("no such checkpoint", path) from None
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is one error
+        raise CfError(f"not a readable cf-train checkpoint ({type(err).__name__})", path) from err
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    model: Clusformer
+    thresholds: dict
+    summary: dict
+    history: list = field(default_factory=list)
+
+
+def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConfig,
+          cfg: TrainConfig, *, device: torch.device, dist: Dist | None = None,
+          checkpoint: str | None = None, resume: str | None = None, log=print,
+          progress=None) -> TrainResult | None:
+    """Train, validate each epoch, calibrate thresholds. Returns None on ranks other than
+    0 and when stopped early by ``stop_after_epoch``."""
+    dist = dist or Dist()
+    if cfg.schedule not in ("linear", "cosine"):
+        raise CfError(f"unknown schedule {cfg.schedule!r} (linear or cosine)")
+    train_rows, val_rows, val_ids = split_rows(data, cfg.val_fraction, cfg.seed)
+    if train_rows.size == 0:
+        raise CfError("no training rows left after holding out the validation identities")
+    t_order, t_mask, t_targets = training_view(data, train_rows, val_ids)
+    v_order, v_mask = data.order[val_rows], data.mask[val_rows]
+    v_use = scored_positions(v_mask, data.targets[val_rows])
+    v_truth = data.targets[val_rows][v_use] == 1
+
+    torch.manual_seed(cfg.seed)
+    model = Clusformer(model_config)
+    if model_config.center:
+        model.feature_mean.copy_(torch.from_numpy(features.mean(axis=0)))
+    model.to(device)
+    features_t = torch.from_numpy(features).to(device)
+    amp = autocast_dtype(device, cfg.bf16)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_batches = math.ceil(train_rows.size / cfg.batch_size)
+    total = n_batches * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(total, int(cfg.warmup * total), cfg.schedule))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+
+    start_epoch, history = 0, []
+    if resume:
+        ck = load_checkpoint(resume)
+        if ck.get("model_config") != asdict(model_config) or ck.get("split") != val_ids.tolist():
+            raise CfError("checkpoint was made with another model config or data", resume)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        set_rng_states(ck["rng"])
+        start_epoch, history = int(ck["epoch"]), list(ck["history"])
+        log(f"resumed from {resume} after epoch {start_epoch}")
+
+    baseline = None
+    if dist.main and val_rows.size:
+        cos = cosine_to_centre(features_t, v_order, v_mask)[v_use]
+        baseline = link_scores(cos, v_truth, best_f1_threshold(cos, v_truth))
+        log(f"held out {val_ids.size} identities ({val_rows.size} rows, {v_truth.size} pairs); "
+            f"raw cosine: ROC-AUC {baseline['roc_auc']:.4f}, best F1 {baseline['f1']:.4f} "
+            f"at cos >= {baseline['threshold']:.4f}")
+
+    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    t_order_t, t_mask_t, t_targets_t = to(t_order), to(t_mask), to(t_targets)
+    val_probs = None
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout
+        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_rows.size)
+        t0, loss_sum, loss_n = time.time(), 0.0, 0
+        bar = progress(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch") \
+            if progress and dist.main else None
+        for b in range(n_batches):
+            batch = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            if batch.size < dist.world:
+                continue  # too small to share out; skipped by every rank alike
+            local = torch.from_numpy(batch[dist.rank::dist.world]).to(device)
+            o, m, t = t_order_t[local], t_mask_t[local], t_targets_t[local]
+            use = m & (t != TARGET_UNKNOWN)
+            use[:, 0] = False
+            count = use.sum().float()
+            if dist.world > 1:
+                torch.distributed.all_reduce(count)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = net(features_t[o], m)
+            bce = F.binary_cross_entropy_with_logits(logits.float(), t.clamp(min=0).float(),
+                                                     reduction="none")
+            loss = (bce * use).sum() / count.clamp(min=1) * dist.world  # DDP averages ranks
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += float(loss.detach()) / dist.world
+            loss_n += 1
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        record = {"epoch": epoch + 1, "loss": loss_sum / max(1, loss_n),
+                  "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
+        if dist.main:
+            if val_rows.size:
+                val_probs = predict(model, features_t, v_order, v_mask, amp=amp)
+                s = link_scores(val_probs[v_use], v_truth, 0.5)
+                record.update({f"val_{k}": v for k, v in s.items()
+                               if k in ("precision", "recall", "f1", "roc_auc")})
+                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, val P "
+                    f"{s['precision']:.4f} R {s['recall']:.4f} F1 {s['f1']:.4f} ROC-AUC "
+                    f"{s['roc_auc']:.4f} ({record['seconds']} s)")
+            else:
+                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}")
+            history.append(record)
+            if checkpoint:
+                save_checkpoint(checkpoint, {
+                    "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rng_states(), "history": history,
+                    "model_config": asdict(model_config), "split": val_ids.tolist()})
+        if dist.world > 1:
+            torch.distributed.barrier()
+        if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch:
+            return None
+    if not dist.main:
+        return None
+
+    thresholds, summary = {"link": 0.5}, {"epochs": cfg.epochs, "train_rows": int(train_rows.size),
+                                          "val_rows": int(val_rows.size),
+                                          "val_identities": int(val_ids.size),
+                                          "train_config": asdict(cfg), "world_size": dist.world}
+    if val_rows.size:
+        if val_probs is None:  # resumed after the last epoch
+            val_probs = predict(model, features_t, v_order, v_mask, amp=amp)
+        p = val_probs[v_use]
+        thresholds["link"] = best_f1_threshold(p, v_truth)
+        final = link_scores(p, v_truth, thresholds["link"])
+        summary["validation"] = {"model": final, "cosine": baseline}
+        log(f"calibrated link threshold {thresholds['link']:.4f}: val P {final['precision']:.4f} "
+            f"R {final['recall']:.4f} F1 {final['f1']:.4f} ROC-AUC {final['roc_auc']:.4f} "
+            f"(raw cosine ROC-AUC {baseline['roc_auc']:.4f}, best F1 {baseline['f1']:.4f})")
+        thresholds.update(decoding_thresholds(data, val_rows, val_probs, log))
+    else:
+        log("no validation identities: link threshold left at 0.5 (uncalibrated)")
+    summary["history"] = history
+    return TrainResult(model.cpu().eval(), thresholds, summary, history)
+
+
+def decoding_thresholds(data: SequenceData, val_rows, val_probs, log) -> dict:
+    """Thresholds of the decoders (cf-merge), calibrated on the held-out rows linked as if
+    they were unlabelled: neighbours outside the held-out rows are dropped (id -1,
+    probability 0) and ids renumbered 0..n-1. Its "link" is not taken: ours is scored on
+    all held-out pairs, those reaching training identities included."""
+    try:
+        from .decoding import calibrate_thresholds
+    except (ImportError, AttributeError):
+        return {}
+    points = data.order[val_rows, 0]
+    remap = np.full(data.labels.shape[0], -1, dtype=np.int64)
+    remap[points] = np.arange(points.size)
+    idx = remap[data.order[val_rows]]
+    inside = (idx >= 0) & data.mask[val_rows]
+    probs = np.where(inside, val_probs, 0.0).astype(np.float32)
+    idx = np.where(inside, idx, -1)
+    try:
+        extra = calibrate_thresholds(idx, probs, data.labels[points])
+    except Exception as err:  # noqa: BLE001 - the model is still good without them
+        log(f"warning: decoder threshold calibration failed: {type(err).__name__}: {err}")
+        return {}
+    return {str(k): v for k, v in dict(extra).items() if k != "link"}  # ours: all val pairs

@@ -1,0 +1,446 @@
+"""Bad input through every command: each case is refused with one line on stderr naming
+the file and the problem, a non-zero exit, no output file and no temporary left behind;
+nothing is unpickled. Duplicate points and a corrupt image are not errors.
+
+Most cases run the command in this process (``main.main(args)``, exactly what the console
+script runs, minus interpreter start-up); the missing-file row runs every command as a
+real process too."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shlex
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import one_line_error, run_cmd
+from cftools.artifacts import open_artifact
+from cftools.data.demo import make_demo_features
+from cftools.data.io import write_features
+
+N, D, K, L = 600, 16, 12, 8
+COMMANDS = ("data", "knn", "seq", "train", "link", "merge", "eval", "embed")
+
+
+class Result:
+    def __init__(self, returncode, stderr):
+        self.returncode, self.stderr = returncode, stderr
+
+
+def call(capsys, module, *args) -> Result:
+    """Run cf-<module> in this process; -> exit status and stderr."""
+    import importlib
+
+    main = importlib.import_module(f"cftools.commands.{module}").main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
+    code = info.value.code
+    return Result(code if isinstance(code, int) else 1, capsys.readouterr().err)
+
+
+def _ok(capsys, module, *args):
+    r = call(capsys, module, *args)
+    assert r.returncode == 0, f"cf-{module} {args}: {r.stderr}"
+    return r
+
+
+def _copy_with(src: Path, dst: Path, edit) -> Path:
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
+def _replace(name, data):
+    def edit(f):
+        del f[name]
+        f.create_dataset(name, data=data)
+    return edit
+
+
+class Payload:
+    """Unpickling this would create the marker file: proof that nothing unpickles."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+@pytest.fixture(scope="module")
+def F(tmp_path_factory):
+    """Every good and bad file, built once. Returns {placeholder: path}."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only spin on a busy machine
+    try:
+        yield _make_files(tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _make_files(tmp_path_factory):
+    import torch
+
+    capsys = _NoCapture()
+    t = tmp_path_factory.mktemp("bad")
+    p = {"dir": t, "missing": t / "missing.h5", "missingdir": t / "nodir" / "out.h5",
+         "marker": t / "UNPICKLED"}
+    x, y = make_demo_features(N, D, seed=0)
+    write_features(t / "f.h5", x, labels=y)
+    x2, y2 = make_demo_features(N, D, seed=9)
+    write_features(t / "f2.h5", x2, labels=y2)
+    p.update(feats=t / "f.h5", f2=t / "f2.h5")
+    np.save(t / "x.npy", x)
+    p["npy"] = t / "x.npy"
+    # the pipeline through the commands themselves
+    capsys.run("knn", t / "f.h5", "-o", t / "k.h5", "-k", K, "-q")
+    capsys.run("seq", t / "k.h5", "--features", t / "f.h5", "-o", t / "s.h5", "-L", L, "-q")
+    capsys.run("train", t / "s.h5", "--features", t / "f.h5", "-o", t / "m.h5", "--epochs", 1,
+               "--width", 32, "--ffn", 64, "--batch-size", 64, "--device", "cpu", "-q")
+    capsys.run("link", t / "s.h5", "--features", t / "f.h5", "--model", t / "m.h5", "-o",
+               t / "l.h5", "--device", "cpu", "-q")
+    capsys.run("merge", "decode", t / "l.h5", "-o", t / "c.h5", "--method", "peaks",
+               "--threshold", 0.5, "-q")
+    p.update(knn=t / "k.h5", seq=t / "s.h5", model=t / "m.h5", links=t / "l.h5",
+             clusters=t / "c.h5")
+    # models of another feature dimension / sequence length
+    from cftools.core.model import Clusformer, make_config, save_model
+
+    torch.manual_seed(0)
+    save_model(t / "m_d8.h5", Clusformer(make_config("small", 8, L, width=32, ffn=64)))
+    save_model(t / "m_L6.h5", Clusformer(make_config("small", D, 6, width=32, ffn=64)))
+    p.update(m_d8=t / "m_d8.h5", m_L6=t / "m_L6.h5")
+    # pickles: a pickle named .h5, and HDF5 models hiding pickle bytes in their weights
+    blob = pickle.dumps(Payload(p["marker"]))
+    (t / "pickle.h5").write_bytes(blob)
+    with h5py.File(t / "m.h5", "r") as f:
+        first = sorted(f["weights"].keys())[0]
+    opaque = np.void(blob)
+    p["pickle"] = t / "pickle.h5"
+    p["opaque"] = _copy_with(t / "m.h5", t / "opaque.h5", _replace(f"weights/{first}", opaque))
+    p["extra"] = _copy_with(t / "m.h5", t / "extra.h5",
+                            lambda f: f["weights"].create_dataset("payload", data=opaque))
+    p["bytes_w"] = _copy_with(t / "m.h5", t / "bytesw.h5", _replace(
+        f"weights/{first}", np.frombuffer(blob, dtype=np.uint8)))
+    # broken files
+    (t / "notes.h5").write_text("just some text, not HDF5\n")
+    raw = (t / "f.h5").read_bytes()
+    (t / "trunc.h5").write_bytes(raw[: len(raw) // 2])
+    p.update(notes=t / "notes.h5", trunc=t / "trunc.h5")
+    future = lambda f: f.attrs.__setitem__("cftools_format", np.int64(99))  # noqa: E731
+    p["future"] = _copy_with(t / "f.h5", t / "future.h5", future)
+    p["knn_future"] = _copy_with(t / "k.h5", t / "kfuture.h5", future)
+    p["links_future"] = _copy_with(t / "l.h5", t / "lfuture.h5", future)
+    p["nofeat"] = _copy_with(t / "f.h5", t / "nofeat.h5", lambda f: f.__delitem__("features"))
+    p["knn_noidx"] = _copy_with(t / "k.h5", t / "knoidx.h5", lambda f: f.__delitem__("indices"))
+    p["f64"] = _copy_with(t / "f.h5", t / "f64.h5", _replace("features", x.astype(np.float64)))
+    p["rank3"] = _copy_with(t / "f.h5", t / "rank3.h5", _replace("features", x[:, :, None]))
+    with h5py.File(t / "k.h5", "r") as f:
+        kidx, ksim = f["indices"][()], f["similarities"][()]
+
+    def shorten(f):  # a knn file of 599 rows that claims to be of f.h5
+        _replace("indices", kidx[:-1])(f)
+        _replace("similarities", ksim[:-1])(f)
+
+    p["knn_short"] = _copy_with(t / "k.h5", t / "kshort.h5", shorten)
+    p["knn_f64"] = _copy_with(t / "k.h5", t / "kf64.h5", _replace("similarities",
+                                                                 ksim.astype(np.float64)))
+    with h5py.File(t / "s.h5", "r") as f:
+        order = f["order"][()]
+    p["seq_f64"] = _copy_with(t / "s.h5", t / "sf64.h5", _replace("order", order.astype(np.float64)))
+    p["seq_short"] = _copy_with(t / "s.h5", t / "sshort.h5", _replace("mask", np.ones((N - 1, L), bool)))
+    with h5py.File(t / "l.h5", "r") as f:
+        probs = f["probabilities"][()]
+    probs_nan = probs.copy()
+    probs_nan[7, 3] = np.nan
+    p["links_nan"] = _copy_with(t / "l.h5", t / "lnan.h5", _replace("probabilities", probs_nan))
+    p["links_rank"] = _copy_with(t / "l.h5", t / "lrank.h5", _replace("probabilities", probs[:, 0]))
+    p["clusters_short"] = _copy_with(t / "c.h5", t / "cshort.h5",
+                                     _replace("labels", np.arange(N - 1, dtype=np.int64)))
+    p["empty_h5"] = _copy_with(t / "f.h5", t / "empty.h5", lambda f: [
+        f.__delitem__("features"), f.__delitem__("labels"),
+        f.create_dataset("features", shape=(0, D), dtype=np.float32)])
+    # bad arrays
+    for name, arr in {
+        "nan": np.where(np.arange(N)[:, None] == 5, np.nan, x),
+        "inf": np.where(np.arange(N)[:, None] == 6, np.inf, x),
+        "zero": np.where(np.arange(N)[:, None] == 7, 0.0, x),
+        "unnorm": x * 3.0,
+        "empty": np.zeros((0, D), np.float32),
+        "ints": (x * 100).astype(np.int32),
+        "rank1": x[:, 0].copy(),
+    }.items():
+        np.save(t / f"{name}.npy", np.asarray(arr, dtype=arr.dtype if name == "ints" else np.float32))
+        p[name] = t / f"{name}.npy"
+    np.save(t / "labels599.npy", y[:-1])
+    p["labels599"] = t / "labels599.npy"
+    # images and a tiny backbone for cf-embed
+    from cftools.core.backbone import Backbone, BackboneConfig, save_backbone
+    from cftools.data.demo_images import make_demo
+
+    make_demo(t / "img", identities=4, image_size=16, seed=1, mean_images=4)
+    p["images"] = t / "img" / "labelled"
+    save_backbone(t / "bb.h5", Backbone(BackboneConfig(depth=18, width=4, dim=16, image_size=16)))
+    p["backbone"] = t / "bb.h5"
+    p["out"] = t / "out.h5"  # replaced per test by a fresh path
+    return p
+
+
+class _NoCapture:
+    """Run a command in this process while building fixtures (no capsys in module scope)."""
+
+    def run(self, module, *args):
+        import contextlib
+        import importlib
+        import io
+
+        main = importlib.import_module(f"cftools.commands.{module}").main
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+            main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
+        assert info.value.code in (0, None), f"cf-{module} {args}: {err.getvalue()}"
+
+
+# (command, arguments, expected substring of the error, placeholder of the file it names)
+CASES = [
+    # ---- cf-data
+    ("data", "import {missing} -o {out}", "no such file", "missing"),
+    ("data", "import {notes} -o {out}", "not an HDF5 file", "notes"),
+    ("data", "import {trunc} -o {out}", "truncated", "trunc"),
+    ("data", "import {knn} -o {out}", "is a knn file, expected features", "knn"),
+    ("data", "import {future} -o {out}", "newer than", "future"),
+    ("data", "import {nofeat} -o {out}", "missing dataset 'features'", "nofeat"),
+    ("data", "import {f64} -o {out}", "has dtype float64, expected float32", "f64"),
+    ("data", "import {rank3} -o {out}", "rank 3", "rank3"),
+    ("data", "import {nan} -o {out}", "NaN or Inf (first at row 5)", "nan"),
+    ("data", "import {inf} -o {out}", "NaN or Inf (first at row 6)", "inf"),
+    ("data", "import {zero} -o {out}", "row 7 is an all-zero vector", "zero"),
+    ("data", "import {unnorm} -o {out} --strict", "not 1", "unnorm"),
+    ("data", "import {empty} -o {out}", "empty features", "empty"),
+    ("data", "import {empty_h5} -o {out}", "0 rows", "empty_h5"),
+    ("data", "import {ints} -o {out}", "floating point", "ints"),
+    ("data", "import {rank1} -o {out}", "2-D", "rank1"),
+    ("data", "import {npy} --labels {labels599} -o {out}", "has 599 labels", "labels599"),
+    ("data", "import {npy} -o {missingdir}", "does not exist", "missingdir"),
+    ("data", "import {npy} -o {npy}", "also an input", "npy"),
+    ("data", "demo {missingdir} -n 10", "does not exist", "missingdir"),
+    ("data", "split {feats} -L {feats} -U {out}", "also an input", "feats"),
+    # ---- cf-knn
+    ("knn", "{missing} -o {out} -k 5", "no such file", "missing"),
+    ("knn", "{clusters} -o {out} -k 5", "is a clusters file, expected features", "clusters"),
+    ("knn", "{trunc} -o {out} -k 5", "truncated", "trunc"),
+    ("knn", "{nan} -o {out} -k 5", "NaN or Inf", "nan"),
+    ("knn", "{zero} -o {out} -k 5", "all-zero", "zero"),
+    ("knn", "{unnorm} -o {out} -k 5 --strict", "not 1", "unnorm"),
+    ("knn", "{empty} -o {out} -k 5", "empty features", "empty"),
+    ("knn", "{feats} -o {out} -k 600", "k=600 needs more than 600 points", "feats"),
+    ("knn", "{feats} -o {out} -k 0", "k must be at least 1", None),
+    ("knn", "{feats} -o {out} -k 5 --queries {m_d8}", "is a model file, expected features", "m_d8"),
+    ("knn", "{feats} -o {missingdir} -k 5", "does not exist", "missingdir"),
+    ("knn", "{feats} -o {feats} -k 5", "also an input", "feats"),
+    # ---- cf-seq
+    ("seq", "{missing} --features {feats} -o {out}", "no such file", "missing"),
+    ("seq", "{feats} --features {feats} -o {out}", "is a features file, expected knn", "feats"),
+    ("seq", "{knn} --features {f2} -o {out}", "made from other features", "knn"),
+    ("seq", "{knn} --features {missing} -o {out}", "no such file", "missing"),
+    ("seq", "{knn_future} --features {feats} -o {out}", "newer than", "knn_future"),
+    ("seq", "{knn_noidx} --features {feats} -o {out}", "missing dataset 'indices'", "knn_noidx"),
+    ("seq", "{knn} --features {feats} -o {out} -L 20", "longer than the k=12", "knn"),
+    ("seq", "{knn_short} --features {feats} -o {out}", "has 599 rows but the features", "knn_short"),
+    ("seq", "{knn_f64} --features {feats} -o {out}", "'similarities' has dtype float64", "knn_f64"),
+    ("seq", "{knn} --features {feats} -o {out} --labels {labels599}", "has 599 labels",
+     "labels599"),
+    ("seq", "{knn} --features {feats} -o {missingdir}", "does not exist", "missingdir"),
+    ("seq", "{knn} --features {feats} -o {knn}", "also an input", "knn"),
+    # ---- cf-train
+    ("train", "{missing} --features {feats} -o {out}", "no such file", "missing"),
+    ("train", "{knn} --features {feats} -o {out}", "is a knn file, expected sequences", "knn"),
+    ("train", "{seq} --features {f2} -o {out}", "made from other features", "seq"),
+    ("train", "{seq_f64} --features {feats} -o {out}", "dtype float64, expected int64", "seq_f64"),
+    ("train", "{seq_short} --features {feats} -o {out}", "'mask' has N=599", "seq_short"),
+    ("train", "{seq} --features {feats} --labels {labels599} -o {out}", "has 599 labels",
+     "labels599"),
+    ("train", "{seq} --features {feats} -o {missingdir}", "does not exist", "missingdir"),
+    ("train", "{seq} --features {feats} -o {seq}", "also an input", "seq"),
+    # ---- cf-link
+    ("link", "{missing} --features {feats} --model {model} -o {out}", "no such file", "missing"),
+    ("link", "{links} --features {feats} --model {model} -o {out}",
+     "is a links file, expected sequences", "links"),
+    ("link", "{seq} --features {f2} --model {model} -o {out}", "made from other features", "seq"),
+    ("link", "{seq} --features {feats} --model {missing} -o {out}", "no such file", "missing"),
+    ("link", "{seq} --features {feats} --model {feats} -o {out}",
+     "is a features file, expected model", "feats"),
+    ("link", "{seq} --features {feats} --model {m_d8} -o {out}", "dimension 8", "m_d8"),
+    ("link", "{seq} --features {feats} --model {m_L6} -o {out}", "L=6", "m_L6"),
+    ("link", "{seq} --features {feats} --model {pickle} -o {out}", "not an HDF5 file", "pickle"),
+    ("link", "{seq} --features {feats} --model {opaque} -o {out}", "non-numeric", "opaque"),
+    ("link", "{seq} --features {feats} --model {bytes_w} -o {out}", "dtype uint8", "bytes_w"),
+    ("link", "{seq} --features {feats} --model {extra} -o {out}", "unexpected entries", "extra"),
+    ("link", "{seq} --features {feats} --model {backbone} -o {out}", "config", "backbone"),
+    ("link", "{seq} --features {feats} --model {model} -o {missingdir}", "does not exist",
+     "missingdir"),
+    ("link", "{seq} --features {feats} --model {model} -o {model}", "also an input", "model"),
+    # ---- cf-merge
+    ("merge", "{missing} -o {out} --threshold 0.5", "no such file", "missing"),
+    ("merge", "{seq} -o {out} --threshold 0.5", "is a sequences file, expected links", "seq"),
+    ("merge", "{links_nan} -o {out} --threshold 0.5", "NaN or Inf (first at row 7)", "links_nan"),
+    ("merge", "{links_future} -o {out} --threshold 0.5", "newer than", "links_future"),
+    ("merge", "{links_rank} -o {out} --threshold 0.5", "rank 1", "links_rank"),
+    ("merge", "{notes} -o {out} --threshold 0.5", "not an HDF5 file", "notes"),
+    ("merge", "{links} -o {missingdir} --threshold 0.5", "does not exist", "missingdir"),
+    ("merge", "{links} -o {links} --threshold 0.5", "also an input", "links"),
+    ("merge", "labels {clusters_short} --unlabelled-features {feats} --labelled-features {f2} "
+              "-o {out}", "has 599 labels", "clusters_short"),
+    ("merge", "labels {knn} --unlabelled-features {feats} --labelled-features {f2} -o {out}",
+     "is a knn file, expected clusters", "knn"),
+    ("merge", "labels {clusters} --unlabelled-features {feats} --labelled-features {f2} "
+              "-o {feats}", "also an input", "feats"),
+    # ---- cf-eval (writes no file: its inputs only)
+    ("eval", "{missing} --truth {feats}", "no such file", "missing"),
+    ("eval", "{links} --truth {feats}", "is a links file, expected clusters", "links"),
+    ("eval", "{clusters} --truth {missing}", "no such file", "missing"),
+    ("eval", "{clusters_short} --truth {feats}", "has 599 labels but the truth", "clusters_short"),
+    ("eval", "{clusters} --truth {labels599}", "has 600 labels but the truth", "clusters"),
+    ("eval", "{clusters} --truth {trunc}", "truncated", "trunc"),
+    ("eval", "knn {seq} --truth {feats}", "is a sequences file, expected knn", "seq"),
+    ("eval", "knn {knn} --truth {labels599}", "599", None),
+    # ---- cf-embed
+    ("embed", "train {missing} -o {out}", "no such file", "missing"),
+    ("embed", "train {images} -o {missingdir}", "does not exist", "missingdir"),
+    ("embed", "train {images} -o {out} --checkpoint {missingdir}", "does not exist", "missingdir"),
+    ("embed", "extract {missing} {images} -o {out}", "no such file", "missing"),
+    ("embed", "extract {feats} {images} -o {out}", "is a features file, expected model", "feats"),
+    ("embed", "extract {model} {images} -o {out}", "arch", "model"),
+    ("embed", "extract {pickle} {images} -o {out}", "not an HDF5 file", "pickle"),
+    ("embed", "extract {backbone} {missing} -o {out}", "no such file", "missing"),
+    ("embed", "extract {backbone} {images} -o {missingdir}", "does not exist", "missingdir"),
+    ("embed", "extract {backbone} {images} -o {backbone}", "also an input", "backbone"),
+]
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("module,template,expect,names", CASES,
+                         ids=[f"{c[0]}:{c[1].split()[0]}:{c[2][:28]}" for c in CASES])
+def test_refused_in_one_line_with_nothing_written(F, tmp_path, capsys, module, template, expect,
+                                                 names):
+    paths = {**F, "out": tmp_path / "out.h5"}
+    before = _snapshot(F["dir"])
+    args = [a.format(**paths) for a in template.split()]
+    r = call(capsys, module, *args, "-q")
+    line = one_line_error(r)
+    assert line.startswith(f"cf-{module}: error: "), line
+    assert expect in line, line
+    if names is not None:
+        assert str(paths[names]) in line, line
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out.h5").exists()
+    assert not list(tmp_path.glob(".*cf-tmp*")) and not list(F["dir"].glob(".*cf-tmp*"))
+    assert _snapshot(F["dir"]) == before, "an input was changed or a file was added"
+    assert not F["marker"].exists(), "a pickle was loaded"
+
+
+MISSING = {
+    "data": "import {missing} -o {out}", "knn": "{missing} -o {out}",
+    "seq": "{missing} --features {feats} -o {out}", "train": "{missing} --features {feats} -o {out}",
+    "link": "{missing} --features {feats} --model {model} -o {out}",
+    "merge": "{missing} -o {out} --threshold 0.5", "eval": "{missing} --truth {feats}",
+    "embed": "extract {backbone} {missing} -o {out}",
+}
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_a_real_process_exits_1_with_one_line(F, tmp_path, module):
+    paths = {**F, "out": tmp_path / "out.h5"}
+    r = run_cmd(module, *[a.format(**paths) for a in MISSING[module].split()], "-q")
+    assert r.returncode == 1, r.stderr
+    line = one_line_error(r)
+    assert "no such file" in line and str(F["missing"]) in line, line
+    assert not (tmp_path / "out.h5").exists()
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_errors_name_the_command_also_under_python_m(module):
+    r = run_cmd(module, "--no-such-option")
+    assert r.returncode == 2
+    assert one_line_error(r).startswith(f"cf-{module}: error: "), r.stderr
+
+
+def test_every_command_is_in_the_matrix():
+    seen = {c[0] for c in CASES}
+    assert seen == set(COMMANDS)
+    for module in COMMANDS:
+        rows = [c for c in CASES if c[0] == module]
+        assert any(c[2] == "no such file" for c in rows), module
+        assert any(" file, expected " in c[2] for c in rows), module
+        if module != "eval":  # cf-eval writes nothing
+            assert any(c[2] in ("does not exist", "also an input") for c in rows), module
+
+
+# --------------------------------------------------------------------------- not errors
+
+
+def test_unnormalised_features_are_normalised_with_a_warning(F, tmp_path, capsys):
+    r = _ok(capsys, "knn", F["unnorm"], "-o", tmp_path / "k.h5", "-k", 5, "-q")
+    warn = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(warn) == 1 and "warning" in warn[0] and "normalised" in warn[0], r.stderr
+    with open_artifact(tmp_path / "k.h5", "knn") as a:
+        sims = a.read("similarities")
+    assert np.allclose(sims[:, 0], 1.0, atol=1e-5) and (sims <= 1.0 + 1e-5).all()
+
+
+def test_exact_duplicates_keep_the_centre_first(tmp_path, capsys):
+    """Twins and triplets: every row of the kNN and of the sequences starts with the point
+    itself, and its copies follow at similarity 1 (not an error, and no copy mistaken for
+    the centre)."""
+    x, y = make_demo_features(300, D, seed=4)
+    twins = np.arange(0, 60, 2)
+    x = np.concatenate([x, x[twins], x[:10]])  # rows 0..9 have two copies, the other twins one
+    y = np.concatenate([y, y[twins], y[:10]])
+    n = x.shape[0]
+    write_features(tmp_path / "d.h5", x, labels=y)
+    _ok(capsys, "knn", tmp_path / "d.h5", "-o", tmp_path / "k.h5", "-k", 6, "-q")
+    _ok(capsys, "seq", tmp_path / "k.h5", "--features", tmp_path / "d.h5", "-o", tmp_path / "s.h5",
+        "-L", 4, "-q")
+    with open_artifact(tmp_path / "k.h5", "knn") as a:
+        idx, sim = a.read("indices"), a.read("similarities")
+    with open_artifact(tmp_path / "s.h5", "sequences") as s:
+        order, mask, targets = s.read("order"), s.read("mask"), s.read("targets")
+    rows = np.arange(n)
+    assert (idx[:, 0] == rows).all() and np.allclose(sim[:, 0], 1.0, atol=1e-5)
+    assert (order[:, 0] == rows).all() and mask[:, 0].all()
+    for r in range(n):
+        copies = set(np.flatnonzero((x == x[r]).all(axis=1)).tolist()) - {r}
+        assert len(set(idx[r].tolist())) == idx.shape[1], f"row {r} repeats a neighbour"
+        # the copies come right after the centre, at similarity 1, with target 1
+        assert set(idx[r, 1:1 + len(copies)].tolist()) == copies, (r, idx[r], copies)
+        assert np.allclose(sim[r, 1:1 + len(copies)], 1.0, atol=1e-5)
+        assert set(order[r, 1:1 + len(copies)].tolist()) == copies
+        assert (targets[r, 1:1 + len(copies)] == 1).all()
+
+
+def test_a_corrupt_image_is_reported_and_skipped(F, tmp_path, capsys):
+    images = tmp_path / "img"
+    shutil.copytree(F["images"], images)
+    first = sorted(images.iterdir())[0]
+    (first / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0garbage" * 10)
+    (first / "empty.png").write_bytes(b"")
+    n_good = len(list(images.rglob("*.png"))) - 2
+    r = _ok(capsys, "embed", "extract", F["backbone"], images, "-o", tmp_path / "f.h5",
+            "--workers", 0, "--device", "cpu", "-q")
+    assert "broken.png" in r.stderr and "empty.png" in r.stderr
+    with open_artifact(tmp_path / "f.h5", "features") as a:
+        assert a.dims["N"] == n_good and a.attrs["skipped_images"] == 2
+        names = a.read("names")
+    assert not any("broken" in s or "empty.png" in s for s in names)

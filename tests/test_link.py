@@ -1,0 +1,117 @@
+"""cf-link: streaming inference, cosine baseline, refusals."""
+
+import pickle
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cftools.artifacts import open_artifact, write_artifact, create_rows
+from cftools.core import linking
+from cftools.core.grammar import build_sequences
+from cftools.core.model import Clusformer, make_config, save_model
+from cftools.core.neighbours import knn
+from cftools.data.demo import make_demo_features
+from cftools.data.io import load_features, write_features
+
+
+def _cmd(*args):
+    # one OpenMP thread: on a shared 2-core machine two spinning threads per process
+    # slowed these runs ~20x (measured)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("CF_TEST_THREADS", "1")}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("link")
+    f, l = make_demo_features(300, 16, seed=3)
+    write_features(tmp / "f.h5", f, labels=l)
+    fid = load_features(tmp / "f.h5").id
+    idx, sim = knn(f, 10)
+    order, mask, targets = build_sequences(idx, sim, 8, min_sim=0.2, labels=l)
+    with write_artifact(tmp / "seq.h5", "sequences", attrs={"knn_id": "x", "features_id": fid}) as h:
+        create_rows(h, "order", order.shape, np.int64, data=order)
+        create_rows(h, "mask", mask.shape, bool, data=mask)
+        create_rows(h, "targets", targets.shape, np.int8, data=targets)
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64))
+    save_model(tmp / "m.h5", model, thresholds={"link": 0.3, "infomap": 0.6})
+    save_model(tmp / "m_L6.h5", Clusformer(make_config("small", 16, 6, width=32, ffn=64)))
+    save_model(tmp / "m_d8.h5", Clusformer(make_config("small", 8, 8, width=32, ffn=64)))
+    return tmp, f, order, mask
+
+
+def test_links_from_the_model(files):
+    tmp, f, order, mask = files
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+             "--model", str(tmp / "m.h5"), "-o", str(tmp / "links.h5"), "--batch-size", "64")
+    assert r.returncode == 0, r.stderr
+    with open_artifact(tmp / "links.h5", "links") as a, open_artifact(tmp / "m.h5", "model") as m:
+        idx, p = a.read("indices"), a.read("probabilities")
+        assert a.attrs["method"] == "model" and a.attrs["model_id"] == m.id
+        assert a.json_attr("thresholds") == {"link": 0.3, "infomap": 0.6}
+    assert (idx == order).all()
+    assert (p[~mask] == 0).all() and (p[mask] > 0).all() and (p <= 1).all()
+
+
+def test_links_by_cosine_need_no_model(files):
+    tmp, f, order, mask = files
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+             "--method", "cosine", "-o", str(tmp / "cos.h5"), "-q")
+    assert r.returncode == 0, r.stderr
+    with open_artifact(tmp / "cos.h5", "links") as a:
+        p = a.read("probabilities")
+    want = np.einsum("nd,nld->nl", f, f[order]) * mask
+    assert np.allclose(p, want, atol=1e-5)
+
+
+def test_streaming_in_small_blocks_gives_the_same_links(files, monkeypatch):
+    tmp, f, order, mask = files
+    from cftools.core.model import load_model
+
+    model, _ = load_model(tmp / "m.h5")
+    feats = torch.from_numpy(f)
+
+    def run():
+        with open_artifact(tmp / "seq.h5", "sequences") as s:
+            blocks = list(linking.link_blocks(s, feats, model=model, batch_size=16))
+        return blocks, np.concatenate([b[3] for b in blocks])
+
+    whole_blocks, whole = run()
+    real = linking.row_blocks
+    monkeypatch.setattr(linking, "row_blocks", lambda ds: real(ds, target_bytes=50 * 8 * 8))
+    small_blocks, small = run()
+    assert len(whole_blocks) == 1 and len(small_blocks) == 6
+    assert np.allclose(whole, small, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,word", [("m_L6.h5", "L=6"), ("m_d8.h5", "dimension 8")])
+def test_refuses_a_model_that_does_not_fit(files, name, word):
+    tmp, *_ = files
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+             "--model", str(tmp / name), "-o", str(tmp / "x.h5"))
+    assert r.returncode != 0 and word in r.stderr and name in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp / "x.h5").exists()
+
+
+def test_refuses_a_pickled_model_in_one_line(files):
+    tmp, *_ = files
+    (tmp / "evil.h5").write_bytes(pickle.dumps({"a": 1}))
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+             "--model", str(tmp / "evil.h5"), "-o", str(tmp / "x.h5"))
+    assert r.returncode == 1 and "evil.h5: not an HDF5 file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_refuses_sequences_of_other_features(files, tmp_path):
+    tmp, *_ = files
+    g, _ = make_demo_features(300, 16, seed=9)
+    write_features(tmp_path / "g.h5", g)
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp_path / "g.h5"),
+             "--method", "cosine", "-o", str(tmp_path / "x.h5"))
+    assert r.returncode != 0 and "seq.h5" in r.stderr and "g.h5" in r.stderr

@@ -1,0 +1,173 @@
+"""The Clusformer module, its presets, FLOPs count, and HDF5 save/load that never unpickles."""
+
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cftools.core.model import (ENCODINGS, Clusformer, flops_per_sequence,
+                                load_model, make_config, save_model)
+from cftools.errors import CfError
+
+
+def _batch(b=3, L=8, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(b, L, d, generator=g), dim=-1)
+    mask = torch.ones(b, L, dtype=torch.bool)
+    mask[0, 5:] = False
+    return x, mask
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_forward_shape_and_masked_tokens_do_not_matter(encoding):
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 8, encoding=encoding, width=32, ffn=64)).eval()
+    x, mask = _batch()
+    with torch.no_grad():
+        y = model(x, mask)
+        x2 = x.clone()
+        x2[0, 5:] = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)  # masked slots
+        y2 = model(x2, mask)
+    assert y.shape == (3, 8) and torch.isfinite(y).all()
+    assert torch.allclose(y[0, :5], y2[0, :5], atol=1e-5)
+    assert torch.equal(y[1:], y2[1:])
+
+
+def test_cde_makes_outputs_follow_their_tokens():
+    # with the CDE a permutation of the neighbours permutes the (non-centre) outputs' inputs:
+    # the model is not blind to the tokens (unlike encoding 'none' with fixed queries)
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()
+    x, mask = _batch()
+    perm = torch.tensor([0, 2, 1, 3, 4, 5, 6, 7])
+    with torch.no_grad():
+        assert not torch.allclose(model(x, mask), model(x[:, perm], mask[:, perm]))
+
+
+def test_presets_and_flops():
+    small, paper = make_config("small", 256, 64), make_config("paper", 256, 64)
+    assert (paper.encoder_layers, paper.decoder_layers, paper.heads, paper.width) == (6, 6, 8, 512)
+    assert small.encoder_layers + small.decoder_layers < 12
+    f_small, f_paper = flops_per_sequence(small), flops_per_sequence(paper)
+    assert 0 < f_small < f_paper
+    # counted FLOPs agree with the parameter count: ~2 FLOPs per weight per token, plus attention
+    n_weights = sum(p.numel() for n, p in Clusformer(paper).named_parameters()
+                    if p.dim() == 2 and n not in ("queries",))
+    assert 0.8 < f_paper / (2 * 64 * n_weights) < 1.5
+    with pytest.raises(CfError):
+        make_config("small", 16, 8, width=30, heads=4)
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()
+    model.feature_mean.fill_(0.01)
+    save_model(tmp_path / "m.h5", model, thresholds={"link": 0.4}, training={"epochs": 1})
+    loaded, info = load_model(tmp_path / "m.h5")
+    assert info["thresholds"] == {"link": 0.4}
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    x, mask = _batch()
+    with torch.no_grad():
+        assert torch.equal(model(x, mask), loaded(x, mask))
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert all(f["weights"][k].dtype == np.float32 for k in f["weights"])
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64))
+    save_model(tmp_path / "m.h5", model)
+    return tmp_path / "m.h5"
+
+
+def _refused(path, *words):
+    with pytest.raises(CfError) as err:
+        load_model(path)
+    text = str(err.value)
+    assert str(path) in text and "\n" not in text
+    for w in words:
+        assert w in text
+    return text
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("open('/tmp/cftools-pwned', 'w').write('x')",))
+
+
+def test_refuses_a_pickle(tmp_path, saved):
+    # a whole file that is a pickle (torch.save-style), and a pickle hidden in the weights
+    bad = tmp_path / "pickled.h5"
+    bad.write_bytes(pickle.dumps({"weights": Boom()}))
+    _refused(bad, "not an HDF5 file")
+    torch.save({"x": torch.zeros(2)}, tmp_path / "torch.h5")
+    _refused(tmp_path / "torch.h5", "not an HDF5 file")
+    with h5py.File(saved, "a") as f:
+        name = "head.weight"
+        del f["weights"][name]
+        f["weights"].create_dataset(name, data=np.void(pickle.dumps(Boom())))
+    _refused(saved, "head.weight")
+
+
+def test_refuses_pickled_bytes_as_uint8(saved):
+    with h5py.File(saved, "a") as f:
+        del f["weights"]["head.bias"]
+        f["weights"]["head.bias"] = np.frombuffer(pickle.dumps(Boom()), dtype=np.uint8)
+    _refused(saved, "head.bias", "dtype")
+
+
+def test_refuses_truncated_file(tmp_path, saved):
+    data = saved.read_bytes()
+    for cut in (len(data) // 2, len(data) - 100):
+        t = tmp_path / f"trunc{cut}.h5"
+        t.write_bytes(data[:cut])
+        _refused(t)
+
+
+def test_refuses_missing_unexpected_and_misshapen(saved, tmp_path):
+    import shutil
+
+    a, b, c = (tmp_path / n for n in ("a.h5", "b.h5", "c.h5"))
+    for p in (a, b, c):
+        shutil.copy(saved, p)
+    with h5py.File(a, "a") as f:
+        del f["weights"]["queries"]
+    _refused(a, "lack", "queries")
+    with h5py.File(b, "a") as f:
+        f["weights"]["extra"] = np.zeros(3, np.float32)
+    _refused(b, "unexpected", "extra")
+    with h5py.File(c, "a") as f:
+        del f["weights"]["queries"]
+        f["weights"]["queries"] = np.zeros((3, 3), np.float32)
+    _refused(c, "shape")
+
+
+def test_refuses_bad_config(saved):
+    with h5py.File(saved, "a") as f:
+        f.attrs["config"] = '{"dim": 16, "seq_len": 8, "evil": 1}'
+    _refused(saved, "unknown keys")
+
+
+def test_no_code_ran():
+    import os
+
+    assert not os.path.exists("/tmp/cftools-pwned")
+
+
+def test_bf16_inference_is_close_to_float32():
+    from cftools.core.linking import cast_for_inference
+
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()
+    model.feature_mean.fill_(0.05)
+    fast = cast_for_inference(model, torch.bfloat16)
+    assert fast.feature_mean.dtype == torch.float32 and fast.head.weight.dtype == torch.bfloat16
+    x, mask = _batch()
+    with torch.no_grad():
+        p32 = torch.sigmoid(model(x, mask))
+        p16 = torch.sigmoid(fast(x, mask).float())
+    assert (p32 - p16).abs().max() < 0.05
+    assert model.head.weight.dtype == torch.float32  # the original is left alone

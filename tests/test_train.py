@@ -1,0 +1,163 @@
+"""cf-train end to end (knn -> seq -> train -> link), resume, DDP, calibration."""
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from cftools.artifacts import open_artifact
+from cftools.core.training import best_f1_threshold, link_scores, roc_auc
+from cftools.data.demo import make_demo_features, split_by_identity
+from cftools.data.io import write_features
+
+# one OpenMP thread per process: on a shared 2-core machine two spinning threads per process
+# slowed training ~20x (measured); CF_TEST_THREADS overrides
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": os.environ.get("CF_TEST_THREADS", "1")}
+
+
+def _cmd(*args, env=None):
+    r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env or ENV)
+    assert r.returncode == 0, f"{args[0]} failed:\n{r.stderr[-3000:]}"
+    return r
+
+
+def test_roc_auc_and_best_threshold():
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    t = np.array([0, 0, 1, 1])
+    assert roc_auc(s, t) == pytest.approx(0.75)
+    assert roc_auc(np.ones(4), t) == pytest.approx(0.5)
+    th = best_f1_threshold(s, t)
+    assert link_scores(s, t, th)["f1"] == pytest.approx(max(
+        link_scores(s, t, x)["f1"] for x in (0.1, 0.35, 0.4, 0.8)))
+
+
+def test_split_holds_out_identities_and_hides_them_from_training():
+    from cftools.core.grammar import build_sequences
+    from cftools.core.neighbours import knn
+    from cftools.core.training import SequenceData, split_rows, training_view
+
+    f, l = make_demo_features(1500, 16, seed=2)
+    l = l.copy()
+    l[::17] = -1  # some unknown labels
+    idx, sim = knn(f, 12)
+    data = SequenceData(*build_sequences(idx, sim, 10, labels=l), l)
+    train_rows, val_rows, val_ids = split_rows(data, 0.25, seed=1)
+    assert np.intersect1d(train_rows, val_rows).size == 0
+    assert (l[data.order[val_rows, 0]][:, None] == val_ids[None]).any(axis=1).all()
+    assert not np.isin(l[data.order[train_rows, 0]], val_ids).any()
+    assert (l[data.order[np.r_[train_rows, val_rows], 0]] >= 0).all()
+    ids = np.unique(l[l >= 0])
+    assert abs(val_ids.size - 0.25 * ids.size) <= 1
+    order, mask, targets = training_view(data, train_rows, val_ids)
+    seen = l[order][mask]
+    assert not np.isin(seen, val_ids).any()
+    assert (targets[~mask] == -1).all()
+    # same seed, same split
+    assert np.array_equal(split_rows(data, 0.25, seed=1)[2], val_ids)
+
+
+def _prepare(tmp, name, feats, labels, k, L):
+    write_features(tmp / f"{name}.h5", feats, labels=labels)
+    _cmd("cftools.commands.knn", str(tmp / f"{name}.h5"), "-o", str(tmp / f"knn{name}.h5"), "-k", str(k), "-q")
+    _cmd("cftools.commands.seq", str(tmp / f"knn{name}.h5"), "--features", str(tmp / f"{name}.h5"),
+         "-o", str(tmp / f"seq{name}.h5"), "-L", str(L), "-q")
+
+
+def _scored(tmp, links, seq):
+    with open_artifact(tmp / links, "links") as a, open_artifact(tmp / seq, "sequences") as s:
+        p, t, m = a.read("probabilities"), s.read("targets"), s.read("mask")
+    use = m & (t >= 0)
+    use[:, 0] = False
+    return p[use], t[use] == 1
+
+
+def test_end_to_end_model_beats_cosine_on_held_out_identities(tmp_path):
+    """knn -> seq -> train -> link through the commands, on a demo set with hard and noisy
+    samples; identities of the unlabelled half are never seen in training."""
+    f, l = make_demo_features(6000, 32, seed=0, hard_fraction=0.1, noise_fraction=0.05)
+    li, ui = split_by_identity(l, 0.5, seed=0)
+    _prepare(tmp_path, "L", f[li], l[li], 32, 24)
+    _prepare(tmp_path, "U", f[ui], l[ui], 32, 24)
+    r = _cmd("cftools.commands.train", str(tmp_path / "seqL.h5"), "--features", str(tmp_path / "L.h5"),
+             "-o", str(tmp_path / "model.h5"), "--epochs", "3", "--lr", "1e-3", "--batch-size", "32")
+    print("\n".join(x for x in r.stderr.replace("\r", "\n").splitlines() if "epoch" in x and "loss" in x or "cosine" in x))
+    assert "raw cosine: ROC-AUC" in r.stderr and "calibrated link threshold" in r.stderr
+    with open_artifact(tmp_path / "model.h5", "model") as m:
+        summary = m.json_attr("training")
+        thresholds = m.json_attr("thresholds")
+    val = summary["validation"]
+    assert val["model"]["roc_auc"] > val["cosine"]["roc_auc"]
+    assert 0 < thresholds["link"] < 1
+    try:  # the decoders' thresholds, when cftools.core.decoding provides them
+        from cftools.core.decoding import calibrate_thresholds  # noqa: F401
+        assert len(thresholds) > 1, thresholds
+    except ImportError:
+        pass
+    for method in ("model", "cosine"):
+        extra = ["--model", str(tmp_path / "model.h5")] if method == "model" else ["--method", "cosine"]
+        _cmd("cftools.commands.link", str(tmp_path / "seqU.h5"), "--features", str(tmp_path / "U.h5"),
+             "-o", str(tmp_path / f"links_{method}.h5"), "-q", *extra)
+    pm, truth = _scored(tmp_path, "links_model.h5", "seqU.h5")
+    pc, truth_c = _scored(tmp_path, "links_cosine.h5", "seqU.h5")
+    assert (truth == truth_c).all()
+    auc_m, auc_c = roc_auc(pm, truth), roc_auc(pc, truth)
+    print(f"unlabelled half: ROC-AUC model {auc_m:.4f} cosine {auc_c:.4f}")
+    assert auc_m > auc_c
+    # the threshold calibrated on held-out labelled identities transfers
+    assert link_scores(pm, truth, thresholds["link"])["f1"] > 0.8
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    f, l = make_demo_features(800, 16, seed=5)
+    _prepare(tmp, "T", f, l, 12, 8)
+    return tmp
+
+
+TINY = ["--width", "32", "--ffn", "64", "--batch-size", "32", "--lr", "1e-3", "-q"]
+
+
+def _weights(path):
+    with h5py.File(path) as f:
+        return {k: f["weights"][k][()] for k in f["weights"]}
+
+
+def test_resume_gives_the_same_weights(tiny):
+    base = ["cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
+            "--epochs", "3", *TINY]
+    _cmd(*base, "-o", str(tiny / "full.h5"))
+    r = _cmd(*base, "-o", str(tiny / "part.h5"), "--stop-after-epoch", "2",
+             "--checkpoint", str(tiny / "part.ckpt"))
+    assert not (tiny / "part.h5").exists() and (tiny / "part.ckpt").exists()
+    _cmd(*base, "-o", str(tiny / "resumed.h5"), "--resume", str(tiny / "part.ckpt"))
+    full, resumed = _weights(tiny / "full.h5"), _weights(tiny / "resumed.h5")
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert np.array_equal(full[k], resumed[k]), k
+    with open_artifact(tiny / "full.h5", "model") as a, open_artifact(tiny / "resumed.h5", "model") as b:
+        assert a.json_attr("thresholds") == b.json_attr("thresholds")
+
+
+def test_torchrun_two_processes_trains_as_well_as_one(tiny):
+    args = [str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"), "--epochs", "3",
+            "--dropout", "0", "--no-bf16", *TINY]
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    _cmd("cftools.commands.train", *args, "-o", str(tiny / "single.h5"), env=env)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", "-m", "cftools.commands.train", *args,
+                        "-o", str(tiny / "ddp.h5")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open_artifact(tiny / "single.h5", "model") as a, open_artifact(tiny / "ddp.h5", "model") as b:
+        sa, sb = a.json_attr("training"), b.json_attr("training")
+    assert sb["world_size"] == 2 and sa["world_size"] == 1
+    auc_a = sa["validation"]["model"]["roc_auc"]
+    auc_b = sb["validation"]["model"]["roc_auc"]
+    assert abs(auc_a - auc_b) < 0.01, (auc_a, auc_b)
+    # same global batches and a loss normalised over both ranks: nearly the same weights
+    wa, wb = _weights(tiny / "single.h5"), _weights(tiny / "ddp.h5")
+    worst = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
+    assert worst < 1e-3, worst
