@@ -43,8 +43,7 @@ else
   MODE := images
 endif
 
-.PHONY: round round-eval
-.SECONDARY:
+.PHONY: round
 
 $(R):
 	mkdir -p $@
@@ -104,7 +103,9 @@ $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
 	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
 	  --labelled-features $(R)/labelled.h5 -o $@ --meta $(R)/retrain.meta $(QUIET)
 
-ROUND_FILES := $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5)
+# every file named here, so none counts as an intermediate Make may skip or delete
+ROUND_FILES := $(foreach p,labelled unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
+               $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5)
 
 round: setup $(ROUND_FILES)
 	@echo "== round $(ROUND) on $(DATA): clusters of the unlabelled part vs their truth" >&2

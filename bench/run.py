@@ -220,7 +220,7 @@ def accuracy_rows(name: str, lab: Path, unl: Path, tmp: Path, args) -> list[dict
         prep[part] += cf("seq", tmp / f"knn_{part}.h5", "--features", src, "-o",
                          tmp / f"seq_{part}.h5", "-L", L, "-q")["seconds"]
     train = cf("train", tmp / "seq_L.h5", "--features", lab, "-o", tmp / "model.h5",
-               "--preset", "small", "--epochs", args.epochs, "-q")["seconds"]
+               "--preset", "small", "--epochs", args.epochs, "--lr", args.lr, "-q")["seconds"]
     link = cf("link", tmp / "seq_U.h5", "--features", unl, "--model", tmp / "model.h5", "-o",
               tmp / "links_model.h5", "-q")["seconds"]
     for part, src in (("L", lab), ("U", unl)):
@@ -319,9 +319,10 @@ def main(argv=None):
                     help="rows linked with the paper preset (it is slow on CPUs)")
     ap.add_argument("--train-n", type=int, default=4000)
     ap.add_argument("--acc-n", type=int, default=12000, help="points of the demo accuracy set")
-    ap.add_argument("--acc-k", type=int, default=40)
+    ap.add_argument("--acc-k", type=int, default=48)
     ap.add_argument("--acc-length", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=8, help="cf-train epochs for accuracy")
+    ap.add_argument("--epochs", type=int, default=20, help="cf-train epochs for accuracy")
+    ap.add_argument("--lr", type=float, default=1e-3, help="cf-train peak learning rate")
     ap.add_argument("--features", help="real features to add to the accuracy table")
     ap.add_argument("--labels", help="their labels, when the features file has none")
     ap.add_argument("--seed", type=int, default=0)
