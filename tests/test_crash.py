@@ -178,7 +178,7 @@ def test_cf_train_resumes_after_sigkill_to_the_same_weights(tmp_path):
     out, ckpt = tmp_path / "part.h5", tmp_path / "part.h5.ckpt"  # the default checkpoint name
     kill_after_checkpoint(base + ["-o", str(out)], ckpt)
     assert not out.exists() and ckpt.exists()
-    done = subprocess.run(base[:-1] + ["-o", str(out), "--resume", str(ckpt)],  # not quiet
+    done = subprocess.run(base[:-1] + ["-o", str(out), "--resume"],  # not quiet
                           capture_output=True, text=True, env=ENV)
     assert done.returncode == 0, done.stderr
     assert f"resumed from {ckpt} after epoch" in done.stderr, done.stderr[-2000:]

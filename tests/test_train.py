@@ -133,7 +133,8 @@ def test_resume_gives_the_same_weights(tiny):
     r = _cmd(*base, "-o", str(tiny / "part.h5"), "--stop-after-epoch", "2",
              "--checkpoint", str(tiny / "part.ckpt"))
     assert not (tiny / "part.h5").exists() and (tiny / "part.ckpt").exists()
-    _cmd(*base, "-o", str(tiny / "resumed.h5"), "--resume", str(tiny / "part.ckpt"))
+    _cmd(*base, "-o", str(tiny / "resumed.h5"), "--checkpoint", str(tiny / "part.ckpt"),
+         "--resume")
     full, resumed = _weights(tiny / "full.h5"), _weights(tiny / "resumed.h5")
     assert full.keys() == resumed.keys()
     for k in full:

@@ -33,7 +33,7 @@ link threshold that maximises F1 there, and the decoders' thresholds (cf-merge),
 calibrated on those rows only and stored in the model; cf-link passes them on.
 
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
-continues from one and ends with the same weights as an uninterrupted run (same seed, on
+continues from it and ends with the same weights as an uninterrupted run (same seed, on
 CPU). Under torchrun (several processes or nodes) the same command line trains with DDP
 (nccl on GPUs, gloo on CPUs); --batch-size is the global batch and only rank 0 writes.
 
@@ -79,8 +79,9 @@ training summary as JSON attributes; loading it never runs code.
               show_default=True, help="Share of identities held out for validation (0: none).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint written after every epoch [default: MODEL.ckpt].")
-@click.option("--resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue from this checkpoint.")
+@click.option("--resume", is_flag=True,
+              help="Continue from the checkpoint (--checkpoint); the result equals an "
+                   "uninterrupted run.")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
                    "it use fp16 with a gradient scaler].")
@@ -99,7 +100,9 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
     checkpoint = checkpoint or str(out) + ".ckpt"
-    check_output_path(out, [sequences, split_spec(features)[0], resume])
+    check_output_path(out, [sequences, split_spec(features)[0]])
+    if resume and not Path(checkpoint).is_file():
+        raise CfError("no checkpoint to resume from (see --checkpoint)", checkpoint)
     check_output_path(checkpoint, [sequences, split_spec(features)[0], out])
     dev = torch_device(device)
     if dev.type == "cuda" and dist.world > 1:
@@ -138,14 +141,15 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
              f"{epochs} epochs on {dev}" + (f" x {dist.world} processes" if dist.world > 1 else ""))
     try:
         result = train(data, feats.features, mcfg, tcfg, device=dev, dist=dist,
-                       checkpoint=checkpoint, resume=resume, log=rep.info, progress=rep.progress)
+                       checkpoint=checkpoint, resume=checkpoint if resume else None,
+                       log=rep.info, progress=rep.progress)
     finally:
         if dist.world > 1:
             torch.distributed.destroy_process_group()
     if result is None:
         if dist.main:
-            rep.info(f"cf-train: stopped after epoch {stop_after_epoch}; resume with "
-                     f"--resume {checkpoint}")
+            rep.info(f"cf-train: stopped after epoch {stop_after_epoch}; rerun with --resume "
+                     f"to continue from {checkpoint}")
         return
     result.summary["seconds"] = round(time.perf_counter() - t0, 1)
     result.summary["preset"] = preset

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.images import BadImages, ImageDataset
 from ..errors import CfError
+from .distributed import Dist, join_process_group
 from .arcface import ArcFace
 from .backbone import Backbone, BackboneConfig
 
@@ -83,30 +84,12 @@ class _Net(nn.Module):
 # --------------------------------------------------------------------------- distributed
 
 
-@dataclass
-class Dist:
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def setup_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), device
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(world, rank, local), device
+    d = join_process_group(device.type == "cuda")
+    if d.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", d.local_rank)
+    return d, device
 
 
 # --------------------------------------------------------------------------- helpers

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CfError
+from .distributed import Dist, join_process_group
 from .grammar import TARGET_UNKNOWN, centre_cosine
 from .model import Clusformer, ClusformerConfig
 
@@ -256,30 +257,8 @@ def load_checkpoint(path) -> dict:
 # --------------------------------------------------------------------------- distributed
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def init_distributed(device_name: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_name != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
+    return join_process_group(device_name != "cpu" and torch.cuda.is_available())
 
 
 # --------------------------------------------------------------------------- the loop
