@@ -6,7 +6,7 @@
 Table 1, cost: demo features (N x 256); wall time, throughput and peak memory (max RSS of
 the command's process) per stage, run through the real commands; for kNN and link the
 achieved GFLOP/s beside GEMM peaks measured in this same run. The paper preset links a
-slice of the rows (it runs ~50-100 sequences/s on 2 cores); its row count is shown.
+smaller demo set of its own (it runs ~50-100 sequences/s on 2 cores); its rows are shown.
 
 Table 2, accuracy: F_P (pairwise F), F_B (BCubed F), NMI, clusters and time on the demo
 set with hard and noisy samples, on the real faces of ../shared/data/celeba-dlib128 (its
@@ -101,11 +101,13 @@ def _gemm_peaks_here() -> dict:
 
 
 def model_flops(model_path) -> float:
-    """FLOPs of one sequence through the model, counted from its config."""
-    from cftools.core.model import flops_per_sequence, load_model
-
-    model, _ = load_model(model_path)
-    return float(flops_per_sequence(model.config))
+    """FLOPs of one sequence through the model, counted from its config (in a child
+    process, for the same reason as gemm_peaks: torch here would inflate every peak)."""
+    code = ("import sys; from cftools.core.model import flops_per_sequence, load_model; "
+            "print(flops_per_sequence(load_model(sys.argv[1])[0].config))")
+    proc = subprocess.run([sys.executable, "-c", code, str(model_path)], capture_output=True,
+                          text=True, check=True)
+    return float(proc.stdout.strip())
 
 
 # ----------------------------------------------------------------------------- table 1
@@ -140,22 +142,24 @@ def cost_table(args, tmp: Path, peaks: dict) -> list[dict]:
     cf("knn", small_l, "-o", tmp / "train_knn.h5", "-k", k, "-q")
     cf("seq", tmp / "train_knn.h5", "--features", small_l, "-o", tmp / "train_seq.h5", "-L", L,
        "-q")
-    for preset, slice_rows in (("small", n), ("paper", min(n, args.paper_rows))):
+    for preset, rows_n in (("small", n), ("paper", min(n, args.paper_rows))):
         model = tmp / f"model_{preset}.h5"
         cf("train", tmp / "train_seq.h5", "--features", small_l, "-o", model, "--preset", preset,
            "--epochs", 1, "--val-fraction", 0.2, "-q")
-        seq_in = tmp / "seq.h5"
-        if slice_rows < n:
-            seq_in = tmp / f"seq_{slice_rows}.h5"
-            _slice_sequences(tmp / "seq.h5", seq_in, slice_rows)
+        feats_in, seq_in = feats, tmp / "seq.h5"
+        if rows_n < n:  # a smaller demo set of its own: links need all their features' rows
+            feats_in, seq_in = tmp / f"demo_{rows_n}.h5", tmp / f"seq_{rows_n}.h5"
+            cf("data", "demo", feats_in, "-n", rows_n, "-d", d, "--seed", 3, "-q")
+            cf("knn", feats_in, "-o", tmp / f"knn_{rows_n}.h5", "-k", k, "-q")
+            cf("seq", tmp / f"knn_{rows_n}.h5", "--features", feats_in, "-o", seq_in, "-L", L,
+               "-q")
         try:
-            flops = model_flops(model) * slice_rows
+            flops = model_flops(model) * rows_n
         except Exception:  # noqa: BLE001 - the figure is optional, the timing is not
             flops = None
-        add(f"link {preset}", cf("link", seq_in, "--features", feats, "--model", model, "-o",
+        add(f"link {preset}", cf("link", seq_in, "--features", feats_in, "--model", model, "-o",
                                  tmp / f"links_{preset}.h5", "-q"),
-            slice_rows, "seq/s", flops=flops,
-            note="" if slice_rows == n else f"first {slice_rows} rows")
+            rows_n, "seq/s", flops=flops, note="" if rows_n == n else f"{rows_n} rows")
     links = tmp / "links_small.h5"
     for decoder in DECODERS:
         add(f"merge {decoder}", cf("merge", links, "-o", tmp / f"cl_{decoder}.h5", "--method",
@@ -166,19 +170,6 @@ def cost_table(args, tmp: Path, peaks: dict) -> list[dict]:
                  "throughput": n / end_to_end, "unit": "pt/s", "peak_mb": max(
                      r["peak_mb"] for r in rows), "note": "knn exact + seq + link small + peaks"})
     return rows
-
-
-def _slice_sequences(src, dst, rows):
-    """The first rows of a sequences file, as a valid sequences file of its own."""
-    from cftools.artifacts import create_rows, open_artifact, write_artifact
-
-    with open_artifact(src, "sequences") as art:
-        attrs = {k: v for k, v in art.attrs.items() if not k.startswith("cftools_")}
-        with write_artifact(dst, "sequences", inputs={"sequences": art}, attrs=attrs) as f:
-            for name in ("order", "mask", "targets"):
-                if name in art:
-                    data = art.read(name, slice(0, rows))
-                    create_rows(f, name, data.shape, data.dtype, data=data)
 
 
 # ----------------------------------------------------------------------------- table 2
