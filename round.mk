@@ -20,6 +20,7 @@ TRAIN_EPOCHS ?= 8
 TRAIN_LR     ?= 1e-3
 EMBED_ARGS   ?= --depth 18 --width 16 --image-size 64 --dim 128 --epochs 8 --scale 32 --margin 0.3 --workers 1
 QUIET        ?= -q
+DEMO_ARGS    ?=
 
 # ------------------------------------------------------------------ where the data comes from
 # images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*
@@ -50,7 +51,7 @@ $(R):
 
 $(WORK)/images/.done: | setup
 	rm -rf $(WORK)/images && mkdir -p $(WORK)
-	$(CF)/cf-embed demo $(WORK)/images $(QUIET)
+	$(CF)/cf-embed demo $(WORK)/images $(DEMO_ARGS) $(QUIET)
 	touch $@
 
 # ------------------------------------------------------------------ features of D_L and D_U
