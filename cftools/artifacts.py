@@ -339,29 +339,38 @@ def provenance_of(inputs: dict[str, "Artifact | str | None"], output_id: str) ->
 
 
 @contextlib.contextmanager
+def atomic_path(out, suffix: str = ""):
+    """Yield a hidden temporary path beside ``out``, renamed over it when the block
+    succeeds and removed when it fails, Ctrl-C included: a crash never leaves a
+    half-written file under the final name. ``suffix`` keeps the extension that writers
+    such as np.save or savefig go by."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.cf-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
 def write_artifact(out, kind: str, *, inputs: dict | None = None, attrs: dict | None = None):
     """Write an artifact atomically: yield an h5py.File on a temporary name in the output's
     directory; on success stamp the root attributes and rename over ``out``. On any error,
     Ctrl-C included, the temporary file is removed and ``out`` is left as it was."""
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.cf-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     out_id = new_id()
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["cftools_kind"] = kind
-            f.attrs["cftools_format"] = np.int64(FORMAT_VERSION)
-            f.attrs["cftools_id"] = out_id
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = _to_attr(value)
-            f.attrs["cftools_provenance"] = json.dumps(provenance_of(inputs or {}, out_id))
-            yield f
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["cftools_kind"] = kind
+        f.attrs["cftools_format"] = np.int64(FORMAT_VERSION)
+        f.attrs["cftools_id"] = out_id
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = _to_attr(value)
+        f.attrs["cftools_provenance"] = json.dumps(provenance_of(inputs or {}, out_id))
+        yield f
 
 
 def _to_attr(value):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import numpy as np
 
-from ..artifacts import check_output_path, create_rows, open_artifact, write_artifact, \
-    write_strings
+from ..artifacts import atomic_path, check_output_path, create_rows, open_artifact, write_artifact
 from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
 from ..data import demo
-from ..data.io import load_features, load_labels, split_spec, write_bin, write_features, \
-    write_meta
+from ..data.io import load_features, split_spec, write_bin, write_features, write_meta
 from ..errors import CfError
 
 HELP = """Make, import, split and export cftools features files.
@@ -176,9 +172,8 @@ def export_cmd(source, npy, bin_out, meta, quiet, debug):
     if meta and labels is None:
         raise CfError("has no labels for --meta", source)
     if npy:
-        tmp = Path(npy).with_name(f".{Path(npy).name}.cf-tmp.npy")
-        np.save(tmp, data if data is not None else labels)
-        tmp.replace(npy)
+        with atomic_path(npy, ".npy") as tmp:  # np.save would append .npy to any other name
+            np.save(tmp, data if data is not None else labels)
     if bin_out:
         write_bin(bin_out, data)
     if meta:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ..artifacts import atomic_path, check_output_path
 from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options, seed_option
 from ..core import decoding
 from ..data.io import load_labels
@@ -99,14 +100,9 @@ def draw(png, rows, method, calibrated, title):
     fig.text(0.5, 0.005, "diagnosis only: thresholds chosen on the evaluated set are an oracle",
              ha="center", va="bottom", fontsize=7, color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    png = Path(png)
-    tmp = png.with_name(f".{png.name}.cf-tmp.png")
     try:
-        fig.savefig(tmp)
-        tmp.replace(png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(png, ".png") as tmp:  # savefig picks the format by extension
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
 
@@ -132,7 +128,6 @@ def draw(png, rows, method, calibrated, title):
 @common_options
 def sweep(links, truth, method, spec, max_size, intimacy_ratio, peaks_tolerance, png, as_json,
           seed, quiet, debug):
-    from ..artifacts import check_output_path
     from .merge import read_links
 
     rep = Reporter(quiet, prog="cf-eval sweep")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from ..artifacts import atomic_path
 from ..data.images import BadImages, ImageDataset
 from ..errors import CfError
 from .distributed import Dist, join_process_group
@@ -153,13 +153,8 @@ def _py_state_from_json(s):
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.cf-tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..artifacts import atomic_path
 from ..errors import CfError
 from .distributed import Dist, join_process_group
 from .grammar import TARGET_UNKNOWN, centre_cosine
@@ -234,15 +234,8 @@ def set_rng_states(s: dict) -> None:
 def save_checkpoint(path, state: dict) -> None:
     """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint.
     Only tensors, numbers, strings, lists and dicts: loadable with weights_only=True."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path) -> dict:

@@ -22,7 +22,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..artifacts import (HDF5_SUFFIXES, Artifact, create_rows, open_artifact, open_hdf5,
+from ..artifacts import (HDF5_SUFFIXES, Artifact, atomic_path, create_rows, open_artifact,
+                         open_hdf5,
                          row_blocks, write_artifact, write_strings)
 from ..errors import CfError
 
@@ -249,26 +250,14 @@ def _load_meta(path: Path) -> np.ndarray:
 
 def write_meta(path, labels: np.ndarray) -> None:
     """learn-to-cluster .meta: one integer label per line (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.cf-tmp")
-    try:
+    with atomic_path(path) as tmp:
         np.savetxt(tmp, np.asarray(labels, dtype=np.int64), fmt="%d")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_bin(path, features: np.ndarray) -> None:
     """learn-to-cluster .bin: raw little-endian float32, row-major (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.cf-tmp")
-    try:
+    with atomic_path(path) as tmp:
         np.ascontiguousarray(features, dtype="<f4").tofile(tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ----------------------------------------------------------------------- features files
@@ -314,13 +303,7 @@ def read_knn_npz(path) -> tuple[np.ndarray, np.ndarray]:
 
 def write_knn_npz(path, indices: np.ndarray, similarities: np.ndarray) -> None:
     """Write learn-to-cluster's kNN .npz (ids as float32 when exact, as that layout does)."""
-    path = Path(path)
     dtype = np.float32 if indices.size == 0 or indices.max() < 2 ** 24 else np.float64
     data = np.stack([indices.astype(dtype), (1.0 - similarities).astype(dtype)], axis=1)
-    tmp = path.with_name(f".{path.name}.cf-tmp.npz")
-    try:
+    with atomic_path(path, ".npz") as tmp:  # savez would append .npz to any other name
         np.savez_compressed(tmp, data=data)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
