@@ -46,6 +46,38 @@ def test_cde_makes_outputs_follow_their_tokens():
         assert not torch.allclose(model(x, mask), model(x[:, perm], mask[:, perm]))
 
 
+@pytest.mark.parametrize("overrides", [
+    {}, {"encoding": "learned"}, {"encoding": "sinusoidal"}, {"encoding": "none"},
+    {"features": True}, {"encoder_layers": 0}, {"decoder_layers": 3, "heads": 8}])
+def test_inference_path_equals_forward(overrides):
+    """Clusformer.infer (what cf-link and validation run) is forward() written for speed:
+    same logits on masked batches, whatever the config; close under bf16 weights too."""
+    from cftools.core.linking import cast_for_inference
+
+    torch.manual_seed(1)
+    config = make_config("small", 24, 12, width=32, heads=overrides.pop("heads", 4), ffn=48,
+                         **overrides)
+    model = Clusformer(config).eval()
+    model.feature_mean.copy_(torch.randn(24) * 0.2)
+    feats = torch.randn(300, 24)
+    order = torch.randint(0, 300, (20, 12))
+    order[:, 0] = torch.arange(20)
+    mask = torch.rand(20, 12) > 0.3
+    mask[:, 0] = True
+    full = torch.ones_like(mask)  # no masked key at all: infer() skips the mask
+    fast = cast_for_inference(model, torch.bfloat16)
+    with torch.no_grad():
+        for m in (mask, full):
+            want = model(feats[order], m)
+            got = model.infer(model.prepare(feats), order, m)
+            assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+            got16 = fast.infer(fast.prepare(feats, dtype=torch.bfloat16), order, m).float()
+            assert torch.allclose(got16, want, atol=0.1), (got16 - want).abs().max()
+    inplace = feats.clone()
+    assert torch.equal(model.prepare(inplace, inplace=True, block_rows=7), model.prepare(feats))
+    assert torch.equal(inplace, model.prepare(feats))
+
+
 def test_presets_and_flops():
     small, paper = make_config("small", 256, 64), make_config("paper", 256, 64)
     assert (paper.encoder_layers, paper.decoder_layers, paper.heads, paper.width) == (6, 6, 8, 512)

@@ -107,7 +107,7 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
     """
     from ..artifacts import check_output_path
     from ..core.backbone import BackboneConfig, count_parameters, model_summary, save_backbone
-    from ..core.device import torch_device
+    from ..core.device import keep_freed_memory, torch_device
     from ..core.embed_training import TrainConfig, train_backbone
     from ..data.images import BadImages, open_images
 
@@ -126,6 +126,7 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
     if any(m > epochs for m in tconf.milestones):
         raise click.BadParameter("milestones must not exceed --epochs", param_hint="--milestones")
     dev = torch_device(device)
+    keep_freed_memory()  # no page-fault storm from per-batch temporaries
     labelled = int((image_set.labels >= 0).sum())
     report.info(f"training {model_summary(bconf)} on {labelled} images of "
                 f"{len(set(image_set.labels[image_set.labels >= 0].tolist()))} identities, on {dev}")
@@ -185,13 +186,14 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
     """
     from ..artifacts import check_output_path
     from ..core.backbone import load_backbone, model_summary
-    from ..core.device import torch_device
+    from ..core.device import keep_freed_memory, torch_device
     from ..core.embed_training import extract_features
     from ..data.images import BadImages, open_images
     from ..data.io import write_features
 
     report = Reporter(quiet)
     dev = torch_device(device)
+    keep_freed_memory()  # no page-fault storm from per-batch temporaries
     backbone, config, model_art = load_backbone(model, dev)
     image_set = open_images(images)
     check_output_path(out, [model, images])

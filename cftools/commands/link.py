@@ -12,7 +12,7 @@ from ..artifacts import check_output_path, create_rows, open_artifact, require_s
     write_artifact
 from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options,
                    device_option)
-from ..core.device import torch_device
+from ..core.device import keep_freed_memory, torch_device
 from ..core.linking import METHODS, cast_for_inference, check_fits, link_blocks
 from ..core.training import autocast_dtype
 from ..data.io import load_features, split_spec
@@ -62,6 +62,7 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         raise CfError("--method model needs --model (or use --method cosine)")
     check_output_path(out, [sequences, split_spec(features)[0], model_path])
     dev = torch_device(device)
+    keep_freed_memory()  # no page-fault storm from per-batch temporaries
     t0 = time.perf_counter()
     seq = open_artifact(sequences, "sequences")
     feats = load_features(features, dim=dim, reporter=rep)
@@ -86,6 +87,12 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     if amp is torch.bfloat16:  # bf16 weights beat bf16 autocast (no casts per op)
         model, amp = cast_for_inference(model, torch.bfloat16), None
     features_t = torch.from_numpy(feats.features).to(dev)
+    if model is not None:
+        # centred and normalised once: in place when the model runs in float32; as a bf16
+        # copy (half the size, the float32 array then dropped) when its weights are bf16
+        features_t = model.prepare(features_t, inplace=True, dtype=model.input_proj.weight.dtype)
+        feats.features = None
+    # (the cosine method reads them as they are; prepared=True is ignored there)
     attrs = {"features_id": feats.id, "sequences_id": seq.id, "method": method,
              "model_id": model_art.id if model_art else "none", "thresholds": thresholds}
     inputs = {"sequences": seq, "features": feats.provenance_ref}
@@ -98,7 +105,8 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         with rep.progress(total=n, desc="linking", unit="seq") as bar:
             for start, stop, indices, probs in link_blocks(seq, features_t, model=model,
                                                            method=method, batch_size=batch_size,
-                                                           amp=amp, progress=bar):
+                                                           amp=amp, prepared=True,
+                                                           progress=bar):
                 ind_ds[start:stop] = indices
                 prob_ds[start:stop] = probs
     seq.close()

@@ -45,14 +45,19 @@ def check_fits(model, n_features_dim: int, seq_len: int, model_path=None) -> Non
 @torch.no_grad()
 def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
                 method: str = "model", batch_size: int = 256, amp=None,
-                progress=None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Yield (start, stop, indices (rows, L) int64, probabilities (rows, L) float32)."""
+                prepared: bool = False, progress=None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Yield (start, stop, indices (rows, L) int64, probabilities (rows, L) float32).
+
+    ``prepared``: ``features_t`` is already ``model.prepare``d (centred and normalised,
+    as cf-link does in place); otherwise the model prepares a copy here."""
     if method not in METHODS:
         raise CfError(f"unknown link method {method!r} (model or cosine)")
     if method == "model":
         if model is None:
             raise CfError("--method model needs --model")
         model.eval()
+        if not prepared:
+            features_t = model.prepare(features_t)
     device = features_t.device
     for start, stop in row_blocks(sequences["order"]):
         order = sequences.read("order", slice(start, stop))
