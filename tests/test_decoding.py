@@ -213,6 +213,51 @@ def test_calibration_picks_the_best_threshold_of_its_grid(noisy):
     assert f1(th["link"]) >= max(f1(t) for t in np.quantile(pos, [0.3, 0.6, 0.9]))
 
 
+def reciprocal_by_hand(indices, probs):
+    """w_ij = (p_ij + p_ji) / 2 from a dict, p_ji = the first i in row j, else 0."""
+    n = indices.shape[0]
+    first = {}
+    for i in range(n):
+        for c, j in enumerate(indices[i]):
+            if j >= 0 and j != i:
+                first.setdefault((i, int(j)), probs[i, c])
+    out = probs.astype(np.float32).copy()
+    for i in range(n):
+        for c, j in enumerate(indices[i]):
+            if j >= 0 and j != i:
+                out[i, c] = (probs[i, c] + first.get((int(j), i), np.float32(0))) * np.float32(0.5)
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 13])
+def test_reciprocal_weights_match_a_dict(k):
+    """Random links with missing entries (-1), self links anywhere and repeated ids."""
+    rng = np.random.default_rng(k)
+    n = 60
+    idx = rng.integers(0, n, (n, k))
+    idx[rng.random((n, k)) < 0.15] = -1
+    rows, cols = np.nonzero(rng.random((n, k)) < 0.05)
+    idx[rows, cols] = rows  # self links off position 0 too
+    idx[:, 0] = np.where(rng.random(n) < 0.8, np.arange(n), idx[:, 0])
+    p = rng.random((n, k), dtype=np.float32)
+    got = D.reciprocal(idx, p, block_rows=7)
+    assert got.dtype == np.float32
+    assert np.allclose(got, reciprocal_by_hand(idx, p), atol=1e-7)
+
+
+def test_reciprocal_is_symmetric_and_halves_one_way_links():
+    idx = np.array([[0, 1, 2], [1, 0, -1], [2, 1, -1]])
+    p = np.array([[1.0, 0.8, 0.6], [1.0, 0.4, 0.0], [1.0, 0.9, 0.0]], dtype=np.float32)
+    w = D.reciprocal(idx, p)
+    assert w[0, 1] == w[1, 1] == pytest.approx(0.6)  # 0 <-> 1: (0.8 + 0.4) / 2
+    assert w[0, 2] == pytest.approx(0.3)  # 0 -> 2 only (2 does not list 0)
+    assert w[2, 1] == pytest.approx(0.45)  # 2 -> 1 only
+    assert w[0, 0] == 1.0 and w[1, 2] == 0.0  # self and missing untouched
+    assert D.link_weights(idx, p, "directed") is p
+    with pytest.raises(ValueError):
+        D.link_weights(idx, p, "sideways")
+
+
 def test_cluster_summary():
     s = D.cluster_summary(np.array([0, 0, 1, -1, 2, 2, 2]))
     assert s == {"n_points": 7, "n_clusters": 3, "n_singletons": 1, "n_unassigned": 1,

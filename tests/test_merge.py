@@ -55,9 +55,10 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
     proc = run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c.h5", "--method", "components",
                    "--threshold", 0.7, check=True)
     labels, attrs = read_clusters(tmp_path / "c.h5")
-    ref = D.decode("components", rounds["iu"], rounds["su"], 0.7)
+    ref = D.decode("components", rounds["iu"], D.reciprocal(rounds["iu"], rounds["su"]), 0.7)
     assert np.array_equal(labels, ref)
     assert attrs["method"] == "components" and attrs["threshold"] == pytest.approx(0.7)
+    assert attrs["link_mode"] == "reciprocal"
     assert attrs["threshold_source"] == "--threshold"
     assert attrs["features_id"] == rounds["fid_u"]
     counts = json.loads(attrs["singleton_counts"])
@@ -69,6 +70,12 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
     run_cmd("merge", "decode", d / "links_u.h5", "-o", tmp_path / "c2.h5", "--method",
             "components", "--threshold", 0.7, "-q", check=True)
     assert np.array_equal(read_clusters(tmp_path / "c2.h5")[0], labels)
+    # --directed decodes the links as given
+    run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c3.h5", "--method", "components",
+            "--threshold", 0.7, "--directed", "-q", check=True)
+    labels, attrs = read_clusters(tmp_path / "c3.h5")
+    assert attrs["link_mode"] == "directed"
+    assert np.array_equal(labels, D.decode("components", rounds["iu"], rounds["su"], 0.7))
 
 
 def test_no_threshold_is_an_error_not_a_guess(rounds, tmp_path):
@@ -80,11 +87,22 @@ def test_no_threshold_is_an_error_not_a_guess(rounds, tmp_path):
 def test_thresholds_from_the_links_file(rounds, tmp_path):
     links = tmp_path / "l.h5"
     write_links(links, rounds["iu"], rounds["su"], rounds["fid_u"], method="model",
-                thresholds={"link": 0.66, "peaks": 0.72})
+                thresholds={"link": 0.66, "peaks": 0.72, "directed_peaks": 0.75,
+                            "directed_peaks_tolerance": 0.01})
     run_cmd("merge", links, "-o", tmp_path / "p.h5", "--method", "peaks", "-q", check=True)
     labels, attrs = read_clusters(tmp_path / "p.h5")
     assert attrs["threshold"] == pytest.approx(0.72) and "peaks" in attrs["threshold_source"]
-    assert np.array_equal(labels, D.decode("peaks", rounds["iu"], rounds["su"], 0.72))
+    recip = D.reciprocal(rounds["iu"], rounds["su"])
+    assert np.array_equal(labels, D.decode("peaks", rounds["iu"], recip, 0.72))
+    assert attrs["peaks_tolerance"] == 0.0
+    # each link mode takes its own calibrated values
+    run_cmd("merge", links, "-o", tmp_path / "d.h5", "--method", "peaks", "--directed", "-q",
+            check=True)
+    labels, attrs = read_clusters(tmp_path / "d.h5")
+    assert attrs["threshold"] == pytest.approx(0.75) and "directed_peaks" in attrs["threshold_source"]
+    assert attrs["peaks_tolerance"] == pytest.approx(0.01)
+    assert np.array_equal(labels, D.decode("peaks", rounds["iu"], rounds["su"], 0.75,
+                                           peaks_tolerance=0.01))
     run_cmd("merge", links, "-o", tmp_path / "i.h5", "--method", "infomap", "-q", check=True)
     _, attrs = read_clusters(tmp_path / "i.h5")
     assert attrs["threshold"] == pytest.approx(0.66) and "link" in attrs["threshold_source"]
@@ -99,7 +117,8 @@ def test_calibrate_on_labelled_links(rounds, tmp_path):
     run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c.h5", "--method", "infomap",
             "--calibrate", d / "links_l.h5", "--calibrate-truth", d / "yl.npy", "-q", check=True)
     labels, attrs = read_clusters(tmp_path / "c.h5")
-    want = D.calibrate_thresholds(rounds["il"], rounds["sl"], rounds["yl"], decoders=("infomap",))
+    want = D.calibrate_thresholds(rounds["il"], D.reciprocal(rounds["il"], rounds["sl"]),
+                                  rounds["yl"], decoders=("infomap",))
     assert attrs["threshold"] == pytest.approx(want["infomap"])
     assert "calibrated on" in attrs["threshold_source"]
     assert pairwise_scores(labels, rounds["yu"])["pairwise_f"] > 0.6
@@ -227,8 +246,10 @@ def test_sweep_is_an_oracle_diagnosis(rounds, tmp_path):
     out = json.loads(proc.stdout)
     assert "oracle" in out["note"] and "oracle" in proc.stderr
     assert [r["threshold"] for r in out["rows"]] == pytest.approx(np.linspace(0.6, 0.85, 6))
+    assert out["link_mode"] == "reciprocal"
+    recip = D.reciprocal(rounds["iu"], rounds["su"])
     for r in out["rows"]:
-        want = pairwise_scores(D.decode("components", rounds["iu"], rounds["su"], r["threshold"]),
+        want = pairwise_scores(D.decode("components", rounds["iu"], recip, r["threshold"]),
                                rounds["yu"])["pairwise_f"]
         assert r["pairwise_f"] == pytest.approx(want)
     assert out["oracle_best"]["pairwise_f"] == max(r["pairwise_f"] for r in out["rows"])
@@ -240,9 +261,13 @@ def test_sweep_is_an_oracle_diagnosis(rounds, tmp_path):
 
 def test_model_links_beat_cosine_components(tmp_path):
     """A small Clusformer trained on D_L (core API) links D_U. Infomap and peaks over those
-    links beat connected components over raw cosine links, every threshold calibrated on
-    D_L (model links of D_L for the model, cosine links of D_L for the baseline); Infomap
-    also at the thresholds training calibrated on its held-out identities (file attr)."""
+    links (default, reciprocal weights) beat connected components over raw cosine links
+    (--directed: the links as they are), every threshold calibrated on D_L (model links of
+    D_L for the model, cosine links of D_L for the baseline); Infomap also at the
+    thresholds training stored (file attr).
+
+    Identities are capped at 60 points: with the demo's default cap of 300, one or two
+    identities hold most same-identity pairs and pairwise F swings with a single merge."""
     torch = pytest.importorskip("torch")
     from cftools.core.grammar import build_sequences
     from cftools.core.model import make_config
@@ -250,7 +275,8 @@ def test_model_links_beat_cosine_components(tmp_path):
 
     torch.set_num_threads(2)
     k = 16
-    x, y = make_demo_features(1500, 32, seed=5, hard_fraction=0.2, noise_fraction=0.05)
+    x, y = make_demo_features(3000, 32, seed=5, hard_fraction=0.2, noise_fraction=0.05,
+                              max_size=60)
     lab, unl = split_by_identity(y, 0.5, seed=0)
     il, sl = knn(x[lab], k)
     iu, su = knn(x[unl], k)
@@ -260,7 +286,7 @@ def test_model_links_beat_cosine_components(tmp_path):
     res = train(SequenceData(order, mask, targets, y[lab]), x[lab], config,
                 TrainConfig(epochs=6, lr=2e-3, batch_size=64, seed=0),
                 device=torch.device("cpu"), log=lambda *_: None)
-    assert {"link", "peaks", "infomap"} <= set(res.thresholds)
+    assert {"link", "peaks", "infomap", "directed_peaks", "directed_infomap"} <= set(res.thresholds)
     ou, mu, _ = build_sequences(iu, su, k)
     probs = predict(res.model, torch.from_numpy(x[unl]), ou, mu)
     write_links(tmp_path / "model.h5", ou, probs, "fu", method="model",
@@ -275,8 +301,9 @@ def test_model_links_beat_cosine_components(tmp_path):
         run_cmd("merge", *args, "-o", tmp_path / "c.h5", "-q", check=True)
         return pairwise_scores(read_clusters(tmp_path / "c.h5")[0], y[unl])["pairwise_f"]
 
-    baseline = score(tmp_path / "cos_u.h5", "--method", "components", "--calibrate",
-                     tmp_path / "cos_l.h5", "--calibrate-truth", tmp_path / "yl.npy")
+    baseline = score(tmp_path / "cos_u.h5", "--method", "components", "--directed",
+                     "--calibrate", tmp_path / "cos_l.h5", "--calibrate-truth",
+                     tmp_path / "yl.npy")
     on_dl = ["--calibrate", tmp_path / "model_l.h5", "--calibrate-truth", tmp_path / "yl.npy"]
     infomap = score(tmp_path / "model.h5", "--method", "infomap", *on_dl)
     peaks = score(tmp_path / "model.h5", "--method", "peaks", *on_dl)

@@ -75,7 +75,7 @@ def test_all_singletons_and_unassigned_score_the_same(truth):
 
 # --------------------------------------------------------------------------- decoders
 
-from cftools.core.decoding import DECODERS, apply_singletons, decode  # noqa: E402
+from cftools.core.decoding import DECODERS, apply_singletons, decode, reciprocal  # noqa: E402
 
 ORDER_FREE = ("peaks", "intimacy", "components")  # infomap's search may depend on the order
 
@@ -230,3 +230,30 @@ def test_isolated_points_are_singletons_and_the_policies_count_them(graph, attac
             ok = [(j in mates) and p >= np.float32(attach)
                   for j, p in zip(indices[i].tolist(), probs[i].tolist())]
             assert any(ok), i
+
+
+@settings(max_examples=60, deadline=None)
+@given(link_graphs(), st.randoms(use_true_random=False))
+def test_reciprocal_weights_follow_the_points_and_agree_both_ways(graph, rnd):
+    """Permuting the points permutes the weights; a link listed in both directions (its
+    first occurrence each way) weighs the same both ways; nothing grows past its p."""
+    indices, probs, _ = graph
+    n, k = indices.shape
+    w = reciprocal(indices, probs)
+    perm = np.array(rnd.sample(range(n), n))
+    moved_idx = np.empty_like(indices)
+    moved_probs = np.empty_like(probs)
+    moved_idx[perm] = np.where(indices >= 0, perm[np.maximum(indices, 0)], -1)
+    moved_probs[perm] = probs
+    assert np.array_equal(reciprocal(moved_idx, moved_probs)[perm], w)
+    first = {}
+    for i in range(n):
+        for c, j in enumerate(indices[i].tolist()):
+            if j >= 0 and j != i:
+                first.setdefault((i, j), c)
+    for (i, j), c in first.items():
+        back = first.get((j, i))
+        if back is not None:
+            assert w[i, c] == w[j, back]
+        else:
+            assert w[i, c] == np.float32(probs[i, c]) * np.float32(0.5)

@@ -26,8 +26,8 @@ ORACLE_NOTE = ("diagnosis only: these scores use the ground truth of the evaluat
 
 HELP = f"""Sweep a decoder's threshold over a links file and score each clustering.
 
-For each threshold, LINKS is decoded by --method (as cf-merge decode does, singletons
-kept) and scored against --truth: pairwise F (F_P), BCubed F (F_B), NMI, clusters and
+For each threshold, LINKS is decoded by --method (as cf-merge decode does, with the
+same --reciprocal/--directed link weights, singletons kept) and scored against --truth: pairwise F (F_P), BCubed F (F_B), NMI, clusters and
 singletons. A table goes to stderr; --json writes the rows to stdout; --png draws F_P
 and F_B against the threshold, with the threshold the links file carries from
 calibration (if any) marked.
@@ -114,6 +114,8 @@ def draw(png, rows, method, calibrated, title):
 @click.option("--method", type=click.Choice(decoding.DECODERS), default="peaks", show_default=True,
               help="Decoder to sweep.")
 @click.option("--thresholds", "spec", default=None, help="A:B:N, N values from A to B.")
+@click.option("--reciprocal/--directed", "reciprocal", default=True, show_default=True,
+              help="Link weights as in cf-merge: mean of both directions, or p_ij alone.")
 @click.option("--max-size", type=click.IntRange(min=1), default=None,
               help="components: split clusters larger than this.")
 @click.option("--intimacy-ratio", type=click.FloatRange(0, 1), default=None,
@@ -126,7 +128,7 @@ def draw(png, rows, method, calibrated, title):
 @click.option("--json", "as_json", is_flag=True, help="Write the rows as JSON to stdout.")
 @seed_option
 @common_options
-def sweep(links, truth, method, spec, max_size, intimacy_ratio, peaks_tolerance, png, as_json,
+def sweep(links, truth, method, spec, reciprocal, max_size, intimacy_ratio, peaks_tolerance, png, as_json,
           seed, quiet, debug):
     from .merge import read_links
 
@@ -135,17 +137,20 @@ def sweep(links, truth, method, spec, max_size, intimacy_ratio, peaks_tolerance,
         check_output_path(png, [links])
     thresholds = parse_range(spec) if spec else None
     indices, probs, attrs, stored, art = read_links(links)
+    mode = "reciprocal" if reciprocal else "directed"
+    probs = decoding.link_weights(indices, probs, mode)
     labels = load_labels(truth, n=indices.shape[0], for_path=links)
     if not (labels >= 0).any():
         raise CfError("no point has a known truth label (all are -1)", truth)
     if thresholds is None:
         thresholds = default_thresholds(indices, probs)
     if intimacy_ratio is None:
-        intimacy_ratio = float((stored or {}).get("intimacy_ratio",
+        intimacy_ratio = float((stored or {}).get(decoding.threshold_key("intimacy_ratio", mode),
                                                   decoding.DEFAULT_INTIMACY_RATIO))
     if peaks_tolerance is None:
-        peaks_tolerance = float((stored or {}).get("peaks_tolerance", 0.0))
-    calibrated = decoding.resolve_threshold(method, stored)
+        peaks_tolerance = float((stored or {}).get(decoding.threshold_key("peaks_tolerance", mode),
+                                                   0.0))
+    calibrated = decoding.resolve_threshold(method, stored, mode)
 
     rep.warn(ORACLE_NOTE)
     t0 = time.perf_counter()
@@ -175,7 +180,7 @@ def sweep(links, truth, method, spec, max_size, intimacy_ratio, peaks_tolerance,
         draw(png, rows, method, calibrated, f"{method} sweep over {Path(links).name}")
         rep.info(f"cf-eval sweep: wrote {png}")
     if as_json:
-        json.dump({"links": str(links), "links_id": art.id, "method": method,
+        json.dump({"links": str(links), "links_id": art.id, "method": method, "link_mode": mode,
                    "note": ORACLE_NOTE, "calibrated_threshold": calibrated,
                    "intimacy_ratio": intimacy_ratio if method == "intimacy" else None,
                    "peaks_tolerance": peaks_tolerance if method == "peaks" else None,

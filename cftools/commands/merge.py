@@ -77,11 +77,19 @@ Decoders (--method), each keeping the links i -> j with p_ij >= threshold:
   components  connected components; --max-size splits larger ones by raising their
               threshold in steps of --size-step.
 
+Link weights (--reciprocal, the default, or --directed): reciprocal replaces every p_ij by
+(p_ij + p_ji) / 2, where p_ji = 0 when i is not among j's links, before anything else
+(thresholds, decoding, singletons): a link counts as much as both of its ends agree on
+it, so a stray point that ranks a crowd highly, unanswered, no longer joins it. On real
+faces this lifts every decoder over model links (see cf-merge(1)). --directed uses p_ij
+as given (the published Infomap-over-cosine baseline).
+
 The threshold comes from, in this order: --threshold; --calibrate LABELLED_LINKS with
 --calibrate-truth LABELS (the threshold maximising pairwise F on that labelled set, e.g.
-the links of D_L made the same way); the 'thresholds' the links file carries (set by
-cf-train's calibration on held-out labelled data: key = decoder, else "link"). Without
-any of them the command stops: thresholds are never chosen on the set being clustered.
+the links of D_L made the same way, weighted the same way); the 'thresholds' the links
+file carries (set by cf-train's calibration on its labelled set: key = decoder, or
+directed_DECODER under --directed; else "link"). Without any of them the command stops:
+thresholds are never chosen on the set being clustered.
 --intimacy-ratio and --peaks-tolerance come from the same places (else 0.5 and 0).
 
 \b
@@ -104,6 +112,9 @@ the file (attribute singleton_counts).
               help="Labelled links file to choose the threshold on (never the set to cluster).")
 @click.option("--calibrate-truth", default=None,
               help="Labels of --calibrate's points (.npy, .meta, features/clusters .h5, f.h5:/path).")
+@click.option("--reciprocal/--directed", "reciprocal", default=True, show_default=True,
+              help="Weigh each link by the mean of both directions (p_ji = 0 when absent), "
+                   "or by p_ij alone.")
 @click.option("--max-size", type=click.IntRange(min=1), default=None,
               help="components: split clusters larger than this.")
 @click.option("--size-step", type=click.FloatRange(min=0, min_open=True),
@@ -122,7 +133,8 @@ the file (attribute singleton_counts).
                    "links file's thresholds['attach']].")
 @seed_option
 @common_options
-def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, max_size, size_step,
+def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, reciprocal, max_size,
+               size_step,
                intimacy_ratio, peaks_tolerance, singletons, attach_threshold, seed, quiet, debug):
     rep = Reporter(quiet, prog="cf-merge")
     out = Path(out)
@@ -142,6 +154,8 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, max_si
     indices, probs, attrs, stored, art = read_links(links)
     n, k = indices.shape
     link_method = attrs.get("method")
+    mode = "reciprocal" if reciprocal else "directed"
+    probs = decoding.link_weights(indices, probs, mode)
     if attach_threshold is not None and not np.isfinite(attach_threshold):
         raise CfError(f"--attach-threshold must be a finite number, got {attach_threshold}")
     if singletons == "attach" and attach_threshold is None:
@@ -158,28 +172,31 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, max_si
     if threshold is not None:
         source = "--threshold"
     elif calibrate:
-        threshold, extra, c_art = _calibrate(calibrate, calibrate_truth, method, art,
+        threshold, extra, c_art = _calibrate(calibrate, calibrate_truth, method, mode, art,
                                              link_method, seed, rep)
         source = f"calibrated on {calibrate}"
     else:
-        threshold = decoding.resolve_threshold(method, stored)
+        threshold = decoding.resolve_threshold(method, stored, mode)
         if threshold is None:
             raise CfError(f"no threshold for --method {method}: the links file carries none "
                           "calibrated at training; pass --threshold T, or --calibrate "
                           "LABELLED_LINKS --calibrate-truth LABELS", links)
-        key = method if method in (stored or {}) else "link"
+        key = decoding.threshold_key(method, mode)
+        key = key if key in (stored or {}) else "link"
         source = f"links file thresholds[{key!r}]"
     ratio, tol = intimacy_ratio, peaks_tolerance
+    stored_key = lambda name: decoding.threshold_key(name, mode)  # noqa: E731
     if ratio is None:
         ratio = float(extra.get("intimacy_ratio", (stored or {}).get(
-            "intimacy_ratio", decoding.DEFAULT_INTIMACY_RATIO)))
+            stored_key("intimacy_ratio"), decoding.DEFAULT_INTIMACY_RATIO)))
     if tol is None:
-        tol = float(extra.get("peaks_tolerance", (stored or {}).get("peaks_tolerance", 0.0)))
+        tol = float(extra.get("peaks_tolerance", (stored or {}).get(stored_key("peaks_tolerance"),
+                                                                    0.0)))
 
     detail = f", intimacy ratio {ratio:g}" if method == "intimacy" else ""
     detail += f", confidence tolerance {tol:g}" if method == "peaks" else ""
     detail += f", max size {max_size}" if max_size and method == "components" else ""
-    rep.info(f"cf-merge: {method} over {n} points x {k} {link_method} links, threshold "
+    rep.info(f"cf-merge: {method} over {n} points x {k} {link_method} links ({mode}), threshold "
              f"{threshold:.6g} ({source}){detail}")
     t1 = time.perf_counter()
     labels = decoding.decode(method, indices, probs, threshold, max_size=max_size,
@@ -191,7 +208,8 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, max_si
     summary = decoding.cluster_summary(labels)
 
     out_attrs = {
-        "method": method, "threshold": float(threshold), "threshold_source": source,
+        "method": method, "link_mode": mode, "threshold": float(threshold),
+        "threshold_source": source,
         "links_id": art.id, "link_method": str(link_method), "singletons": singletons,
         "singleton_counts": counts, "summary": summary, "seed": seed,
     }
@@ -218,8 +236,9 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, max_si
     rep.info(f"cf-merge: wrote {out} in {time.perf_counter() - t0:.1f} s (decode {t_decode:.1f} s)")
 
 
-def _calibrate(path, truth_spec, method, art, link_method, seed, rep):
+def _calibrate(path, truth_spec, method, mode, art, link_method, seed, rep):
     c_idx, c_probs, c_attrs, _, c_art = read_links(path)
+    c_probs = decoding.link_weights(c_idx, c_probs, mode)
     if c_art.id == art.id or (c_attrs.get("features_id") is not None
                               and c_attrs.get("features_id") == art.attrs.get("features_id")):
         raise CfError("calibration links are the links being clustered; calibrate on labelled "

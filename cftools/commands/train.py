@@ -10,7 +10,7 @@ import click
 from ..artifacts import check_output_path, open_artifact, require_same_source
 from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options,
                    device_option, seed_option)
-from ..core.device import torch_device
+from ..core.device import keep_freed_memory, torch_device
 from ..core.model import ENCODINGS, PRESETS, make_config, save_model
 from ..core.training import SequenceData, TrainConfig, init_distributed, train
 from ..data.io import load_features, split_spec
@@ -29,8 +29,12 @@ Validation is held out by identity: --val-fraction of the centres' identities ar
 trained on (their faces are masked out of the training sequences too) and their rows are
 linked like unlabelled data after every epoch: link precision, recall, F1 and ROC-AUC are
 printed, with raw cosine to the centre scored once on the same pairs for comparison. The
-link threshold that maximises F1 there, and the decoders' thresholds (cf-merge), are
-calibrated on those rows only and stored in the model; cf-link passes them on.
+link threshold that maximises F1 there is stored in the model. The decoders' thresholds
+(cf-merge, each decoder under both link modes) are then calibrated on the whole labelled
+set linked by the trained model, as the unlabelled set will be: the held-out rows alone
+hold too few look-alike identities and give thresholds far too lax. Above
+--calibration-points rows a random subset of identities is used. cf-link passes all the
+thresholds on to the links file.
 
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
 continues from it and ends with the same weights as an uninterrupted run (same seed, on
@@ -77,6 +81,9 @@ training summary as JSON attributes; loading it never runs code.
               help="Share of all steps spent warming up.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
               show_default=True, help="Share of identities held out for validation (0: none).")
+@click.option("--calibration-points", type=click.IntRange(min=2), default=100_000,
+              show_default=True,
+              help="Most labelled rows the decoders' thresholds are calibrated on.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint written after every epoch [default: MODEL.ckpt].")
 @click.option("--resume", is_flag=True,
@@ -92,7 +99,7 @@ training summary as JSON attributes; loading it never runs code.
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, epochs, lr, weight_decay, schedule,
-         warmup, val_fraction, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
+         warmup, val_fraction, calibration_points, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
          seed, quiet, debug):
     import torch
 
@@ -105,6 +112,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         raise CfError("no checkpoint to resume from (see --checkpoint)", checkpoint)
     check_output_path(checkpoint, [sequences, split_spec(features)[0], out])
     dev = torch_device(device)
+    keep_freed_memory()  # no page-fault storm from per-batch temporaries
     if dev.type == "cuda" and dist.world > 1:
         dev = torch.device("cuda", dist.local_rank)
     torch.set_num_threads(max(1, torch.get_num_threads() // max(1, dist.world)) if dev.type == "cpu"
@@ -136,7 +144,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                        dropout=dropout, encoding=encoding, features=token_features, center=center)
     tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
-                       bf16=bf16, stop_after_epoch=stop_after_epoch)
+                       bf16=bf16, stop_after_epoch=stop_after_epoch,
+                       calibration_points=calibration_points)
     rep.info(f"cf-train: {n} sequences (L={L}, d={feats.dim}), preset {preset}, "
              f"{epochs} epochs on {dev}" + (f" x {dist.world} processes" if dist.world > 1 else ""))
     try:
