@@ -22,8 +22,13 @@ d dimensions, k neighbours, L sequence length, B batch rows, E kept links):
                                      R = min(N, 4 MiB / 8k) rows, ~40 bytes an entry of
                                      sorting temporaries (keys, permutation, gathers)
   cf-link cosine 4Nd + 4BLd          features; one batch of gathered neighbour features
-  cf-link model  4Nd + 4BL(d+L+hL+ffn+8w)  features; a batch's tokens, attention and FFN
-  cf-merge       12NL + decoder      indices + probabilities read whole (8NL + 4NL)
+  cf-link model  6Nd + 4BL(d+L+hL+ffn+8w)  features, and their prepared bf16 copy (2Nd;
+                                     4Nd in place without bf16); a batch's tokens,
+                                     attention and FFN
+  cf-merge       12NL + max(W, decoder)  indices + probabilities read whole (8NL + 4NL);
+                                     W = 8NL' + 4NL + 24RL, the reciprocal weighing: sorted
+                                     ids and probabilities (L' = L rounded up to a power of
+                                     two), the weights, block temporaries (R rows)
      peaks       + 24N + 40*R*L      confidences, parents, labels; R = min(N, 131072) rows
                                      per block at ~40 bytes a link of temporaries
      components  + 16N + 25E         CSR graph (8E) + its row-part copies while joined
@@ -101,19 +106,23 @@ def f_link_cosine(N, d, L, B, **_):
     return 4 * N * d + 4 * B * L * d
 
 
-def f_link_model(N, d, L, B, h=4, ffn=256, w=128, **_):
-    return 4 * N * d + 4 * B * L * (d + L + h * L + ffn + 8 * w)
+def f_link_model(N, d, L, B, h=4, ffn=256, w=128, bf16=True, **_):
+    return (6 if bf16 else 4) * N * d + 4 * B * L * (d + L + h * L + ffn + 8 * w)
 
 
 def f_merge(N, L, E, decoder, **_):
     base = 12 * N * L
+    rows = min(N, 131072)
+    weighing = 8 * N * (1 << int(np.ceil(np.log2(L)))) + 4 * N * L + 24 * rows * L
     if decoder == "peaks":
-        return base + 24 * N + 40 * min(N, 131072) * L
-    if decoder == "components":
-        return base + 16 * N + 25 * E
-    if decoder == "intimacy":
-        return base + 16 * N + 40 * E
-    return base + 16 * N + 12 * E + INFOMAP_BYTES_PER_LINK * E  # infomap
+        extra = 24 * N + 40 * rows * L
+    elif decoder == "components":
+        extra = 16 * N + 25 * E
+    elif decoder == "intimacy":
+        extra = 16 * N + 40 * E
+    else:  # infomap
+        extra = 16 * N + 12 * E + INFOMAP_BYTES_PER_LINK * E
+    return base + max(weighing, extra)
 
 
 def f_eval(N, **_):

@@ -11,8 +11,10 @@ would take hours on a laptop CPU and measures faiss, not the decoders):
 - points are shuffled, so identities are not contiguous ranges of ids.
 
 Each (N, decoder) runs in a fresh child process, which makes the links in row blocks,
-then decodes them at threshold 0.5 and reports wall time and ru_maxrss (peak resident
-memory, links included; "extra" = peak minus the resident size after making the links).
+weighs them as cf-merge does by default (reciprocal: (p_ij + p_ji) / 2; --directed skips
+it), then decodes them at threshold 0.5 and reports wall time (weighing + decoding, and the
+weighing alone) and ru_maxrss (peak resident memory, links included; "extra" = peak minus
+the resident size after making the links).
 The parent prints one table and, with --json, the rows on stdout.
 
     python bench/merge.py --quick                 # N = 100K (a minute)
@@ -81,19 +83,22 @@ def _current_rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _child(n, k, method, seed, queue):
+def _child(n, k, method, seed, mode, queue):
     try:
         t0 = time.perf_counter()
         indices, probs, labels = synth_links(n, k, seed)
         t_make = time.perf_counter() - t0
         base = _current_rss_mb()
+        links_mb = indices.nbytes / 2**20 + probs.nbytes / 2**20
         t1 = time.perf_counter()
+        probs = D.link_weights(indices, probs, mode)  # the input is dropped, as in cf-merge
+        t_weigh = time.perf_counter() - t1
         out = D.decode(method, indices, probs, THRESHOLD, max_size=None)
         t_dec = time.perf_counter() - t1
         peak = _rss_mb()
-        row = {"n": n, "k": k, "method": method, "seconds": round(t_dec, 2),
-               "make_seconds": round(t_make, 1), "links_mb": round(indices.nbytes / 2**20
-                                                                  + probs.nbytes / 2**20),
+        row = {"n": n, "k": k, "method": method, "link_mode": mode, "seconds": round(t_dec, 2),
+               "weigh_seconds": round(t_weigh, 2),
+               "make_seconds": round(t_make, 1), "links_mb": round(links_mb),
                "rss_after_links_mb": round(base), "peak_rss_mb": round(peak),
                "extra_mb": round(peak - base), "clusters": int(out.max()) + 1}
         try:
@@ -108,10 +113,10 @@ def _child(n, k, method, seed, queue):
         queue.put({"n": n, "k": k, "method": method, "error": "MemoryError"})
 
 
-def run_one(n, k, method, seed, timeout):
+def run_one(n, k, method, seed, timeout, mode="reciprocal"):
     ctx = mp.get_context("spawn")  # a fresh process: its ru_maxrss is its own
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(n, k, method, seed, queue))
+    proc = ctx.Process(target=_child, args=(n, k, method, seed, mode, queue))
     proc.start()
     proc.join(timeout)
     if proc.is_alive():
@@ -134,6 +139,8 @@ def main(argv=None):
                     help="skip Infomap above this N (it is far slower than the rest)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--directed", action="store_true",
+                    help="decode p_ij as given (cf-merge --directed)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     sizes = [100_000] if args.quick else [int(s) for s in (args.sizes or "1000000,5000000").split(",")]
@@ -145,12 +152,14 @@ def main(argv=None):
                              "error": f"skipped (N > --infomap-max {args.infomap_max})"})
                 print(f"{n:>9} {method:11s} skipped", file=sys.stderr)
                 continue
-            row = run_one(n, args.k, method, args.seed, args.timeout)
+            row = run_one(n, args.k, method, args.seed, args.timeout,
+                          "directed" if args.directed else "reciprocal")
             rows.append(row)
             if "error" in row:
                 print(f"{n:>9} {method:11s} {row['error']}", file=sys.stderr, flush=True)
             else:
-                print(f"{n:>9} {method:11s} {row['seconds']:8.1f} s  peak {row['peak_rss_mb']:6d} MB"
+                print(f"{n:>9} {method:11s} {row['seconds']:8.1f} s (weighing "
+                      f"{row['weigh_seconds']:.1f} s)  peak {row['peak_rss_mb']:6d} MB"
                       f"  (links {row['links_mb']} MB, extra {row['extra_mb']} MB)  "
                       f"F_P {row.get('pairwise_f', float('nan')):.4f}  clusters {row['clusters']}",
                       file=sys.stderr, flush=True)

@@ -32,8 +32,10 @@ output: a training-free baseline that needs no --model (its thresholds are then 
 
 Inference is batched and streamed: sequences are read and links written in row blocks,
 on the GPU when there is one, in bfloat16 where the hardware supports it (the weights are
-cast to bf16; centring and the cosine matrix stay float32): about 2x faster on CPUs with
-AVX-512 BF16. GPUs without bf16 use fp16 autocast. A model made for another feature dimension or
+cast to bf16; the features are centred and normalised once in float32, then kept in
+bf16). GPUs without bf16 use fp16 autocast. The model runs its own inference path (fused
+QKV, batched-matmul attention, query-only work once per batch): about 4000 sequences/s
+on 2 CPU cores at L 64 (small preset). A model made for another feature dimension or
 sequence length is refused.
 """
 
