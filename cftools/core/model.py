@@ -210,12 +210,14 @@ class Clusformer(nn.Module):
         forward(features[order], mask) in eval mode (up to rounding)."""
         c = self.config
         x = prepared[order]
+        everything = bool(mask.all())  # no masked position in the batch: no masking at all
         if c.encoding == "cde":
-            # masked tokens' rows and columns are 0, as if the tokens were zeroed first
-            pairs = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-            cde = torch.bmm(x, x.transpose(1, 2)) * pairs
-            x = torch.cat([x * mask.unsqueeze(-1), cde], dim=-1) if c.features else cde
-        else:
+            cde = torch.bmm(x, x.transpose(1, 2))
+            if not everything:  # masked tokens' rows and columns are 0, as if zeroed first
+                cde = cde * (mask.unsqueeze(-1) & mask.unsqueeze(-2))
+                x = x * mask.unsqueeze(-1)
+            x = torch.cat([x, cde], dim=-1) if c.features else cde
+        elif not everything:
             x = x * mask.unsqueeze(-1)
         dtype = self.input_proj.weight.dtype
         h = F.linear(x.to(dtype), self.input_proj.weight, self.input_proj.bias)
@@ -224,7 +226,7 @@ class Clusformer(nn.Module):
         elif c.encoding == "sinusoidal":
             h = h + self.pos_table.to(dtype)
         # (B, 1, 1, L): True = a key to attend to; None when every key of the batch counts
-        keep = None if bool(mask.all()) else mask[:, None, None, :]
+        keep = None if everything else mask[:, None, None, :]
         if self.encoder is not None:
             for layer in self.encoder.layers:
                 h = h + _attention(layer.self_attn, layer.norm1(h), None, keep)
