@@ -125,6 +125,19 @@ def batch_size_option(default: int):
     return deco
 
 
+def checkpoint_options(default: str):
+    """--checkpoint PATH (a pathlib.Path, or None for ``default``) and --resume, the same
+    in both trainers (cf-train, cf-embed train)."""
+    def deco(f):
+        f = click.option("--resume", is_flag=True,
+                         help="Continue from the checkpoint (--checkpoint; same options and "
+                              "data); the result equals an uninterrupted run.")(f)
+        return click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+                            default=None,
+                            help=f"Checkpoint written after every epoch [default: {default}].")(f)
+    return deco
+
+
 def common_options(f):
     """-q/--quiet and --debug, which every command takes."""
     return quiet_option(debug_option(f))

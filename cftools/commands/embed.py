@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from ..cli import (CONTEXT_SETTINGS, CfGroup, Reporter, batch_size_option, common_options,
-                   device_option, seed_option)
+from ..cli import (CONTEXT_SETTINGS, CfGroup, Reporter, batch_size_option, checkpoint_options,
+                   common_options, device_option, seed_option)
 from ..errors import CfError
 
 
@@ -80,11 +80,7 @@ def main():
               help="auto: fp16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast anywhere.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Image-decoding worker processes.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint written after every epoch [default: OUTPUT.ckpt].")
-@click.option("--resume", is_flag=True,
-              help="Continue from the checkpoint (same options and data); the result equals "
-                   "an uninterrupted run.")
+@checkpoint_options("OUTPUT.ckpt")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after success.")
 @click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--max-warnings", type=click.IntRange(min=0), default=20, show_default=True,

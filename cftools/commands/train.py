@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..artifacts import check_output_path, open_artifact, require_same_source
-from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options,
-                   device_option, seed_option)
+from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, checkpoint_options,
+                   common_options, device_option, seed_option)
 from ..core.device import keep_freed_memory, torch_device
 from ..core.model import ENCODINGS, PRESETS, make_config, save_model
 from ..core.training import SequenceData, TrainConfig, init_distributed, train
@@ -84,11 +84,7 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--calibration-points", type=click.IntRange(min=2), default=100_000,
               show_default=True,
               help="Most labelled rows the decoders' thresholds are calibrated on.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Checkpoint written after every epoch [default: MODEL.ckpt].")
-@click.option("--resume", is_flag=True,
-              help="Continue from the checkpoint (--checkpoint); the result equals an "
-                   "uninterrupted run.")
+@checkpoint_options("MODEL.ckpt")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
                    "it use fp16 with a gradient scaler].")
@@ -106,7 +102,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     dist = init_distributed(device)
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
-    checkpoint = checkpoint or str(out) + ".ckpt"
+    checkpoint = str(checkpoint or out.with_name(out.name + ".ckpt"))
     check_output_path(out, [sequences, split_spec(features)[0]])
     if resume and not Path(checkpoint).is_file():
         raise CfError("no checkpoint to resume from (see --checkpoint)", checkpoint)
