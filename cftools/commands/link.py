@@ -94,7 +94,6 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         # copy (half the size, the float32 array then dropped) when its weights are bf16
         features_t = model.prepare(features_t, inplace=True, dtype=model.input_proj.weight.dtype)
         feats.features = None
-    # (the cosine method reads them as they are; prepared=True is ignored there)
     attrs = {"features_id": feats.id, "sequences_id": seq.id, "method": method,
              "model_id": model_art.id if model_art else "none", "thresholds": thresholds}
     inputs = {"sequences": seq, "features": feats.provenance_ref}
@@ -107,7 +106,8 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         with rep.progress(total=n, desc="linking", unit="seq") as bar:
             for start, stop, indices, probs in link_blocks(seq, features_t, model=model,
                                                            method=method, batch_size=batch_size,
-                                                           amp=amp, prepared=True,
+                                                           amp=amp,
+                                                           prepared=model is not None,
                                                            progress=bar):
                 ind_ds[start:stop] = indices
                 prob_ds[start:stop] = probs

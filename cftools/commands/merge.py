@@ -185,13 +185,13 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
         key = key if key in (stored or {}) else "link"
         source = f"links file thresholds[{key!r}]"
     ratio, tol = intimacy_ratio, peaks_tolerance
-    stored_key = lambda name: decoding.threshold_key(name, mode)  # noqa: E731
+    calibrated = {name: value for name in ("intimacy_ratio", "peaks_tolerance")
+                  if (value := (stored or {}).get(decoding.threshold_key(name, mode))) is not None}
+    calibrated.update(extra)  # --calibrate's choice wins over the links file's
     if ratio is None:
-        ratio = float(extra.get("intimacy_ratio", (stored or {}).get(
-            stored_key("intimacy_ratio"), decoding.DEFAULT_INTIMACY_RATIO)))
+        ratio = float(calibrated.get("intimacy_ratio", decoding.DEFAULT_INTIMACY_RATIO))
     if tol is None:
-        tol = float(extra.get("peaks_tolerance", (stored or {}).get(stored_key("peaks_tolerance"),
-                                                                    0.0)))
+        tol = float(calibrated.get("peaks_tolerance", 0.0))
 
     detail = f", intimacy ratio {ratio:g}" if method == "intimacy" else ""
     detail += f", confidence tolerance {tol:g}" if method == "peaks" else ""

@@ -45,7 +45,8 @@ def check_fits(model, n_features_dim: int, seq_len: int, model_path=None) -> Non
 @torch.no_grad()
 def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
                 method: str = "model", batch_size: int = 256, amp=None,
-                prepared: bool = False, progress=None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+                prepared: bool = False, progress=None
+                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield (start, stop, indices (rows, L) int64, probabilities (rows, L) float32).
 
     ``prepared``: ``features_t`` is already ``model.prepare``d (centred and normalised,

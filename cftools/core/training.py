@@ -426,10 +426,8 @@ def decoding_thresholds(data: SequenceData, model, features_t, amp, log, *,
     model's optimism on its own training identities. Above ``max_points`` rows, a random
     subset of identities holding about that many is used (calibration decodes each set
     some 20 times per decoder)."""
-    try:
-        from .decoding import LINK_MODES, calibrate_thresholds, link_weights, threshold_key
-    except (ImportError, AttributeError):
-        return {}
+    from .decoding import LINK_MODES, calibrate_thresholds, link_weights, threshold_key
+
     rows = np.arange(data.order.shape[0])
     centre_labels = data.labels[data.order[:, 0]]
     if rows.size > max_points:
