@@ -59,6 +59,40 @@ def test_split_holds_out_identities_and_hides_them_from_training():
     assert np.array_equal(split_rows(data, 0.25, seed=1)[2], val_ids)
 
 
+def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
+    """The decoders' thresholds come from the whole labelled set (both link modes); past
+    calibration_points rows, from whole identities holding up to that many."""
+    import torch
+
+    from cftools.core import decoding as D
+    from cftools.core.grammar import build_sequences
+    from cftools.core.model import make_config
+    from cftools.core.neighbours import knn
+    from cftools.core.training import SequenceData, TrainConfig, decoding_thresholds, train
+
+    torch.set_num_threads(1)
+    f, l = make_demo_features(800, 16, seed=4, max_size=40)
+    idx, sim = knn(f, 10)
+    data = SequenceData(*build_sequences(idx, sim, 10, labels=l), l)
+    config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
+                         decoder_layers=1, ffn=32)
+    logs = []
+    res = train(data, f, config, TrainConfig(epochs=1, lr=1e-3, batch_size=64, seed=0),
+                device=torch.device("cpu"), log=logs.append)
+    for mode in D.LINK_MODES:
+        for name in D.DECODERS:
+            assert D.threshold_key(name, mode) in res.thresholds, (mode, name)
+    assert not any("calibrating the decoders on" in m for m in logs)  # 800 rows: all of them
+    logs.clear()
+    ft = torch.from_numpy(f)
+    sub = decoding_thresholds(data, res.model, ft, None, logs.append, max_points=300, seed=0)
+    note = [m for m in logs if "calibrating the decoders on" in m]
+    assert len(note) == 1, logs
+    used = int(note[0].split(" on ")[1].split(" of ")[0])
+    assert 300 - 40 < used <= 300  # whole identities (at most 40 points each), up to the cap
+    assert set(sub) == {k for k in res.thresholds if k != "link"}
+
+
 def _prepare(tmp, name, feats, labels, k, L):
     write_features(tmp / f"{name}.h5", feats, labels=labels)
     _cmd("cftools.commands.knn", str(tmp / f"{name}.h5"), "-o", str(tmp / f"knn{name}.h5"), "-k", str(k), "-q")

@@ -424,7 +424,7 @@ def decoding_thresholds(data: SequenceData, model, features_t, amp, log, *,
     for a real unlabelled set (CelebA: Infomap 0.13 there against 0.74 on all of D_L,
     pairwise F 93.7 against 94.3 on D_U). The density of identities matters more than the
     model's optimism on its own training identities. Above ``max_points`` rows, a random
-    subset of identities holding about that many is used (calibration decodes each set
+    subset of identities holding up to that many is used (calibration decodes each set
     some 20 times per decoder)."""
     from .decoding import LINK_MODES, calibrate_thresholds, link_weights, threshold_key
 
