@@ -140,6 +140,23 @@ def assert_same_datasets(a, b):
         assert np.array_equal(da[name], db[name]), name
 
 
+def full_run_then_killed_and_resumed(base, tmp_path):
+    """Train ``base`` (ending in -q) uninterrupted, then again SIGKILLed after its first
+    checkpoint and resumed (not quiet); the two models must hold equal datasets. Returns
+    the resumed run's stderr and the checkpoint path (the default name)."""
+    full = subprocess.run(base + ["-o", str(tmp_path / "full.h5")], capture_output=True,
+                          text=True, env=ENV)
+    assert full.returncode == 0, full.stderr
+    out, ckpt = tmp_path / "part.h5", tmp_path / "part.h5.ckpt"
+    kill_after_checkpoint(base + ["-o", str(out)], ckpt)
+    assert not out.exists() and ckpt.exists()
+    done = subprocess.run(base[:-1] + ["-o", str(out), "--resume"], capture_output=True,
+                          text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert_same_datasets(tmp_path / "full.h5", out)
+    return done.stderr, ckpt
+
+
 def kill_after_checkpoint(argv, checkpoint, timeout=120.0):
     """Start a training run and SIGKILL it as soon as its first checkpoint appears."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -172,17 +189,8 @@ def test_cf_train_resumes_after_sigkill_to_the_same_weights(tmp_path):
     base = [sys.executable, "-m", "cftools.commands.train", str(tmp_path / "s.h5"), "--features",
             str(tmp_path / "f.h5"), "--epochs", "3", "--width", "16", "--heads", "2", "--ffn", "32",
             "--batch-size", "32", "--lr", "1e-3", "--device", "cpu", "--seed", "3", "-q"]
-    full = subprocess.run(base + ["-o", str(tmp_path / "full.h5")], capture_output=True,
-                          text=True, env=ENV)
-    assert full.returncode == 0, full.stderr
-    out, ckpt = tmp_path / "part.h5", tmp_path / "part.h5.ckpt"  # the default checkpoint name
-    kill_after_checkpoint(base + ["-o", str(out)], ckpt)
-    assert not out.exists() and ckpt.exists()
-    done = subprocess.run(base[:-1] + ["-o", str(out), "--resume"],  # not quiet
-                          capture_output=True, text=True, env=ENV)
-    assert done.returncode == 0, done.stderr
-    assert f"resumed from {ckpt} after epoch" in done.stderr, done.stderr[-2000:]
-    assert_same_datasets(tmp_path / "full.h5", out)
+    stderr, ckpt = full_run_then_killed_and_resumed(base, tmp_path)
+    assert f"resumed from {ckpt} after epoch" in stderr, stderr[-2000:]
 
 
 def test_cf_embed_train_resumes_after_sigkill_to_the_same_weights(tmp_path):
@@ -193,14 +201,5 @@ def test_cf_embed_train_resumes_after_sigkill_to_the_same_weights(tmp_path):
             "--epochs", "3", "--width", "4", "--dim", "16", "--image-size", "16", "--batch-size",
             "8", "--workers", "0", "--scale", "16", "--margin", "0.2", "--lr", "0.05",
             "--milestones", "2", "--device", "cpu", "--seed", "4", "-q"]
-    full = subprocess.run(base + ["-o", str(tmp_path / "full.h5")], capture_output=True,
-                          text=True, env=ENV)
-    assert full.returncode == 0, full.stderr
-    out, ckpt = tmp_path / "part.h5", tmp_path / "part.h5.ckpt"  # the default checkpoint name
-    kill_after_checkpoint(base + ["-o", str(out)], ckpt)
-    assert not out.exists() and ckpt.exists()
-    done = subprocess.run(base[:-1] + ["-o", str(out), "--resume"], capture_output=True,
-                          text=True, env=ENV)  # not quiet
-    assert done.returncode == 0, done.stderr
-    assert "resuming after epoch" in done.stderr, done.stderr[-2000:]
-    assert_same_datasets(tmp_path / "full.h5", out)
+    stderr, _ = full_run_then_killed_and_resumed(base, tmp_path)
+    assert "resuming after epoch" in stderr, stderr[-2000:]
