@@ -292,6 +292,8 @@ def check_output_path(out, inputs: Iterable = ()) -> Path:
         raise CfError(f"output directory {parent} does not exist", out)
     if out.is_dir():
         raise CfError("output path is a directory", out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CfError(f"output directory {parent} is not writable", out)
     for inp in inputs:
         if inp is None:
             continue
@@ -352,6 +354,56 @@ def atomic_path(out, suffix: str = ""):
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+def check_output_paths(outs: Iterable, inputs: Iterable = (), *, hdf5: Iterable = ()) -> list:
+    """check_output_path for each of a command's outputs (None skipped), refusing two that
+    name the same file and an HDF5 output (those in ``hdf5``) whose name says otherwise."""
+    outs = [Path(o) for o in outs if o is not None]
+    for out in outs:
+        check_output_path(out, inputs)
+    for out in (Path(h) for h in hdf5 if h is not None):
+        check_hdf5_name(out)
+    seen: dict[Path, Path] = {}
+    for out in outs:
+        key = out.resolve()
+        if key in seen:
+            raise CfError(f"is named by two outputs; each output needs its own file", out)
+        seen[key] = out
+    return outs
+
+
+def check_hdf5_name(out) -> Path:
+    """Refuse an HDF5 output whose name ends in another format's suffix (.npy, .bin, ...)."""
+    out = Path(out)
+    if out.suffix.lower() not in HDF5_SUFFIXES:
+        raise CfError(f"this output is an HDF5 file; name it .h5 (not '{out.suffix}')", out)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_outputs(outs: Iterable, suffixes: Iterable | None = None):
+    """Several outputs of one command, all or none: yield one temporary path per output
+    (None stays None); when the block succeeds every temporary is renamed over its output,
+    and when anything fails, writing any of them or renaming, none of the outputs appears
+    (those already renamed are removed) and every temporary is removed."""
+    outs = [None if o is None else Path(o) for o in outs]
+    suffixes = list(suffixes) if suffixes is not None else [""] * len(outs)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmps = [None if o is None else o.with_name(f".{o.name}.cf-tmp-{tag}{sfx}")
+            for o, sfx in zip(outs, suffixes)]
+    renamed: list[Path] = []
+    try:
+        yield tmps
+        for tmp, out in zip(tmps, outs):
+            if out is not None:
+                os.replace(tmp, out)
+                renamed.append(out)
+    except BaseException:
+        for path in renamed + [t for t in tmps if t is not None]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         raise
 
 

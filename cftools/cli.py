@@ -50,8 +50,23 @@ def _report_failure(prog: str, err: BaseException, debug: bool) -> int:
     return EXIT_ERROR
 
 
+def _print_version(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        from . import __version__
+
+        click.echo(f"{ctx.info_name or _prog()} (cftools) {__version__}")
+        ctx.exit(0)
+
+
 class _OneLineErrors:
-    """Mixin: run click in non-standalone mode and turn every failure into one line."""
+    """Mixin: run click in non-standalone mode and turn every failure into one line.
+    Every command built on it takes --version."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(click.Option(["--version"], is_flag=True, expose_value=False,
+                                        is_eager=True, callback=_print_version,
+                                        help="Print the cftools version and exit."))
 
     def main(self, args=None, prog_name=None, **extra):  # noqa: D401 - click API
         args = list(sys.argv[1:] if args is None else args)
@@ -90,7 +105,7 @@ class CfGroup(_OneLineErrors, click.Group):
 
     def parse_args(self, ctx, args):
         if (self.default_command and args and args[0] not in self.commands
-                and args[0] not in ("-h", "--help")):
+                and args[0] not in ("-h", "--help", "--version")):
             args = [self.default_command] + list(args)
         return super().parse_args(ctx, args)
 

@@ -444,3 +444,111 @@ def test_a_corrupt_image_is_reported_and_skipped(F, tmp_path, capsys):
         assert a.dims["N"] == n_good and a.attrs["skipped_images"] == 2
         names = a.read("names")
     assert not any("broken" in s or "empty.png" in s for s in names)
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+@pytest.fixture(scope="module")
+def G(F, tmp_path_factory):
+    """Files of the second pass (issue 15), beside those of F."""
+    t = tmp_path_factory.mktemp("bad2")
+    x = np.load(F["npy"])
+    x.astype("<f4").tofile(t / "s.bin")  # 600 x 16 floats ...
+    np.savetxt(t / "s.meta", np.zeros(480, np.int64), fmt="%d")  # ... with a 480-line .meta
+    with h5py.File(F["knn"], "r") as f:
+        sim = f["similarities"][()]
+    sim[4, 2] = np.nan
+    knn_nan = _copy_with(F["knn"], t / "knan.h5", _replace("similarities", sim))
+    with h5py.File(F["links"], "r") as f:
+        probs = f["probabilities"][()]
+    probs[3, 1] = 1.5
+    links_big = _copy_with(F["links"], t / "lbig.h5", _replace("probabilities", probs))
+    from cftools.data.io import write_knn_npz
+    with h5py.File(F["knn"], "r") as f:
+        write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])
+    np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
+    ro = t / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
+            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "ro": ro, "dir2": t}
+
+
+# (command, arguments, expected substring, placeholder it names, exit status)
+CASES_15 = [
+    # 1: a .meta whose line count does not fit the .bin
+    ("knn", "{bin} -o {out} -k 5", "the .meta may not match", "bin", 1),
+    ("data", "import {bin} -o {out}", "the .meta may not match", "bin", 1),
+    ("knn", "{bin} -o {out} -k 5 --dim 16", "has 480 lines", "bin", 1),
+    # 2: sequences with no usable position, a NaN option
+    ("seq", "{knn} --features {feats} -o {out} --min-sim 5", "in [-1, 1]", None, 2),
+    ("seq", "{knn} --features {feats} -o {out} --min-sim nan", "in [-1, 1]", None, 2),
+    ("seq", "{knn} --features {feats} -o {out} -L 8 --min-sim 1", "every neighbour position is masked",
+     "knn", 1),
+    # 4: values validated on read
+    ("seq", "{knn_nan} --features {feats} -o {out} -L 8", "NaN (first at row 4)", "knn_nan", 1),
+    ("merge", "{links_big} -o {out} --threshold 0.5", "outside [0, 1] (first at row 3)",
+     "links_big", 1),
+    # 6: two outputs naming one file
+    ("data", "export {feats} --npy {dir}/same.out --bin {dir}/same.out", "named by two outputs",
+     None, 1),
+    ("data", "split {feats} -L {out} -U {out}", "named by two outputs", "out", 1),
+    # 7: an unwritable output directory, found before any work
+    ("knn", "{feats} -o {ro}/o.h5 -k 5", "not writable", "ro", 1),
+    ("data", "demo {ro}/d.h5 -n 10", "not writable", "ro", 1),
+    ("merge", "{links} -o {ro}/c.h5 --threshold 0.5", "not writable", "ro", 1),
+    ("merge", "labels {clusters} --unlabelled-features {feats} --labelled-features {f2} "
+              "-o {out} --meta {ro}/rt.meta", "not writable", "ro", 1),
+    ("data", "export {feats} --npy {out}.npy --bin {ro}/x.bin", "not writable", "ro", 1),
+    # 8: HDF5 under another format's name
+    ("data", "demo {dir2}/d.npy -n 10", "name it .h5", "dir2", 1),
+    ("data", "import {npy} -o {dir2}/x.npy", "name it .h5", "dir2", 1),
+    # 12: cf-data split
+    ("data", "split {feats} -L {out} -U {dir2}/u.h5 --rows {dup_rows} --fraction 0.3",
+     "exclude each other", None, 2),
+    ("data", "split {feats} -L {out} -U {dir2}/u.h5 --rows {dup_rows}", "more than once",
+     "dup_rows", 1),
+    # 15: usage errors exit 2; a .npz knn is named as what it is
+    ("knn", "{feats} -o {out} -k 0", "k must be at least 1", None, 2),
+    ("seq", "{knn_npz} --features {feats} -o {out}", "learn-to-cluster kNN .npz", "knn_npz", 1),
+]
+
+
+@pytest.mark.parametrize("module,template,expect,names,status", CASES_15,
+                         ids=[f"{c[0]}:{c[1].split()[0]}:{c[2][:28]}" for c in CASES_15])
+def test_issue15_refused_in_one_line_with_nothing_written(F, G, tmp_path, capsys, module,
+                                                          template, expect, names, status):
+    if "{ro}" in template and os.geteuid() == 0:
+        pytest.skip("root writes into a read-only directory: run as a normal user")
+    paths = {**F, **G, "out": tmp_path / "out.h5"}
+    before, before2 = _snapshot(F["dir"]), _snapshot(G["dir2"])
+    args = [a.format(**paths) for a in template.split()]
+    r = call(capsys, module, *args, "-q")
+    line = one_line_error(r)
+    assert r.returncode == status, line
+    assert line.startswith(f"cf-{module}: error: "), line
+    assert expect in line, line
+    if names is not None:
+        assert str(paths[names]) in line, line
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == [], "an output or a temporary was left"
+    for d in (F["dir"], G["dir2"]):
+        assert not list(d.rglob(".*cf-tmp*"))
+    assert _snapshot(F["dir"]) == before and _snapshot(G["dir2"]) == before2
+
+
+def test_demo_prints_the_identities_in_the_file(tmp_path, capsys):
+    r = _ok(capsys, "data", "demo", tmp_path / "d.h5", "-n", 2000, "-d", 8, "--seed", 1)
+    with open_artifact(tmp_path / "d.h5", "features") as a:
+        n_ids = np.unique(a.read("labels")).size
+    assert f"of {n_ids} identities" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_version_on_every_command(module):
+    from cftools import __version__
+
+    r = run_cmd(module, "--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"cf-{module} (cftools) {__version__}", r.stdout

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import numpy as np
 
-from ..artifacts import atomic_path, check_output_path, create_rows, open_artifact, write_artifact
+from ..artifacts import (atomic_outputs, check_hdf5_name, check_output_path, check_output_paths,
+                         create_rows, open_artifact, write_artifact)
 from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
 from ..data import demo
-from ..data.io import load_features, split_spec, write_bin, write_features, write_meta
+from ..data.io import _load_npy, load_features, split_spec, write_bin, write_features, write_meta
 from ..errors import CfError
 
 HELP = """Make, import, split and export cftools features files.
@@ -46,7 +49,7 @@ def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, se
     """Write a demo features file: identities as directions on the unit sphere, long-tailed
     identity sizes, hard and noisy samples, labels included. Streams any N to disk."""
     rep = Reporter(quiet)
-    out = check_output_path(out)
+    out = check_hdf5_name(check_output_path(out))
     spec = demo.DemoSpec(n=n, dim=dim, seed=seed, hard_fraction=hard_fraction,
                          noise_fraction=noise_fraction, max_size=max_size, separable=separable)
     attrs = {"demo": {"n": n, "dim": dim, "seed": seed, "hard_fraction": hard_fraction,
@@ -62,7 +65,7 @@ def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, se
                 labels[row:row + len(block_y)] = block_y
                 row += len(block_x)
                 bar.update(len(block_x))
-        n_ids = int(labels[-1]) + 1 if n else 0
+        n_ids = int(np.unique(labels[()]).size)
     rep.info(f"cf-data: wrote {out}: {n} points of {n_ids} identities, d={dim}")
 
 
@@ -82,7 +85,7 @@ def import_cmd(features, out, labels, names_file, dim, strict, quiet, debug):
     into a cftools features file, normalising rows that are not of unit norm."""
     rep = Reporter(quiet)
     inputs = [split_spec(features)[0], labels and split_spec(labels)[0], names_file]
-    out = check_output_path(out, inputs)
+    out = check_hdf5_name(check_output_path(out, inputs))
     src = load_features(features, labels=labels, dim=dim, strict=strict, reporter=rep)
     names = None
     if names_file:
@@ -115,17 +118,23 @@ def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_fil
     labelled and an unlabelled part. Both keep their labels, as ground truth for cf-eval."""
     rep = Reporter(quiet)
     inputs = [split_spec(features)[0], labels and split_spec(labels)[0], rows_file]
-    check_output_path(labelled_out, inputs)
-    check_output_path(unlabelled_out, inputs + [labelled_out])
+    check_output_paths((labelled_out, unlabelled_out), inputs,
+                       hdf5=(labelled_out, unlabelled_out))
+    ctx = click.get_current_context()
+    if rows_file and ctx.get_parameter_source("fraction") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--rows and --fraction exclude each other: --rows gives the split")
     src = load_features(features, labels=labels, reporter=rep)
     if src.labels is None:
         raise CfError("has no labels to split by identity; pass --labels", src.path)
     if rows_file:
-        rows = np.load(rows_file, allow_pickle=False)
+        rows = _load_npy(Path(rows_file))
         if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or \
                 (rows.size and (rows.min() < 0 or rows.max() >= src.n)):
             raise CfError(f"must be a 1-D array of row indices in [0, {src.n})", rows_file)
-        lab_rows = np.unique(rows)
+        lab_rows, counts = np.unique(rows, return_counts=True)
+        if (counts > 1).any():
+            raise CfError(f"row {int(lab_rows[np.argmax(counts > 1)])} is given more than once",
+                          rows_file)
         unl_rows = np.setdiff1d(np.arange(src.n), lab_rows)
     else:
         lab_rows, unl_rows = demo.split_by_identity(src.labels, fraction, seed=seed)
@@ -158,9 +167,7 @@ def export_cmd(source, npy, bin_out, meta, quiet, debug):
     rep = Reporter(quiet)
     if not (npy or bin_out or meta):
         raise click.UsageError("name at least one of --npy, --bin, --meta")
-    for out in (npy, bin_out, meta):
-        if out:
-            check_output_path(out, [source])
+    check_output_paths((npy, bin_out, meta), [source])
     with open_artifact(source, ("features", "clusters")) as art:
         if art.kind == "clusters":
             if bin_out:
@@ -171,13 +178,14 @@ def export_cmd(source, npy, bin_out, meta, quiet, debug):
             labels = art.read("labels") if "labels" in art else None
     if meta and labels is None:
         raise CfError("has no labels for --meta", source)
-    if npy:
-        with atomic_path(npy, ".npy") as tmp:  # np.save would append .npy to any other name
-            np.save(tmp, data if data is not None else labels)
-    if bin_out:
-        write_bin(bin_out, data)
-    if meta:
-        write_meta(meta, labels)
+    # all outputs or none; np.save would append .npy to a temporary name without it
+    with atomic_outputs((npy, bin_out, meta), (".npy", "", "")) as (npy_tmp, bin_tmp, meta_tmp):
+        if npy:
+            np.save(npy_tmp, data if data is not None else labels)
+        if bin_out:
+            write_bin(bin_tmp, data)
+        if meta:
+            write_meta(meta_tmp, labels)
     rep.info("cf-data: wrote " + ", ".join(p for p in (npy, bin_out, meta) if p))
 
 

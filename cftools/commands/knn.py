@@ -72,7 +72,8 @@ def main(features, out, k, queries, method, nlist, nprobe, hnsw_m, ef_search, di
         raise CfError("output must end in .h5/.hdf5 (knn file) or .npz (learn-to-cluster)", out)
     inputs = [split_spec(features)[0]] + ([split_spec(queries)[0]] if queries else [])
     check_output_path(out, inputs)
-    nb.check_k(k, 10**18)  # k < 1 is refused before any reading
+    if k < 1:  # a usage error, refused before any reading
+        raise click.BadParameter("k must be at least 1", param_hint="'-k'")
     use_gpu = faiss_use_gpu(device)
 
     t0 = time.perf_counter()

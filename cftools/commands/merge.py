@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import (check_finite, check_output_path, open_artifact, require_same_source,
+from ..artifacts import (atomic_outputs, check_finite, check_output_path, check_output_paths,
+                         open_artifact, require_same_source,
                          write_artifact, write_strings, create_rows)
 from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
 from ..core import decoding
@@ -49,6 +50,12 @@ def read_links(path, reporter=None):
         art.close()
         raise
     art.close()
+    low = -1.0 if attrs.get("method") == "cosine" else 0.0  # cosine links hold similarities
+    bad = (probabilities < low - 1e-5) | (probabilities > 1.0 + 1e-5)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise CfError(f"dataset 'probabilities' holds values outside [{low:g}, 1] "
+                      f"(first at row {row})", path)
     try:
         decoding.check_links(indices, probabilities)
     except ValueError as err:
@@ -305,12 +312,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta,
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a features file ending in .h5/.hdf5", out)
     inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0]]
-    for path in (out, meta, bin_out):
-        if path is not None:
-            check_output_path(path, inputs)
-    if len({str(Path(p).resolve()) for p in (out, meta, bin_out) if p is not None}) < \
-            sum(p is not None for p in (out, meta, bin_out)):
-        raise CfError("-o, --meta and --bin must name different files")
+    check_output_paths((out, meta, bin_out), inputs)
 
     with open_artifact(clusters, "clusters") as cl:
         pred = cl.read("labels")
@@ -366,19 +368,20 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta,
         "dropped_unlabelled_rows_of_labelled_set": int(fl.n - keep_l.size),
         "clusters_id": cl_attrs.get("cftools_id", ""),
     }
-    with write_artifact(out, "features", inputs={"clusters": cl_ref, "unlabelled": fu.provenance_ref,
-                                                 "labelled": fl.provenance_ref},
-                        attrs=attrs) as f:
-        create_rows(f, "features", feats.shape, np.float32, data=feats)
-        f.create_dataset("labels", data=labels)
-        if names is not None:
-            write_strings(f, "names", names)
-        f.create_dataset("source", data=source)
-        f.create_dataset("source_rows", data=source_rows)
-    if meta:
-        write_meta(meta, labels)
-    if bin_out:
-        write_bin(bin_out, feats)
+    with atomic_outputs((out, meta, bin_out)) as (out_tmp, meta_tmp, bin_tmp):  # all or none
+        with write_artifact(out_tmp, "features",
+                            inputs={"clusters": cl_ref, "unlabelled": fu.provenance_ref,
+                                    "labelled": fl.provenance_ref}, attrs=attrs) as f:
+            create_rows(f, "features", feats.shape, np.float32, data=feats)
+            f.create_dataset("labels", data=labels)
+            if names is not None:
+                write_strings(f, "names", names)
+            f.create_dataset("source", data=source)
+            f.create_dataset("source_rows", data=source_rows)
+        if meta:
+            write_meta(meta_tmp, labels)
+        if bin_out:
+            write_bin(bin_tmp, feats)
     rep.info(f"cf-merge: {keep_l.size} labelled rows ({attrs['n_labelled_ids']} ids) + "
              f"{keep_u.size} pseudo-labelled rows ({n_pseudo_ids} pseudo-ids from {offset}); "
              f"dropped {attrs['dropped_unassigned']} unassigned and {dropped_small} in clusters "

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import (check_output_path, create_rows, open_artifact, require_same_source,
+from ..artifacts import (check_hdf5_name, check_output_path, create_rows, open_artifact, require_same_source,
                          row_blocks, write_artifact)
 from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options
 from ..core.grammar import build_sequences
@@ -53,6 +53,14 @@ is computed from the features batch by batch by cf-train and cf-link.
 def main(knn, features, out, length, min_sim, labels, dim, quiet, debug):
     rep = Reporter(quiet)
     out = Path(out)
+    if min_sim is not None and not -1.0 <= min_sim <= 1.0:  # NaN fails this too
+        raise click.BadParameter(f"must be a cosine similarity in [-1, 1], got {min_sim}",
+                                 param_hint="'--min-sim'")
+    if Path(knn).suffix.lower() == ".npz":
+        raise CfError("is a learn-to-cluster kNN .npz, which does not say which features it "
+                      "was made from; cf-seq needs a cftools knn file: make one with "
+                      "cf-knn FEATURES -o KNN.h5", knn)
+    check_hdf5_name(out)
     check_output_path(out, [knn, split_spec(features)[0]] + ([split_spec(labels)[0]] if labels else []))
     t0 = time.perf_counter()
     knn_art = open_artifact(knn, "knn")
@@ -71,7 +79,7 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet, debug):
              + (", with targets" if has_labels else ", no labels: no targets"))
     attrs = {"knn_id": knn_art.id, "features_id": feats.id, "L": length,
              "min_sim": "none" if min_sim is None else float(min_sim)}
-    masked = positives = known = 0
+    masked = positives = known = usable = 0
     with write_artifact(out, "sequences", inputs={"knn": knn_art, "features": feats.provenance_ref},
                         attrs=attrs) as f:
         order_ds = create_rows(f, "order", (n, length), np.int64)
@@ -81,6 +89,10 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet, debug):
             for start, stop in row_blocks(knn_art["indices"]):
                 idx = knn_art.read("indices", slice(start, stop))
                 sim = knn_art.read("similarities", slice(start, stop))
+                if np.isnan(sim).any():
+                    row = start + int(np.argwhere(np.isnan(sim))[0][0])
+                    raise CfError(f"dataset 'similarities' holds NaN (first at row {row})",
+                                  knn_art.path)
                 if idx.max() >= feats.n:
                     raise CfError(f"neighbour ids beyond the {feats.n} features in rows "
                                   f"{start}..{stop - 1}", knn_art.path)
@@ -90,11 +102,16 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet, debug):
                 order_ds[start:stop] = order
                 mask_ds[start:stop] = mask
                 masked += int((~mask).sum())
+                usable += int(mask[:, 1:].sum())
                 if targets_ds is not None:
                     targets_ds[start:stop] = targets
                     positives += int((targets[:, 1:] == 1).sum())
                     known += int((targets[:, 1:] >= 0).sum())
                 bar.update(stop - start)
+        if usable == 0:
+            raise CfError("every neighbour position is masked: no sequence has a usable "
+                          "position" + (f" at --min-sim {min_sim}" if min_sim is not None else ""),
+                          knn_art.path)
     knn_art.close()
     share = masked / (n * length)
     msg = f"cf-seq: wrote {out} ({n} x {length}; {share:.1%} of positions masked"

@@ -100,6 +100,8 @@ def load_features(spec, *, labels=None, dim: int | None = None, strict: bool = F
         raw = _load_npy(path)
     elif path.suffix.lower() == ".bin":
         raw = _load_bin(path, dim)
+        if dim is None:  # the dimension came from the .meta's line count: it must fit
+            _check_meta_dimension(raw, path)
     else:
         _require_file(path)
         raise CfError("unknown features format (expected .h5/.hdf5, file.h5:/dataset, .npy or .bin)",
@@ -157,7 +159,24 @@ def _load_bin(path: Path, dim: int | None) -> np.ndarray:
         dim = floats // rows
     if dim < 1 or floats % dim:
         raise CfError(f"{floats} floats do not split into rows of dimension {dim}", path)
+    meta = path.with_suffix(".meta")
+    if meta.exists():
+        rows = sum(1 for line in meta.open() if line.strip())
+        if rows != floats // dim:
+            raise CfError(f"{floats} floats of dimension {dim} are {floats // dim} rows but "
+                          f"{meta} has {rows} lines", path)
     return np.fromfile(path, dtype=np.float32).reshape(-1, dim)
+
+
+def _check_meta_dimension(raw: np.ndarray, path: Path) -> None:
+    """A .meta of the wrong line count gives a wrong dimension whose rows are not unit:
+    refuse it rather than read the floats in the wrong shape."""
+    for start, stop in row_blocks(raw.shape):
+        norms = np.sqrt(np.einsum("ij,ij->i", raw[start:stop], raw[start:stop], dtype=np.float64))
+        if (np.abs(norms - 1.0) > NORM_TOLERANCE).any():
+            meta = path.with_suffix(".meta")
+            raise CfError(f"dimension {raw.shape[1]} from the {raw.shape[0]} lines of {meta} gives "
+                          "rows not of unit norm; the .meta may not match: give --dim", path)
 
 
 def _validated_unit_rows(raw: np.ndarray, path: Path, *, strict: bool, reporter) -> np.ndarray:
