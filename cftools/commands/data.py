@@ -144,13 +144,15 @@ def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_fil
     shared = shared[shared >= 0]
     if shared.size:
         rep.warn(f"{shared.size} identities fall on both sides of the given split")
-    for out, rows in ((labelled_out, lab_rows), (unlabelled_out, unl_rows)):
-        write_features(out, src.features[rows], labels=src.labels[rows],
-                       names=None if src.names is None else src.names[rows],
-                       inputs={"features": src.provenance_ref},
-                       attrs={"split_rows_of": src.id})
-        rep.info(f"cf-data: wrote {out}: {rows.size} points of "
-                 f"{np.unique(src.labels[rows]).size} identities")
+    with atomic_outputs((labelled_out, unlabelled_out)) as tmps:  # both parts or neither
+        for out, tmp, rows in ((labelled_out, tmps[0], lab_rows),
+                               (unlabelled_out, tmps[1], unl_rows)):
+            write_features(tmp, src.features[rows], labels=src.labels[rows],
+                           names=None if src.names is None else src.names[rows],
+                           inputs={"features": src.provenance_ref},
+                           attrs={"split_rows_of": src.id})
+            rep.info(f"cf-data: wrote {out}: {rows.size} points of "
+                     f"{np.unique(src.labels[rows]).size} identities")
 
 
 @main.command("export", context_settings=CONTEXT_SETTINGS)
