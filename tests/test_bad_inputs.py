@@ -552,3 +552,10 @@ def test_version_on_every_command(module):
     r = run_cmd(module, "--version")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"cf-{module} (cftools) {__version__}", r.stdout
+
+
+def test_trainers_help_gives_the_checkpoint_default_the_code_uses():
+    for module, name in (("train", "MODEL.h5.ckpt"), ("embed", "OUTPUT.h5.ckpt")):
+        args = ["--help"] if module == "train" else ["train", "--help"]
+        r = run_cmd(module, *args)
+        assert r.returncode == 0 and name in " ".join(r.stdout.split()), r.stdout

@@ -80,7 +80,7 @@ def main():
               help="auto: fp16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast anywhere.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Image-decoding worker processes.")
-@checkpoint_options("OUTPUT.ckpt")
+@checkpoint_options("OUTPUT.h5.ckpt, beside -o")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after success.")
 @click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--max-warnings", type=click.IntRange(min=0), default=20, show_default=True,

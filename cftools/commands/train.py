@@ -84,7 +84,7 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--calibration-points", type=click.IntRange(min=2), default=100_000,
               show_default=True,
               help="Most labelled rows the decoders' thresholds are calibrated on.")
-@checkpoint_options("MODEL.ckpt")
+@checkpoint_options("MODEL.h5.ckpt, beside -o")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
                    "it use fp16 with a gradient scaler].")
