@@ -468,11 +468,12 @@ def G(F, tmp_path_factory):
     with h5py.File(F["knn"], "r") as f:
         write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
+    np.save(t / "unknown.npy", np.full(N, -1, np.int64))
     ro = t / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
-            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "ro": ro, "dir2": t}
+            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t}
 
 
 # (command, arguments, expected substring, placeholder it names, exit status)
@@ -504,6 +505,9 @@ CASES_15 = [
     # 8: HDF5 under another format's name
     ("data", "demo {dir2}/d.npy -n 10", "name it .h5", "dir2", 1),
     ("data", "import {npy} -o {dir2}/x.npy", "name it .h5", "dir2", 1),
+    # 11: all labels unknown
+    ("train", "{seq} --features {feats} --labels {unknown} -o {out}", "every label is -1",
+     "unknown", 1),
     # 12: cf-data split
     ("data", "split {feats} -L {out} -U {dir2}/u.h5 --rows {dup_rows} --fraction 0.3",
      "exclude each other", None, 2),

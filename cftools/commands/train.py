@@ -120,6 +120,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     require_same_source(str(seq.attrs["features_id"]), feats.id, what="features", path=seq.path,
                         other_path=feats.path)
     if feats.labels is None or not (feats.labels >= 0).any():
+        if labels:
+            raise CfError("training needs identity labels: every label is -1 (unknown)", labels)
         raise CfError("training needs identity labels: the features file has none; give --labels",
                       feats.path)
     if "targets" not in seq:
