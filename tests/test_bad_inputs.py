@@ -505,6 +505,8 @@ CASES_15 = [
     # 8: HDF5 under another format's name
     ("data", "demo {dir2}/d.npy -n 10", "name it .h5", "dir2", 1),
     ("data", "import {npy} -o {dir2}/x.npy", "name it .h5", "dir2", 1),
+    # 9: more IVF lists than points
+    ("knn", "{feats} -o {out} -k 5 --method ivf --nlist 1000", "lower --nlist", "feats", 1),
     # 11: all labels unknown
     ("train", "{seq} --features {feats} --labels {unknown} -o {out}", "every label is -1",
      "unknown", 1),

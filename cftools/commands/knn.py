@@ -90,6 +90,9 @@ def main(features, out, k, queries, method, nlist, nprobe, hnsw_m, ef_search, di
     params = nb.KnnParams(method=method, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
                           ef_search=ef_search, use_gpu=use_gpu, batch_size=batch_size, seed=seed)
     resolved = params.resolved(base.n, k)
+    if method == "ivf" and resolved["nlist"] > base.n:  # faiss cannot train more lists than points
+        raise CfError(f"--nlist {resolved['nlist']} is more inverted lists than the {base.n} "
+                      "points to train them on; lower --nlist (or use --method exact)", base.path)
     where = "GPU" if use_gpu and method != "hnsw" else "CPU"
     rep.info(f"cf-knn: {method} k={k} over {base.n} x {base.dim} on {where}"
              + (f", {q.n} queries" if q else "")
