@@ -167,6 +167,13 @@ def test_resume_gives_the_same_weights(tiny):
     r = _cmd(*base, "-o", str(tiny / "part.h5"), "--stop-after-epoch", "2",
              "--checkpoint", str(tiny / "part.ckpt"))
     assert not (tiny / "part.h5").exists() and (tiny / "part.ckpt").exists()
+    # a changed training option is refused, named, and leaves no model
+    changed = [a if a != "1e-3" else "2e-3" for a in base]
+    r = subprocess.run([sys.executable, "-m", *changed, "-o", str(tiny / "resumed.h5"),
+                        "--checkpoint", str(tiny / "part.ckpt"), "--resume"],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 1 and "--lr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tiny / "resumed.h5").exists()
     _cmd(*base, "-o", str(tiny / "resumed.h5"), "--checkpoint", str(tiny / "part.ckpt"),
          "--resume")
     full, resumed = _weights(tiny / "full.h5"), _weights(tiny / "resumed.h5")

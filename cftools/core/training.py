@@ -235,6 +235,13 @@ def set_rng_states(s: dict) -> None:
     random.setstate((3, tuple(s["python"]), None))
 
 
+def resumable_settings(cfg: TrainConfig) -> dict:
+    """The training options a resume must share with its checkpoint: all that shape the
+    optimisation (not when to stop early, nor how many rows calibrate afterwards)."""
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in ("stop_after_epoch", "calibration_points")}
+
+
 def save_checkpoint(path, state: dict) -> None:
     """torch.save to a temporary name, then rename: a kill never leaves half a checkpoint.
     Only tensors, numbers, strings, lists and dicts: loadable with weights_only=True."""
@@ -309,6 +316,12 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
         ck = load_checkpoint(resume)
         if ck.get("model_config") != asdict(model_config) or ck.get("split") != val_ids.tolist():
             raise CfError("checkpoint was made with another model config or data", resume)
+        saved = ck.get("train_config", {})
+        changed = sorted(k for k, v in resumable_settings(cfg).items() if saved.get(k) != v)
+        if changed:  # the weights would come from one run and the model record from another
+            raise CfError("checkpoint was made with other training options ("
+                          + ", ".join("--" + k.replace("_", "-") for k in changed)
+                          + "); rerun without --resume or with the same options", resume)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -384,7 +397,8 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
                     "epoch": epoch + 1, "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(), "rng": rng_states(), "history": history,
-                    "model_config": asdict(model_config), "split": val_ids.tolist()})
+                    "model_config": asdict(model_config), "split": val_ids.tolist(),
+                    "train_config": resumable_settings(cfg)})
         if dist.world > 1:
             torch.distributed.barrier()
         if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch:
