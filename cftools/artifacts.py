@@ -346,15 +346,8 @@ def atomic_path(out, suffix: str = ""):
     succeeds and removed when it fails, Ctrl-C included: a crash never leaves a
     half-written file under the final name. ``suffix`` keeps the extension that writers
     such as np.save or savefig go by."""
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.cf-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
-    try:
+    with atomic_outputs([out], [suffix]) as (tmp,):  # the one-output case
         yield tmp
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def check_output_paths(outs: Iterable, inputs: Iterable = (), *, hdf5: Iterable = ()) -> list:
