@@ -5,15 +5,20 @@
 #   make round ROUND=2             round 2: backbone retrained on D_L + round 1's pseudo-labels
 #   make round DATA=name           data/name/ holds images or features (layout in README)
 #
-# Knobs (override on the command line): K, L, DECODER, EMBED_EPOCHS, TRAIN_EPOCHS, ...
+# Knobs (override on the command line): K, L, TRAIN_L, DECODER, TRAIN_EPOCHS, SEED, ...
+# K and L are the most neighbours the round looks at; cf-train chooses on D_L how many of
+# them its model reads (TRAIN_L=auto) and whether its links beat cosine ones (cf-link's
+# --method auto then writes the winner's links).
 
 CF      := $(BIN)
 DATADIR := data/$(DATA)
 R       := $(WORK)/round$(ROUND)
 PREV    := $(WORK)/round$(shell expr $(ROUND) - 1)
 
-K            ?= 40
-L            ?= 32
+K            ?= 81
+L            ?= 81
+TRAIN_L      ?= auto
+SEED         ?= 0
 DECODER      ?= infomap
 PRESET       ?= small
 TRAIN_EPOCHS ?= 8
@@ -86,11 +91,11 @@ $(R)/seq_%.h5: $(R)/knn_%.h5 $(R)/%.h5
 	$(CF)/cf-seq $< --features $(R)/$*.h5 -o $@ -L $(L) $(QUIET)
 
 $(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5
-	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) \
-	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) $(QUIET)
+	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
+	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) $(QUIET)
 
 $(R)/links.h5: $(R)/seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
-	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ $(QUIET)
+	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ --method auto $(QUIET)
 
 $(R)/clusters.h5: $(R)/links.h5
 	$(CF)/cf-merge $< -o $@ --method $(DECODER) $(QUIET)

@@ -40,7 +40,7 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 16, 8, width=32, ffn=64))
     save_model(tmp / "m.h5", model, thresholds={"link": 0.3, "infomap": 0.6})
-    save_model(tmp / "m_L6.h5", Clusformer(make_config("small", 16, 6, width=32, ffn=64)))
+    save_model(tmp / "m_L12.h5", Clusformer(make_config("small", 16, 12, width=32, ffn=64)))
     save_model(tmp / "m_d8.h5", Clusformer(make_config("small", 8, 8, width=32, ffn=64)))
     return tmp, f, order, mask
 
@@ -89,7 +89,7 @@ def test_streaming_in_small_blocks_gives_the_same_links(files, monkeypatch):
     assert np.allclose(whole, small, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,word", [("m_L6.h5", "L=6"), ("m_d8.h5", "dimension 8")])
+@pytest.mark.parametrize("name,word", [("m_L12.h5", "L=12"), ("m_d8.h5", "dimension 8")])
 def test_refuses_a_model_that_does_not_fit(files, name, word):
     tmp, *_ = files
     r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),

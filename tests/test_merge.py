@@ -53,7 +53,7 @@ def read_clusters(path):
 def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
     d = rounds["dir"]
     proc = run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c.h5", "--method", "components",
-                   "--threshold", 0.7, check=True)
+                   "--threshold", 0.7, "--reciprocal", check=True)
     labels, attrs = read_clusters(tmp_path / "c.h5")
     ref = D.decode("components", rounds["iu"], D.reciprocal(rounds["iu"], rounds["su"]), 0.7)
     assert np.array_equal(labels, ref)
@@ -68,7 +68,7 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
     assert "merge" in prov[-1]["command"] or "cf-merge" in prov[-1]["command"]
     # explicit subcommand gives the same
     run_cmd("merge", "decode", d / "links_u.h5", "-o", tmp_path / "c2.h5", "--method",
-            "components", "--threshold", 0.7, "-q", check=True)
+            "components", "--threshold", 0.7, "--reciprocal", "-q", check=True)
     assert np.array_equal(read_clusters(tmp_path / "c2.h5")[0], labels)
     # --directed decodes the links as given
     run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c3.h5", "--method", "components",
@@ -76,6 +76,30 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
     labels, attrs = read_clusters(tmp_path / "c3.h5")
     assert attrs["link_mode"] == "directed"
     assert np.array_equal(labels, D.decode("components", rounds["iu"], rounds["su"], 0.7))
+    # cosine links with no calibrated mode are decoded as given (averaging both directions
+    # hurts cosine links of long-tailed faces)
+    run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c4.h5", "--method", "components",
+            "--threshold", 0.7, "-q", check=True)
+    labels4, attrs = read_clusters(tmp_path / "c4.h5")
+    assert attrs["link_mode"] == "directed" and np.array_equal(labels4, labels)
+
+
+def test_link_mode_follows_calibration(rounds, tmp_path):
+    """The mode calibration chose for a decoder (link_mode_DECODER in the links' thresholds)
+    is the default; model links with no recorded mode are weighed reciprocally."""
+    d = rounds["dir"]
+    for stored, method, want in (({"components": 0.7, "directed_components": 0.7,
+                                   "link_mode_components": "reciprocal"}, "cosine", "reciprocal"),
+                                 ({"components": 0.7, "directed_components": 0.7}, "model",
+                                  "reciprocal"),
+                                 ({"components": 0.7, "directed_components": 0.7,
+                                   "link_mode_components": "directed"}, "model", "directed")):
+        links = tmp_path / f"l_{method}_{want}.h5"
+        write_links(links, rounds["iu"], rounds["su"], rounds["fid_u"], method=method,
+                    thresholds=stored)
+        run_cmd("merge", links, "-o", tmp_path / "c.h5", "--method", "components", "-q",
+                check=True)
+        assert read_clusters(tmp_path / "c.h5")[1]["link_mode"] == want, (stored, method)
 
 
 def test_no_threshold_is_an_error_not_a_guess(rounds, tmp_path):
@@ -117,8 +141,15 @@ def test_calibrate_on_labelled_links(rounds, tmp_path):
     run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c.h5", "--method", "infomap",
             "--calibrate", d / "links_l.h5", "--calibrate-truth", d / "yl.npy", "-q", check=True)
     labels, attrs = read_clusters(tmp_path / "c.h5")
-    want = D.calibrate_thresholds(rounds["il"], D.reciprocal(rounds["il"], rounds["sl"]),
-                                  rounds["yl"], decoders=("infomap",))
+    # both link modes are calibrated; the one whose clusters score better on D_L is kept
+    found = {mode: D.calibrate_thresholds(rounds["il"], D.link_weights(rounds["il"], rounds["sl"],
+                                                                       mode),
+                                          rounds["yl"], decoders=("infomap",),
+                                          return_scores=True)
+             for mode in D.LINK_MODES}
+    mode = max(found, key=lambda m: (found[m][1]["infomap"], m == "directed"))  # ties: directed
+    want = found[mode][0]
+    assert attrs["link_mode"] == mode
     assert attrs["threshold"] == pytest.approx(want["infomap"])
     assert "calibrated on" in attrs["threshold_source"]
     assert pairwise_scores(labels, rounds["yu"])["pairwise_f"] > 0.6

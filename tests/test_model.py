@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cftools.core.model import (ENCODINGS, Clusformer, flops_per_sequence,
+from cftools.core.grammar import centre_cosine
+from cftools.core.model import (ENCODINGS, Clusformer, flops_per_sequence, unit_rows,
                                 load_model, make_config, save_model)
 from cftools.errors import CfError
 
@@ -66,12 +67,14 @@ def test_inference_path_equals_forward(overrides):
     mask[:, 0] = True
     full = torch.ones_like(mask)  # no masked key at all: infer() skips the mask
     fast = cast_for_inference(model, torch.bfloat16)
+    # a cosine-skip model also needs the raw cosine of every position to its centre
+    cosine = centre_cosine(unit_rows(feats)[order]) if model.needs_cosine else None
     with torch.no_grad():
         for m in (mask, full):
             want = model(feats[order], m)
-            got = model.infer(model.prepare(feats), order, m)
+            got = model.infer(model.prepare(feats), order, m, cosine)
             assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
-            got16 = fast.infer(fast.prepare(feats, dtype=torch.bfloat16), order, m).float()
+            got16 = fast.infer(fast.prepare(feats, dtype=torch.bfloat16), order, m, cosine).float()
             assert torch.allclose(got16, want, atol=0.1), (got16 - want).abs().max()
     inplace = feats.clone()
     assert torch.equal(model.prepare(inplace, inplace=True, block_rows=7), model.prepare(feats))

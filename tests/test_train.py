@@ -85,12 +85,14 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     assert not any("calibrating the decoders on" in m for m in logs)  # 800 rows: all of them
     logs.clear()
     ft = torch.from_numpy(f)
-    sub = decoding_thresholds(data, res.model, ft, None, logs.append, max_points=300, seed=0)
+    sub, cosine = decoding_thresholds(data, res.model, ft, None, logs.append, max_points=300,
+                                      seed=0)
     note = [m for m in logs if "calibrating the decoders on" in m]
     assert len(note) == 1, logs
     used = int(note[0].split(" on ")[1].split(" of ")[0])
     assert 300 - 40 < used <= 300  # whole identities (at most 40 points each), up to the cap
     assert set(sub) == {k for k in res.thresholds if k != "link"}
+    assert set(cosine) == set(sub)  # the cosine links' thresholds, for cf-link's cosine links
 
 
 def _prepare(tmp, name, feats, labels, k, L):
@@ -131,9 +133,11 @@ def test_end_to_end_model_beats_cosine_on_held_out_identities(tmp_path):
     except ImportError:
         pass
     for method in ("model", "cosine"):
-        extra = ["--model", str(tmp_path / "model.h5")] if method == "model" else ["--method", "cosine"]
+        extra = ["--model", str(tmp_path / "model.h5")] if method == "model" else []
+        # --method model: the model's links even where cf-train's guard preferred cosine
+        # ones (the default, --method auto, would then write cosine links)
         _cmd("cftools.commands.link", str(tmp_path / "seqU.h5"), "--features", str(tmp_path / "U.h5"),
-             "-o", str(tmp_path / f"links_{method}.h5"), "-q", *extra)
+             "-o", str(tmp_path / f"links_{method}.h5"), "--method", method, "-q", *extra)
     pm, truth = _scored(tmp_path, "links_model.h5", "seqU.h5")
     pc, truth_c = _scored(tmp_path, "links_cosine.h5", "seqU.h5")
     assert (truth == truth_c).all()
@@ -203,3 +207,21 @@ def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     wa, wb = _weights(tiny / "single.h5"), _weights(tiny / "ddp.h5")
     worst = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
     assert worst < 1e-3, worst
+
+
+def test_undefined_validation_is_refused(tmp_path):
+    """Held-out identities whose links are all of one kind leave ROC-AUC, the kept epoch and
+    the link threshold undefined: cf-train refuses in one line and writes no model."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(16, dtype=np.float32)[:4]  # orthogonal identities: every neighbour agrees
+    f = np.repeat(centres, 20, axis=0) + 0.01 * rng.standard_normal((80, 16)).astype(np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    _prepare(tmp_path, "S", f, np.repeat(np.arange(4), 20), 6, 6)
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.train", str(tmp_path / "seqS.h5"),
+                        "--features", str(tmp_path / "S.h5"), "-o", str(tmp_path / "m.h5"),
+                        "--epochs", "1", "-q"], capture_output=True, text=True)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "validation is undefined" in lines[0] and "0 other-identity links" in lines[0]
+    assert "seqS.h5" in lines[0]
+    assert not (tmp_path / "m.h5").exists()

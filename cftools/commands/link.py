@@ -14,6 +14,7 @@ from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, com
                    device_option)
 from ..core.device import keep_freed_memory, torch_device
 from ..core.linking import METHODS, cast_for_inference, check_fits, link_blocks
+from ..core.model import unit_rows
 from ..core.training import autocast_dtype
 from ..data.io import load_features, split_spec
 from ..errors import CfError
@@ -46,8 +47,11 @@ sequence length is refused.
 @click.option("--model", "model_path", default=None, help="Model file made by cf-train.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output links file (.h5).")
-@click.option("--method", type=click.Choice(METHODS), default="model", show_default=True,
-              help="model: Clusformer's probabilities; cosine: raw similarity (no model).")
+@click.option("--method", type=click.Choice(("auto",) + METHODS), default="auto",
+              show_default=True,
+              help="auto: the winner of cf-train's guard (the model, or cosine where the "
+                   "model lost; cosine without --model); model: Clusformer's probabilities; "
+                   "cosine: raw similarity.")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 inference [default: where the CPU/GPU supports it].")
 @click.option("--dim", type=click.IntRange(min=1), default=None,
@@ -62,6 +66,7 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     out = Path(out)
     if method == "model" and not model_path:
         raise CfError("--method model needs --model (or use --method cosine)")
+    winner = None
     check_output_path(out, [sequences, split_spec(features)[0], model_path])
     dev = torch_device(device)
     keep_freed_memory()  # no page-fault storm from per-batch temporaries
@@ -75,45 +80,70 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         raise CfError(f"has {n} rows but the features {feats.path} have {feats.n}", seq.path)
     model = model_art = None
     thresholds: dict = {}
-    if method == "model":
+    length = L
+    if model_path:
         from ..core.model import load_model
 
         model, info = load_model(model_path, dev)
         check_fits(model, feats.dim, L, model_path)
-        thresholds = info["thresholds"]
+        length = model.config.seq_len
+        training = info["training"]
+        winner = (training.get("guard") or {}).get("winner", "model")
+        if method == "auto":
+            method = winner
+            if winner == "cosine":
+                rep.warn(f"cf-link: the model lost to cosine links on its held-out identities "
+                         f"(cf-train's guard): writing cosine links (--method model to "
+                         f"override)")
+        elif method == "model" and winner == "cosine":
+            rep.warn(f"cf-link: warning: {model_path} lost to cosine links on its held-out "
+                     f"identities (cf-train's guard); --method auto would use cosine links")
+        thresholds = info["thresholds"] if method == "model" else \
+            training.get("cosine_thresholds", {})
         model_art = open_artifact(model_path, "model")
         model_art.close()
+        if method == "cosine":
+            model = None
+        if length < L:
+            rep.info(f"cf-link: sequences cut to the model's length {length}")
+    elif method == "auto":
+        method = "cosine"
     amp = autocast_dtype(dev, bf16) if method == "model" else None
-    rep.info(f"cf-link: {n} sequences of length {L}, method {method} on {dev}"
+    rep.info(f"cf-link: {n} sequences of length {length}, method {method} on {dev}"
              + (f" ({amp})".replace("torch.", "") if amp else ""))
     if amp is torch.bfloat16:  # bf16 weights beat bf16 autocast (no casts per op)
         model, amp = cast_for_inference(model, torch.bfloat16), None
     features_t = torch.from_numpy(feats.features).to(dev)
+    unit = None
     if model is not None:
+        if model.needs_cosine:  # raw cosine to the centre: the rows at unit length, float32
+            unit = unit_rows(features_t)
         # centred and normalised once: in place when the model runs in float32; as a bf16
         # copy (half the size, the float32 array then dropped) when its weights are bf16
         features_t = model.prepare(features_t, inplace=True, dtype=model.input_proj.weight.dtype)
         feats.features = None
     attrs = {"features_id": feats.id, "sequences_id": seq.id, "method": method,
-             "model_id": model_art.id if model_art else "none", "thresholds": thresholds}
+             "model_id": model_art.id if model_art else "none", "thresholds": thresholds,
+             "guard_winner": winner or "none"}
     inputs = {"sequences": seq, "features": feats.provenance_ref}
     if model_art is not None:
         inputs["model"] = model_art
     t1 = time.perf_counter()
     with write_artifact(out, "links", inputs=inputs, attrs=attrs) as f:
-        ind_ds = create_rows(f, "indices", (n, L), np.int64)
-        prob_ds = create_rows(f, "probabilities", (n, L), np.float32)
+        ind_ds = create_rows(f, "indices", (n, length), np.int64)
+        prob_ds = create_rows(f, "probabilities", (n, length), np.float32)
         with rep.progress(total=n, desc="linking", unit="seq") as bar:
             for start, stop, indices, probs in link_blocks(seq, features_t, model=model,
                                                            method=method, batch_size=batch_size,
                                                            amp=amp,
                                                            prepared=model is not None,
+                                                           unit=unit, length=length,
                                                            progress=bar):
                 ind_ds[start:stop] = indices
                 prob_ds[start:stop] = probs
     seq.close()
     took = time.perf_counter() - t1
-    rep.info(f"cf-link: wrote {out} ({n} x {L}) in {time.perf_counter() - t0:.1f} s "
+    rep.info(f"cf-link: wrote {out} ({n} x {length}) in {time.perf_counter() - t0:.1f} s "
              f"({n / max(took, 1e-9):.0f} sequences/s)")
 
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..artifacts import check_output_path, open_artifact, require_same_source
 from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, checkpoint_options,
@@ -71,6 +72,10 @@ training summary as JSON attributes; loading it never runs code.
               help="Override: whether tokens carry the raw features beside the CDE row.")
 @click.option("--center/--no-center", default=None,
               help="Subtract the features' mean before the CDE [default: center].")
+@click.option("-L", "--length", default="auto", show_default=True,
+              help="Sequence length the model reads (centre + L-1 neighbours), at most the "
+                   "sequences' own: auto = chosen on this labelled set by Infomap over its "
+                   "cosine links (see above); cf-link cuts longer sequences to it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Peak learning rate (AdamW).")
@@ -94,11 +99,17 @@ training summary as JSON attributes; loading it never runs code.
 @seed_option
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
-         ffn, dropout, encoding, token_features, center, epochs, lr, weight_decay, schedule,
+         ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
          warmup, val_fraction, calibration_points, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
          seed, quiet, debug):
     import torch
 
+    if length != "auto":
+        try:
+            length = int(length)
+        except ValueError:
+            raise click.BadParameter(f"must be 'auto' or a whole number, got {length!r}",
+                                     param_hint="'-L' / '--length'") from None
     dist = init_distributed(device)
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
@@ -137,6 +148,20 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         from ..core.grammar import make_targets
         data.targets = make_targets(data.order, data.mask, feats.labels)
 
+    selection = None
+    if length == "auto":
+        selection = choose_data_length(data, feats.features, calibration_points, seed,
+                                       rep.info if dist.main else (lambda m: None))
+        length = selection["length"]
+    elif not 2 <= length <= L:
+        raise click.BadParameter(f"must be 'auto' or a length in [2, {L}] (the sequences' "
+                                 f"L), got {length}", param_hint="'-L' / '--length'")
+    if length < L:
+        data = truncated(data, length)
+        rep.info(f"cf-train: sequences cut to their first {length} positions (the centre and "
+                 f"{length - 1} neighbours)")
+    L = length
+
     mcfg = make_config(preset, feats.dim, L, width=width, heads=heads,
                        encoder_layers=encoder_layers, decoder_layers=decoder_layers, ffn=ffn,
                        dropout=dropout, encoding=encoding, features=token_features, center=center)
@@ -150,6 +175,10 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         result = train(data, feats.features, mcfg, tcfg, device=dev, dist=dist,
                        checkpoint=checkpoint, resume=checkpoint if resume else None,
                        log=rep.info, progress=rep.progress)
+    except CfError as err:  # what train() finds wrong with the data is the sequences' fault
+        if err.path is None:
+            raise CfError(str(err), sequences) from None
+        raise
     finally:
         if dist.world > 1:
             torch.distributed.destroy_process_group()
@@ -160,11 +189,32 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         return
     result.summary["seconds"] = round(time.perf_counter() - t0, 1)
     result.summary["preset"] = preset
+    if selection is not None:
+        result.summary["length_selection"] = selection
     save_model(out, result.model, thresholds=result.thresholds, training=result.summary,
                inputs={"sequences": seq, "features": feats.provenance_ref})
     rep.info(f"cf-train: wrote {out} in {result.summary['seconds']} s; thresholds "
              + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in result.thresholds.items()))
+
+
+def truncated(data: SequenceData, length: int) -> SequenceData:
+    """The first ``length`` positions of every sequence: the centre and its nearest
+    neighbours (sequences run by falling similarity)."""
+    cut = lambda a: np.ascontiguousarray(a[:, :length])  # noqa: E731
+    return SequenceData(cut(data.order), cut(data.mask), cut(data.targets), data.labels)
+
+
+def choose_data_length(data: SequenceData, features, max_points: int, seed: int, log) -> dict:
+    import torch
+
+    from ..core.selection import calibration_rows, choose_length
+    from ..core.training import cosine_to_centre
+
+    rows = calibration_rows(data.labels[data.order[:, 0]], max_points, seed)
+    order, mask = data.order[rows], data.mask[rows]
+    cosine = cosine_to_centre(torch.from_numpy(features), order, mask)
+    return choose_length(order, mask, cosine, data.labels, seed=seed, log=log)
 
 
 if __name__ == "__main__":

@@ -502,10 +502,16 @@ def cluster_summary(labels: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- calibration
 
 
-def _pairwise_f(pred: np.ndarray, truth: np.ndarray) -> float:
-    from .metrics import pairwise_scores
+CALIBRATION_CAP = 30  # identities weigh as if they had at most this many points
 
-    return float(pairwise_scores(pred, truth)["pairwise_f"])
+
+def _pairwise_f(pred: np.ndarray, truth: np.ndarray) -> float:
+    """The calibration objective: pairwise F with identities capped at CALIBRATION_CAP
+    points (metrics.capped_pairwise_f), so that one giant identity of D_L cannot decide
+    the thresholds alone. Equal to pairwise F where no identity is larger."""
+    from .metrics import capped_pairwise_f
+
+    return capped_pairwise_f(pred, truth, CALIBRATION_CAP)
 
 
 def link_threshold(indices, probabilities, labels) -> float:
@@ -563,7 +569,8 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
     """Thresholds for every decoder (and "link"), chosen on LABELLED links.
 
     Each decoder's threshold maximises the pairwise F of its clusters against ``labels``
-    (-1 = unknown, not scored): a coarse grid over quantiles of the link probabilities,
+    (-1 = unknown, not scored), every identity weighed as if it had at most
+    CALIBRATION_CAP points (see _pairwise_f): a coarse grid over quantiles of the link probabilities,
     then a fine grid between the best point's grid neighbours. ``intimacy`` also gets its
     ratio ("intimacy_ratio") from a small grid at its best threshold, ``peaks`` its tie
     tolerance ("peaks_tolerance", from PEAKS_TOLERANCES) jointly with its threshold. "link" is the

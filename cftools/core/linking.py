@@ -17,6 +17,7 @@ import torch
 from ..artifacts import Artifact, row_blocks
 from ..errors import CfError
 from .grammar import centre_cosine
+from .model import unit_rows
 from .training import run_batch
 
 METHODS = ("model", "cosine")
@@ -29,6 +30,8 @@ def cast_for_inference(model, dtype):
 
     out = copy.deepcopy(model).to(dtype)
     out.feature_mean = model.feature_mean.detach().clone().float()
+    if model.needs_cosine:  # a * cos + b: b is ~ -50, bf16 would round it by 0.25
+        out.skip = torch.nn.Parameter(model.skip.detach().clone().float())
     return out.eval()
 
 
@@ -37,32 +40,39 @@ def check_fits(model, n_features_dim: int, seq_len: int, model_path=None) -> Non
     if c.dim != n_features_dim:
         raise CfError(f"model expects features of dimension {c.dim}, the features have "
                       f"{n_features_dim}", model_path)
-    if c.seq_len != seq_len:
+    if c.seq_len > seq_len:
         raise CfError(f"model reads sequences of length L={c.seq_len}, the sequences have "
-                      f"L={seq_len}", model_path)
+                      f"only L={seq_len} (rerun cf-seq with -L {c.seq_len} or more)", model_path)
 
 
 @torch.no_grad()
 def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
                 method: str = "model", batch_size: int = 256, amp=None,
-                prepared: bool = False, progress=None
+                prepared: bool = False, unit=None, length: int | None = None, progress=None
                 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield (start, stop, indices (rows, L) int64, probabilities (rows, L) float32).
 
     ``prepared``: ``features_t`` is already ``model.prepare``d (centred and normalised,
-    as cf-link does in place); otherwise the model prepares a copy here."""
+    as cf-link does in place); otherwise the model prepares a copy here. ``unit``: the
+    features' ``unit_rows``, which a cosine-skip model needs; made here when not given
+    (from ``features_t``, which must then not be prepared). ``length``: links of the first
+    ``length`` positions only (a model's L, for longer sequences)."""
     if method not in METHODS:
         raise CfError(f"unknown link method {method!r} (model or cosine)")
     if method == "model":
         if model is None:
             raise CfError("--method model needs --model")
         model.eval()
+        if model.needs_cosine and unit is None:
+            if prepared:
+                raise CfError("a cosine-skip model needs the raw unit features (unit=)")
+            unit = unit_rows(features_t)
         if not prepared:
             features_t = model.prepare(features_t)
     device = features_t.device
     for start, stop in row_blocks(sequences["order"]):
-        order = sequences.read("order", slice(start, stop))
-        mask = sequences.read("mask", slice(start, stop))
+        order = np.ascontiguousarray(sequences.read("order", slice(start, stop))[:, :length])
+        mask = np.ascontiguousarray(sequences.read("mask", slice(start, stop))[:, :length])
         if order.min() < 0 or order.max() >= features_t.shape[0]:
             raise CfError(f"sequence ids out of range [0, {features_t.shape[0]}) in rows "
                           f"{start}..{stop - 1}", sequences.path)
@@ -71,7 +81,7 @@ def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
             o = torch.from_numpy(order[b:b + batch_size]).to(device)
             m = torch.from_numpy(mask[b:b + batch_size]).to(device)
             if method == "model":
-                probs[b:b + o.shape[0]] = run_batch(model, features_t, o, m, amp)
+                probs[b:b + o.shape[0]] = run_batch(model, features_t, o, m, amp, unit)
             else:
                 probs[b:b + o.shape[0]] = (centre_cosine(features_t[o]) * m).cpu().numpy()
             if progress is not None:

@@ -15,6 +15,13 @@ weights) is subtracted and the rows re-normalised. Training sets it to the mean 
 training features when ``config.center``; it is what lets the model cope with features
 that are not zero-centred (dlib's face descriptor: cosine ~0.83 between different people).
 
+With ``cosine_skip`` (both presets) the logit of position j is ``a * cos(x_j, x_0) + b +
+head(...)``: raw cosine to the centre, on the features as given (not centred), through a
+learned scale and offset, plus the transformer's correction. Training fits a and b to the
+training links first and starts the head at zero, so the untrained model IS calibrated
+cosine and training can only move away from it where held-out links say it helps (cf-train
+keeps the epoch with the best held-out ROC-AUC, the untrained one included).
+
 Weights are saved as a 'model' HDF5 artifact: group ``weights`` with one float32 dataset
 per state_dict tensor, the config as a JSON attribute. Loading never unpickles anything.
 """
@@ -33,7 +40,7 @@ from torch import nn
 
 from ..artifacts import open_artifact, write_artifact
 from ..errors import CfError
-from .grammar import cosine_encoding
+from .grammar import centre_cosine, cosine_encoding
 
 ENCODINGS = ("cde", "none", "learned", "sinusoidal")
 
@@ -51,6 +58,7 @@ class ClusformerConfig:
     encoding: str = "cde"
     center: bool = True  # subtract the training features' mean (see module docstring)
     features: bool = True  # tokens carry the raw features; False: the CDE row alone
+    cosine_skip: bool = False  # logit = learned correction + a * raw cosine + b (see below)
 
     def validate(self, path=None) -> "ClusformerConfig":
         for name in ("dim", "seq_len", "width", "heads", "ffn"):
@@ -101,8 +109,9 @@ class ClusformerConfig:
 # identities (measured on the demo set: held-out ROC-AUC fell below raw cosine with them).
 PRESETS = {
     "small": dict(width=128, heads=4, encoder_layers=2, decoder_layers=2, ffn=256, dropout=0.1,
-                  features=False),
-    "paper": dict(width=512, heads=8, encoder_layers=6, decoder_layers=6, ffn=2048, dropout=0.1),
+                  features=False, cosine_skip=True),
+    "paper": dict(width=512, heads=8, encoder_layers=6, decoder_layers=6, ffn=2048, dropout=0.1,
+                  cosine_skip=True),
 }
 
 
@@ -152,6 +161,8 @@ class Clusformer(nn.Module):
         self.decoder = nn.TransformerDecoder(layer(nn.TransformerDecoderLayer), c.decoder_layers,
                                              norm=nn.LayerNorm(c.width))
         self.head = nn.Linear(c.width, 1)
+        if c.cosine_skip:  # (a, b) of a * cos + b; training fits them and zeroes the head
+            self.skip = nn.Parameter(torch.tensor([1.0, 0.0]))
 
     def embed(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, L, d) neighbour features + (B, L) validity -> (B, L, width) input tokens.
@@ -176,7 +187,17 @@ class Clusformer(nn.Module):
         memory = self.encoder(h, src_key_padding_mask=pad) if self.encoder is not None else h
         q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(memory.dtype)
         out = self.decoder(q, memory, memory_key_padding_mask=pad)
-        return self.head(out).squeeze(-1)
+        logits = self.head(out).squeeze(-1)
+        if self.config.cosine_skip:
+            with torch.autocast(tokens.device.type, enabled=False):
+                unit = F.normalize(tokens.float(), dim=-1)
+                logits = logits.float() + self.cosine_logit(centre_cosine(unit))
+        return logits
+
+    def cosine_logit(self, cosine: torch.Tensor) -> torch.Tensor:
+        """a * cos + b in float32: the part of the logit that is calibrated raw cosine."""
+        a, b = self.skip.float()
+        return cosine.float() * a + b
 
 
     # ------------------------------------------------------------------ inference path
@@ -204,11 +225,21 @@ class Clusformer(nn.Module):
             out[start:start + block_rows] = F.normalize(block, dim=-1)
         return out
 
+    @property
+    def needs_cosine(self) -> bool:
+        """infer() needs the raw cosine to the centre (from ``unit_rows`` of the features)."""
+        return self.config.cosine_skip
+
     @torch.no_grad()
-    def infer(self, prepared: torch.Tensor, order: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def infer(self, prepared: torch.Tensor, order: torch.Tensor, mask: torch.Tensor,
+              cosine: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, L) for sequences ``order`` (B, L) over ``prepare``d features; equal to
-        forward(features[order], mask) in eval mode (up to rounding)."""
+        forward(features[order], mask) in eval mode (up to rounding). With ``cosine_skip``
+        the raw cosine of every position to its centre, ``cosine`` (B, L) in float32, is
+        needed too (prepare() centres the features, so it cannot be recovered here)."""
         c = self.config
+        if c.cosine_skip and cosine is None:
+            raise ValueError("this model adds raw cosine to its logits: pass cosine=")
         x = prepared[order]
         everything = bool(mask.all())  # no masked position in the batch: no masking at all
         if c.encoding == "cde":
@@ -241,7 +272,23 @@ class Clusformer(nn.Module):
             x = x + _attention(layer.multihead_attn, layer.norm2(x), memory, keep)
             x = x + _ffn(layer, layer.norm3(x))
         x = self.decoder.norm(x)
-        return F.linear(x, self.head.weight, self.head.bias).squeeze(-1)
+        logits = F.linear(x, self.head.weight, self.head.bias).squeeze(-1)
+        if c.cosine_skip:
+            logits = logits.float() + self.cosine_logit(cosine)
+        return logits
+
+
+@torch.no_grad()
+def unit_rows(features: torch.Tensor, *, inplace: bool = False, block_rows: int = 1 << 16
+              ) -> torch.Tensor:
+    """Rows scaled to unit length in float32, block by block (``inplace`` for float32
+    input): what the raw cosine of a cosine-skip model is computed from."""
+    out = features if inplace and features.dtype == torch.float32 \
+        else torch.empty(features.shape, dtype=torch.float32, device=features.device)
+    for start in range(0, features.shape[0], block_rows):
+        out[start:start + block_rows] = F.normalize(features[start:start + block_rows].float(),
+                                                    dim=-1)
+    return out
 
 
 def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep) -> torch.Tensor:

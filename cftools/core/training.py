@@ -40,7 +40,7 @@ from ..artifacts import atomic_path
 from ..errors import CfError
 from .distributed import Dist, join_process_group
 from .grammar import TARGET_UNKNOWN, centre_cosine
-from .model import Clusformer, ClusformerConfig
+from .model import Clusformer, ClusformerConfig, unit_rows
 
 
 @dataclass
@@ -57,6 +57,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: where the hardware supports it
     stop_after_epoch: int | None = None  # testing: stop as if killed after this epoch
     calibration_points: int = 100_000  # most D_L points the decoders are calibrated on
+    identity_cap: int | None = 30  # most centres one identity gives an epoch (None: all)
 
 
 @dataclass
@@ -87,6 +88,48 @@ def split_rows(data: SequenceData, val_fraction: float, seed: int):
     known = centre_lab >= 0
     is_val = np.isin(centre_lab, val_ids)
     return np.flatnonzero(known & ~is_val), np.flatnonzero(known & is_val), val_ids
+
+
+def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng) -> np.ndarray:
+    """Positions (into ``centre_labels``) of the centres one epoch trains on: every identity
+    gives at most ``cap`` of its centres, drawn afresh each epoch, so that a few identities
+    of hundreds of images do not make up most of what the model sees (lfw-dev: one of
+    2,867 identities holds 530 of 3,000-odd labelled faces). The count is the same every
+    epoch: sum over identities of min(size, cap)."""
+    n = centre_labels.size
+    if cap is None or n == 0:
+        return rng.permutation(n)
+    order = rng.permutation(n)
+    lab = centre_labels[order]
+    by_id = np.argsort(lab, kind="stable")  # a random order within each identity
+    sorted_lab = lab[by_id]
+    first = np.r_[True, sorted_lab[1:] != sorted_lab[:-1]]
+    rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    keep = order[by_id[rank < cap]]
+    return keep[rng.permutation(keep.size)]
+
+
+def fit_cosine_logit(cosine: np.ndarray, truth: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """(a, b) of the logistic regression P(same) = sigmoid(a * cos + b), by Newton's method
+    with a small ridge (links that are all one class, or separable, stay finite)."""
+    x = np.asarray(cosine, dtype=np.float64)
+    y = np.asarray(truth, dtype=np.float64)
+    if x.size == 0 or y.min() == y.max():
+        return 1.0, 0.0
+    mu, sd = x.mean(), max(x.std(), 1e-6)  # standardised: Newton is well conditioned
+    z = (x - mu) / sd
+    w = np.zeros(2)
+    X = np.stack([z, np.ones_like(z)], axis=1)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        grad = X.T @ (p - y) + 1e-3 * w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-3 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    a = w[0] / sd
+    return float(a), float(w[1] - a * mu)
 
 
 def training_view(data: SequenceData, rows: np.ndarray, val_ids: np.ndarray):
@@ -169,20 +212,23 @@ def predict(model, features_t, order, mask, *, batch_size=256, amp=None, progres
     model.eval()
     device = features_t.device
     prepared = model.prepare(features_t)
+    unit = unit_rows(features_t) if model.needs_cosine else None
     out = np.zeros(order.shape, dtype=np.float32)
     for start in range(0, order.shape[0], batch_size):
         o = torch.from_numpy(order[start:start + batch_size]).to(device)
         m = torch.from_numpy(mask[start:start + batch_size]).to(device)
-        out[start:start + o.shape[0]] = run_batch(model, prepared, o, m, amp)
+        out[start:start + o.shape[0]] = run_batch(model, prepared, o, m, amp, unit)
         if progress is not None:
             progress.update(o.shape[0])
     return out
 
 
-def run_batch(model, prepared, order_t, mask_t, amp) -> np.ndarray:
-    """Link probabilities of one batch, masked positions 0; ``prepared`` = model.prepare(features)."""
+def run_batch(model, prepared, order_t, mask_t, amp, unit=None) -> np.ndarray:
+    """Link probabilities of one batch, masked positions 0; ``prepared`` = model.prepare(features),
+    ``unit`` = unit_rows(features), needed by a model with a cosine skip."""
+    cosine = centre_cosine(unit[order_t]) if model.needs_cosine else None
     with torch.autocast(prepared.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        logits = model.infer(prepared, order_t, mask_t)
+        logits = model.infer(prepared, order_t, mask_t, cosine)
     prob = torch.sigmoid(logits.float()) * mask_t
     return prob.cpu().numpy()
 
@@ -292,6 +338,13 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
     v_order, v_mask = data.order[val_rows], data.mask[val_rows]
     v_use = scored_positions(v_mask, data.targets[val_rows])
     v_truth = data.targets[val_rows][v_use] == 1
+    if val_rows.size and (v_truth.all() or not v_truth.any()):
+        # ROC-AUC, the kept epoch and the link threshold all need links of both kinds
+        raise CfError(f"the held-out identities give {int(v_truth.sum())} same-identity and "
+                      f"{int((~v_truth).sum())} other-identity links: validation is undefined "
+                      f"(hold out more with --val-fraction, or longer sequences)")
+    if not scored_positions(t_mask, t_targets).any():
+        raise CfError("the training rows have no neighbour with a known target to learn from")
 
     torch.manual_seed(cfg.seed)
     model = Clusformer(model_config)
@@ -299,9 +352,20 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
         model.feature_mean.copy_(torch.from_numpy(features.mean(axis=0)))
     model.to(device)
     features_t = torch.from_numpy(features).to(device)
+    if model_config.cosine_skip:  # start as calibrated cosine: the head adds nothing yet
+        t_use = scored_positions(t_mask, t_targets)
+        a, b = fit_cosine_logit(cosine_to_centre(features_t, t_order, t_mask)[t_use],
+                                t_targets[t_use] == 1)
+        with torch.no_grad():
+            model.skip.copy_(torch.tensor([a, b]))
+            model.head.weight.zero_()
+            model.head.bias.zero_()
     amp = autocast_dtype(device, cfg.bf16)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_batches = math.ceil(train_rows.size / cfg.batch_size)
+    t_centre_labels = data.labels[t_order[:, 0]]
+    rows_per_epoch = capped_epoch_rows(t_centre_labels, cfg.identity_cap,
+                                       np.random.default_rng(0)).size
+    n_batches = math.ceil(rows_per_epoch / cfg.batch_size)
     total = n_batches * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(total, int(cfg.warmup * total), cfg.schedule))
@@ -311,7 +375,7 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    start_epoch, history = 0, []
+    start_epoch, history, best = 0, [], None
     if resume:
         ck = load_checkpoint(resume)
         if ck.get("model_config") != asdict(model_config) or ck.get("split") != val_ids.tolist():
@@ -328,6 +392,7 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
         scaler.load_state_dict(ck["scaler"])
         set_rng_states(ck["rng"])
         start_epoch, history = int(ck["epoch"]), list(ck["history"])
+        best = ck.get("best")
         log(f"resumed from {resume} after epoch {start_epoch}")
 
     baseline = None
@@ -338,13 +403,26 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
             f"raw cosine: ROC-AUC {baseline['roc_auc']:.4f}, best F1 {baseline['f1']:.4f} "
             f"at cos >= {baseline['threshold']:.4f}")
 
+    def validate():
+        probs = predict(model, features_t, v_order, v_mask, amp=amp)
+        return probs, link_scores(probs[v_use], v_truth, 0.5)
+
+    # The epoch kept is the one with the best held-out ROC-AUC, the untrained model (epoch
+    # 0: calibrated cosine, when the model has the cosine skip) included.
+    if best is None and dist.main and val_rows.size:
+        _, s0 = validate()
+        best = {"epoch": 0, "roc_auc": s0["roc_auc"],
+                "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        log(f"epoch 0 (untrained): val ROC-AUC {s0['roc_auc']:.4f}")
+
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     t_order_t, t_mask_t, t_targets_t = to(t_order), to(t_mask), to(t_targets)
     val_probs = None
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout
-        perm = np.random.default_rng([cfg.seed, epoch]).permutation(train_rows.size)
+        perm = capped_epoch_rows(t_centre_labels, cfg.identity_cap,
+                                 np.random.default_rng([cfg.seed, epoch]))
         t0, loss_sum, loss_n = time.time(), 0.0, 0
         bar = progress(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch") \
             if progress and dist.main else None
@@ -382,8 +460,11 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
                   "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
         if dist.main:
             if val_rows.size:
-                val_probs = predict(model, features_t, v_order, v_mask, amp=amp)
-                s = link_scores(val_probs[v_use], v_truth, 0.5)
+                val_probs, s = validate()
+                if best is not None and s["roc_auc"] > best["roc_auc"]:
+                    best = {"epoch": epoch + 1, "roc_auc": s["roc_auc"],
+                            "model": {k: v.detach().cpu().clone()
+                                      for k, v in model.state_dict().items()}}
                 record.update({f"val_{k}": v for k, v in s.items()
                                if k in ("precision", "recall", "f1", "roc_auc")})
                 log(f"epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}, val P "
@@ -398,7 +479,7 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(), "rng": rng_states(), "history": history,
                     "model_config": asdict(model_config), "split": val_ids.tolist(),
-                    "train_config": resumable_settings(cfg)})
+                    "train_config": resumable_settings(cfg), "best": best})
         if dist.world > 1:
             torch.distributed.barrier()
         if cfg.stop_after_epoch is not None and epoch + 1 >= cfg.stop_after_epoch:
@@ -410,8 +491,14 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
                                           "val_rows": int(val_rows.size),
                                           "val_identities": int(val_ids.size),
                                           "train_config": asdict(cfg), "world_size": dist.world}
+    if best is not None and best["epoch"] != (history[-1]["epoch"] if history else 0):
+        model.load_state_dict(best["model"])
+        val_probs = None
+    if best is not None:
+        summary["kept_epoch"] = best["epoch"]
+        log(f"kept epoch {best['epoch']}: the best held-out ROC-AUC ({best['roc_auc']:.4f})")
     if val_rows.size:
-        if val_probs is None:  # resumed after the last epoch
+        if val_probs is None:  # resumed after the last epoch, or an earlier epoch kept
             val_probs = predict(model, features_t, v_order, v_mask, amp=amp)
         p = val_probs[v_use]
         thresholds["link"] = best_f1_threshold(p, v_truth)
@@ -422,52 +509,63 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
             f"(raw cosine ROC-AUC {baseline['roc_auc']:.4f}, best F1 {baseline['f1']:.4f})")
     else:
         log("no validation identities: link threshold left at 0.5 (uncalibrated)")
-    thresholds.update(decoding_thresholds(data, model, features_t, amp, log,
-                                          max_points=cfg.calibration_points, seed=cfg.seed))
+    model_t, cosine_t = decoding_thresholds(data, model, features_t, amp, log,
+                                            max_points=cfg.calibration_points, seed=cfg.seed)
+    thresholds.update(model_t)
+    summary["cosine_thresholds"] = cosine_t
+    if val_rows.size and model_t and cosine_t:
+        from .selection import guard
+
+        cos_val = cosine_to_centre(features_t, v_order, v_mask)
+        verdict = guard(v_order, v_mask, val_probs, cos_val, data.labels, thresholds, cosine_t,
+                        seed=cfg.seed)
+        summary["guard"] = verdict
+        log("guard on the held-out identities ({decoder}, {points} points): model links "
+            "F_P {mp:.4f} F_B {mb:.4f}, cosine links F_P {cp:.4f} F_B {cb:.4f}: {w} wins".format(
+                decoder=verdict["decoder"], points=verdict["points"],
+                mp=verdict["model"]["pairwise_f"], mb=verdict["model"]["bcubed_f"],
+                cp=verdict["cosine"]["pairwise_f"], cb=verdict["cosine"]["bcubed_f"],
+                w=verdict["winner"]))
     summary["history"] = history
     return TrainResult(model.cpu().eval(), thresholds, summary, history)
 
 
 def decoding_thresholds(data: SequenceData, model, features_t, amp, log, *,
-                        max_points: int = 100_000, seed: int = 0) -> dict:
-    """Thresholds of the decoders (cf-merge), calibrated on the whole labelled set linked by
-    the trained model, as D_U will be: every row, neighbours of every identity.
+                        max_points: int = 100_000, seed: int = 0) -> tuple[dict, dict]:
+    """(model thresholds, cosine thresholds) of the decoders (cf-merge), each calibrated on
+    the whole labelled set linked as D_U will be (every row, neighbours of every
+    identity): once by the trained model, once by raw cosine (what cf-link's cosine links
+    carry). Both link modes; ``link_mode_<decoder>`` says which calibrated better.
 
     Why not the held-out rows alone: linked among themselves they hold only val_fraction
     of the identities, so few look-alikes, and the thresholds chosen there are far too lax
     for a real unlabelled set (CelebA: Infomap 0.13 there against 0.74 on all of D_L,
     pairwise F 93.7 against 94.3 on D_U). The density of identities matters more than the
     model's optimism on its own training identities. Above ``max_points`` rows, a random
-    subset of identities holding up to that many is used (calibration decodes each set
-    some 20 times per decoder)."""
-    from .decoding import LINK_MODES, calibrate_thresholds, link_weights, threshold_key
+    subset of identities holding up to that many is used."""
+    from .decoding import DECODERS
+    from .selection import calibrate_links, calibration_rows, local_links
 
-    rows = np.arange(data.order.shape[0])
     centre_labels = data.labels[data.order[:, 0]]
-    if rows.size > max_points:
-        ids, counts = np.unique(centre_labels, return_counts=True)
-        perm = np.random.default_rng([seed, 7]).permutation(ids.size)
-        take = ids[perm[:max(1, int(np.searchsorted(np.cumsum(counts[perm]), max_points)))]]
-        rows = rows[np.isin(centre_labels, take)]
-        log(f"calibrating the decoders on {rows.size} of {data.order.shape[0]} rows "
-            f"({take.size} identities; --calibration-points {max_points})")
-    points = data.order[rows, 0]
-    remap = np.full(data.labels.shape[0], -1, dtype=np.int64)
-    remap[points] = np.arange(points.size)
-    idx = remap[data.order[rows]]
-    inside = (idx >= 0) & data.mask[rows]
-    probs = predict(model, features_t, data.order[rows], data.mask[rows], amp=amp)
-    probs = np.where(inside, probs, 0.0).astype(np.float32)
-    idx = np.where(inside, idx, -1)
-    out: dict = {}
-    try:
-        for mode in LINK_MODES:
-            found = calibrate_thresholds(idx, link_weights(idx, probs, mode), data.labels[points],
-                                         seed=seed)
-            out.update({threshold_key(str(k), mode): v for k, v in found.items() if k != "link"})
-    except Exception as err:  # noqa: BLE001 - the model is still good without them
-        log(f"warning: decoder threshold calibration failed: {type(err).__name__}: {err}")
-        return {}
-    log("decoder thresholds (reciprocal links): " + ", ".join(
-        f"{k} {out[k]:.4g}" for k in ("peaks", "intimacy", "infomap", "components") if k in out))
-    return out
+    rows = calibration_rows(centre_labels, max_points, seed)
+    if rows.size < centre_labels.size:
+        log(f"calibrating the decoders on {rows.size} of {centre_labels.size} rows "
+            f"(--calibration-points {max_points})")
+    order, mask = data.order[rows], data.mask[rows]
+    found = []
+    for probs in (predict(model, features_t, order, mask, amp=amp),
+                  cosine_to_centre(features_t, order, mask)):
+        idx, w = local_links(order, mask, probs, data.labels.shape[0])
+        try:
+            found.append(calibrate_links(idx, w, centre_labels[rows], DECODERS, seed)[0])
+        except Exception as err:  # noqa: BLE001 - the model is still good without them
+            log(f"warning: decoder threshold calibration failed: {type(err).__name__}: {err}")
+            found.append({})
+    model_t, cosine_t = found
+    for name, t in (("model", model_t), ("cosine", cosine_t)):
+        if t:
+            log(f"decoder thresholds ({name} links): " + ", ".join(
+                f"{k} {t[k]:.4g} ({t['link_mode_' + k]})" if t.get("link_mode_" + k) == "reciprocal"
+                else f"{k} {t['directed_' + k]:.4g} (directed)"
+                for k in ("peaks", "intimacy", "infomap", "components") if "link_mode_" + k in t))
+    return model_t, cosine_t

@@ -1,0 +1,117 @@
+"""Choices cf-train makes on the labelled set D_L, never on the set to cluster.
+
+- The sequence length L (how many neighbours a point's links reach): Infomap over the
+  cosine links of D_L is calibrated at every candidate length no longer than the
+  sequences, under both link modes, and the best (length, mode) by the calibration
+  objective is kept; near ties go to the longer length. Why a choice at all: a fixed
+  L 32 reaches 31 neighbours, and an identity of 236 faces cannot be joined through that
+  few (lfw-dev: F_P 69.6 at k 20 against 97.8 at k 50), while on CelebA, where no one has
+  more than 30 faces, longer lists only add look-alikes.
+- The cosine decoders' thresholds at that length: what cf-link's cosine links carry.
+- The guard: the model's links and cosine links, each decoded with its own calibrated
+  thresholds, scored against the held-out identities (never trained on). The verdict is
+  recorded in the model; cf-link --method auto uses the winner, and a user who links with
+  a model that lost is told so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .decoding import LINK_MODES, calibrate_thresholds, decode, link_weights, threshold_key
+from .metrics import bcubed_scores, pairwise_scores
+
+CANDIDATE_LENGTHS = (11, 21, 31, 51, 81)  # the centre and k = 10 ... 80 neighbours
+LENGTH_TIE = 1e-3  # calibration scores this close are a tie (pairwise F on a 0-1 scale)
+GUARD_DECODER = "infomap"
+
+
+def candidate_lengths(seq_len: int) -> list[int]:
+    """The lengths tried for sequences of ``seq_len`` positions: every candidate that
+    fits, and ``seq_len`` itself."""
+    return sorted({n for n in CANDIDATE_LENGTHS if n < seq_len} | {seq_len})
+
+
+def calibration_rows(centre_labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    """Rows to calibrate on: all, or a random subset of whole identities holding up to
+    ``max_points`` rows (calibration decodes each set some 20 times per decoder)."""
+    rows = np.arange(centre_labels.size)
+    if rows.size <= max_points:
+        return rows
+    ids, counts = np.unique(centre_labels, return_counts=True)
+    perm = np.random.default_rng([seed, 7]).permutation(ids.size)
+    take = ids[perm[:max(1, int(np.searchsorted(np.cumsum(counts[perm]), max_points)))]]
+    return rows[np.isin(centre_labels, take)]
+
+
+def local_links(order: np.ndarray, mask: np.ndarray, probs: np.ndarray, n_points: int):
+    """Links among the centres of these rows only: (indices into the rows, weights), every
+    neighbour outside the rows or masked turned into an invalid entry (-1, weight 0)."""
+    points = order[:, 0]
+    remap = np.full(n_points, -1, dtype=np.int64)
+    remap[points] = np.arange(points.size)
+    idx = remap[order]
+    inside = (idx >= 0) & mask
+    return np.where(inside, idx, -1), np.where(inside, probs, 0.0).astype(np.float32)
+
+
+def calibrate_links(idx, probs, labels, decoders, seed: int = 0) -> tuple[dict, dict]:
+    """Thresholds of ``decoders`` under both link modes (keys as threshold_key) and each
+    decoder's calibration score per mode: {decoder: {mode: score}}."""
+    thresholds, scores = {}, {}
+    for mode in LINK_MODES:
+        found, s = calibrate_thresholds(idx, link_weights(idx, probs, mode), labels,
+                                        decoders=decoders, seed=seed, return_scores=True)
+        thresholds.update({threshold_key(str(k), mode): v for k, v in found.items()
+                           if k != "link"})  # the link threshold comes from held-out rows
+        for name, value in s.items():
+            scores.setdefault(name, {})[mode] = float(value)
+    for name, by_mode in scores.items():  # the mode cf-merge uses unless told otherwise
+        thresholds[f"link_mode_{name}"] = max(by_mode, key=lambda m: (by_mode[m], m == "directed"))
+    return thresholds, scores
+
+
+def choose_length(order, mask, cosine, labels, *, seed: int = 0, log=print) -> dict:
+    """The sequence length (and link mode) under which Infomap over cosine links clusters
+    these labelled rows best. ``order``/``mask``/``cosine`` are the rows' sequences at
+    full length and their cosine to the centre; ``labels`` of all points."""
+    lengths = candidate_lengths(order.shape[1])
+    centre_labels = labels[order[:, 0]]
+    table = {}
+    for length in lengths:
+        idx, w = local_links(order[:, :length], mask[:, :length], cosine[:, :length],
+                             labels.shape[0])
+        _, scores = calibrate_links(idx, w, centre_labels, (GUARD_DECODER,), seed)
+        table[length] = scores[GUARD_DECODER]
+    best = max(max(s.values()) for s in table.values())
+    chosen = max(n for n, s in table.items() if max(s.values()) >= best - LENGTH_TIE)
+    log("sequence length from cosine Infomap on the labelled set: " + ", ".join(
+        f"L {n}: {max(s.values()):.4f}" for n, s in table.items()) + f" -> L {chosen}")
+    return {"length": int(chosen), "candidates": lengths,
+            "scores": {str(n): s for n, s in table.items()}}
+
+
+def decode_with(idx, probs, thresholds: dict, decoder: str = GUARD_DECODER, seed: int = 0):
+    """Clusters of these links by ``decoder`` at its calibrated threshold, in the link mode
+    calibration chose for it."""
+    mode = thresholds.get(f"link_mode_{decoder}", "reciprocal")
+    t = thresholds.get(threshold_key(decoder, mode), thresholds.get("link"))
+    return decode(decoder, idx, link_weights(idx, probs, mode), float(t), seed=seed)
+
+
+def guard(order, mask, model_probs, cosine, labels, model_thresholds: dict,
+          cosine_thresholds: dict, *, seed: int = 0) -> dict:
+    """Decode the held-out rows' links among themselves both ways and score each against
+    the labels: the verdict is the model when its mean of pairwise and BCubed F is at
+    least cosine's."""
+    truth = labels[order[:, 0]]
+    out = {"decoder": GUARD_DECODER, "points": int(order.shape[0])}
+    for name, probs, thr in (("model", model_probs, model_thresholds),
+                             ("cosine", cosine, cosine_thresholds)):
+        idx, w = local_links(order, mask, probs, labels.shape[0])
+        pred = decode_with(idx, w, thr, seed=seed)
+        out[name] = {"pairwise_f": float(pairwise_scores(pred, truth)["pairwise_f"]),
+                     "bcubed_f": float(bcubed_scores(pred, truth)["bcubed_f"])}
+    mean = {k: (out[k]["pairwise_f"] + out[k]["bcubed_f"]) / 2 for k in ("model", "cosine")}
+    out["winner"] = "model" if mean["model"] >= mean["cosine"] else "cosine"
+    return out

@@ -1,0 +1,163 @@
+"""Choices cf-train makes on D_L (core.selection): the calibration objective that one giant
+identity cannot dominate, the sequence length, and the guard that sends a model which
+lost to cosine links back to cosine links in cf-link and says so in cf-merge."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from cftools.artifacts import create_rows, open_artifact, write_artifact
+from cftools.core import decoding as D
+from cftools.core import selection as S
+from cftools.core.grammar import build_sequences, centre_cosine
+from cftools.core.metrics import capped_pairwise_f, pairwise_scores
+from cftools.core.model import Clusformer, make_config, save_model
+from cftools.core.neighbours import knn
+from cftools.data.io import load_features, write_features
+
+# A giant identity holding a sixth of D_L (lfw-dev's largest holds 530 of 3,161) moves the
+# calibrated Infomap threshold by at most this much, and by at most half of what plain
+# pairwise F lets it move.
+GIANT_SHIFT_BOUND = 0.04
+
+
+def _identities(rng, sizes, spread, d=32):
+    xs, ys = [], []
+    for i, n in enumerate(sizes):
+        c = rng.standard_normal(d)
+        x = c / np.linalg.norm(c) + spread * rng.standard_normal((n, d)) / np.sqrt(d)
+        xs.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+        ys.append(np.full(n, i))
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+
+def _infomap_threshold(x, y, plain=False, monkeypatch=None):
+    i, s = knn(x, 21)
+    if plain:
+        monkeypatch.setattr(D, "_pairwise_f",
+                            lambda p, t: float(pairwise_scores(p, t)["pairwise_f"]))
+    t = D.calibrate_thresholds(i, s, y, decoders=("infomap",))["infomap"]
+    monkeypatch.undo() if plain else None
+    return t
+
+
+def test_capped_pairwise_f_is_pairwise_f_below_the_cap_and_caps_above():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 40, 300)
+    pred = np.where(rng.random(300) < 0.8, truth, rng.integers(0, 40, 300))
+    assert capped_pairwise_f(pred, truth, 1000) == pytest.approx(
+        pairwise_scores(pred, truth)["pairwise_f"])
+    # one identity of 500 split in two: plain F counts ~half of all pairs lost, capped F
+    # weighs it as one identity of 30 beside 1,000 perfect pairs
+    truth = np.r_[np.zeros(500, int), np.repeat(np.arange(1, 1001), 2)]
+    pred = truth.copy()
+    pred[:250] = 10_000
+    assert pairwise_scores(pred, truth)["pairwise_f"] < 0.7
+    assert capped_pairwise_f(pred, truth, 30) > 0.9
+
+
+def test_a_giant_identity_does_not_move_the_calibrated_threshold_far(monkeypatch):
+    rng = np.random.default_rng(1)
+    small_x, small_y = _identities(rng, rng.integers(1, 7, 600), 0.5)
+    giant_x, _ = _identities(rng, [500], 1.0)
+    both_x = np.concatenate([small_x, giant_x])
+    both_y = np.r_[small_y, np.full(500, small_y.max() + 1)]
+    alone = _infomap_threshold(small_x, small_y)
+    capped = _infomap_threshold(both_x, both_y)
+    plain = _infomap_threshold(both_x, both_y, plain=True, monkeypatch=monkeypatch)
+    assert abs(capped - alone) <= GIANT_SHIFT_BOUND, (alone, capped, plain)
+    assert abs(capped - alone) <= 0.5 * abs(plain - alone), (alone, capped, plain)
+
+
+def test_length_reaches_identities_larger_than_short_sequences():
+    """Identities of 150 loose points fall apart through 10 neighbours a point: the chosen
+    length is one that reaches them."""
+    rng = np.random.default_rng(2)
+    x, y = _identities(rng, [150] * 6 + list(rng.integers(1, 5, 100)), 1.0)
+    idx, sim = knn(x, 51)
+    order, mask, _ = build_sequences(idx, sim, 51, labels=y)
+    import torch
+
+    cos = centre_cosine(torch.from_numpy(x)[torch.from_numpy(order)]).numpy() * mask
+    logs = []
+    found = S.choose_length(order, mask, cos, y, log=logs.append)
+    assert found["candidates"] == [11, 21, 31, 51]
+    assert found["length"] >= 31, found
+    assert max(found["scores"]["11"].values()) < max(found["scores"][str(found["length"])].values())
+    assert set(found["scores"]) == {"11", "21", "31", "51"}
+    assert "-> L" in logs[0]
+
+
+def test_guard_prefers_cosine_over_a_model_that_guesses():
+    rng = np.random.default_rng(3)
+    x, y = _identities(rng, rng.integers(2, 12, 80), 0.6)
+    idx, sim = knn(x, 16)
+    order, mask, targets = build_sequences(idx, sim, 16, labels=y)
+    cos = (sim * mask).astype(np.float32)
+    (ci, cw) = S.local_links(order, mask, cos, y.size)
+    cos_t = S.calibrate_links(ci, cw, y[order[:, 0]], ("infomap",))[0]
+    noise = rng.random(order.shape).astype(np.float32) * mask
+    verdict = S.guard(order, mask, noise, cos, y, cos_t, cos_t)
+    assert verdict["winner"] == "cosine", verdict
+    perfect = (targets == 1).astype(np.float32) * mask
+    verdict = S.guard(order, mask, perfect, cos, y, {"infomap": 0.5, "link_mode_infomap":
+                                                     "directed", "directed_infomap": 0.5}, cos_t)
+    assert verdict["winner"] == "model" and verdict["model"]["pairwise_f"] == 1.0, verdict
+
+
+def _cmd(*args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True,
+                          text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def losing_model(tmp_path_factory):
+    """Features, sequences and a model file whose guard verdict is that cosine won."""
+    tmp = tmp_path_factory.mktemp("guard")
+    rng = np.random.default_rng(4)
+    x, y = _identities(rng, rng.integers(2, 10, 40), 0.6, d=16)
+    write_features(tmp / "f.h5", x, labels=y)
+    fid = load_features(tmp / "f.h5").id
+    idx, sim = knn(x, 10)
+    order, mask, targets = build_sequences(idx, sim, 10, labels=y)
+    with write_artifact(tmp / "seq.h5", "sequences", attrs={"knn_id": "x", "features_id": fid}) as h:
+        create_rows(h, "order", order.shape, np.int64, data=order)
+        create_rows(h, "mask", mask.shape, bool, data=mask)
+        create_rows(h, "targets", targets.shape, np.int8, data=targets)
+    cosine_t = {"infomap": 0.61, "directed_infomap": 0.6, "link_mode_infomap": "directed"}
+    save_model(tmp / "m.h5", Clusformer(make_config("small", 16, 10, width=32, ffn=64)),
+               thresholds={"link": 0.5, "infomap": 0.5},
+               training={"guard": {"winner": "cosine"}, "cosine_thresholds": cosine_t})
+    return tmp, sim * mask
+
+
+def test_a_model_that_lost_is_reported_and_not_used(losing_model):
+    tmp, cos = losing_model
+    r = _cmd("cftools.commands.link", tmp / "seq.h5", "--features", tmp / "f.h5", "--model",
+             tmp / "m.h5", "-o", tmp / "auto.h5")
+    assert r.returncode == 0, r.stderr
+    assert "lost to cosine links" in r.stderr
+    with open_artifact(tmp / "auto.h5", "links") as a:
+        assert a.attrs["method"] == "cosine" and a.attrs["guard_winner"] == "cosine"
+        assert np.allclose(a.read("probabilities"), cos, atol=1e-6)
+        # the cosine links carry the thresholds calibrated for cosine links on D_L
+        assert a.json_attr("thresholds")["directed_infomap"] == 0.6
+    r = _cmd("cftools.commands.merge", tmp / "auto.h5", "-o", tmp / "c.h5", "--method", "infomap",
+             "-q")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tmp / "c.h5") as f:
+        assert f.attrs["link_mode"] == "directed" and f.attrs["threshold"] == pytest.approx(0.6)
+    # asked for, the model's links are written, and both cf-link and cf-merge warn
+    r = _cmd("cftools.commands.link", tmp / "seq.h5", "--features", tmp / "f.h5", "--model",
+             tmp / "m.h5", "-o", tmp / "model.h5", "--method", "model")
+    assert r.returncode == 0 and "lost to cosine links" in r.stderr, r.stderr
+    r = _cmd("cftools.commands.merge", tmp / "model.h5", "-o", tmp / "c2.h5", "--method",
+             "infomap")
+    assert r.returncode == 0 and "lost to cosine links" in r.stderr, r.stderr
+    assert json.loads(h5py.File(tmp / "c2.h5").attrs["cftools_provenance"])
