@@ -29,15 +29,21 @@ The model's calibrated thresholds are carried into the links file (attribute thr
 where cf-merge takes its defaults from.
 
 --method cosine writes the raw cosine similarity to the point instead of the model's
-output: a training-free baseline that needs no --model (its thresholds are then empty).
+output: a training-free baseline that needs no --model (with --model, the links carry the
+cosine thresholds cf-train calibrated; without, none). --method auto (the default)
+follows cf-train's guard: the model's links where the model clustered its held-out
+identities at least as well as cosine links, else cosine links, said on stderr.
+
+A model reads sequences of its own length L (cf-train -L auto chooses it); longer
+sequences are cut to their first L positions, for cosine links too when --model is given.
 
 Inference is batched and streamed: sequences are read and links written in row blocks,
 on the GPU when there is one, in bfloat16 where the hardware supports it (the weights are
 cast to bf16; the features are centred and normalised once in float32, then kept in
 bf16). GPUs without bf16 use fp16 autocast. The model runs its own inference path (fused
 QKV, batched-matmul attention, query-only work once per batch): about 4000 sequences/s
-on 2 CPU cores at L 64 (small preset). A model made for another feature dimension or
-sequence length is refused.
+on 2 CPU cores at L 64 (small preset). A model made for another feature dimension or a
+longer sequence length is refused.
 """
 
 

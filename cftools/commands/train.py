@@ -37,6 +37,21 @@ hold too few look-alike identities and give thresholds far too lax. Above
 --calibration-points rows a random subset of identities is used. cf-link passes all the
 thresholds on to the links file.
 
+Built for long-tailed identity sizes (most identities of one or two images, a few of
+hundreds), where a model trained naively loses to raw cosine:
+- the model starts as calibrated cosine: its logit is a * cos + b (fitted to the training
+  links first) plus the transformer's correction, which starts at zero; the epoch kept is
+  the one with the best held-out ROC-AUC, the untrained one (epoch 0) included;
+- an identity gives at most --identity-cap centres to an epoch, drawn afresh each epoch;
+- thresholds maximise pairwise F with every identity weighed as if it had at most 30
+  points, so one giant identity cannot decide them; the link mode (reciprocal or
+  directed) is chosen the same way, per decoder;
+- -L auto: the sequence length the model reads is chosen on this labelled set, as the one
+  under which Infomap over cosine links clusters it best (near ties go to the longer);
+- the guard: the model's links and cosine links, each decoded by Infomap at its own
+  calibrated threshold, are scored on the held-out identities; the verdict is recorded,
+  and cf-link --method auto (the default) writes cosine links when the model lost.
+
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
 continues from it and ends with the same weights as an uninterrupted run (same seed, on
 CPU). Under torchrun (several processes or nodes) the same command line trains with DDP
@@ -89,6 +104,8 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--calibration-points", type=click.IntRange(min=2), default=100_000,
               show_default=True,
               help="Most labelled rows the decoders' thresholds are calibrated on.")
+@click.option("--identity-cap", type=click.IntRange(min=0), default=30, show_default=True,
+              help="Most centres one identity gives an epoch (0: no cap).")
 @checkpoint_options("MODEL.h5.ckpt, beside -o")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
@@ -100,7 +117,7 @@ training summary as JSON attributes; loading it never runs code.
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
-         warmup, val_fraction, calibration_points, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
+         warmup, val_fraction, calibration_points, identity_cap, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
          seed, quiet, debug):
     import torch
 
@@ -168,7 +185,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
                        bf16=bf16, stop_after_epoch=stop_after_epoch,
-                       calibration_points=calibration_points)
+                       calibration_points=calibration_points,
+                       identity_cap=identity_cap or None)
     rep.info(f"cf-train: {n} sequences (L={L}, d={feats.dim}), preset {preset}, "
              f"{epochs} epochs on {dev}" + (f" x {dist.world} processes" if dist.world > 1 else ""))
     try:
