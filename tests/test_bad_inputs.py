@@ -469,11 +469,13 @@ def G(F, tmp_path_factory):
         write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
     np.save(t / "unknown.npy", np.full(N, -1, np.int64))
+    np.save(t / "two_rows.npy", x[:2])
     ro = t / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
-            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t}
+            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t,
+            "two_rows": t / "two_rows.npy"}
 
 
 # (command, arguments, expected substring, placeholder it names, exit status)
@@ -515,6 +517,9 @@ CASES_15 = [
      "exclude each other", None, 2),
     ("data", "split {feats} -L {out} -U {dir2}/u.h5 --rows {dup_rows}", "more than once",
      "dup_rows", 1),
+    # 14: with --queries k may reach the base size, not beyond
+    ("knn", "{two_rows} --queries {npy} -o {out} -k 3", "k=3 needs at least 3 points", "two_rows",
+     1),
     # 15: usage errors exit 2; a .npz knn is named as what it is
     ("knn", "{feats} -o {out} -k 0", "k must be at least 1", None, 2),
     ("seq", "{knn_npz} --features {feats} -o {out}", "learn-to-cluster kNN .npz", "knn_npz", 1),
@@ -542,6 +547,17 @@ def test_issue15_refused_in_one_line_with_nothing_written(F, G, tmp_path, capsys
     for d in (F["dir"], G["dir2"]):
         assert not list(d.rglob(".*cf-tmp*"))
     assert _snapshot(F["dir"]) == before and _snapshot(G["dir2"]) == before2
+
+
+def test_queries_take_k_up_to_the_base_size(F, G, tmp_path, capsys):
+    """Case 14: queries are not in the base, so no slot goes to a self-neighbour: a base of
+    two rows answers -k 2 for every query."""
+    _ok(capsys, "knn", G["two_rows"], "--queries", F["npy"], "-o", tmp_path / "k.h5", "-k", 2,
+        "-q")
+    with open_artifact(tmp_path / "k.h5", "knn") as a:
+        idx, sim = a.read("indices"), a.read("similarities")
+    assert idx.shape == (N, 2) and set(idx.ravel().tolist()) <= {0, 1}
+    assert (np.sort(idx, axis=1) == [0, 1]).all() and (sim[:, 0] >= sim[:, 1]).all()
 
 
 def test_demo_prints_the_identities_in_the_file(tmp_path, capsys):
