@@ -470,12 +470,21 @@ def G(F, tmp_path_factory):
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
     np.save(t / "unknown.npy", np.full(N, -1, np.int64))
     np.save(t / "two_rows.npy", x[:2])
+    # image folders that cannot train: one image; one readable image among broken ones
+    good = sorted(Path(F["images"]).rglob("*.png"))[0]
+    (t / "one_image" / "a").mkdir(parents=True)
+    shutil.copyfile(good, t / "one_image" / "a" / "1.png")
+    for ident in ("a", "b"):
+        (t / "one_readable" / ident).mkdir(parents=True)
+        (t / "one_readable" / ident / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    shutil.copyfile(good, t / "one_readable" / "a" / "1.png")
     ro = t / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
             "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t,
-            "two_rows": t / "two_rows.npy"}
+            "two_rows": t / "two_rows.npy", "one_image": t / "one_image",
+            "one_readable": t / "one_readable"}
 
 
 # (command, arguments, expected substring, placeholder it names, exit status)
@@ -517,6 +526,10 @@ CASES_15 = [
      "exclude each other", None, 2),
     ("data", "split {feats} -L {out} -U {dir2}/u.h5 --rows {dup_rows}", "more than once",
      "dup_rows", 1),
+    # 13: an image folder that cannot train, refused before any step
+    ("embed", "train {one_image} -o {out}", "too few identities to train on", "one_image", 1),
+    ("embed", "train {one_readable} -o {out} --workers 0", "too few readable images to train on",
+     "one_readable", 1),
     # 14: with --queries k may reach the base size, not beyond
     ("knn", "{two_rows} --queries {npy} -o {out} -k 3", "k=3 needs at least 3 points", "two_rows",
      1),
@@ -547,6 +560,30 @@ def test_issue15_refused_in_one_line_with_nothing_written(F, G, tmp_path, capsys
     for d in (F["dir"], G["dir2"]):
         assert not list(d.rglob(".*cf-tmp*"))
     assert _snapshot(F["dir"]) == before and _snapshot(G["dir2"]) == before2
+
+
+def test_embed_train_refuses_an_epoch_without_a_step(F, tmp_path, capsys):
+    """Case 13, the rest: two readable images of two identities among broken ones pass the
+    up-front check, but when no batch holds two of them, no step runs: refused after the
+    epoch, naming the folder, with no model, no checkpoint and no raw torch warning."""
+    images = tmp_path / "img"
+    good = sorted(Path(F["images"]).rglob("*.png"))[0]
+    for ident in ("a", "b"):
+        (images / ident).mkdir(parents=True)
+        shutil.copyfile(good, images / ident / "1.png")
+        for i in range(2, 6):
+            (images / ident / f"{i}.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = call(capsys, "embed", "train", images, "-o", out / "bb.h5", "--epochs", 2, "--width", 4,
+             "--dim", 8, "--image-size", 16, "--batch-size", 2, "--workers", 0, "--device", "cpu",
+             "--seed", 0, "-q")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1, r.stderr
+    assert lines[-1].startswith(f"cf-embed: error: {images}: epoch 1 ran no training step"), lines
+    assert all("unreadable image skipped" in line for line in lines[:-1]), r.stderr
+    assert "lr_scheduler" not in r.stderr and "UserWarning" not in r.stderr
+    assert list(out.iterdir()) == []
 
 
 def test_queries_take_k_up_to_the_base_size(F, G, tmp_path, capsys):
