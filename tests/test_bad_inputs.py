@@ -536,6 +536,9 @@ CASES_15 = [
     # 15: usage errors exit 2; a .npz knn is named as what it is
     ("knn", "{feats} -o {out} -k 0", "k must be at least 1", None, 2),
     ("seq", "{knn_npz} --features {feats} -o {out}", "learn-to-cluster kNN .npz", "knn_npz", 1),
+    ("eval", "sweep {links} -t {feats} --thresholds 0.6:0.8", "must be A:B:N", None, 2),
+    ("eval", "sweep {links} -t {feats} --thresholds 0.1:0.9:0", "N must be in 1..10000", None, 2),
+    ("eval", "sweep {links} -t {feats} --thresholds 0.1:nan:5", "A, B finite", None, 2),
 ]
 
 
@@ -595,6 +598,22 @@ def test_queries_take_k_up_to_the_base_size(F, G, tmp_path, capsys):
         idx, sim = a.read("indices"), a.read("similarities")
     assert idx.shape == (N, 2) and set(idx.ravel().tolist()) <= {0, 1}
     assert (np.sort(idx, axis=1) == [0, 1]).all() and (sim[:, 0] >= sim[:, 1]).all()
+
+
+def test_sweep_takes_t_for_truth_as_the_other_subcommands(F, capsys):
+    """Case 15: cf-eval sweep -t is --truth, as in cf-eval clusters and cf-eval knn."""
+    import json
+
+    from cftools.commands.eval import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main.main(args=["sweep", str(F["links"]), "-t", str(F["feats"]), "--thresholds",
+                        "0.3:0.7:3", "--json", "-q"], prog_name="cf-eval")
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
+    rows = json.loads(out.out)["rows"]
+    assert [r["threshold"] for r in rows] == pytest.approx([0.3, 0.5, 0.7])
 
 
 def test_demo_prints_the_identities_in_the_file(tmp_path, capsys):
