@@ -470,6 +470,10 @@ def G(F, tmp_path_factory):
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
     np.save(t / "unknown.npy", np.full(N, -1, np.int64))
     np.save(t / "two_rows.npy", x[:2])
+    # a pickle, an object array and an HDF5 file under .npy names
+    shutil.copyfile(F["pickle"], t / "pickle.npy")
+    np.save(t / "objects.npy", np.array([Payload(F["marker"])], dtype=object), allow_pickle=True)
+    shutil.copyfile(F["feats"], t / "hdf5.npy")
     # image folders that cannot train: one image; one readable image among broken ones
     good = sorted(Path(F["images"]).rglob("*.png"))[0]
     (t / "one_image" / "a").mkdir(parents=True)
@@ -484,7 +488,8 @@ def G(F, tmp_path_factory):
     return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
             "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t,
             "two_rows": t / "two_rows.npy", "one_image": t / "one_image",
-            "one_readable": t / "one_readable"}
+            "one_readable": t / "one_readable", "pickle_npy": t / "pickle.npy",
+            "objects_npy": t / "objects.npy", "hdf5_npy": t / "hdf5.npy"}
 
 
 # (command, arguments, expected substring, placeholder it names, exit status)
@@ -536,6 +541,12 @@ CASES_15 = [
     # 15: usage errors exit 2; a .npz knn is named as what it is
     ("knn", "{feats} -o {out} -k 0", "k must be at least 1", None, 2),
     ("seq", "{knn_npz} --features {feats} -o {out}", "learn-to-cluster kNN .npz", "knn_npz", 1),
+    ("knn", "{pickle_npy} -o {out} -k 5", "holds pickled Python objects, not a plain numeric "
+     "array; cftools never unpickles (save a numeric array with np.save)", "pickle_npy", 1),
+    ("data", "import {objects_npy} -o {out}", "holds pickled Python objects", "objects_npy", 1),
+    ("eval", "{clusters} --truth {pickle_npy}", "holds pickled Python objects", "pickle_npy", 1),
+    ("knn", "{hdf5_npy} -o {out} -k 5", "is an HDF5 file, not a .npy array; rename it .h5",
+     "hdf5_npy", 1),
     ("eval", "sweep {links} -t {feats} --thresholds 0.6:0.8", "must be A:B:N", None, 2),
     ("eval", "sweep {links} -t {feats} --thresholds 0.1:0.9:0", "N must be in 1..10000", None, 2),
     ("eval", "sweep {links} -t {feats} --thresholds 0.1:nan:5", "A, B finite", None, 2),
@@ -563,6 +574,20 @@ def test_issue15_refused_in_one_line_with_nothing_written(F, G, tmp_path, capsys
     for d in (F["dir"], G["dir2"]):
         assert not list(d.rglob(".*cf-tmp*"))
     assert _snapshot(F["dir"]) == before and _snapshot(G["dir2"]) == before2
+    assert not F["marker"].exists(), "a pickle was loaded"
+
+
+def test_foreign_messages_are_cut_between_words():
+    """Case 15: an exception's text quoted in an error is cut at a word, never inside one."""
+    from cftools.errors import brief
+
+    text = ("This file contains pickled (object) data. If you trust the file you can load it "
+            "unsafely using the `allow_pickle=` keyword argument or `pickle.load()`.")
+    for limit in range(20, len(text)):
+        cut = brief(text, limit)
+        assert len(cut) <= limit and cut.endswith("...")
+        assert text.startswith(cut[:-3]) and text[len(cut) - 3] in " ,.", (limit, cut)
+    assert brief("  one\n  line  ", 40) == "one line"
 
 
 def test_embed_train_refuses_an_epoch_without_a_step(F, tmp_path, capsys):

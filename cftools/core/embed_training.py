@@ -27,7 +27,7 @@ from torch import nn
 
 from ..artifacts import atomic_path
 from ..data.images import BadImages, ImageDataset
-from ..errors import CfError
+from ..errors import CfError, brief
 from .distributed import Dist, join_process_group
 from .arcface import ArcFace
 from .backbone import Backbone, BackboneConfig
@@ -163,7 +163,7 @@ def load_checkpoint(path: Path) -> dict:
         # weights_only: tensors, numbers and strings only; loading runs no code
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
-        raise CfError(f"cannot read checkpoint ({' '.join(str(err).split())[:120]})", path) from None
+        raise CfError(f"cannot read checkpoint ({brief(err, 120)})", path) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CfError("not a cf-embed checkpoint of this version", path)
     return ckpt

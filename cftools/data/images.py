@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CfError
+from ..errors import CfError, brief
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm", ".pbm", ".tif",
                   ".tiff", ".webp", ".gif"}
@@ -202,8 +202,7 @@ def decode(path: str, size: int) -> np.ndarray:
 
 
 def describe_error(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return (text or type(err).__name__)[:160]
+    return brief(err, 160) or type(err).__name__
 
 
 class ImageDataset:
