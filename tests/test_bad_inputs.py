@@ -470,6 +470,10 @@ def G(F, tmp_path_factory):
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
     np.save(t / "unknown.npy", np.full(N, -1, np.int64))
     np.save(t / "two_rows.npy", x[:2])
+    # the knn of features from outside (.npy), and a copy of them rescaled by 1.0005 (within
+    # the unit-norm tolerance, so normalised without a warning)
+    _NoCapture().run("knn", F["npy"], "-o", t / "knpy.h5", "-k", K, "-q")
+    np.save(t / "rescaled.npy", (x * np.float32(1.0005)).astype(np.float32))
     # a pickle, an object array and an HDF5 file under .npy names
     shutil.copyfile(F["pickle"], t / "pickle.npy")
     np.save(t / "objects.npy", np.array([Payload(F["marker"])], dtype=object), allow_pickle=True)
@@ -489,7 +493,8 @@ def G(F, tmp_path_factory):
             "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t,
             "two_rows": t / "two_rows.npy", "one_image": t / "one_image",
             "one_readable": t / "one_readable", "pickle_npy": t / "pickle.npy",
-            "objects_npy": t / "objects.npy", "hdf5_npy": t / "hdf5.npy"}
+            "objects_npy": t / "objects.npy", "hdf5_npy": t / "hdf5.npy",
+            "knn_npy": t / "knpy.h5", "rescaled": t / "rescaled.npy"}
 
 
 # (command, arguments, expected substring, placeholder it names, exit status)
@@ -547,6 +552,9 @@ CASES_15 = [
     ("eval", "{clusters} --truth {pickle_npy}", "holds pickled Python objects", "pickle_npy", 1),
     ("knn", "{hdf5_npy} -o {out} -k 5", "is an HDF5 file, not a .npy array; rename it .h5",
      "hdf5_npy", 1),
+    # 15: features from outside are known by their exact values after normalisation
+    ("seq", "{knn_npy} --features {rescaled} -o {out}",
+     "a rescaled or re-saved copy counts as other features", "knn_npy", 1),
     ("eval", "sweep {links} -t {feats} --thresholds 0.6:0.8", "must be A:B:N", None, 2),
     ("eval", "sweep {links} -t {feats} --thresholds 0.1:0.9:0", "N must be in 1..10000", None, 2),
     ("eval", "sweep {links} -t {feats} --thresholds 0.1:nan:5", "A, B finite", None, 2),
@@ -575,6 +583,28 @@ def test_issue15_refused_in_one_line_with_nothing_written(F, G, tmp_path, capsys
         assert not list(d.rglob(".*cf-tmp*"))
     assert _snapshot(F["dir"]) == before and _snapshot(G["dir2"]) == before2
     assert not F["marker"].exists(), "a pickle was loaded"
+
+
+def test_the_fingerprint_is_of_the_values_after_normalisation(F, G, tmp_path, capsys):
+    """Case 15, as cftools(7) words it: features from outside are known by a fingerprint of
+    their float32 values after normalisation, bit for bit, whichever format holds them; a
+    rescaled copy rounds differently and is other features (refused in the matrix above)."""
+    from cftools.data.io import load_features
+
+    x = np.load(F["npy"])
+    np.save(tmp_path / "x64.npy", x.astype(np.float64))
+    x.tofile(tmp_path / "x.bin")
+    same = [load_features(F["npy"]), load_features(tmp_path / "x64.npy"),
+            load_features(tmp_path / "x.bin", dim=D), load_features(f"{F['feats']}:/features")]
+    assert len({f.id for f in same}) == 1 and same[0].id.startswith("content:")
+    assert (same[0].features == x).all(), "unit rows are kept bit for bit"
+    for scale in (2.0, 3.0):
+        np.save(tmp_path / "r.npy", x * np.float32(scale))
+        r = load_features(tmp_path / "r.npy")
+        assert np.allclose(r.features, x, atol=1e-6) and r.id != same[0].id
+    # the knn of x.npy goes with the same values in another format
+    _ok(capsys, "seq", G["knn_npy"], "--features", tmp_path / "x64.npy", "-o", tmp_path / "s.h5",
+        "-L", L, "-q")
 
 
 def test_foreign_messages_are_cut_between_words():
