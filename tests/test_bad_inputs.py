@@ -523,6 +523,7 @@ CASES_15 = [
     ("merge", "labels {clusters} --unlabelled-features {feats} --labelled-features {f2} "
               "-o {out} --meta {ro}/rt.meta", "not writable", "ro", 1),
     ("data", "export {feats} --npy {out}.npy --bin {ro}/x.bin", "not writable", "ro", 1),
+    ("eval", "sweep {links} -t {feats} --png {ro}/s.png", "not writable", "ro", 1),
     # 8: HDF5 under another format's name
     ("data", "demo {dir2}/d.npy -n 10", "name it .h5", "dir2", 1),
     ("data", "import {npy} -o {dir2}/x.npy", "name it .h5", "dir2", 1),
