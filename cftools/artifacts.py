@@ -277,8 +277,15 @@ def row_blocks(ds_or_shape, target_bytes: int = ROW_CHUNK_BYTES) -> Iterator[tup
 def require_same_source(expected_id: str, actual_id: str, *, what: str, path, other_path) -> None:
     """Refuse inputs that do not belong together, naming both files."""
     if expected_id != actual_id:
+        hint = ""
+        if expected_id.startswith("content:") or actual_id.startswith("content:"):
+            # features from outside cftools: known by a fingerprint of their exact float32
+            # values after normalisation; a rescaled or re-saved copy rounds differently
+            hint = ("; features from outside cftools are known by a fingerprint of their exact "
+                    "values after normalisation, so a rescaled or re-saved copy counts as other "
+                    "features: give every command the same file")
         raise CfError(f"was made from other {what} than {other_path} "
-                      f"(id {expected_id[:12]} != {actual_id[:12]})", path)
+                      f"(id {expected_id[:12]} != {actual_id[:12]}){hint}", path)
 
 
 # --------------------------------------------------------------------------- writing

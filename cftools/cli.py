@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .errors import CfError
+from .errors import CfError, brief
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -44,7 +44,7 @@ def _report_failure(prog: str, err: BaseException, debug: bool) -> int:
     if isinstance(err, MemoryError):
         click.echo(f"{prog}: error: out of memory; try a smaller --batch-size", err=True)
         return EXIT_ERROR
-    first = " ".join(str(err).split())[:300]
+    first = brief(err, 300)
     click.echo(f"{prog}: internal error: {type(err).__name__}: {first} "
                f"(rerun with --debug for the traceback)", err=True)
     return EXIT_ERROR

@@ -8,3 +8,16 @@ class CfError(Exception):
     def __init__(self, message: str, path=None):
         self.path = str(path) if path is not None else None
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def brief(text, limit: int = 160) -> str:
+    """A foreign message (an exception's text) on one line and at most ``limit``
+    characters, cut at a word boundary and ended with "...": never mid-word."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3]
+    space = cut.rfind(" ")
+    if text[len(cut)] != " " and space > 0:  # the cut falls inside a word: drop the word
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "..."

@@ -469,11 +469,32 @@ def G(F, tmp_path_factory):
         write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
     np.save(t / "unknown.npy", np.full(N, -1, np.int64))
+    np.save(t / "two_rows.npy", x[:2])
+    # the knn of features from outside (.npy), and a copy of them rescaled by 1.0005 (within
+    # the unit-norm tolerance, so normalised without a warning)
+    _NoCapture().run("knn", F["npy"], "-o", t / "knpy.h5", "-k", K, "-q")
+    np.save(t / "rescaled.npy", (x * np.float32(1.0005)).astype(np.float32))
+    # a pickle, an object array and an HDF5 file under .npy names
+    shutil.copyfile(F["pickle"], t / "pickle.npy")
+    np.save(t / "objects.npy", np.array([Payload(F["marker"])], dtype=object), allow_pickle=True)
+    shutil.copyfile(F["feats"], t / "hdf5.npy")
+    # image folders that cannot train: one image; one readable image among broken ones
+    good = sorted(Path(F["images"]).rglob("*.png"))[0]
+    (t / "one_image" / "a").mkdir(parents=True)
+    shutil.copyfile(good, t / "one_image" / "a" / "1.png")
+    for ident in ("a", "b"):
+        (t / "one_readable" / ident).mkdir(parents=True)
+        (t / "one_readable" / ident / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    shutil.copyfile(good, t / "one_readable" / "a" / "1.png")
     ro = t / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
-            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t}
+            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t,
+            "two_rows": t / "two_rows.npy", "one_image": t / "one_image",
+            "one_readable": t / "one_readable", "pickle_npy": t / "pickle.npy",
+            "objects_npy": t / "objects.npy", "hdf5_npy": t / "hdf5.npy",
+            "knn_npy": t / "knpy.h5", "rescaled": t / "rescaled.npy"}
 
 
 # (command, arguments, expected substring, placeholder it names, exit status)
@@ -502,6 +523,7 @@ CASES_15 = [
     ("merge", "labels {clusters} --unlabelled-features {feats} --labelled-features {f2} "
               "-o {out} --meta {ro}/rt.meta", "not writable", "ro", 1),
     ("data", "export {feats} --npy {out}.npy --bin {ro}/x.bin", "not writable", "ro", 1),
+    ("eval", "sweep {links} -t {feats} --png {ro}/s.png", "not writable", "ro", 1),
     # 8: HDF5 under another format's name
     ("data", "demo {dir2}/d.npy -n 10", "name it .h5", "dir2", 1),
     ("data", "import {npy} -o {dir2}/x.npy", "name it .h5", "dir2", 1),
@@ -515,9 +537,28 @@ CASES_15 = [
      "exclude each other", None, 2),
     ("data", "split {feats} -L {out} -U {dir2}/u.h5 --rows {dup_rows}", "more than once",
      "dup_rows", 1),
+    # 13: an image folder that cannot train, refused before any step
+    ("embed", "train {one_image} -o {out}", "too few identities to train on", "one_image", 1),
+    ("embed", "train {one_readable} -o {out} --workers 0", "too few readable images to train on",
+     "one_readable", 1),
+    # 14: with --queries k may reach the base size, not beyond
+    ("knn", "{two_rows} --queries {npy} -o {out} -k 3", "k=3 needs at least 3 points", "two_rows",
+     1),
     # 15: usage errors exit 2; a .npz knn is named as what it is
     ("knn", "{feats} -o {out} -k 0", "k must be at least 1", None, 2),
     ("seq", "{knn_npz} --features {feats} -o {out}", "learn-to-cluster kNN .npz", "knn_npz", 1),
+    ("knn", "{pickle_npy} -o {out} -k 5", "holds pickled Python objects, not a plain numeric "
+     "array; cftools never unpickles (save a numeric array with np.save)", "pickle_npy", 1),
+    ("data", "import {objects_npy} -o {out}", "holds pickled Python objects", "objects_npy", 1),
+    ("eval", "{clusters} --truth {pickle_npy}", "holds pickled Python objects", "pickle_npy", 1),
+    ("knn", "{hdf5_npy} -o {out} -k 5", "is an HDF5 file, not a .npy array; rename it .h5",
+     "hdf5_npy", 1),
+    # 15: features from outside are known by their exact values after normalisation
+    ("seq", "{knn_npy} --features {rescaled} -o {out}",
+     "a rescaled or re-saved copy counts as other features", "knn_npy", 1),
+    ("eval", "sweep {links} -t {feats} --thresholds 0.6:0.8", "must be A:B:N", None, 2),
+    ("eval", "sweep {links} -t {feats} --thresholds 0.1:0.9:0", "N must be in 1..10000", None, 2),
+    ("eval", "sweep {links} -t {feats} --thresholds 0.1:nan:5", "A, B finite", None, 2),
 ]
 
 
@@ -542,6 +583,93 @@ def test_issue15_refused_in_one_line_with_nothing_written(F, G, tmp_path, capsys
     for d in (F["dir"], G["dir2"]):
         assert not list(d.rglob(".*cf-tmp*"))
     assert _snapshot(F["dir"]) == before and _snapshot(G["dir2"]) == before2
+    assert not F["marker"].exists(), "a pickle was loaded"
+
+
+def test_the_fingerprint_is_of_the_values_after_normalisation(F, G, tmp_path, capsys):
+    """Case 15, as cftools(7) words it: features from outside are known by a fingerprint of
+    their float32 values after normalisation, bit for bit, whichever format holds them; a
+    rescaled copy rounds differently and is other features (refused in the matrix above)."""
+    from cftools.data.io import load_features
+
+    x = np.load(F["npy"])
+    np.save(tmp_path / "x64.npy", x.astype(np.float64))
+    x.tofile(tmp_path / "x.bin")
+    same = [load_features(F["npy"]), load_features(tmp_path / "x64.npy"),
+            load_features(tmp_path / "x.bin", dim=D), load_features(f"{F['feats']}:/features")]
+    assert len({f.id for f in same}) == 1 and same[0].id.startswith("content:")
+    assert (same[0].features == x).all(), "unit rows are kept bit for bit"
+    for scale in (2.0, 3.0):
+        np.save(tmp_path / "r.npy", x * np.float32(scale))
+        r = load_features(tmp_path / "r.npy")
+        assert np.allclose(r.features, x, atol=1e-6) and r.id != same[0].id
+    # the knn of x.npy goes with the same values in another format
+    _ok(capsys, "seq", G["knn_npy"], "--features", tmp_path / "x64.npy", "-o", tmp_path / "s.h5",
+        "-L", L, "-q")
+
+
+def test_foreign_messages_are_cut_between_words():
+    """Case 15: an exception's text quoted in an error is cut at a word, never inside one."""
+    from cftools.errors import brief
+
+    text = ("This file contains pickled (object) data. If you trust the file you can load it "
+            "unsafely using the `allow_pickle=` keyword argument or `pickle.load()`.")
+    for limit in range(20, len(text)):
+        cut = brief(text, limit)
+        assert len(cut) <= limit and cut.endswith("...")
+        assert text.startswith(cut[:-3]) and text[len(cut) - 3] in " ,.", (limit, cut)
+    assert brief("  one\n  line  ", 40) == "one line"
+
+
+def test_embed_train_refuses_an_epoch_without_a_step(F, tmp_path, capsys):
+    """Case 13, the rest: two readable images of two identities among broken ones pass the
+    up-front check, but when no batch holds two of them, no step runs: refused after the
+    epoch, naming the folder, with no model, no checkpoint and no raw torch warning."""
+    images = tmp_path / "img"
+    good = sorted(Path(F["images"]).rglob("*.png"))[0]
+    for ident in ("a", "b"):
+        (images / ident).mkdir(parents=True)
+        shutil.copyfile(good, images / ident / "1.png")
+        for i in range(2, 6):
+            (images / ident / f"{i}.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    r = call(capsys, "embed", "train", images, "-o", out / "bb.h5", "--epochs", 2, "--width", 4,
+             "--dim", 8, "--image-size", 16, "--batch-size", 2, "--workers", 0, "--device", "cpu",
+             "--seed", 0, "-q")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 1, r.stderr
+    assert lines[-1].startswith(f"cf-embed: error: {images}: epoch 1 ran no training step"), lines
+    assert all("unreadable image skipped" in line for line in lines[:-1]), r.stderr
+    assert "lr_scheduler" not in r.stderr and "UserWarning" not in r.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_queries_take_k_up_to_the_base_size(F, G, tmp_path, capsys):
+    """Case 14: queries are not in the base, so no slot goes to a self-neighbour: a base of
+    two rows answers -k 2 for every query."""
+    _ok(capsys, "knn", G["two_rows"], "--queries", F["npy"], "-o", tmp_path / "k.h5", "-k", 2,
+        "-q")
+    with open_artifact(tmp_path / "k.h5", "knn") as a:
+        idx, sim = a.read("indices"), a.read("similarities")
+    assert idx.shape == (N, 2) and set(idx.ravel().tolist()) <= {0, 1}
+    assert (np.sort(idx, axis=1) == [0, 1]).all() and (sim[:, 0] >= sim[:, 1]).all()
+
+
+def test_sweep_takes_t_for_truth_as_the_other_subcommands(F, capsys):
+    """Case 15: cf-eval sweep -t is --truth, as in cf-eval clusters and cf-eval knn."""
+    import json
+
+    from cftools.commands.eval import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main.main(args=["sweep", str(F["links"]), "-t", str(F["feats"]), "--thresholds",
+                        "0.3:0.7:3", "--json", "-q"], prog_name="cf-eval")
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
+    rows = json.loads(out.out)["rows"]
+    assert [r["threshold"] for r in rows] == pytest.approx([0.3, 0.5, 0.7])
 
 
 def test_demo_prints_the_identities_in_the_file(tmp_path, capsys):

@@ -105,13 +105,14 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
     from ..core.backbone import BackboneConfig, count_parameters, model_summary, save_backbone
     from ..core.device import keep_freed_memory, torch_device
     from ..core.embed_training import TrainConfig, train_backbone
-    from ..data.images import BadImages, open_images
+    from ..data.images import BadImages, check_trainable, open_images
 
     report = Reporter(quiet or not _is_main_process())  # under torchrun, rank 0 talks
     image_set = open_images(images, require_labels=True)
     check_output_path(out, [images])
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     check_output_path(checkpoint, [images, out])
+    check_trainable(image_set, image_size)  # not one image of a single identity, nor all broken
     if resume is False and checkpoint.exists() and stop_after_epoch is None:
         report.info(f"overwriting the old checkpoint {checkpoint} (use --resume to continue it)")
     bconf = BackboneConfig(depth=int(depth), width=width, dim=dim, image_size=image_size)
@@ -129,7 +130,7 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
     bad = BadImages(report, cap=max_warnings)
     result = train_backbone(image_set.paths, image_set.labels, bconf, tconf, device=dev,
                             checkpoint=checkpoint, resume=resume, stop_after_epoch=stop_after_epoch,
-                            reporter=report, bad=bad)
+                            reporter=report, bad=bad, source=image_set.source)
     bad.summary()
     if not result.finished:
         report.info(f"stopped after epoch {stop_after_epoch}; continue with --resume")

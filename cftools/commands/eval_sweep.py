@@ -40,14 +40,21 @@ between the 5% and 99.5% quantiles of the link probabilities.
 
 
 def parse_range(text: str) -> np.ndarray:
+    """A:B:N -> N evenly spaced values from A to B. A bad value is a usage error (exit 2)."""
     try:
         a, b, n = text.split(":")
         a, b, n = float(a), float(b), int(n)
     except ValueError:
-        raise CfError(f"--thresholds must be A:B:N (e.g. 0.3:0.9:13), got {text!r}") from None
+        raise click.BadParameter(f"must be A:B:N (e.g. 0.3:0.9:13), got {text!r}",
+                                 param_hint="'--thresholds'") from None
     if n < 1 or n > 10000 or not (np.isfinite(a) and np.isfinite(b)):
-        raise CfError(f"--thresholds {text!r}: N must be in 1..10000 and A, B finite")
+        raise click.BadParameter(f"{text!r}: N must be in 1..10000 and A, B finite",
+                                 param_hint="'--thresholds'")
     return np.linspace(a, b, n)
+
+
+def _thresholds(ctx, param, value):
+    return None if value is None else parse_range(value)
 
 
 def default_thresholds(indices, probabilities, n: int = 21) -> np.ndarray:
@@ -109,11 +116,12 @@ def draw(png, rows, method, calibrated, title):
 
 @click.command("sweep", cls=CfCommand, help=HELP, context_settings=CONTEXT_SETTINGS)
 @click.argument("links")
-@click.option("--truth", required=True,
+@click.option("-t", "--truth", required=True, metavar="TRUTH",
               help="True identities of LINKS' points (.npy, .meta, features/clusters .h5, f.h5:/path).")
 @click.option("--method", type=click.Choice(decoding.DECODERS), default="peaks", show_default=True,
               help="Decoder to sweep.")
-@click.option("--thresholds", "spec", default=None, help="A:B:N, N values from A to B.")
+@click.option("--thresholds", "thresholds", default=None, callback=_thresholds, metavar="A:B:N",
+              help="N values from A to B.")
 @click.option("--reciprocal/--directed", "reciprocal", default=True, show_default=True,
               help="Link weights as in cf-merge: mean of both directions, or p_ij alone.")
 @click.option("--max-size", type=click.IntRange(min=1), default=None,
@@ -128,14 +136,13 @@ def draw(png, rows, method, calibrated, title):
 @click.option("--json", "as_json", is_flag=True, help="Write the rows as JSON to stdout.")
 @seed_option
 @common_options
-def sweep(links, truth, method, spec, reciprocal, max_size, intimacy_ratio, peaks_tolerance, png, as_json,
+def sweep(links, truth, method, thresholds, reciprocal, max_size, intimacy_ratio, peaks_tolerance, png, as_json,
           seed, quiet, debug):
     from .merge import read_links
 
     rep = Reporter(quiet, prog="cf-eval sweep")
     if png:
         check_output_path(png, [links])
-    thresholds = parse_range(spec) if spec else None
     indices, probs, attrs, stored, art = read_links(links)
     mode = "reciprocal" if reciprocal else "directed"
     probs = decoding.link_weights(indices, probs, mode)

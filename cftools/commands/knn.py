@@ -78,7 +78,7 @@ def main(features, out, k, queries, method, nlist, nprobe, hnsw_m, ef_search, di
 
     t0 = time.perf_counter()
     base = load_features(features, dim=dim, strict=strict, reporter=rep)
-    nb.check_k(k, base.n, base.path)
+    nb.check_k(k, base.n, base.path, self_search=not queries)
     q = None
     if queries:
         q = load_features(queries, dim=dim, strict=strict, reporter=rep)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from ..artifacts import atomic_path
 from ..data.images import BadImages, ImageDataset
-from ..errors import CfError
+from ..errors import CfError, brief
 from .distributed import Dist, join_process_group
 from .arcface import ArcFace
 from .backbone import Backbone, BackboneConfig
@@ -162,7 +163,7 @@ def load_checkpoint(path: Path) -> dict:
         # weights_only: tensors, numbers and strings only; loading runs no code
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001
-        raise CfError(f"cannot read checkpoint ({' '.join(str(err).split())[:120]})", path) from None
+        raise CfError(f"cannot read checkpoint ({brief(err, 120)})", path) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CfError("not a cf-embed checkpoint of this version", path)
     return ckpt
@@ -174,8 +175,9 @@ def load_checkpoint(path: Path) -> dict:
 def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
                    device: torch.device, checkpoint: Path | None = None, resume: bool = False,
                    stop_after_epoch: int | None = None, reporter=None,
-                   bad: BadImages | None = None) -> TrainResult:
-    """Train a backbone on images with integer identity labels (-1 rows are left out)."""
+                   bad: BadImages | None = None, source=None) -> TrainResult:
+    """Train a backbone on images with integer identity labels (-1 rows are left out).
+    ``source`` (the image folder, list or features file) is named in errors."""
     from torch.utils.data import DataLoader, DistributedSampler
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -184,7 +186,7 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
     classes, targets = np.unique(labels[keep], return_inverse=True)
     if len(paths) < 2 or len(classes) < 2:
         raise CfError(f"need at least 2 labelled images of 2 identities to train, got "
-                      f"{len(paths)} images of {len(classes)}")
+                      f"{len(paths)} images of {len(classes)}", source)
     bad = bad if bad is not None else BadImages(reporter)
     ddp, device = setup_distributed(device)
     talk = reporter if ddp.main else None
@@ -279,7 +281,11 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
                 loss_sum += float(loss.detach()) * x.shape[0]
                 correct += float((cosine.argmax(1) == y).sum())
                 seen += x.shape[0]
-            scheduler.step()
+            with warnings.catch_warnings():
+                # the schedule counts batches, skipped ones too: torch's "scheduler before
+                # optimizer" warning is expected when an early batch had too few images
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler")
+                scheduler.step()
             if bar is not None:
                 bar.update(1)
                 if seen:
@@ -291,6 +297,10 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
             stats = stats.to(device)
             dist.all_reduce(stats)
         loss_sum, correct, seen = stats.tolist()
+        if seen == 0:  # every batch held fewer than 2 readable images: nothing was learnt
+            raise CfError(f"epoch {epoch + 1} ran no training step: no batch held 2 or more "
+                          f"readable images ({len(bad)} of {len(paths)} labelled images "
+                          "unreadable); fix or remove the unreadable images", source)
         if not np.isfinite(loss_sum):
             raise CfError(f"training diverged (loss is {loss_sum}) in epoch {epoch + 1}; "
                           "try a lower --lr or --scale")

@@ -55,12 +55,18 @@ def default_nprobe(nlist: int) -> int:
     return int(max(1, min(nlist, max(16, round(nlist / 64)))))
 
 
-def check_k(k: int, n_base: int, path=None) -> None:
+def check_k(k: int, n_base: int, path=None, self_search: bool = True) -> None:
+    """Refuse a k the base cannot fill. A self-search wants more than k points (the point
+    itself is one of its k, and a row of all n points says nothing); queries searched
+    against another set need only k points in it."""
     if k < 1:
         raise CfError(f"k must be at least 1, got {k}", path)
-    if k >= n_base:
+    if self_search and k >= n_base:
         raise CfError(f"k={k} needs more than {k} points to search, but there are only {n_base}",
                       path)
+    if not self_search and k > n_base:
+        raise CfError(f"k={k} needs at least {k} points to search the queries against, but "
+                      f"there are only {n_base}", path)
 
 
 def build_index(base: np.ndarray, params: KnnParams, k: int):
@@ -148,9 +154,9 @@ def knn(base: np.ndarray, k: int, *, queries: np.ndarray | None = None,
     Without ``queries`` the base is searched against itself and position 0 of every row
     is the point itself."""
     params = params or KnnParams()
-    check_k(k, base.shape[0])
-    index = build_index(base, params, k)
     self_search = queries is None
+    check_k(k, base.shape[0], self_search=self_search)
+    index = build_index(base, params, k)
     q = base if self_search else queries
     indices, sims = search(index, q, k, params.batch_size, progress)
     if self_search:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CfError
+from ..errors import CfError, brief
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm", ".pbm", ".tif",
                   ".tiff", ".webp", ".gif"}
@@ -151,6 +151,39 @@ def open_images(spec, *, require_labels: bool = False) -> ImageSet:
     return images
 
 
+def check_trainable(images: ImageSet, size: int) -> None:
+    """Refuse, before any training, an image set that cannot train a classifier: fewer
+    than two labelled identities, or no readable image in all but one of them. Decodes
+    the images of each identity in turn until one reads, and stops as soon as two
+    identities have one: two decodes on a sound set; on a set of mostly broken
+    files, at most one pass of decoding (far less than an epoch of training). Says one
+    line naming the set; the unreadable files are not listed one by one here."""
+    labels = np.asarray(images.labels)
+    ids = np.unique(labels[labels >= 0])
+    if ids.size < 2:
+        raise CfError(f"too few identities to train on: {int((labels >= 0).sum())} labelled "
+                      f"image(s) of {ids.size} identity; training needs at least 2 identities",
+                      images.source)
+    readable, tried, first_error = 0, 0, None
+    for label in ids:
+        for i in np.flatnonzero(labels == label):
+            tried += 1
+            try:
+                decode(images.paths[i], size)
+            except Exception as err:  # noqa: BLE001 - any decoder failure: unreadable
+                if first_error is None:
+                    first_error = f"{images.paths[i]}: {type(err).__name__}"
+                continue
+            readable += 1
+            break
+        if readable >= 2:
+            return
+    raise CfError(f"too few readable images to train on: only {readable} of {ids.size} "
+                  f"identities has a readable image ({tried - readable} unreadable among the "
+                  f"{tried} images tried, e.g. {first_error}); training needs readable images "
+                  "of at least 2 identities", images.source)
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -169,8 +202,7 @@ def decode(path: str, size: int) -> np.ndarray:
 
 
 def describe_error(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return (text or type(err).__name__)[:160]
+    return brief(err, 160) or type(err).__name__
 
 
 class ImageDataset:

@@ -25,7 +25,7 @@ import numpy as np
 from ..artifacts import (HDF5_SUFFIXES, Artifact, atomic_path, create_rows, open_artifact,
                          open_hdf5,
                          row_blocks, write_artifact, write_strings)
-from ..errors import CfError
+from ..errors import CfError, brief
 
 NORM_TOLERANCE = 1e-3
 
@@ -140,7 +140,16 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise CfError(f"not a readable .npy array ({' '.join(str(err).split())[:120]})", path) from err
+        if "pickle" in str(err):  # numpy takes any file without a .npy header for a pickle
+            with open(path, "rb") as f:
+                head = f.read(8)
+            if head == b"\x89HDF\r\n\x1a\n":
+                raise CfError("is an HDF5 file, not a .npy array; rename it .h5", path) from err
+            if head.startswith(b"\x93NUMPY") or head[:1] == b"\x80":
+                raise CfError("holds pickled Python objects, not a plain numeric array; cftools "
+                              "never unpickles (save a numeric array with np.save)", path) from err
+            raise CfError("not a .npy array (no .npy header)", path) from err
+        raise CfError(f"not a readable .npy array ({brief(err, 120)})", path) from err
 
 
 def _load_bin(path: Path, dim: int | None) -> np.ndarray:
