@@ -99,7 +99,7 @@ def _image_paths(names, features_path, images_root):
 @click.option("-t", "--truth", "truth_spec", default=None, metavar="TRUTH",
               help="True identities (features file with labels, .npy, .meta, f.h5:/path); "
                    "-1 = unknown.")
-@click.option("--images-root", type=click.Path(file_okay=False), default=None,
+@click.option("--images-root", type=click.Path(file_okay=False), default=None, metavar="R",
               help="Folder the relative image names are under.")
 @click.option("--names-only", is_flag=True, help="Show names, never thumbnails.")
 @click.option("--model", default=None, metavar="MODEL",
@@ -108,15 +108,15 @@ def _image_paths(names, features_path, images_root):
               help="Output of cf-eval sweep --json: plot the threshold curve.")
 @click.option("--knn-eval", "knn_json", default=None, metavar="JSON",
               help="Output of cf-eval knn --json: plot precision and recall per rank.")
-@click.option("--stray-ratio", type=click.FloatRange(0, 1), default=None,
+@click.option("--stray-ratio", type=click.FloatRange(0, 1), default=None, metavar="R",
               help="Strays: below this share of their cluster's median [default: "
                    f"{G.STRAY_RATIO['link weight']} with --links, {G.STRAY_RATIO['cosine']} with cosine].")
-@click.option("--stray-below", type=float, default=None,
+@click.option("--stray-below", type=float, default=None, metavar="V",
               help="Strays also: every member whose value is below this.")
-@click.option("--per-page", type=click.IntRange(min=10, max=2000), default=G.PER_PAGE,
+@click.option("--per-page", type=click.IntRange(min=10, max=2000), default=G.PER_PAGE, metavar="N",
               show_default=True, help="Most members (images or names) on one page.")
-@click.option("--title", default=None, help="Title of the site [default: CLUSTERS' name].")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--title", default=None, metavar="T", help="Title of the site [default: CLUSTERS' name].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="W",
               help="Processes making thumbnails [default: the CPUs].")
 @common_options
 def gallery(clusters, out, features, links, truth_spec, images_root, names_only, model,
