@@ -591,6 +591,14 @@ def _write_splits(out_dir, data, splits, cluster_order, page_of_cluster, point_o
                   title):
     rank = np.empty_like(cluster_order)
     rank[cluster_order] = np.arange(cluster_order.size)
+    # the strongest member of each (identity, cluster) piece: first in display order
+    C = np.int64(data.sizes.size)
+    keys = data.truth[point_order].astype(np.int64) * C + data.cid[point_order]
+    uniq, first_at = np.unique(keys, return_index=True)
+
+    def representative(ident: int, c: int) -> int:
+        return int(point_order[first_at[np.searchsorted(uniq, ident * C + c)]])
+
     rows = []
     for ident, size, pieces in splits:
         cells = []
@@ -602,7 +610,7 @@ def _write_splits(out_dir, data, splits, cluster_order, page_of_cluster, point_o
                 continue
             where = page_of_cluster.get(r)
             label = int(data.label_of[c])
-            first = int(point_order[offset[r]])
+            first = representative(ident, c)
             thumb = ""
             if data.thumbs is not None and data.thumbs[first] is not None:
                 thumb = f"<img src=\"{data.thumbs[first]}\" width=48 height=48 alt=\"\"> "
