@@ -135,7 +135,7 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
                                 path=clusters, other_path=features)
         cid, sizes, label_of = G.dense_clusters(labels)
         if links:
-            strength, kind = _link_strength(links, cid, sizes, art.id), "link weight"
+            strength, kind = _link_strength(links, cid, sizes, art.id, features), "link weight"
         else:
             ds = art["features"]
             strength = G.strength_from_features(cid, sizes, lambda a, b: ds[a:b], n)
@@ -173,7 +173,8 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
     rep.info(f"cf-eval gallery: {figures['cards']} cluster cards on {figures['cluster_pages']} "
              f"pages, {figures['singletons']} singletons on {figures['singleton_pages']}, "
              f"{figures['strays']} likely strays, {len(plots)} plots"
-             + (f", thumbnails {'names only' if data.thumbs is None else 'made'}")
+             + (", names shown (no images)" if data.thumbs is None else
+                f", {sum(t is not None for t in data.thumbs)} thumbnails")
              + f"; {time.perf_counter() - t0:.1f} s")
     click.echo(str(index))
 
@@ -189,7 +190,7 @@ def _label_names(spec):
     return None
 
 
-def _link_strength(links, cid, sizes, features_id):
+def _link_strength(links, cid, sizes, features_id, features_path):
     from ..core import decoding
     from .merge import read_links
 
@@ -199,7 +200,7 @@ def _link_strength(links, cid, sizes, features_id):
                       "labels", links)
     if "features_id" in attrs:
         require_same_source(str(attrs["features_id"]), features_id, what="features",
-                            path=links, other_path="--features")
+                            path=links, other_path=features_path)
     weights = decoding.link_weights(indices, probs, "reciprocal")
     return G.strength_from_links(cid, sizes, indices, weights)
 
