@@ -168,7 +168,8 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
         plots = _plots(tmp, rep, labels=labels, truth=truth, model=model, sweep_json=sweep_json,
                        knn_json=knn_json)
         figures = G.build(tmp, data, title=title or Path(clusters).name, plots=plots,
-                          per_page=per_page, progress=rep.progress)
+                          summary=_scores(labels, truth), per_page=per_page,
+                          progress=rep.progress)
     index = Path(out) / "index.html"
     rep.info(f"cf-eval gallery: {figures['cards']} cluster cards on {figures['cluster_pages']} "
              f"pages, {figures['singletons']} singletons on {figures['singleton_pages']}, "
@@ -177,6 +178,23 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
                 f", {sum(t is not None for t in data.thumbs)} thumbnails")
              + f"; {time.perf_counter() - t0:.1f} s")
     click.echo(str(index))
+
+
+def _scores(labels, truth) -> dict:
+    """The headline scores of the clustering against the truth, for the index page."""
+    if truth is None or not (truth >= 0).any():
+        return {}
+    from ..core.metrics import evaluate
+
+    r = evaluate(labels, truth)
+    pct = lambda x: f"{100.0 * x:.2f}"  # noqa: E731
+    return {"pairwise F (F_P)": pct(r["pairwise_f"]),
+            "pairwise precision / recall": f"{pct(r['pairwise_precision'])} / "
+                                           f"{pct(r['pairwise_recall'])}",
+            "BCubed F (F_B)": pct(r["bcubed_f"]), f"NMI ({r['nmi_average']})": pct(r["nmi"]),
+            "noise ratio": pct(r["noise_ratio"]),
+            "clusters (true identities)": f"{r['n_clusters']} ({r['n_true_clusters']})",
+            "singletons (true)": f"{r['n_singletons']} ({r['n_true_singletons']})"}
 
 
 def _label_names(spec):

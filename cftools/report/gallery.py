@@ -455,7 +455,7 @@ def _member_renderer(data: GalleryData, other: np.ndarray, up: str):
 
 def build(out_dir, data: GalleryData, *, title: str = "clusters", summary: dict | None = None,
           plots: dict | None = None, per_page: int = PER_PAGE, splits_top: int = 100,
-          progress=None, log=lambda m: None) -> dict:
+          progress=None) -> dict:
     """Write the site into out_dir (an existing empty folder). Returns figures about it."""
     out_dir = Path(out_dir)
     (out_dir / "pages").mkdir(exist_ok=True)
@@ -508,7 +508,7 @@ def build(out_dir, data: GalleryData, *, title: str = "clusters", summary: dict 
                         f"{_esc(_ident(data, int(maj)))}</small>" if kn else
                         " <small>no member of known identity</small>")
             nstray = int(strays_in[c])
-            strays = f" <small>· {nstray} likely strays</small>" if nstray else ""
+            strays = (f" <small>· likely strays: {nstray}</small>" if nstray else "")
             body.append(f"<section class=\"card {kind}\" id=c{int(data.label_of[c])}>"
                         f"<h2>cluster {int(data.label_of[c])} <small>· {size} members</small>"
                         f"{part}{info}{strays}</h2><div class=ms>")
