@@ -3,7 +3,6 @@ command end to end, and the site loaded from disk in a real browser (headless ch
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -266,7 +265,7 @@ def chromium():
 def browse(url: str, *extra, timeout=120) -> str:
     """The DOM of url after its load event, from headless chromium."""
     res = subprocess.run([chromium(), "--headless", "--disable-gpu", "--no-sandbox",
-                          "--allow-file-access-from-files", "--virtual-time-budget=10000",
+                          "--virtual-time-budget=10000",
                           *extra, url], capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
