@@ -9,6 +9,7 @@
 # K and L are the most neighbours the round looks at; cf-train chooses on D_L how many of
 # them its model reads (TRAIN_L=auto) and whether its links beat cosine ones (cf-link's
 # --method auto then writes the winner's links).
+# Every step shows its progress and a summary line; QUIET=-q silences them.
 
 CF      := $(BIN)
 DATADIR := data/$(DATA)
@@ -24,7 +25,7 @@ PRESET       ?= small
 TRAIN_EPOCHS ?= 8
 TRAIN_LR     ?= 1e-3
 EMBED_ARGS   ?= --depth 18 --width 16 --image-size 64 --dim 128 --epochs 8 --scale 32 --margin 0.3 --workers 1
-QUIET        ?= -q
+QUIET        ?=
 DEMO_ARGS    ?=
 
 # ------------------------------------------------------------------ where the data comes from
@@ -123,3 +124,22 @@ ifeq ($(MODE),images)
 	$(CF)/cf-eval identify $(R)/unlabelled.h5
 endif
 endif
+	@echo "== gallery of the clusters of the unlabelled part: $(R)/gallery/index.html" >&2
+
+# ------------------------------------------------------------------ the gallery of D_U's clusters
+# cards, thumbnails and plots (kNN quality, the decoder's threshold sweep, training curves)
+round: $(R)/gallery/index.html
+
+$(R)/knn_eval.json: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5
+	$(CF)/cf-eval knn $< --truth $(R)/unlabelled.h5 --json -q > $@.tmp && mv $@.tmp $@
+
+$(R)/sweep.json: $(R)/links.h5 $(R)/unlabelled.h5
+	$(CF)/cf-eval sweep $< --truth $(R)/unlabelled.h5 --method $(DECODER) --json -q > $@.tmp \
+	  && mv $@.tmp $@
+
+$(R)/gallery/index.html: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/links.h5 $(R)/model.h5 \
+                         $(R)/knn_eval.json $(R)/sweep.json
+	$(CF)/cf-eval gallery $< --features $(R)/unlabelled.h5 --links $(R)/links.h5 \
+	  --truth $(R)/unlabelled.h5 --model $(R)/model.h5 --sweep $(R)/sweep.json \
+	  --knn-eval $(R)/knn_eval.json --title "round $(ROUND) on $(DATA): clusters of D_U" \
+	  -o $(R)/gallery $(QUIET) > /dev/null

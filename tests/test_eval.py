@@ -217,7 +217,8 @@ def test_help_agrees_with_man_page():
     assert MAN.exists()
     man = MAN.read_text().replace("\\-", "-")
     # the subcommands documented here; others (sweep, identify) have their own pages
-    helps = {sub: cf_eval(*([sub] if sub else []), "--help") for sub in ("", "clusters", "knn")}
+    helps = {sub: cf_eval(*([sub] if sub else []), "--help")
+             for sub in ("", "clusters", "knn", "gallery")}
     for sub, res in helps.items():
         assert res.returncode == 0 and res.stdout.startswith("Usage: cf-eval"), res
     options = set()
@@ -228,7 +229,7 @@ def test_help_agrees_with_man_page():
     # every subcommand is documented, and the man page documents no other
     subs = set(re.findall(r"^\s{2}(\w+)\s{2,}", helps[""].stdout.split("Commands:")[1], re.M))
     man_subs = set(re.findall(r'^\.BI "(\w+) ', man, re.M))
-    assert {"clusters", "knn"} <= man_subs <= subs
+    assert {"clusters", "knn", "gallery"} <= man_subs <= subs
     # the defaults the help shows are the man page's
     assert "1,5,10,20,40,80" in helps["knn"].stdout and "Default 1,5,10,20,40,80" in man
     assert "[default: arithmetic]" in helps["clusters"].stdout and "(the default" in man

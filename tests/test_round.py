@@ -43,6 +43,13 @@ def test_a_miniature_round_and_round_two(tmp_path):
     metrics = json.loads((r1 / "eval.json").read_text())
     assert 0.0 <= metrics["pairwise_f"] <= 1.0 and metrics["n_points"] > 0
     assert "pairwise F" in one.stderr  # the round prints its metrics
+    # every step says what it did (progress is on by default), and the round ends with
+    # the path of the gallery of D_U's clusters
+    for summary in ("cf-knn: wrote", "cf-train: wrote", "cf-merge: wrote", "cf-eval gallery:"):
+        assert summary in one.stderr, summary
+    gallery = r1 / "gallery" / "index.html"
+    assert gallery.is_file() and (r1 / "gallery" / "plots" / "training.png").is_file()
+    assert one.stderr.strip().splitlines()[-1].endswith(str(gallery))
 
     stamps = {p.name: p.stat().st_mtime_ns for p in r1.iterdir()}
     again = make_round(work, 1)  # nothing changed: Make redoes nothing

@@ -37,6 +37,7 @@ def main():
       cf-eval knn KNN --truth TRUTH [--json] [--ranks R1,R2,...]
       cf-eval sweep LINKS --truth TRUTH --method M [--png P]   (diagnosis: an oracle)
       cf-eval identify FEATURES [--distractors D]   (top-1 identification of a backbone)
+      cf-eval gallery CLUSTERS --features F -o DIR [--links L] [--truth T]   (HTML site)
 
     With no subcommand, 'clusters' is meant: cf-eval PRED --truth TRUTH.
     A table goes to stderr; --json writes the numbers, and only them, to stdout.
@@ -281,11 +282,13 @@ def _bounds_table(r: dict):
 
 
 # More subcommands, each in its own module (they import this one's helpers freely).
+from .eval_gallery import gallery  # noqa: E402
 from .eval_identify import identify  # noqa: E402
 from .eval_sweep import sweep  # noqa: E402
 
 main.add_command(sweep)
 main.add_command(identify)
+main.add_command(gallery)
 
 if __name__ == "__main__":
     main(prog_name="cf-eval")  # python -m would otherwise call itself eval.py

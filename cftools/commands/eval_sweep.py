@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import atomic_path, check_output_path
+from ..artifacts import check_output_path
 from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options, seed_option
 from ..core import decoding
 from ..data.io import load_labels
@@ -88,30 +88,9 @@ def sweep_scores(method, indices, probabilities, truth, thresholds, *, max_size=
 
 
 def draw(png, rows, method, calibrated, title):
-    import matplotlib
+    from ..report.plots import sweep as draw_sweep
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = [r["threshold"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    ax.plot(t, [100 * r["pairwise_f"] for r in rows], "o-", label="pairwise F (F_P)")
-    ax.plot(t, [100 * r["bcubed_f"] for r in rows], "s-", label="BCubed F (F_B)")
-    if calibrated is not None:
-        ax.axvline(calibrated, color="k", ls="--", lw=1, label=f"calibrated {calibrated:.4g}")
-    ax.set_xlabel(f"{method} threshold")
-    ax.set_ylabel("score (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
-    fig.text(0.5, 0.005, "diagnosis only: thresholds chosen on the evaluated set are an oracle",
-             ha="center", va="bottom", fontsize=7, color="0.3")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    try:
-        with atomic_path(png, ".png") as tmp:  # savefig picks the format by extension
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
+    draw_sweep(png, rows, method, calibrated, title)
 
 
 @click.command("sweep", cls=CfCommand, help=HELP, context_settings=CONTEXT_SETTINGS)

@@ -1,0 +1,321 @@
+"""cf-eval gallery: the ordering, paging, strays and purity of cftools.report.gallery, the
+command end to end, and the site loaded from disk in a real browser (headless chromium)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cftools.artifacts import write_artifact
+from cftools.data.io import write_features
+from cftools.report import gallery as G
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cf_eval(*args, cwd=None, timeout=300):
+    env = dict(os.environ, COLUMNS="100")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "cftools.commands.eval", *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- core
+
+
+def test_dense_clusters_makes_unassigned_singletons():
+    cid, sizes, label_of = G.dense_clusters(np.array([5, -1, 5, 2, -1]))
+    assert sizes[cid].tolist() == [2, 1, 2, 1, 1]
+    assert label_of[cid].tolist() == [5, -1, 5, 2, -1]
+    assert cid[1] != cid[4]
+
+
+def test_strength_from_links_is_mean_weight_to_the_rest():
+    # cluster {0,1,2}; 0 links to 1 (0.9) and 3 (0.8, other cluster); 2 links to nobody of its own
+    labels = np.array([0, 0, 0, 1])
+    cid, sizes, _ = G.dense_clusters(labels)
+    idx = np.array([[0, 1, 3], [1, 0, 2], [2, 3, -1], [3, 2, 0]])
+    w = np.array([[1, .9, .8], [1, .6, .4], [1, .7, 0], [1, .7, .8]], dtype=np.float32)
+    s = G.strength_from_links(cid, sizes, idx, w)
+    assert s[0] == pytest.approx(0.9 / 2)            # 1 of 2 possible mates, missing = 0
+    assert s[1] == pytest.approx((0.6 + 0.4) / 2)
+    assert s[2] == 0.0
+    assert np.isnan(s[3])                              # singleton
+
+
+def test_strength_from_features_matches_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = rng.integers(0, 7, 60)
+    labels[:3] = [100, 101, -1]
+    cid, sizes, _ = G.dense_clusters(labels)
+    s = G.strength_from_features(cid, sizes, lambda a, b: x[a:b], 60, block_rows=16)
+    for i in range(60):
+        mates = np.flatnonzero((cid == cid[i]) & (np.arange(60) != i))
+        if mates.size == 0:
+            assert np.isnan(s[i])
+        else:
+            assert s[i] == pytest.approx(float((x[mates] @ x[i]).mean()), abs=1e-5)
+
+
+def test_strays_are_low_against_their_cluster_median():
+    labels = np.array([0] * 5 + [1] * 2)
+    cid, sizes, _ = G.dense_clusters(labels)
+    s = np.array([.9, .8, .85, .3, .7, .1, .1], dtype=np.float32)
+    stray = G.likely_strays(cid, sizes, s, ratio=0.5)
+    assert stray.tolist() == [False, False, False, True, False, False, False]  # pairs: never
+    assert G.likely_strays(cid, sizes, s, ratio=0.5, below=0.2)[5:].all()
+
+
+def test_display_order_sizes_then_strength():
+    labels = np.array([3, 3, 7, 7, 7, 9, -1])
+    cid, sizes, label_of = G.dense_clusters(labels)
+    strength = np.array([.2, .8, .5, .9, .1, np.nan, np.nan], dtype=np.float32)
+    corder, porder = G.display_order(cid, sizes, label_of, strength)
+    assert label_of[corder].tolist() == [7, 3, 9, -1]
+    assert porder.tolist() == [3, 2, 4, 1, 0, 5, 6]
+
+
+def test_paginate_caps_pages_and_covers_every_member_once():
+    sizes = np.array([700, 120, 90, 90, 30, 2, 2] + [1] * 650)
+    pages, singles = G.paginate(sizes, per_page=300, singles_per_page=300)
+    assert all(0 < p.count <= 300 for p in pages + singles)
+    seen = {}
+    for p in pages:
+        for rank, a, b in p.pieces:
+            seen.setdefault(rank, []).append((a, b))
+    for rank, size in enumerate(sizes[:7]):
+        spans = sorted(seen[rank])
+        assert spans[0][0] == 0 and spans[-1][1] == size
+        assert all(x[1] == y[0] for x, y in zip(spans, spans[1:]))
+    assert [p.count for p in pages[:3]] == [300, 300, 100 + 120]  # the 700 split, then packed
+    assert sum(p.count for p in singles) == 650 and len(singles) == 3
+    assert all(p.name.startswith("s") for p in singles)
+
+
+def test_truth_purity_other_and_splits():
+    pred = np.array([0, 0, 0, 0, 1, 1, 2, 3])
+    truth = np.array([5, 5, 5, 6, 6, 6, 6, -1])
+    cid, sizes, _ = G.dense_clusters(pred)
+    maj, mc, known, other = G.truth_summary(cid, sizes.size, truth)
+    assert maj.tolist() == [5, 6, 6, -1] and mc.tolist() == [3, 2, 1, 0]
+    assert known.tolist() == [4, 2, 1, 0]
+    assert other.tolist() == [False, False, False, True, False, False, False, False]
+    splits = G.largest_splits(cid, truth)
+    assert splits[0][0] == 6 and splits[0][1] == 4 and len(splits[0][2]) == 3
+    assert splits[0][2][0] == (1, 2)
+    assert [s[0] for s in splits] == [6]  # identity 5 lies in one cluster: no split
+
+
+def test_order_is_vectorised_at_scale():
+    import time
+
+    rng = np.random.default_rng(1)
+    n = 300_000
+    labels = rng.integers(0, n // 5, n)
+    cid, sizes, label_of = G.dense_clusters(labels)
+    strength = rng.random(n).astype(np.float32)
+    t0 = time.perf_counter()
+    G.display_order(cid, sizes, label_of, strength)
+    G.likely_strays(cid, sizes, strength, ratio=0.5)
+    G.truth_summary(cid, sizes.size, labels)
+    assert time.perf_counter() - t0 < 20
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _image(path: Path, colour, size=(40, 50)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def small_round(d: Path, *, with_images=True, n_ids=6, per_id=5, singles=4):
+    """Images of a few identities, their 'features' (clustered with one mistake), clusters."""
+    rng = np.random.default_rng(0)
+    names, truth = [], []
+    for i in range(n_ids):
+        for j in range(per_id):
+            name = f"imgs/id{i:02d}/{j:03d}.png"
+            names.append(name)
+            truth.append(i)
+            if with_images:
+                _image(d / name, (40 * i % 256, 20 * j % 256, 200))
+    for s in range(singles):
+        name = f"imgs/single/{s:03d}.png"
+        names.append(name)
+        truth.append(-1)
+        if with_images:
+            _image(d / name, (255, 255, 10 * s))
+    n = len(names)
+    truth = np.array(truth)
+    centres = rng.standard_normal((n_ids + singles, 16))
+    feat_ids = np.where(truth >= 0, truth, n_ids + np.arange(n) - n_ids * per_id)
+    x = centres[feat_ids] + 0.3 * rng.standard_normal((n, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    write_features(d / "feat.h5", x, labels=truth,
+                   names=names if with_images else [f"face-{i}" for i in range(n)])
+    pred = np.where(truth >= 0, truth, -1)
+    pred[0] = 1          # one member of identity 0 put into cluster 1: a stray, another id
+    pred[truth < 0] = -1
+    with write_artifact(d / "clusters.h5", "clusters") as f:
+        f.create_dataset("labels", data=pred.astype(np.int64))
+    return pred, truth
+
+
+def test_gallery_writes_a_site_with_thumbnails(tmp_path):
+    pred, truth = small_round(tmp_path)
+    res = cf_eval("gallery", "clusters.h5", "--features", "feat.h5", "--truth", "feat.h5",
+                  "-o", "site", "--per-page", "10", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    site = tmp_path / "site"
+    assert res.stdout.strip() == str(Path("site") / "index.html")
+    pages = sorted((site / "pages").glob("c*.html"))
+    assert len(pages) >= 3
+    text = "".join(p.read_text() for p in pages)
+    assert len(re.findall(r'<section class="card', text)) >= 6
+    for p in pages:
+        assert len(re.findall(r"<img ", p.read_text())) <= 10
+    thumbs = list((site / "thumbs").rglob("*.jpg"))
+    assert len(thumbs) == len(pred)
+    from PIL import Image
+
+    with Image.open(thumbs[0]) as im:
+        assert max(im.size) <= 96
+    assert ' class="m o"' in text or ' class="m s o"' in text  # the misplaced member
+    assert "purity" in text and (site / "splits.html").exists()
+    assert (site / "plots" / "sizes.png").stat().st_size > 1000
+    assert (site / "pages" / "s00001.html").exists()
+    # a rebuild replaces the site and reuses the thumbnails (same content, same name)
+    before = {p.name: p.stat().st_ino for p in thumbs}
+    res = cf_eval("gallery", "clusters.h5", "--features", "feat.h5", "-o", "site", "-q",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    after = {p.name: p.stat().st_ino for p in (site / "thumbs").rglob("*.jpg")}
+    assert after == before  # hard links of the cached thumbnails
+    assert not (site / "splits.html").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site")]
+
+
+def test_gallery_names_only_without_images(tmp_path):
+    small_round(tmp_path, with_images=False)
+    res = cf_eval("gallery", "clusters.h5", "-f", "feat.h5", "-o", "site", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "site" / "pages" / "c00001.html").read_text()
+    assert "<img" not in page and "face-" in page
+    assert not (tmp_path / "site" / "thumbs").exists()
+
+
+def test_gallery_refuses_a_folder_that_is_not_a_gallery(tmp_path):
+    small_round(tmp_path, with_images=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    res = cf_eval("gallery", "clusters.h5", "-f", "feat.h5", "-o", "mine", cwd=tmp_path)
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a cftools gallery" in lines[0]
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_gallery_refuses_features_of_another_size(tmp_path):
+    small_round(tmp_path, with_images=False)
+    x = np.eye(3, dtype=np.float32)
+    write_features(tmp_path / "other.h5", x)
+    res = cf_eval("gallery", "clusters.h5", "-f", "other.h5", "-o", "site", cwd=tmp_path)
+    assert res.returncode != 0 and "rows but the clusters have" in res.stderr
+    assert not (tmp_path / "site").exists()
+
+
+def test_training_plot_from_a_model_summary(tmp_path):
+    from cftools.report import plots
+
+    training = {"history": [{"epoch": e, "loss": 1 / e, "val_roc_auc": 0.9 + e / 100}
+                            for e in (1, 2, 3)],
+                "validation": {"cosine": {"roc_auc": 0.91}, "model": {"roc_auc": 0.93}}}
+    plots.training_curves(tmp_path / "t.png", training)
+    plots.knn_curves(tmp_path / "k.png", [0.9, 0.8], [0.2, 0.4])
+    plots.sweep(tmp_path / "s.png", [{"threshold": t, "pairwise_f": t, "bcubed_f": t}
+                                     for t in (0.1, 0.5, 0.9)], "infomap", 0.5, "x")
+    for name in ("t.png", "k.png", "s.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- a real browser
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no chromium on PATH (Debian: apt-get install chromium); the browser check "
+                "of the gallery is skipped")
+
+
+def browse(url: str, *extra, timeout=120) -> str:
+    """The DOM of url after its load event, from headless chromium."""
+    res = subprocess.run([chromium(), "--headless", "--disable-gpu", "--no-sandbox",
+                          "--virtual-time-budget=10000",
+                          *extra, url], capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_gallery_in_headless_chromium(tmp_path):
+    chromium()
+    pred, truth = small_round(tmp_path, n_ids=8, per_id=6)
+    res = cf_eval("gallery", "clusters.h5", "-f", "feat.h5", "-t", "feat.h5", "-o", "site",
+                  "--per-page", "12", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    site = tmp_path / "site"
+    n_cards = int((np.unique(pred[pred >= 0], return_counts=True)[1] >= 2).sum())
+    cards, images, visited = 0, 0, set()
+    todo = ["index.html"]
+    while todo:  # follow every link between pages, as a reader would
+        rel = todo.pop()
+        if rel in visited:
+            continue
+        visited.add(rel)
+        dom = browse((site / rel).as_uri(), "--dump-dom")
+        assert 'data-broken="0"' in dom, f"{rel}: a thumbnail did not load"
+        n_img = int(re.search(r'data-images="(\d+)"', dom).group(1))
+        assert f'data-loaded="{n_img}"' in dom
+        images += n_img if rel.startswith("pages/") else 0
+        if rel.startswith("pages/c"):
+            cards += len(re.findall(r'<section class="card', dom))
+        base = (site / rel).parent
+        for href in re.findall(r'(?:href|src)="([^"#?]+)', dom):
+            if href.startswith("file:"):
+                continue
+            target = (base / href).resolve()
+            assert target.exists(), f"{rel}: link {href} leads nowhere"
+            inner = target.relative_to(site.resolve()).as_posix()
+            if inner.endswith(".html") and inner != "search.html":
+                todo.append(inner)
+    assert cards >= n_cards  # a card split over pages counts once per page
+    with_pieces = sum(len(re.findall(r'<section class="card t" id=', (site / "pages" / p).read_text()))
+                      for p in os.listdir(site / "pages") if p.startswith("c"))
+    assert len({m for p in os.listdir(site / "pages") if p.startswith("c")
+                for m in re.findall(r'id="?c(\d+)', (site / "pages" / p).read_text())}) == n_cards
+    assert with_pieces == cards
+    assert images == len(pred)  # every point's thumbnail, on cluster and singleton pages
+    assert any(p.startswith("pages/c00002") for p in visited)  # paging works
+    # the search loads its shards with <script> from file:// and finds names
+    dom = browse((site / "search.html").as_uri() + "?q=id03", "--dump-dom")
+    assert 'data-done="1"' in dom
+    assert re.search(r"searched 1 of 1 shards: 6 hits", dom)
+    # and a picture of the first page
+    shot = tmp_path / "page.png"
+    browse((site / "pages" / "c00001.html").as_uri(), f"--screenshot={shot}",
+           "--window-size=1000,800")
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 5000
