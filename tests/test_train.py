@@ -92,7 +92,9 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     used = int(note[0].split(" on ")[1].split(" of ")[0])
     assert 300 - 40 < used <= 300  # whole identities (at most 40 points each), up to the cap
     assert set(sub) == {k for k in res.thresholds if k != "link"}
-    assert set(cosine) == set(sub)  # the cosine links' thresholds, for cf-link's cosine links
+    # the cosine links' thresholds, for cf-link's cosine links: directed only
+    assert set(cosine) == {k for k in sub if k.startswith(("directed_", "link_mode_"))}
+    assert all(cosine[f"link_mode_{name}"] == "directed" for name in D.DECODERS)
 
 
 def _prepare(tmp, name, feats, labels, k, L):

@@ -543,8 +543,8 @@ def decoding_thresholds(data: SequenceData, model, features_t, amp, log, *,
     pairwise F 93.7 against 94.3 on D_U). The density of identities matters more than the
     model's optimism on its own training identities. Above ``max_points`` rows, a random
     subset of identities holding up to that many is used."""
-    from .decoding import DECODERS
-    from .selection import calibrate_links, calibration_rows, local_links
+    from .decoding import DECODERS, LINK_MODES
+    from .selection import COSINE_MODES, calibrate_links, calibration_rows, local_links
 
     centre_labels = data.labels[data.order[:, 0]]
     rows = calibration_rows(centre_labels, max_points, seed)
@@ -553,11 +553,12 @@ def decoding_thresholds(data: SequenceData, model, features_t, amp, log, *,
             f"(--calibration-points {max_points})")
     order, mask = data.order[rows], data.mask[rows]
     found = []
-    for probs in (predict(model, features_t, order, mask, amp=amp),
-                  cosine_to_centre(features_t, order, mask)):
+    for probs, modes in ((predict(model, features_t, order, mask, amp=amp), LINK_MODES),
+                         (cosine_to_centre(features_t, order, mask), COSINE_MODES)):
         idx, w = local_links(order, mask, probs, data.labels.shape[0])
         try:
-            found.append(calibrate_links(idx, w, centre_labels[rows], DECODERS, seed)[0])
+            found.append(calibrate_links(idx, w, centre_labels[rows], DECODERS, seed,
+                                         modes=modes)[0])
         except Exception as err:  # noqa: BLE001 - the model is still good without them
             log(f"warning: decoder threshold calibration failed: {type(err).__name__}: {err}")
             found.append({})
