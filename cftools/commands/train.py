@@ -49,8 +49,9 @@ hundreds), where a model trained naively loses to raw cosine:
 - -L auto: the sequence length the model reads is chosen on this labelled set, as the one
   under which Infomap over cosine links clusters it best (near ties go to the longer);
 - the guard: the model's links and cosine links, each decoded by Infomap at its own
-  calibrated threshold, are scored on the held-out identities; the verdict is recorded,
-  and cf-link --method auto (the default) writes cosine links when the model lost.
+  calibrated threshold, are scored on the held-out identities; the model wins only when
+  it leads there and on 90% of random halves of them. The verdict is recorded, and
+  cf-link --method auto (the default) writes cosine links when the model lost.
 
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
 continues from it and ends with the same weights as an uninterrupted run (same seed, on

@@ -521,11 +521,12 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
                         seed=cfg.seed)
         summary["guard"] = verdict
         log("guard on the held-out identities ({decoder}, {points} points): model links "
-            "F_P {mp:.4f} F_B {mb:.4f}, cosine links F_P {cp:.4f} F_B {cb:.4f}: {w} wins".format(
+            "F_P {mp:.4f} F_B {mb:.4f}, cosine links F_P {cp:.4f} F_B {cb:.4f}; the model "
+            "leads on {ahead:.0%} of {n} random halves of these identities: {w} wins".format(
                 decoder=verdict["decoder"], points=verdict["points"],
                 mp=verdict["model"]["pairwise_f"], mb=verdict["model"]["bcubed_f"],
                 cp=verdict["cosine"]["pairwise_f"], cb=verdict["cosine"]["bcubed_f"],
-                w=verdict["winner"]))
+                ahead=verdict["model_ahead"], n=verdict["resamples"], w=verdict["winner"]))
     summary["history"] = history
     return TrainResult(model.cpu().eval(), thresholds, summary, history)
 
