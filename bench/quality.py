@@ -103,6 +103,7 @@ def default_round(name, seed, work: Path, quiet: bool) -> dict:
             "length": training.get("length_selection", {}).get("length"),
             "kept_epoch": training.get("kept_epoch"), "links": link_method,
             "guard": training.get("guard", {}).get("winner"),
+            "guard_model_ahead": training.get("guard", {}).get("model_ahead"),
             "auc_model": val.get("model", {}).get("roc_auc"),
             "auc_cosine": val.get("cosine", {}).get("roc_auc"),
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -117,29 +118,36 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="Where to write the rows [default: "
                     "bench/results/quality-<time>.json].")
     args = ap.parse_args(argv)
-    rows = []
-    for name in args.sets:
-        if not (SHARED / name / "features.npy").exists():
-            print(f"(skipping {name}: {SHARED / name} not found)", file=sys.stderr)
-            continue
-        (xl, yl), (xu, yu) = load_split(name)
-        base = [cosine_infomap(xl, yl, xu, yu, args.baseline_ks)]
-        if not args.no_agglomerative:
-            base.append(average_linkage(xl, yl, xu, yu))
-        ours = []
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory(prefix=f"cfq-{name}-") as tmp:
-                ours.append(default_round(name, seed, Path(tmp), True))
-            print(f"{name} seed {seed}: {json.dumps(ours[-1])}", file=sys.stderr, flush=True)
-        for r in base + ours:
-            rows.append({"data": name, **r})
-        print_table(name, base, ours)
+    rows = quality_rows(args.sets, args.seeds, args.baseline_ks, not args.no_agglomerative)
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / (
         "quality-" + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"time": datetime.now(timezone.utc).isoformat(),
                                "cpus": os.cpu_count(), "args": vars(args), "rows": rows}, indent=1))
     print(f"\nwrote {out}")
+
+
+def quality_rows(sets=SETS, seeds=(0, 1, 2), baseline_ks=(10, 20, 30, 50, 80),
+                 agglomerative=True) -> list[dict]:
+    """Every set's baselines and default rounds (one per seed), printed as tables."""
+    rows = []
+    for name in sets:
+        if not (SHARED / name / "features.npy").exists():
+            print(f"(skipping {name}: {SHARED / name} not found)", file=sys.stderr)
+            continue
+        (xl, yl), (xu, yu) = load_split(name)
+        base = [cosine_infomap(xl, yl, xu, yu, baseline_ks)]
+        if agglomerative:
+            base.append(average_linkage(xl, yl, xu, yu))
+        ours = []
+        for seed in seeds:
+            with tempfile.TemporaryDirectory(prefix=f"cfq-{name}-") as tmp:
+                ours.append(default_round(name, seed, Path(tmp), True))
+            print(f"{name} seed {seed}: {json.dumps(ours[-1])}", file=sys.stderr, flush=True)
+        for r in base + ours:
+            rows.append({"data": name, **r})
+        print_table(name, base, ours)
+    return rows
 
 
 def print_table(name, base, ours):

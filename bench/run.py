@@ -18,6 +18,13 @@ of identities (an oracle), DBSCAN and average-linkage agglomerative. cftools' mo
 use cf-merge's defaults (reciprocal link weights, thresholds cf-train calibrated on D_L).
 Every threshold is chosen on the labelled part D_L only, never on the set scored.
 
+Table 3, the default round on real faces (bench/quality.py): `make round` through the
+commands on the standard splits of ../shared/data's lfw-dev (long-tailed: 71% of
+identities with one image, a few of 100-530) and CelebA (2-30 images an identity), one
+round per --quality-seeds value, against Infomap over directed cosine links with k and
+the threshold chosen on D_L by pairwise F, and average linkage cut on D_L. About 6
+minutes a round on a quiet 2-core machine; skipped by --quick and --skip-quality.
+
 Results go to stdout as tables and, with --json, to a file, so runs can be compared.
 """
 
@@ -361,6 +368,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes: about 3 minutes")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true",
+                    help="skip table 3 (the default round on real faces)")
+    ap.add_argument("--quality-seeds", type=lambda t: [int(v) for v in t.split(",")],
+                    default=[0, 1, 2], help="training seeds of table 3's rounds")
     ap.add_argument("--json", type=Path, default=None,
                     help="results file [default: bench/results/run-<UTC time>.json]")
     ap.add_argument("--gemm-only", action="store_true", help=argparse.SUPPRESS)
@@ -387,6 +398,10 @@ def main(argv=None):
             (tmp / "acc").mkdir()
             result["accuracy"] = accuracy_table(args, tmp / "acc")
             print_accuracy(result["accuracy"])
+    if not (args.quick or args.skip_quality):
+        from quality import quality_rows
+
+        result["quality"] = quality_rows(seeds=args.quality_seeds)
     result["total_seconds"] = time.perf_counter() - t0
     if args.json is None:
         stamp = result["time"].replace(":", "").replace("+0000", "Z")
