@@ -41,6 +41,7 @@ def files(tmp_path_factory):
     model = Clusformer(make_config("small", 16, 8, width=32, ffn=64))
     save_model(tmp / "m.h5", model, thresholds={"link": 0.3, "infomap": 0.6})
     save_model(tmp / "m_L12.h5", Clusformer(make_config("small", 16, 12, width=32, ffn=64)))
+    save_model(tmp / "m_L6.h5", Clusformer(make_config("small", 16, 6, width=32, ffn=64)))
     save_model(tmp / "m_d8.h5", Clusformer(make_config("small", 8, 8, width=32, ffn=64)))
     return tmp, f, order, mask
 
@@ -115,3 +116,16 @@ def test_refuses_sequences_of_other_features(files, tmp_path):
     r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp_path / "g.h5"),
              "--method", "cosine", "-o", str(tmp_path / "x.h5"))
     assert r.returncode != 0 and "seq.h5" in r.stderr and "g.h5" in r.stderr
+
+
+def test_a_shorter_model_reads_the_first_positions(files):
+    """A model of L 6 (cf-train -L chose it) over sequences of L 8: the links are those of
+    the first 6 positions, the centre and its 5 nearest neighbours."""
+    tmp, *_ = files
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+             "--model", str(tmp / "m_L6.h5"), "-o", str(tmp / "short.h5"), "--method", "model")
+    assert r.returncode == 0, r.stderr
+    assert "cut to the model's length 6" in r.stderr
+    with open_artifact(tmp / "short.h5", "links") as a, open_artifact(tmp / "seq.h5", "sequences") as s:
+        assert a.read("indices").shape == (300, 6)
+        assert np.array_equal(a.read("indices"), s.read("order")[:, :6])
