@@ -75,19 +75,25 @@ def test_link_on_cuda_equals_cpu():
 
 
 @needs_cuda
-def test_sharded_link_puts_each_rank_on_its_gpu(tmp_path):
-    # one GPU is enough: both ranks then share cuda:0 (LOCAL_RANK modulo the GPUs is not
-    # done: torchrun --nproc_per_node must not exceed the GPUs, as for the trainers)
+@needs_faiss_gpu
+def test_sharded_knn_one_gpu_per_rank_equals_one_process(tmp_path):
     if torch.cuda.device_count() < 2:
-        pytest.skip("needs 2 GPUs for 2 ranks (one each)")
+        pytest.skip("needs 2 GPUs for 2 ranks (one each, cuda:LOCAL_RANK)")
+    from cftools.artifacts import open_artifact
     from cftools.data.demo import make_demo_features
     from cftools.data.io import write_features
 
     x, _ = make_demo_features(2000, 32, seed=4)
     write_features(tmp_path / "f.h5", x)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "cftools.commands.knn", str(tmp_path / "f.h5"), "-k", "10", "-q"]
+    one = subprocess.run([sys.executable, *args, "-o", str(tmp_path / "k1.h5")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node=2", "-m", "cftools.commands.knn", str(tmp_path / "f.h5"),
-                        "-k", "10", "-o", str(tmp_path / "k.h5")],
+                        "--nproc_per_node=2", *args, "-o", str(tmp_path / "k2.h5")],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
+    with open_artifact(tmp_path / "k1.h5", "knn") as a, open_artifact(tmp_path / "k2.h5", "knn") as b:
+        assert a.attrs["device"] == b.attrs["device"] == "GPU"
+        assert (a.read("indices") == b.read("indices")).mean() > 0.99

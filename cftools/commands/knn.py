@@ -120,7 +120,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
         chosen = "exact" if nb.auto_uses_exact(base.n, nq, exact_below) else "ivf"
     params = nb.KnnParams(method=chosen, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
                           ef_search=ef_search, use_gpu=use_gpu, batch_size=batch_size, seed=seed,
-                          gpu=sh.dist.local_rank, gpu_shard=gpu_shard)
+                          gpu=sh.dist.local_rank if sh.active else None, gpu_shard=gpu_shard)
     resolved = params.resolved(base.n, k)
     if chosen == "ivf" and resolved["nlist"] > base.n:  # faiss cannot train more lists than points
         raise CfError(f"--nlist {resolved['nlist']} is more inverted lists than the {base.n} "

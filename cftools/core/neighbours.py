@@ -46,7 +46,7 @@ class KnnParams:
     use_gpu: bool = False
     batch_size: int = 16384
     seed: int = 0
-    gpu: int = 0  # this process's GPU (torchrun: LOCAL_RANK)
+    gpu: int | None = None  # this process's GPU (torchrun: LOCAL_RANK); None: all of them
     gpu_shard: bool = False  # split the index across all GPUs of the host instead
     extra: dict = field(default_factory=dict)
 
@@ -114,17 +114,19 @@ def build_index(base: np.ndarray, params: KnnParams, k: int):
 
 
 def to_gpu(index, params: KnnParams):
-    """The index on the GPU(s): one GPU per process (``params.gpu``, torchrun's LOCAL_RANK)
-    by default, or split across every GPU of this host (``params.gpu_shard``: faiss's
-    IndexShards, for a set larger than one GPU's memory). Needs a faiss GPU build."""
+    """The index on the GPU(s): split across every GPU of this host with
+    ``params.gpu_shard`` (faiss's IndexShards, for a set larger than one GPU's memory);
+    else on this process's GPU ``params.gpu`` (torchrun's LOCAL_RANK), or, in a single
+    process (``gpu`` None), a whole copy on every GPU of the host, which share the queries
+    (IndexReplicas). Needs a faiss GPU build."""
     import faiss
 
     if not hasattr(faiss, "StandardGpuResources"):
         raise CfError("this faiss build has no GPU support (install the gpu extra: "
                       "pip install -e .[gpu])")
-    if params.gpu_shard:
+    if params.gpu_shard or params.gpu is None:
         co = faiss.GpuMultipleClonerOptions()
-        co.shard = True
+        co.shard = bool(params.gpu_shard)
         return faiss.index_cpu_to_all_gpus(index, co=co)
     res = faiss.StandardGpuResources()
     gpu_index = faiss.index_cpu_to_gpu(res, params.gpu, index)

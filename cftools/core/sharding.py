@@ -147,7 +147,7 @@ def join(use_cuda: bool = False) -> Sharding:
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
+    if use_cuda and torch.cuda.is_available():
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group("gloo")
