@@ -168,8 +168,8 @@ class ShardedOutput:
     """Write an artifact whose datasets are split by rows among the ranks.
 
     Used as a context manager. ``create_rows(name, local_shape, dtype)`` makes this rank's
-    part of a dataset (its rows only; ``dtype="str"`` for strings) and returns something
-    to write with local row indices; ``attrs`` may be extended until the block ends. One
+    part of a dataset (its rows only, written with local row indices; ``write_strings``
+    for strings); ``attrs`` may be extended until the block ends. One
     process writes straight into the artifact's temporary file. Under torchrun each rank
     writes its shard, the ranks agree that all succeeded, and rank 0 concatenates the
     shards into the artifact; any failure leaves neither output nor shards."""
@@ -202,9 +202,8 @@ class ShardedOutput:
 
     def __enter__(self):
         if not self.sh.active:
-            self._art = self._stack.enter_context(
+            self._file = self._stack.enter_context(
                 write_artifact(self.out, self.kind, inputs=self.inputs, attrs={}))
-            self._file = self._art
             return self
         tag = self.sh.broadcast(uuid.uuid4().hex[:12] if self.sh.main else None)
         self.shard_dir = self.out.with_name(f".{self.out.name}.cf-shards-{tag}")
