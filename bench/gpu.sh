@@ -38,7 +38,10 @@ if nvidia-smi -L >/dev/null 2>&1; then
     # CPU one goes first, but only once the GPU wheel is at hand)
     if "$PY" -c "import faiss, sys; sys.exit(0 if hasattr(faiss, 'StandardGpuResources') else 1)" 2>/dev/null; then
         echo "gpu.sh: faiss GPU build already installed" >&2
-    elif timeout 240 "$PY" -m pip download -q --no-deps -d /tmp/cftools-gpu-wheels "faiss-gpu>=1.8" >/dev/null 2>&1; then
+    elif [ "${GPU_SETUP:-1}" = 0 ]; then
+        echo "gpu.sh: SKIPPED the GPU build: GPU_SETUP=0" >&2
+    elif timeout 240 "$PY" -m pip download -q --no-deps --retries 0 --timeout 15 \
+            -d /tmp/cftools-gpu-wheels "faiss-gpu>=1.8" >/dev/null 2>&1; then
         "$PY" -m pip uninstall -y -q faiss-cpu >/dev/null 2>&1
         timeout 240 "$PY" -m pip install -q -e ".[gpu]" \
             || echo "gpu.sh: SKIPPED part of the GPU build: pip install -e .[gpu] failed" >&2
