@@ -191,7 +191,7 @@ def test_auto_picks_ivf_above_the_switch_point_and_reaches_the_target(tmp_path):
         idx = art.read("indices")
     assert recall >= 0.95, recall
     # the smallest nprobe that reached the target: the trial below it did not
-    trials = dict(map(tuple, auto["trials"]))
+    trials = {t[0]: t[1] for t in auto["trials"]}
     assert trials[nprobe] >= 0.95 and trials.get(nprobe - 1, 0) < 0.95
     assert "recall@20 against exact search on 400 queries: " in proc.stderr
     assert (idx[:, 0] == np.arange(len(x))).all()

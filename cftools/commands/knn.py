@@ -144,20 +144,25 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
                      "search (cheap at this size)")
         else:
             rows = nb.sample_rows(nq, recall_sample, seed)
+            t_exact = time.perf_counter()
             exact_ids = nb.exact_of(base.features, all_queries[rows], k,
                                     centres=rows if self_search else None)
+            t_exact = time.perf_counter() - t_exact
             if nprobe is None:
                 found, reached, trials = nb.tune_nprobe(
                     index, all_queries[rows], exact_ids, k, n_base=base.n,
                     nlist=resolved["nlist"], target=recall_target,
-                    centres=rows if self_search else None, use_gpu=use_gpu)
+                    centres=rows if self_search else None, use_gpu=use_gpu,
+                    exact_seconds=t_exact)
+                auto["exact_sample_seconds"] = round(t_exact, 3)
                 found, trials = sh.broadcast([found, trials])  # rank 0's choice, everywhere
                 auto["trials"] = trials
                 if found is None:
                     chosen = auto["chosen"] = "exact"
-                    rep.info(f"cf-knn: auto: IVF reaches only recall@{k} {reached:.4f} < "
-                             f"{recall_target} at the largest nprobe cheaper than exact search "
-                             "(clustered poorly?): exact search")
+                    rep.info(f"cf-knn: auto: IVF reaches only recall@{k} {reached:.4f} "
+                             f"(nprobe {trials[-1][0] if trials else 0}) before it would cost "
+                             f"more than exact search (target {recall_target}; neighbourhoods "
+                             "not clustered at this k?): exact search")
                     params.method = "exact"
                     resolved = params.resolved(base.n, k)
                     where = "GPU" if use_gpu else "CPU"

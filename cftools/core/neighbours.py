@@ -9,6 +9,7 @@ it: earlier code assumed faiss returns the point first, which duplicates break.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,12 +24,17 @@ METHODS = ("auto", "exact", "ivf", "hnsw")
 # would cost about as much as they save. cf-knn --exact-below overrides it.
 AUTO_EXACT_BELOW = 50_000
 RECALL_TARGET = 0.95
-# A distance computed while scanning an inverted list costs about this many of exact
-# search's (BLAS, blocked over many queries) distances; used to stop raising nprobe where
-# IVF would cost more than exact. Measured here: 200K x 256 clustered, k 80, IVF1024 nprobe
-# 8 scans ~1.3% of the distances of exact search and runs ~10x faster than it; 100K,
-# IVF1264: 6-10x per distance at nprobe 4-16 (bench/knn_scale.py --calibrate).
-IVF_DISTANCE_COST = 10.0
+# A distance computed while scanning an inverted list costs more than one of exact
+# search's (BLAS, blocked over many queries), and the more lists a query visits the more
+# (heap updates, scattered lists): about IVF_DISTANCE_COST * sqrt(nprobe) of them, used to
+# stop raising nprobe where IVF would cost more than exact. Measured here (one thread,
+# d 256, k 80; bench/scale.py --calibrate): 100K, IVF1264: 6, 8, 10, 26 at nprobe 4, 8,
+# 16, 32; 1M, IVF4000: ~40 at nprobe 128-163 (where IVF took as long as exact).
+IVF_DISTANCE_COST = 4.5
+# auto also times the sample: once exact search of the sample takes at least this long
+# (seconds; shorter timings are noise), an nprobe whose sample search takes longer than
+# exact's is not tried further
+TIMING_FLOOR = 0.5
 # IVF trains its lists (k-means) on at most this many points per list: 64 of them place a
 # centroid as well as 256 for nearest-list search, at a quarter of the k-means cost (at
 # 1M points and 4000 lists: ~35 s instead of ~140 s on 2 cores)
@@ -150,14 +156,18 @@ def auto_uses_exact(n_base: int, n_queries: int, exact_below: int = AUTO_EXACT_B
 
 def ivf_relative_cost(n_base: int, nlist: int, nprobe: int) -> float:
     """IVF's search cost per query over exact search's: the nlist centroid distances plus
-    nprobe lists of ~n_base/nlist points each, at IVF_DISTANCE_COST each."""
-    return (nlist + IVF_DISTANCE_COST * nprobe * n_base / nlist) / n_base
+    nprobe lists of ~n_base/nlist points each, at IVF_DISTANCE_COST sqrt(nprobe) each."""
+    per = IVF_DISTANCE_COST * math.sqrt(nprobe)
+    return (nlist + per * nprobe * n_base / nlist) / n_base
 
 
 def max_nprobe(n_base: int, nlist: int) -> int:
     """The largest nprobe at which IVF still costs less than exact search (0: none)."""
-    room = (n_base - nlist) * nlist / (IVF_DISTANCE_COST * n_base)
-    return int(max(0, min(nlist, math.ceil(room) - 1)))
+    room = (n_base - nlist) * nlist / (IVF_DISTANCE_COST * n_base)  # bound on nprobe^1.5
+    top = int(max(0, min(nlist, math.floor(room ** (2 / 3)) + 1)))
+    while top > 0 and ivf_relative_cost(n_base, nlist, top) >= 1:
+        top -= 1
+    return top
 
 
 def sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
@@ -182,20 +192,28 @@ def exact_of(base: np.ndarray, queries: np.ndarray, k: int, centres: np.ndarray 
 
 def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_base: int,
                 nlist: int, target: float = RECALL_TARGET, centres: np.ndarray | None = None,
-                use_gpu: bool = False) -> tuple[int | None, float, list]:
+                use_gpu: bool = False, exact_seconds: float = 0.0
+                ) -> tuple[int | None, float, list]:
     """The smallest nprobe whose recall@k on ``queries`` (against ``exact_ids``) reaches
     ``target``: doubling from 1, then bisecting. Returns (nprobe, its recall, trials as
-    [nprobe, recall] pairs); nprobe is None when even the largest nprobe cheaper than
-    exact search (``max_nprobe``) misses the target."""
+    [nprobe, recall, seconds] triples); nprobe is None when even the largest nprobe
+    cheaper than exact search misses the target. Cheaper: below ``max_nprobe`` (the cost
+    model) and, when ``exact_seconds`` (exact search of the same queries) is at least
+    TIMING_FLOOR, a sample search no slower than that."""
     trials: list = []
+    too_slow = [False]
 
     def recall(p: int) -> float:
         set_nprobe(index, p, use_gpu)
+        t = time.perf_counter()
         _, ids = index.search(queries, k)
+        took = time.perf_counter() - t
+        if exact_seconds >= TIMING_FLOOR and took >= exact_seconds:
+            too_slow[0] = True
         if centres is not None:
             put_self_first(ids, np.zeros(ids.shape, dtype=np.float32), centres=centres)
         r = recall_at_k(ids, exact_ids)
-        trials.append([p, round(r, 4)])
+        trials.append([p, round(r, 4), round(took, 3)])
         return r
 
     top = max_nprobe(n_base, nlist)
@@ -203,9 +221,9 @@ def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_
         return None, 0.0, trials
     lo, hi, p = 0, None, 1
     while hi is None:
-        if recall(p) >= target:
+        if recall(p) >= target and not too_slow[0]:
             hi = p
-        elif p >= top:
+        elif p >= top or too_slow[0]:
             return None, trials[-1][1], trials
         else:
             lo, p = p, min(2 * p, top)
@@ -216,7 +234,7 @@ def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_
         else:
             lo = mid
     set_nprobe(index, hi, use_gpu)
-    return hi, dict((p, r) for p, r in trials)[hi], trials
+    return hi, {t[0]: t[1] for t in trials}[hi], trials
 
 
 def search(index, queries: np.ndarray, k: int, batch_size: int, progress=None
