@@ -16,8 +16,8 @@ d dimensions, k neighbours, L sequence length, B batch rows, E kept links):
   cf-knn exact   8Nd + 14Nk + 12Bk   features + IndexFlatIP copy; result ids/sims (12Nk);
                                      two N x k bool masks of put_self_first; one batch
   cf-knn ivf     8Nd + 8N + 14Nk + T features + the inverted lists' vectors and ids; result
-                                     and masks as exact; T = 4d*256*nlist, the training
-                                     sample, when N > 256*nlist (else 0: it is a view)
+                                     and masks as exact; T = 4d*64*nlist, the training
+                                     sample, when N > 64*nlist (else 0: it is a view)
   cf-seq         4Nd + 8N + 40R(k+L) features + labels; knn rows streamed in blocks of
                                      R = min(N, 4 MiB / 8k) rows, ~40 bytes an entry of
                                      sorting temporaries (keys, permutation, gathers)
@@ -93,7 +93,7 @@ def f_knn_exact(N, d, k, B, **_):
 
 
 def f_knn_ivf(N, d, k, nlist, **_):
-    sample = 4 * d * 256 * nlist if N > 256 * nlist else 0
+    sample = 4 * d * 64 * nlist if N > 64 * nlist else 0  # neighbours.IVF_TRAIN_PER_LIST
     return 8 * N * d + 8 * N + 14 * N * k + sample
 
 

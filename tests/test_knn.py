@@ -160,3 +160,56 @@ def test_output_path_problems(tmp_path):
         run_cmd("knn", tmp_path / "x.h5", "-o", tmp_path / "x.h5", "-k", 3))
     assert ".h5/.hdf5" in one_line_error(
         run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.txt", "-k", 3))
+
+
+def test_auto_is_exact_on_small_data(tmp_path):
+    x = unit_rows(600, 16, seed=7)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "-k", 8, check=True)
+    assert "auto" in proc.stderr and "exact search" in proc.stderr
+    ref_i, ref_s = brute_force(x, x, 8)
+    with open_artifact(tmp_path / "k.h5", "knn") as art:
+        assert art.attrs["method"] == "exact" and art.attrs["method_requested"] == "auto"
+        assert art.json_attr("auto")["chosen"] == "exact"
+        assert "recall_at_k" not in art.attrs  # exact: nothing to measure
+        np.testing.assert_allclose(art.read("similarities"), ref_s, atol=1e-5)
+
+
+def test_auto_picks_ivf_above_the_switch_point_and_reaches_the_target(tmp_path):
+    # clustered demo features, with the switch point lowered below their size
+    x, _ = make_demo_features(12000, 128, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "-k", 20,
+                   "--exact-below", 4000, "--recall-sample", 400, check=True)
+    assert "IVF nlist=" in proc.stderr, proc.stderr
+    with open_artifact(tmp_path / "k.h5", "knn") as art:
+        auto = art.json_attr("auto")
+        assert art.attrs["method"] == "ivf" and auto["chosen"] == "ivf"
+        assert auto["exact_below"] == 4000 and auto["recall_target"] == 0.95
+        recall = art.attrs["recall_at_k"]
+        nprobe = art.json_attr("params")["nprobe"]
+        idx = art.read("indices")
+    assert recall >= 0.95, recall
+    # the smallest nprobe that reached the target: the trial below it did not
+    trials = {t[0]: t[1] for t in auto["trials"]}
+    assert trials[nprobe] >= 0.95 and trials.get(nprobe - 1, 0) < 0.95
+    assert "recall@20 against exact search on 400 queries: " in proc.stderr
+    assert (idx[:, 0] == np.arange(len(x))).all()
+    # an independent check on other queries than the tuning sample
+    ref_i, _ = brute_force(x, x[5000:5300], 20)
+    assert nb.recall_at_k(idx[5000:5300], ref_i) > 0.93
+
+
+def test_tune_nprobe_gives_up_where_ivf_would_cost_more_than_exact():
+    # uniform random points: no clusters, IVF cannot reach 0.95 cheaply -> None
+    x = unit_rows(4000, 32, seed=8)
+    params = nb.KnnParams(method="ivf", nlist=60)
+    index = nb.build_index(x, params, 10)
+    rows = nb.sample_rows(4000, 200, 0)
+    exact = nb.exact_of(x, x[rows], 10, centres=rows)
+    found, reached, trials = nb.tune_nprobe(index, x[rows], exact, 10, n_base=4000, nlist=60,
+                                            centres=rows)
+    assert found is None and reached < 0.95
+    assert trials[-1][0] == nb.max_nprobe(4000, 60)
+    assert nb.ivf_relative_cost(4000, 60, nb.max_nprobe(4000, 60)) < 1
+    assert nb.ivf_relative_cost(4000, 60, nb.max_nprobe(4000, 60) + 1) >= 1

@@ -181,36 +181,48 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
     unknown) and 'names' (the image paths). Unreadable or corrupt images are listed on
     stderr (up to --max-warnings) and skipped; they never stop the run.
     """
+    import numpy as np
+
     from ..artifacts import check_output_path
+    from ..core import sharding
     from ..core.backbone import load_backbone, model_summary
     from ..core.device import keep_freed_memory, torch_device
     from ..core.embed_training import extract_features
     from ..data.images import BadImages, open_images
-    from ..data.io import write_features
 
-    report = Reporter(quiet)
     dev = torch_device(device)
+    sh = sharding.join(use_cuda=dev.type == "cuda")  # one process, or one rank of torchrun's
+    report = Reporter(quiet or not sh.main)  # under torchrun, rank 0 talks (warnings: all)
     keep_freed_memory()  # no page-fault storm from per-batch temporaries
     backbone, config, model_art = load_backbone(model, dev)
     image_set = open_images(images)
     check_output_path(out, [model, images])
-    report.info(f"embedding {len(image_set)} images with {model_summary(config)} on {dev}")
+    first, last = sh.rows(len(image_set))  # this rank's images (all of them in one process)
+    paths = image_set.paths[first:last]
+    report.info(f"embedding {len(image_set)} images with {model_summary(config)} on {dev}"
+                + (f", {sh.world} ranks" if sh.active else ""))
     bad = BadImages(report, cap=max_warnings)
-    feats, ok = extract_features(backbone, config, image_set.paths, batch_size=batch_size,
+    feats, ok = extract_features(backbone, config, paths, batch_size=batch_size,
                                  workers=workers, device=dev, flip_test=flip_test,
                                  precision=precision, reporter=report, bad=bad)
     bad.summary()
-    if not ok.any():
+    readable, skipped = (int(v) for v in sh.sum([ok.sum(), (~ok).sum()]))
+    if not readable:
         raise CfError("no readable images", images)
-    names = [p for p, good in zip(image_set.paths, ok) if good]
-    attrs = {"flip_test": bool(flip_test), "skipped_images": int((~ok).sum())}
+    names = [p for p, good in zip(paths, ok) if good]
+    attrs = {"flip_test": bool(flip_test), "skipped_images": skipped}
     if image_set.label_names:
         attrs["label_names"] = {str(k): v for k, v in image_set.label_names.items()}
     inputs = {"model": model_art,
               "images": image_set.artifact if image_set.artifact is not None else str(image_set.source)}
-    write_features(out, feats, labels=image_set.labels[ok], names=names, inputs=inputs, attrs=attrs)
-    report.info(f"wrote {out}: {feats.shape[0]} x {feats.shape[1]} features"
-                + (f" ({int((~ok).sum())} unreadable images skipped)" if (~ok).any() else ""))
+    labels = image_set.labels[first:last][ok]
+    with sharding.ShardedOutput(out, "features", sh, inputs=inputs, attrs=attrs) as w:
+        w.create_rows("features", feats.shape, np.float32, data=feats)
+        w.create_rows("labels", labels.shape, np.int64, data=labels)
+        w.write_strings("names", names)
+    sharding.leave(sh)
+    report.info(f"wrote {out}: {readable} x {feats.shape[1]} features"
+                + (f" ({skipped} unreadable images skipped)" if skipped else ""))
     return 0
 
 

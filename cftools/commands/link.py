@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import check_output_path, create_rows, open_artifact, require_same_source, \
-    write_artifact
+from ..artifacts import check_output_path, open_artifact, require_same_source
 from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options,
                    device_option)
+from ..core import sharding
 from ..core.device import keep_freed_memory, torch_device
 from ..core.linking import METHODS, cast_for_inference, check_fits, link_blocks
 from ..core.model import unit_rows
@@ -68,13 +68,15 @@ longer sequence length is refused.
 def main(sequences, features, model_path, out, method, bf16, dim, batch_size, device, quiet, debug):
     import torch
 
-    rep = Reporter(quiet)
+    rep = Reporter(quiet)  # until the process group is joined
     out = Path(out)
     if method == "model" and not model_path:
         raise CfError("--method model needs --model (or use --method cosine)")
     winner = None
     check_output_path(out, [sequences, split_spec(features)[0], model_path])
     dev = torch_device(device)
+    sh = sharding.join(use_cuda=dev.type == "cuda")  # one process, or one rank of torchrun's
+    rep = Reporter(quiet or not sh.main)  # under torchrun, rank 0 talks
     keep_freed_memory()  # no page-fault storm from per-batch temporaries
     t0 = time.perf_counter()
     seq = open_artifact(sequences, "sequences")
@@ -98,11 +100,11 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         if method == "auto":
             method = winner
             if winner == "cosine":
-                rep.warn(f"cf-link: the model lost to cosine links on its held-out identities "
+                rep.warn(f"the model lost to cosine links on its held-out identities "
                          f"(cf-train's guard): writing cosine links (--method model to "
                          f"override)")
         elif method == "model" and winner == "cosine":
-            rep.warn(f"cf-link: warning: {model_path} lost to cosine links on its held-out "
+            rep.warn(f"{model_path} lost to cosine links on its held-out "
                      f"identities (cf-train's guard); --method auto would use cosine links")
         thresholds = info["thresholds"] if method == "model" else \
             training.get("cosine_thresholds", {})
@@ -135,19 +137,21 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     if model_art is not None:
         inputs["model"] = model_art
     t1 = time.perf_counter()
-    with write_artifact(out, "links", inputs=inputs, attrs=attrs) as f:
-        ind_ds = create_rows(f, "indices", (n, length), np.int64)
-        prob_ds = create_rows(f, "probabilities", (n, length), np.float32)
-        with rep.progress(total=n, desc="linking", unit="seq") as bar:
+    first, last = sh.rows(n)  # this rank's share (all rows in one process)
+    with sharding.ShardedOutput(out, "links", sh, inputs=inputs, attrs=attrs) as w:
+        ind_ds = w.create_rows("indices", (last - first, length), np.int64)
+        prob_ds = w.create_rows("probabilities", (last - first, length), np.float32)
+        with rep.progress(total=last - first, desc="linking", unit="seq") as bar:
             for start, stop, indices, probs in link_blocks(seq, features_t, model=model,
                                                            method=method, batch_size=batch_size,
                                                            amp=amp,
                                                            prepared=model is not None,
                                                            unit=unit, length=length,
-                                                           progress=bar):
-                ind_ds[start:stop] = indices
-                prob_ds[start:stop] = probs
+                                                           progress=bar, rows=(first, last)):
+                ind_ds[start - first:stop - first] = indices
+                prob_ds[start - first:stop - first] = probs
     seq.close()
+    sharding.leave(sh)
     took = time.perf_counter() - t1
     rep.info(f"cf-link: wrote {out} ({n} x {length}) in {time.perf_counter() - t0:.1f} s "
              f"({n / max(took, 1e-9):.0f} sequences/s)")

@@ -172,7 +172,7 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
     if mode is None and not calibrate:
         mode = default_mode(method, stored, link_method)
     if attrs.get("guard_winner") == "cosine" and link_method == "model":
-        rep.warn(f"cf-merge: warning: these model links come from a model that lost to cosine "
+        rep.warn(f"these model links come from a model that lost to cosine "
                  f"links on its held-out identities (cf-train's guard); cf-link --method auto "
                  f"would have written cosine links")
     if attach_threshold is not None and not np.isfinite(attach_threshold):

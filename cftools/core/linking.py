@@ -48,7 +48,8 @@ def check_fits(model, n_features_dim: int, seq_len: int, model_path=None) -> Non
 @torch.no_grad()
 def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
                 method: str = "model", batch_size: int = 256, amp=None,
-                prepared: bool = False, unit=None, length: int | None = None, progress=None
+                prepared: bool = False, unit=None, length: int | None = None, progress=None,
+                rows: tuple[int, int] | None = None
                 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Yield (start, stop, indices (rows, L) int64, probabilities (rows, L) float32).
 
@@ -56,7 +57,8 @@ def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
     as cf-link does in place); otherwise the model prepares a copy here. ``unit``: the
     features' ``unit_rows``, which a cosine-skip model needs; made here when not given
     (from ``features_t``, which must then not be prepared). ``length``: links of the first
-    ``length`` positions only (a model's L, for longer sequences)."""
+    ``length`` positions only (a model's L, for longer sequences). ``rows``: only the
+    sequences [start, stop) (one rank's share under torchrun), else all of them."""
     if method not in METHODS:
         raise CfError(f"unknown link method {method!r} (model or cosine)")
     if method == "model":
@@ -70,7 +72,11 @@ def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
         if not prepared:
             features_t = model.prepare(features_t)
     device = features_t.device
+    lo, hi = rows if rows is not None else (0, sequences["order"].shape[0])
     for start, stop in row_blocks(sequences["order"]):
+        start, stop = max(start, lo), min(stop, hi)  # chunk-aligned reads within the range
+        if start >= stop:
+            continue
         order = np.ascontiguousarray(sequences.read("order", slice(start, stop))[:, :length])
         mask = np.ascontiguousarray(sequences.read("mask", slice(start, stop))[:, :length])
         if order.min() < 0 or order.max() >= features_t.shape[0]:

@@ -9,13 +9,36 @@ it: earlier code assumed faiss returns the point first, which duplicates break.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import CfError
 
-METHODS = ("exact", "ivf", "hnsw")
+METHODS = ("auto", "exact", "ivf", "hnsw")
+
+# --method auto: exact search while nq * n_base <= AUTO_EXACT_BELOW ** 2 (for a set searched
+# against itself: up to AUTO_EXACT_BELOW points), IVF above. Exact costs ~N^2 d: 50K x 256
+# takes ~9 s on 2 CPU cores (100K ~34 s, 584K ~20 min), where IVF's training and tuning
+# would cost about as much as they save. cf-knn --exact-below overrides it.
+AUTO_EXACT_BELOW = 50_000
+RECALL_TARGET = 0.95
+# A distance computed while scanning an inverted list costs more than one of exact
+# search's (BLAS, blocked over many queries), and the more lists a query visits the more
+# (heap updates, scattered lists): about IVF_DISTANCE_COST * sqrt(nprobe) of them, used to
+# stop raising nprobe where IVF would cost more than exact. Measured here (one thread,
+# d 256, k 80; bench/scale.py --calibrate): 100K, IVF1264: 6, 8, 10, 26 at nprobe 4, 8,
+# 16, 32; 1M, IVF4000: ~40 at nprobe 128-163 (where IVF took as long as exact).
+IVF_DISTANCE_COST = 4.5
+# auto also times the sample: once exact search of the sample takes at least this long
+# (seconds; shorter timings are noise), an nprobe whose sample search takes longer than
+# exact's is not tried further
+TIMING_FLOOR = 0.5
+# IVF trains its lists (k-means) on at most this many points per list: 64 of them place a
+# centroid as well as 256 for nearest-list search, at a quarter of the k-means cost (at
+# 1M points and 4000 lists: ~35 s instead of ~140 s on 2 cores)
+IVF_TRAIN_PER_LIST = 64
 
 
 @dataclass
@@ -29,6 +52,8 @@ class KnnParams:
     use_gpu: bool = False
     batch_size: int = 16384
     seed: int = 0
+    gpu: int | None = None  # this process's GPU (torchrun: LOCAL_RANK); None: all of them
+    gpu_shard: bool = False  # split the index across all GPUs of the host instead
     extra: dict = field(default_factory=dict)
 
     def resolved(self, n_base: int, k: int) -> dict:
@@ -82,7 +107,7 @@ def build_index(base: np.ndarray, params: KnnParams, k: int):
         index = faiss.IndexIVFFlat(quantizer, d, p["nlist"], faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
         sample = base
-        max_train = 256 * p["nlist"]
+        max_train = IVF_TRAIN_PER_LIST * p["nlist"]
         if n > max_train:
             rng = np.random.default_rng(params.seed)
             sample = base[np.sort(rng.choice(n, size=max_train, replace=False))]
@@ -95,9 +120,127 @@ def build_index(base: np.ndarray, params: KnnParams, k: int):
     else:
         raise CfError(f"unknown kNN method {params.method!r} (choose from {', '.join(METHODS)})")
     if params.use_gpu and params.method != "hnsw":  # faiss has no GPU HNSW
-        index = faiss.index_cpu_to_all_gpus(index)
+        index = to_gpu(index, params)
     index.add(base)
     return index
+
+
+def to_gpu(index, params: KnnParams):
+    """The index on the GPU(s): split across every GPU of this host with
+    ``params.gpu_shard`` (faiss's IndexShards, for a set larger than one GPU's memory);
+    else on this process's GPU ``params.gpu`` (torchrun's LOCAL_RANK), or, in a single
+    process (``gpu`` None), a whole copy on every GPU of the host, which share the queries
+    (IndexReplicas). Needs a faiss GPU build."""
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources"):
+        raise CfError("this faiss build has no GPU support (install the gpu extra: "
+                      "pip install -e .[gpu])")
+    if params.gpu_shard or params.gpu is None:
+        co = faiss.GpuMultipleClonerOptions()
+        co.shard = bool(params.gpu_shard)
+        return faiss.index_cpu_to_all_gpus(index, co=co)
+    res = faiss.StandardGpuResources()
+    gpu_index = faiss.index_cpu_to_gpu(res, params.gpu, index)
+    gpu_index.cftools_resources = res  # keep the resources alive as long as the index
+    return gpu_index
+
+
+def set_nprobe(index, nprobe: int, use_gpu: bool = False) -> None:
+    """Set IVF's nprobe on a CPU, GPU or multi-GPU index."""
+    import faiss
+
+    space = faiss.GpuParameterSpace() if use_gpu and hasattr(faiss, "GpuParameterSpace") \
+        else faiss.ParameterSpace()
+    space.set_index_parameter(index, "nprobe", int(nprobe))
+
+
+def auto_uses_exact(n_base: int, n_queries: int, exact_below: int = AUTO_EXACT_BELOW) -> bool:
+    """--method auto: whether exact search is cheap enough for this size."""
+    return n_base * n_queries <= exact_below ** 2
+
+
+def ivf_relative_cost(n_base: int, nlist: int, nprobe: int) -> float:
+    """IVF's search cost per query over exact search's: the nlist centroid distances plus
+    nprobe lists of ~n_base/nlist points each, at IVF_DISTANCE_COST sqrt(nprobe) each."""
+    per = IVF_DISTANCE_COST * math.sqrt(nprobe)
+    return (nlist + per * nprobe * n_base / nlist) / n_base
+
+
+def max_nprobe(n_base: int, nlist: int) -> int:
+    """The largest nprobe at which IVF still costs less than exact search (0: none)."""
+    room = (n_base - nlist) * nlist / (IVF_DISTANCE_COST * n_base)  # bound on nprobe^1.5
+    top = int(max(0, min(nlist, math.floor(room ** (2 / 3)) + 1)))
+    while top > 0 and ivf_relative_cost(n_base, nlist, top) >= 1:
+        top -= 1
+    return top
+
+
+def sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
+    """The rows (sorted) whose recall is measured: the same for tuning and for the report."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(sample, n), replace=False))
+
+
+def exact_of(base: np.ndarray, queries: np.ndarray, k: int, centres: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Exact neighbour ids of a few queries (centre first when ``centres`` is given);
+    brute force without an index, so without a copy of the base."""
+    import faiss
+
+    _, ex = faiss.knn(np.ascontiguousarray(queries), base, k,
+                      metric=faiss.METRIC_INNER_PRODUCT)
+    ex = ex.astype(np.int64, copy=False)
+    if centres is not None:
+        put_self_first(ex, np.zeros(ex.shape, dtype=np.float32), centres=centres)
+    return ex
+
+
+def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_base: int,
+                nlist: int, target: float = RECALL_TARGET, centres: np.ndarray | None = None,
+                use_gpu: bool = False, exact_seconds: float = 0.0
+                ) -> tuple[int | None, float, list]:
+    """The smallest nprobe whose recall@k on ``queries`` (against ``exact_ids``) reaches
+    ``target``: doubling from 1, then bisecting. Returns (nprobe, its recall, trials as
+    [nprobe, recall, seconds] triples); nprobe is None when even the largest nprobe
+    cheaper than exact search misses the target. Cheaper: below ``max_nprobe`` (the cost
+    model) and, when ``exact_seconds`` (exact search of the same queries) is at least
+    TIMING_FLOOR, a sample search no slower than that."""
+    trials: list = []
+    too_slow = [False]
+
+    def recall(p: int) -> float:
+        set_nprobe(index, p, use_gpu)
+        t = time.perf_counter()
+        _, ids = index.search(queries, k)
+        took = time.perf_counter() - t
+        if exact_seconds >= TIMING_FLOOR and took >= exact_seconds:
+            too_slow[0] = True
+        if centres is not None:
+            put_self_first(ids, np.zeros(ids.shape, dtype=np.float32), centres=centres)
+        r = recall_at_k(ids, exact_ids)
+        trials.append([p, round(r, 4), round(took, 3)])
+        return r
+
+    top = max_nprobe(n_base, nlist)
+    if top < 1:
+        return None, 0.0, trials
+    lo, hi, p = 0, None, 1
+    while hi is None:
+        if recall(p) >= target and not too_slow[0]:
+            hi = p
+        elif p >= top or too_slow[0]:
+            return None, trials[-1][1], trials
+        else:
+            lo, p = p, min(2 * p, top)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if recall(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    set_nprobe(index, hi, use_gpu)
+    return hi, {t[0]: t[1] for t in trials}[hi], trials
 
 
 def search(index, queries: np.ndarray, k: int, batch_size: int, progress=None
@@ -167,23 +310,21 @@ def knn(base: np.ndarray, k: int, *, queries: np.ndarray | None = None,
 def recall_at_k(approx_indices: np.ndarray, exact_indices: np.ndarray) -> float:
     """Mean share of the exact k neighbours that the approximate search found."""
     k = exact_indices.shape[1]
+    return recall_hits(approx_indices, exact_indices) / max(1, k * len(exact_indices))
+
+
+def recall_hits(approx_indices: np.ndarray, exact_indices: np.ndarray) -> int:
+    """How many of the exact neighbours the approximate search found, over all rows."""
     hits = 0
     for a, e in zip(approx_indices, exact_indices):
         hits += np.intersect1d(a, e, assume_unique=False).size
-    return hits / (k * len(exact_indices))
+    return hits
 
 
 def sample_recall(base: np.ndarray, queries: np.ndarray | None, indices: np.ndarray, k: int,
                   sample: int, seed: int, self_search: bool) -> tuple[float, int]:
     """recall@k of ``indices`` against exact search on a random sample of the queries."""
-    import faiss
-
     q = base if queries is None else queries
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(q.shape[0], size=min(sample, q.shape[0]), replace=False))
-    exact = faiss.IndexFlatIP(base.shape[1])
-    exact.add(base)
-    _, ex = exact.search(q[rows], k)
-    if self_search:
-        put_self_first(ex, np.zeros(ex.shape, dtype=np.float32), centres=rows)
+    rows = sample_rows(q.shape[0], sample, seed)
+    ex = exact_of(base, q[rows], k, centres=rows if self_search else None)
     return recall_at_k(indices[rows], ex), len(rows)

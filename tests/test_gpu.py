@@ -1,0 +1,99 @@
+"""GPU paths (pytest -m gpu; bench/gpu.sh runs them on an NVIDIA host): faiss on the GPU
+gives the CPU's neighbours, link inference on CUDA gives the CPU's probabilities, and the
+sharded commands put each rank on its own GPU. Each test skips, saying why, without one."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cftools.core import neighbours as nb
+from conftest import unit_rows
+
+pytestmark = pytest.mark.gpu
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources"):
+        return 0
+    return int(faiss.get_num_gpus())
+
+
+needs_faiss_gpu = pytest.mark.skipif(_faiss_gpus() == 0,
+                                     reason="no faiss GPU build or no GPU (pip install -e .[gpu])")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU")
+
+
+@needs_faiss_gpu
+@pytest.mark.parametrize("shard", [False, True])
+def test_faiss_gpu_exact_equals_cpu(shard):
+    x = unit_rows(5000, 64, seed=1)
+    cpu_i, cpu_s = nb.knn(x, 10)
+    gpu_i, gpu_s = nb.knn(x, 10, params=nb.KnnParams(use_gpu=True, gpu_shard=shard))
+    np.testing.assert_allclose(gpu_s, cpu_s, atol=1e-4)
+    assert (gpu_i[:, 0] == np.arange(5000)).all()
+    assert (gpu_i == cpu_i).mean() > 0.99  # ties in float rounding may swap a few
+
+
+@needs_faiss_gpu
+def test_faiss_gpu_ivf_tunes_nprobe():
+    from cftools.data.demo import make_demo_features
+
+    x, _ = make_demo_features(20000, 64, seed=2)
+    params = nb.KnnParams(method="ivf", use_gpu=True)
+    index = nb.build_index(x, params, 20)
+    rows = nb.sample_rows(20000, 300, 0)
+    exact = nb.exact_of(x, x[rows], 20, centres=rows)
+    found, reached, _ = nb.tune_nprobe(index, x[rows], exact, 20, n_base=20000,
+                                       nlist=params.resolved(20000, 20)["nlist"], centres=rows,
+                                       use_gpu=True)
+    assert found is None or reached >= 0.95
+
+
+@needs_cuda
+def test_link_on_cuda_equals_cpu():
+    from cftools.core.grammar import build_sequences
+    from cftools.core.model import Clusformer, make_config
+    from cftools.core.training import run_batch
+
+    x = unit_rows(500, 32, seed=3)
+    idx, sim = nb.knn(x, 16)
+    order, mask, _ = build_sequences(idx, sim, 16, min_sim=-1.0)
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 32, 16, width=64, ffn=128)).eval()
+    o, m = torch.from_numpy(order), torch.from_numpy(mask)
+    with torch.no_grad():
+        cpu = run_batch(model, model.prepare(torch.from_numpy(x)), o, m, None)
+        gm = model.to("cuda")
+        gpu = run_batch(gm, gm.prepare(torch.from_numpy(x).cuda()), o.cuda(), m.cuda(), None)
+    np.testing.assert_allclose(np.asarray(gpu), np.asarray(cpu), atol=2e-3)
+
+
+@needs_cuda
+@needs_faiss_gpu
+def test_sharded_knn_one_gpu_per_rank_equals_one_process(tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs for 2 ranks (one each, cuda:LOCAL_RANK)")
+    from cftools.artifacts import open_artifact
+    from cftools.data.demo import make_demo_features
+    from cftools.data.io import write_features
+
+    x, _ = make_demo_features(2000, 32, seed=4)
+    write_features(tmp_path / "f.h5", x)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "cftools.commands.knn", str(tmp_path / "f.h5"), "-k", "10", "-q"]
+    one = subprocess.run([sys.executable, *args, "-o", str(tmp_path / "k1.h5")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", *args, "-o", str(tmp_path / "k2.h5")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open_artifact(tmp_path / "k1.h5", "knn") as a, open_artifact(tmp_path / "k2.h5", "knn") as b:
+        assert a.attrs["device"] == b.attrs["device"] == "GPU"
+        assert (a.read("indices") == b.read("indices")).mean() > 0.99
