@@ -107,7 +107,7 @@ def _make_files(tmp_path_factory):
     capsys.run("train", t / "s.h5", "--features", t / "f.h5", "-o", t / "m.h5", "--epochs", 1,
                "--width", 32, "--ffn", 64, "--batch-size", 64, "--device", "cpu", "-q")
     capsys.run("link", t / "s.h5", "--features", t / "f.h5", "--model", t / "m.h5", "-o",
-               t / "l.h5", "--device", "cpu", "-q")
+               t / "l.h5", "--method", "model", "--device", "cpu", "-q")
     capsys.run("merge", "decode", t / "l.h5", "-o", t / "c.h5", "--method", "peaks",
                "--threshold", 0.5, "-q")
     p.update(knn=t / "k.h5", seq=t / "s.h5", model=t / "m.h5", links=t / "l.h5",
@@ -117,8 +117,8 @@ def _make_files(tmp_path_factory):
 
     torch.manual_seed(0)
     save_model(t / "m_d8.h5", Clusformer(make_config("small", 8, L, width=32, ffn=64)))
-    save_model(t / "m_L6.h5", Clusformer(make_config("small", D, 6, width=32, ffn=64)))
-    p.update(m_d8=t / "m_d8.h5", m_L6=t / "m_L6.h5")
+    save_model(t / "m_L99.h5", Clusformer(make_config("small", D, 99, width=32, ffn=64)))
+    p.update(m_d8=t / "m_d8.h5", m_L99=t / "m_L99.h5")
     # pickles: a pickle named .h5, and HDF5 models hiding pickle bytes in their weights
     blob = pickle.dumps(Payload(p["marker"]))
     (t / "pickle.h5").write_bytes(blob)
@@ -280,7 +280,7 @@ CASES = [
     ("link", "{seq} --features {feats} --model {feats} -o {out}",
      "is a features file, expected model", "feats"),
     ("link", "{seq} --features {feats} --model {m_d8} -o {out}", "dimension 8", "m_d8"),
-    ("link", "{seq} --features {feats} --model {m_L6} -o {out}", "L=6", "m_L6"),
+    ("link", "{seq} --features {feats} --model {m_L99} -o {out}", "L=99", "m_L99"),
     ("link", "{seq} --features {feats} --model {pickle} -o {out}", "not an HDF5 file", "pickle"),
     ("link", "{seq} --features {feats} --model {opaque} -o {out}", "non-numeric", "opaque"),
     ("link", "{seq} --features {feats} --model {bytes_w} -o {out}", "dtype uint8", "bytes_w"),

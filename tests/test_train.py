@@ -104,9 +104,12 @@ def _prepare(tmp, name, feats, labels, k, L):
          "-o", str(tmp / f"seq{name}.h5"), "-L", str(L), "-q")
 
 
-def _scored(tmp, links, seq):
+def _scored(tmp, links, seq, length=None):
+    """Scored positions of a links file; ``length``: the first positions only (a model's L)."""
     with open_artifact(tmp / links, "links") as a, open_artifact(tmp / seq, "sequences") as s:
         p, t, m = a.read("probabilities"), s.read("targets"), s.read("mask")
+    length = length or p.shape[1]
+    p, t, m = p[:, :length], t[:, :length], m[:, :length].copy()
     use = m & (t >= 0)
     use[:, 0] = False
     return p[use], t[use] == 1
@@ -141,7 +144,8 @@ def test_end_to_end_model_beats_cosine_on_held_out_identities(tmp_path):
         _cmd("cftools.commands.link", str(tmp_path / "seqU.h5"), "--features", str(tmp_path / "U.h5"),
              "-o", str(tmp_path / f"links_{method}.h5"), "--method", method, "-q", *extra)
     pm, truth = _scored(tmp_path, "links_model.h5", "seqU.h5")
-    pc, truth_c = _scored(tmp_path, "links_cosine.h5", "seqU.h5")
+    # the model reads the L its -L auto chose; cosine over the same positions
+    pc, truth_c = _scored(tmp_path, "links_cosine.h5", "seqU.h5", length=summary["length_selection"]["length"])
     assert (truth == truth_c).all()
     auc_m, auc_c = roc_auc(pm, truth), roc_auc(pc, truth)
     print(f"unlabelled half: ROC-AUC model {auc_m:.4f} cosine {auc_c:.4f}")
