@@ -92,8 +92,10 @@ def knn_attrs(path) -> dict:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
-def pipeline(tmp: Path, tag: str, n: int, device: str, model: Path, a, budget) -> list:
-    """knn + seq + link + merge on n demo points with --device ``device``."""
+def pipeline(tmp: Path, tag: str, n: int, device: str, model: Path, a, budget,
+             knn_device: str | None = None) -> list:
+    """knn + seq + link + merge on n demo points with --device ``device`` (cf-knn on
+    ``knn_device`` where given: the CPU when faiss has no GPU build)."""
     rows = []
     f = tmp / f"f_{tag}.h5"
     r = timed(f"cf-data demo {tag}", budget, 20, "data", "demo", f, "-n", n, "-d", a.dim,
@@ -101,8 +103,9 @@ def pipeline(tmp: Path, tag: str, n: int, device: str, model: Path, a, budget) -
     if r is None:
         return rows
     k, s, lk, c = (tmp / f"{x}_{tag}.h5" for x in ("k", "s", "l", "c"))
-    r = timed(f"cf-knn {tag}", budget, 30, "knn", f, "-o", k, "-k", a.k, "--device", device,
-              n=n, device=device)
+    knn_device = knn_device or device
+    r = timed(f"cf-knn {tag}", budget, 30, "knn", f, "-o", k, "-k", a.k, "--device",
+              knn_device, n=n, device=knn_device)
     if r is None:
         return rows
     r["knn"] = knn_attrs(k)
@@ -166,13 +169,16 @@ def main(argv=None):
 
     # 1. the GPU-marked tests
     t = time.perf_counter()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rs",
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-rfs",
                             "tests/test_gpu.py"], capture_output=True, text=True, timeout=240)
     summary = [line for line in tests.stdout.splitlines() if line.strip()]
     report["gpu_tests"] = {"exit": tests.returncode, "seconds": round(time.perf_counter() - t, 1),
                            "summary": summary[-1] if summary else "",
                            "skipped": [s for s in summary if s.startswith("SKIPPED")]}
+    report["gpu_tests"]["failed"] = [s for s in summary if s.startswith("FAILED")]
     print(f"gpu tests: {report['gpu_tests']['summary']}", file=sys.stderr, flush=True)
+    if tests.returncode not in (0, 5):
+        print(tests.stdout[-3000:], file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -189,7 +195,9 @@ def main(argv=None):
         report["model"] = {"preset": "small", "train_points": tn, "epochs": 1,
                            "seconds": round(time.perf_counter() - T0, 1)}
 
-        gpu_rows = pipeline(tmp, "gpu", n, "cuda", model, a, budget) if cuda and not dry else []
+        knn_dev = "cuda" if report["host"].get("faiss_gpu_build") else "cpu"
+        gpu_rows = pipeline(tmp, "gpu", n, "cuda", model, a, budget, knn_dev) \
+            if cuda and not dry else []
         cpu_rows = pipeline(tmp, "cpu", cpu_n, "cpu", model, a, budget)
         for row in cpu_rows:
             row["seconds_scaled_to_n"] = round(scale(row, n), 1)

@@ -59,6 +59,7 @@ def test_faiss_gpu_ivf_tunes_nprobe():
 def test_link_on_cuda_equals_cpu():
     from cftools.core.grammar import build_sequences
     from cftools.core.model import Clusformer, make_config
+    from cftools.core.model import unit_rows as model_unit_rows
     from cftools.core.training import run_batch
 
     x = unit_rows(500, 32, seed=3)
@@ -68,9 +69,12 @@ def test_link_on_cuda_equals_cpu():
     model = Clusformer(make_config("small", 32, 16, width=64, ffn=128)).eval()
     o, m = torch.from_numpy(order), torch.from_numpy(mask)
     with torch.no_grad():
-        cpu = run_batch(model, model.prepare(torch.from_numpy(x)), o, m, None)
+        xt = torch.from_numpy(x)
+        # the presets add calibrated raw cosine to the logits: the unit rows go along
+        cpu = run_batch(model, model.prepare(xt), o, m, None, model_unit_rows(xt))
         gm = model.to("cuda")
-        gpu = run_batch(gm, gm.prepare(torch.from_numpy(x).cuda()), o.cuda(), m.cuda(), None)
+        gpu = run_batch(gm, gm.prepare(xt.cuda()), o.cuda(), m.cuda(), None,
+                        model_unit_rows(xt.cuda()))
     np.testing.assert_allclose(np.asarray(gpu), np.asarray(cpu), atol=2e-3)
 
 
