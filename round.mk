@@ -84,6 +84,12 @@ $(R)/backbone.h5: $(PREV)/retrain.h5 | $(R)
 	$(CF)/cf-embed train $< -o $@ $(EMBED_ARGS) $(QUIET)
 endif
 
+# round r > 1 from a fresh clone: the rounds before it first (each prints what it prints)
+ifneq ($(ROUND),1)
+$(PREV)/retrain.h5:
+	$(MAKE) round ROUND=$(shell expr $(ROUND) - 1)
+endif
+
 $(R)/labelled.h5: $(R)/backbone.h5
 	$(CF)/cf-embed extract $< $(IMAGES)/labelled -o $@ --workers 1 $(QUIET)
 $(R)/unlabelled.h5: $(R)/backbone.h5
