@@ -4,6 +4,9 @@
 #   make round                     the built-in demo: synthetic face-like images
 #   make round ROUND=2             round 2: backbone retrained on D_L + round 1's pseudo-labels
 #   make round DATA=name           data/name/ holds images or features (layout in README)
+#   make round ROUND=2 baseline upper-bound report
+#                                  round 2 against a step-matched D_L-only backbone and one
+#                                  trained on D_U's true labels, scored on the test part
 #
 # Knobs (override on the command line): K, L, TRAIN_L, DECODER, TRAIN_EPOCHS, SEED, ...
 # K and L are the most neighbours the round looks at; cf-train chooses on D_L how many of
