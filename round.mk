@@ -4,6 +4,9 @@
 #   make round                     the built-in demo: synthetic face-like images
 #   make round ROUND=2             round 2: backbone retrained on D_L + round 1's pseudo-labels
 #   make round DATA=name           data/name/ holds images or features (layout in README)
+#   make round ROUND=2 baseline upper-bound report
+#                                  round 2 against a step-matched D_L-only backbone and one
+#                                  trained on D_U's true labels, scored on the test part
 #
 # Knobs (override on the command line): K, L, TRAIN_L, DECODER, TRAIN_EPOCHS, SEED, ...
 # K and L are the most neighbours the round looks at; cf-train chooses on D_L how many of
@@ -46,8 +49,14 @@ ifneq ($(FEATURE_SOURCES),)
                      $(DATADIR)/unlabelled.bin $(DATADIR)/part1_test.bin))
   LABELS_L := $(firstword $(wildcard $(basename $(SRC_L)).meta $(DATADIR)/labelled_labels.npy))
   LABELS_U := $(firstword $(wildcard $(basename $(SRC_U)).meta $(DATADIR)/unlabelled_labels.npy))
+  SRC_T := $(firstword $(wildcard $(DATADIR)/test.h5 $(DATADIR)/test.npy $(DATADIR)/test.bin))
+  LABELS_T := $(firstword $(wildcard $(basename $(SRC_T)).meta $(DATADIR)/test_labels.npy))
+  HAVE_TEST := $(if $(SRC_T),yes)
 else
   MODE := images
+  # the test part: identities in neither D_L nor D_U (the demo draws them in images/test)
+  TEST_IMAGES := $(if $(filter demo,$(DATA)),$(IMAGES)/test,$(wildcard $(DATADIR)/test))
+  HAVE_TEST := $(if $(TEST_IMAGES),yes)
 endif
 
 .PHONY: round
@@ -78,11 +87,34 @@ $(R)/backbone.h5: $(PREV)/retrain.h5 | $(R)
 	$(CF)/cf-embed train $< -o $@ $(EMBED_ARGS) $(QUIET)
 endif
 
+# round r > 1 from a fresh clone: the rounds before it first (each prints what it prints)
+ifneq ($(ROUND),1)
+$(PREV)/retrain.h5:
+	$(MAKE) round ROUND=$(shell expr $(ROUND) - 1)
+endif
+
 $(R)/labelled.h5: $(R)/backbone.h5
 	$(CF)/cf-embed extract $< $(IMAGES)/labelled -o $@ --workers 1 $(QUIET)
 $(R)/unlabelled.h5: $(R)/backbone.h5
 	$(CF)/cf-embed extract $< $(IMAGES)/unlabelled -o $@ --workers 1 $(QUIET)
 endif
+
+# ------------------------------------------------------------------ the test part
+# Identities in neither D_L nor D_U. Their features only ever reach cf-eval identify: no
+# training set, kNN, sequence, model or calibration is made from them.
+ifeq ($(MODE),features)
+$(R)/test.h5: $(SRC_T) | $(R)
+	$(CF)/cf-data import $< $(if $(LABELS_T),--labels $(LABELS_T)) -o $@ $(QUIET)
+else
+# any backbone's folder (round<r>, baseline, upper-bound): its features of the test part
+$(WORK)/%/test.h5: $(WORK)/%/backbone.h5
+	$(CF)/cf-embed extract $< $(TEST_IMAGES) -o $@ --workers 1 $(QUIET)
+endif
+
+# the backbone's recognition of unseen identities: top-1 identification and TAR at FAR
+.PRECIOUS: $(WORK)/%/test.h5 $(WORK)/%/recognition.json
+$(WORK)/%/recognition.json: $(WORK)/%/test.h5
+	$(CF)/cf-eval identify $< -o $@ -q
 
 # ------------------------------------------------------------------ Clusformer
 $(R)/knn_%.h5: $(R)/%.h5
@@ -102,8 +134,10 @@ $(R)/clusters.h5: $(R)/links.h5
 	$(CF)/cf-merge $< -o $@ --method $(DECODER) $(QUIET)
 
 # the unlabelled part's own labels (where known) are the truth: used to score, never to cluster
-$(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5
-	$(CF)/cf-eval $< --truth $(R)/unlabelled.h5 --json -q > $@.tmp && mv $@.tmp $@
+# (and, with a test part, the backbone's recognition of it under the key "recognition")
+$(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5 $(if $(HAVE_TEST),$(R)/recognition.json)
+	$(CF)/cf-eval $< --truth $(R)/unlabelled.h5 --json -q \
+	  $(if $(HAVE_TEST),--attach recognition=$(R)/recognition.json) > $@.tmp && mv $@.tmp $@
 
 # D_L + pseudo-labelled D_U: the next round's backbone trains on this
 $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
@@ -112,14 +146,19 @@ $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
 
 # every file named here, so none counts as an intermediate Make may skip or delete
 ROUND_FILES := $(foreach p,labelled unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
-               $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5)
+               $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5) \
+               $(if $(HAVE_TEST),$(R)/test.h5 $(R)/recognition.json)
 
 round: setup $(ROUND_FILES)
 	@echo "== round $(ROUND) on $(DATA): clusters of the unlabelled part vs their truth" >&2
 	$(CF)/cf-eval $(R)/clusters.h5 --truth $(R)/unlabelled.h5
-ifneq ($(ROUND),1)
+ifeq ($(HAVE_TEST),yes)
+	@echo "== recognition of the test part (identities in neither D_L nor D_U), by backbone" >&2
+	@$(CF)/cf-eval report $(WORK) -q
+else ifneq ($(ROUND),1)
 ifeq ($(MODE),images)
 	@echo "== identification top-1 on the unlabelled identities: round $$(($(ROUND)-1)) vs round $(ROUND) backbone" >&2
+	@echo "   (transductive: the round-$(ROUND) backbone trained on these images; no test part to score)" >&2
 	$(CF)/cf-eval identify $(PREV)/unlabelled.h5
 	$(CF)/cf-eval identify $(R)/unlabelled.h5
 endif
@@ -143,3 +182,41 @@ $(R)/gallery/index.html: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/links.h5 $(R)/
 	  --truth $(R)/unlabelled.h5 --model $(R)/model.h5 --sweep $(R)/sweep.json \
 	  --knn-eval $(R)/knn_eval.json --title "round $(ROUND) on $(DATA): clusters of D_U" \
 	  -o $(R)/gallery $(QUIET) > /dev/null
+
+# ------------------------------------------------------------------ references and the report
+# Two backbones to judge round 2's against, on the same test part:
+#   baseline     D_L alone, for as many optimisation steps as round 2's backbone took
+#                (EMBED_ARGS' epochs over round1/retrain.h5), so more steps cannot pass
+#                for better labels;
+#   upper-bound  D_L + D_U with its true identities (where D_U's sub-folders give them),
+#                the same number of steps: what perfect pseudo-labels would give.
+#   make round ROUND=2 baseline upper-bound report
+REFERENCE_STEPS := $(WORK)/round1/retrain.h5
+.PHONY: baseline upper-bound report
+
+$(WORK)/baseline $(WORK)/upper-bound:
+	mkdir -p $@
+
+ifeq ($(MODE),images)
+$(WORK)/baseline/backbone.h5: $(REFERENCE_STEPS) $(IMAGES_DONE) | $(WORK)/baseline
+	$(CF)/cf-embed train $(IMAGES)/labelled --match-steps $< -o $@ $(EMBED_ARGS) $(QUIET)
+
+$(WORK)/upper-bound/backbone.h5: $(REFERENCE_STEPS) $(IMAGES_DONE) | $(WORK)/upper-bound
+	$(CF)/cf-embed train $(IMAGES)/labelled $(IMAGES)/unlabelled --match-steps $< -o $@ \
+	  $(EMBED_ARGS) $(QUIET)
+
+baseline upper-bound: %: setup $(if $(HAVE_TEST),$(WORK)/%/recognition.json,no-test-part)
+	@echo "== $@: $(WORK)/$@/recognition.json (make report compares it with the rounds)" >&2
+else
+baseline upper-bound:
+	@echo "make $@: the round was given features, not images: there is no backbone to train" >&2; exit 2
+endif
+
+.PHONY: no-test-part
+no-test-part:
+	@echo "no test part: give data/$(DATA)/test/<identity>/* (identities in neither D_L nor D_U)" >&2; exit 2
+
+# clusters of D_U (F_P, F_B) and recognition of the test part per round, against the
+# references; the share of the upper bound's gain each round recovers; a PNG plot
+report: setup
+	$(CF)/cf-eval report $(WORK) --png $(WORK)/report.png

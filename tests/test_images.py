@@ -153,8 +153,10 @@ def test_demo_command(tmp_path):
                         "--identities", "6", "--image-size", "16", "--mean-images", "3", "-q"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert len(list(out.rglob("*.png"))) == json.loads((out / "demo.json").read_text())[
-        "labelled_images"] + json.loads((out / "demo.json").read_text())["unlabelled_images"]
+    summary = json.loads((out / "demo.json").read_text())
+    assert len(list(out.rglob("*.png"))) == (summary["labelled_images"] + summary["unlabelled_images"]
+                                             + summary["test_images"])
+    assert summary["test_identities"] == 2 == len(list((out / "test").iterdir()))
     r = subprocess.run([sys.executable, "-m", "cftools.commands.embed", "demo", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1

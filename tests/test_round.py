@@ -1,6 +1,7 @@
 """A miniature semi-supervised round, end to end through the real console scripts and the
 Makefile: demo images -> backbone -> features -> knn -> seq -> train -> link -> merge ->
-eval -> retrain, then round 2 with the retrained backbone and identification of both."""
+eval -> retrain, then round 2 with the retrained backbone, and the recognition of the
+held-out test part by each backbone; the test part never reaches training or calibration."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 
 from conftest import REPO
@@ -21,11 +23,11 @@ TINY = {
 }
 
 
-def make_round(work: Path, round_no: int) -> subprocess.CompletedProcess:
+def make_round(work: Path, round_no: int, *targets: str, **extra) -> subprocess.CompletedProcess:
     venv = Path(sys.prefix)
-    args = ["make", "-s", "-C", str(REPO), "round", f"WORK={work}", f"ROUND={round_no}",
-            f"VENV={venv}", "-o", f"{venv}/.installed",  # this environment is already set up
-            *[f"{k}={v}" for k, v in TINY.items()]]
+    args = ["make", "-s", "-C", str(REPO), *(targets or ["round"]), f"WORK={work}",
+            f"ROUND={round_no}", f"VENV={venv}", "-o", f"{venv}/.installed",  # already set up
+            *[f"{k}={v}" for k, v in {**TINY, **extra}.items()]]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
 
@@ -42,6 +44,10 @@ def test_a_miniature_round_and_round_two(tmp_path):
         assert (r1 / name).is_file(), name
     metrics = json.loads((r1 / "eval.json").read_text())
     assert 0.0 <= metrics["pairwise_f"] <= 1.0 and metrics["n_points"] > 0
+    # beside the clusters, the backbone's recognition of the demo's held-out identities
+    rec = metrics["recognition"]
+    assert 0.0 <= rec["top1"] <= 1.0 and rec["probes"] > 0 and rec["features"].endswith("test.h5")
+    assert set(rec["verification"]["tar_at_far"]) == {"0.001", "0.01"}
     assert "pairwise F" in one.stderr  # the round prints its metrics
     # every step says what it did (progress is on by default), and the round ends with
     # the path of the gallery of D_U's clusters
@@ -63,4 +69,79 @@ def test_a_miniature_round_and_round_two(tmp_path):
     two = make_round(work, 2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (work / "round2" / "backbone.h5").is_file()
-    assert two.stderr.count("top-1 identification") == 2  # both backbones
+    # the round ends with the recognition table of every backbone on the test part (then
+    # the gallery's path)
+    table = two.stdout[two.stdout.index("| backbone |"):].splitlines()
+    assert table[2].startswith("| round 1 | D_L |") and table[3].startswith("| round 2 |")
+    assert "recognition of the test part" in two.stderr
+    assert "recognition" in json.loads((work / "round2" / "eval.json").read_text())
+
+
+def _names(path: Path) -> list[str]:
+    with h5py.File(path, "r") as f:
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in f["names"][()]]
+
+
+def _provenance_inputs(path: Path) -> set[str]:
+    with h5py.File(path, "r") as f:
+        steps = json.loads(f.attrs["cftools_provenance"])
+    return {str(v) for step in steps for v in step.get("inputs", {}).values()}
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_test_part_never_reaches_training_or_calibration(tmp_path):
+    """A user's data/<name>/ with a test part: plant a marker identity there and follow it
+    through rounds 1 and 2 and both references: it is scored, and nothing else sees it."""
+    from cftools.data.demo_images import make_demo
+
+    data = tmp_path / "data" / "leak"
+    data.parent.mkdir()
+    make_demo(data, identities=16, image_size=24, mean_images=6, test_identities=3)
+    first = sorted((data / "test").iterdir())[0]
+    first.rename(data / "test" / "zz_marker_identity")
+    work = tmp_path / "work"
+    where = {"DATA": "leak", "DATADIR": str(data)}
+    for round_no, targets in ((1, ["round"]), (2, ["round", "baseline", "upper-bound"])):
+        done = make_round(work, round_no, *targets, **where)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    files = [p for p in work.rglob("*.h5")]
+    tests = [p for p in files if p.name == "test.h5"]
+    assert {p.parent.name for p in tests} == {"round1", "round2", "baseline", "upper-bound"}
+    for t in tests:  # the marker is in the test part (so the check below means something)
+        assert any("zz_marker_identity" in n for n in _names(t))
+    test_ids = set()
+    for t in tests:
+        with h5py.File(t, "r") as f:
+            test_ids.add(str(f.attrs["cftools_id"]))
+    for p in files:
+        if p.name == "test.h5":
+            continue
+        # no file is made from a test part, directly or through any of its inputs ...
+        assert not _provenance_inputs(p) & test_ids, p
+        with h5py.File(p, "r") as f:
+            has_names = "names" in f
+            config = json.loads(f.attrs["config"]) if "config" in f.attrs else {}
+        # ... no features file (D_L, D_U, the retraining set) holds a marker image ...
+        if has_names:
+            assert not any("zz_marker" in n for n in _names(p)), p
+        # ... and every backbone trained on D_L (and D_U) images alone
+        if "train_images" in config:
+            n_l = len(list((data / "labelled").rglob("*.png")))
+            n_u = len(list((data / "unlabelled").rglob("*.png")))
+            assert config["train_images"] <= n_l + n_u, p
+    for meta in work.rglob("*.meta"):
+        assert "zz_marker" not in meta.read_text()
+    for r in ("round1", "round2"):
+        assert "recognition" in json.loads((work / r / "eval.json").read_text())
+    # the references trained for as many steps as round 2's backbone
+    steps = {}
+    for folder in ("round2", "baseline", "upper-bound"):
+        with h5py.File(work / folder / "backbone.h5", "r") as f:
+            steps[folder] = json.loads(f.attrs["config"])["steps"]
+    assert steps["baseline"] == steps["round2"] == steps["upper-bound"]
+    report = make_round(work, 2, "report", **where)
+    assert report.returncode == 0, report.stderr
+    assert "| baseline |" in report.stdout and "| upper bound |" in report.stdout
+    assert "Share of the upper bound's gain" in report.stdout
+    assert (work / "report.png").is_file()

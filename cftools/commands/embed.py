@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -46,7 +47,7 @@ def main():
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("images", type=click.Path(path_type=Path))
+@click.argument("images", type=click.Path(path_type=Path), nargs=-1, required=True)
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="Backbone model file to write (HDF5, kind 'model').")
 @click.option("--depth", type=click.Choice(["18", "34", "50"]), default="18", show_default=True,
@@ -58,6 +59,13 @@ def main():
 @click.option("--image-size", type=click.IntRange(min=8), default=112, show_default=True,
               help="Images are resized to this square: 112 for faces, 224 for landmarks.")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Train for exactly this many optimisation steps, with the learning-rate "
+                   "schedule of an --epochs run laid out on them [default: --epochs epochs].")
+@click.option("--match-steps", type=click.Path(path_type=Path), default=None, metavar="IMAGES",
+              help="Train for as many steps as --epochs epochs over IMAGES (e.g. round 2's "
+                   "retrain.h5) would take at this --batch-size: a reference trained on other "
+                   "data for the same number of steps.")
 @batch_size_option(128)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="Peak learning rate of SGD (momentum 0.9).")
@@ -88,11 +96,15 @@ def main():
 @device_option
 @seed_option
 @common_options
-def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, weight_decay,
+def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps, batch_size, lr,
+          weight_decay,
           milestones, gamma, warmup_epochs, scale, margin, easy_margin, precision, workers,
           checkpoint, resume, keep_checkpoint, stop_after_epoch, max_warnings, device, seed,
           quiet, debug):
     """Train a backbone from scratch on labelled IMAGES and write it to OUTPUT.
+
+    Several IMAGES are trained on as one set, each in a label space of its own (e.g.
+    D_L's folder and D_U's folder with its true identities: the round's upper bound).
 
     A ResNet whose pooling and classifier are replaced by a linear DIM-d embedding,
     trained with an ArcFace head (s=64, m=0.5), SGD with momentum 0.9, weight decay 5e-4,
@@ -104,14 +116,22 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
     from ..artifacts import check_output_path
     from ..core.backbone import BackboneConfig, count_parameters, model_summary, save_backbone
     from ..core.device import keep_freed_memory, torch_device
-    from ..core.embed_training import TrainConfig, train_backbone
-    from ..data.images import BadImages, check_trainable, open_images
+    from ..core.embed_training import TrainConfig, steps_of, train_backbone
+    from ..data.images import BadImages, check_trainable, combine, open_images
 
     report = Reporter(quiet or not _is_main_process())  # under torchrun, rank 0 talks
-    image_set = open_images(images, require_labels=True)
-    check_output_path(out, [images])
+    if steps is not None and match_steps is not None:
+        raise click.UsageError("give --steps or --match-steps, not both")
+    image_set = combine([open_images(i, require_labels=True) for i in images])
+    check_output_path(out, [*images, match_steps])
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
-    check_output_path(checkpoint, [images, out])
+    check_output_path(checkpoint, [*images, match_steps, out])
+    if match_steps is not None:
+        reference = open_images(match_steps, require_labels=True)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        steps = steps_of(int((reference.labels >= 0).sum()), batch_size, epochs, world)
+        report.info(f"{steps} optimisation steps: as many as {epochs} epochs over the "
+                    f"{int((reference.labels >= 0).sum())} labelled images of {match_steps}")
     check_trainable(image_set, image_size)  # not one image of a single identity, nor all broken
     if resume is False and checkpoint.exists() and stop_after_epoch is None:
         report.info(f"overwriting the old checkpoint {checkpoint} (use --resume to continue it)")
@@ -119,7 +139,7 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
     tconf = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                         milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs,
                         scale=scale, margin=margin, easy_margin=easy_margin, precision=precision,
-                        workers=workers, seed=seed)
+                        workers=workers, seed=seed, steps=steps)
     if any(m > epochs for m in tconf.milestones):
         raise click.BadParameter("milestones must not exceed --epochs", param_hint="--milestones")
     dev = torch_device(device)
@@ -139,8 +159,11 @@ def train(images, out, depth, width, dim, image_size, epochs, batch_size, lr, we
         return 0
     inputs = {"images": image_set.artifact if image_set.artifact is not None
               else str(image_set.source)}
+    if len(images) > 1:
+        inputs = {f"images{i + 1}": str(i_) for i, i_ in enumerate(images)}
     save_backbone(out, result.model, inputs=inputs, extra={
         "classes": result.classes, "train_images": result.images, "epochs": epochs,
+        "steps": int(sum(h.get("steps", 0) for h in result.history)),
         "scale": scale, "margin": margin, "easy_margin": easy_margin, "seed": seed,
         "history": result.history, "unreadable_images": len(bad)})
     if not keep_checkpoint:
@@ -235,25 +258,33 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
               help="Fraction of the identities that form the labelled part.")
 @click.option("--mean-images", type=click.FloatRange(min=1), default=12.0, show_default=True,
               help="Mean images per identity (counts are long-tailed).")
+@click.option("--test-identities", type=click.IntRange(min=0), default=None,
+              help="Identities of the test part (OUTDIR/test), drawn apart from D_L and D_U "
+                   "[default: a fifth of --identities, at least 2; 0: none].")
 @seed_option
 @common_options
-def demo(outdir, identities, image_size, labelled_fraction, mean_images, seed, quiet, debug):
+def demo(outdir, identities, image_size, labelled_fraction, mean_images, test_identities, seed,
+         quiet, debug):
     """Draw the synthetic demo image set into OUTDIR (which must not exist, or be empty).
 
     Each identity is a random pattern of coloured shapes and Gabor-like blobs; each of
     its images shows it under random rotation, scale, shift, illumination, blur, noise
     and occlusion, with some hard samples and long-tailed counts per identity. The
-    identities are split into OUTDIR/labelled/<id>/*.png and OUTDIR/unlabelled/<id>/*.png.
+    identities are split into OUTDIR/labelled/<id>/*.png and OUTDIR/unlabelled/<id>/*.png;
+    --test-identities more, in neither part, go to OUTDIR/test/<id>/*.png: the held-out
+    identities on which the round scores its backbones' recognition.
     """
     from ..data.demo_images import make_demo
 
     report = Reporter(quiet)
     summary = make_demo(outdir, identities=identities, image_size=image_size, seed=seed,
                         labelled_fraction=labelled_fraction, mean_images=mean_images,
-                        reporter=report)
+                        test_identities=test_identities, reporter=report)
     report.info(f"wrote {outdir}: {summary['labelled_images']} labelled images of "
                 f"{summary['labelled_identities']} identities, {summary['unlabelled_images']} "
-                f"unlabelled images of {summary['unlabelled_identities']} identities")
+                f"unlabelled images of {summary['unlabelled_identities']} identities, "
+                f"{summary['test_images']} test images of {summary['test_identities']} "
+                "identities in neither")
     return 0
 
 

@@ -36,7 +36,8 @@ def main():
       cf-eval [clusters] PRED --truth TRUTH [--json] [--nmi-average A]
       cf-eval knn KNN --truth TRUTH [--json] [--ranks R1,R2,...]
       cf-eval sweep LINKS --truth TRUTH --method M [--png P]   (diagnosis: an oracle)
-      cf-eval identify FEATURES [--distractors D]   (top-1 identification of a backbone)
+      cf-eval identify FEATURES [--distractors D]   (top-1 identification, TAR at FAR)
+      cf-eval report WORK [--png P]   (the round's scores per round vs baseline, upper bound)
       cf-eval gallery CLUSTERS --features F -o DIR [--links L] [--truth T]   (HTML site)
 
     With no subcommand, 'clusters' is meant: cf-eval PRED --truth TRUTH.
@@ -110,8 +111,12 @@ def _pct(x: float) -> str:
               default="arithmetic", show_default=True,
               help="Mean of the two entropies that normalises NMI (arithmetic = scikit-learn's "
                    "default).")
+@click.option("--attach", "attach", multiple=True, metavar="KEY=FILE.json",
+              help="Add the JSON object in FILE under KEY to the --json output (the round "
+                   "puts its backbone's recognition scores beside the cluster metrics). "
+                   "Repeatable.")
 @common_options
-def clusters(pred, truth_spec, as_json, nmi_average, quiet, debug):
+def clusters(pred, truth_spec, as_json, nmi_average, attach, quiet, debug):
     """Score predicted clusters PRED against the true identities.
 
     PRED is a cftools clusters file (its 'labels'; -1 = unassigned, scored as a
@@ -123,6 +128,7 @@ def clusters(pred, truth_spec, as_json, nmi_average, quiet, debug):
     identity of their cluster). The table shows percentages; --json gives fractions.
     """
     rep = Reporter(quiet, prog=_prog())
+    attached = _attachments(attach)
     labels, pred_attrs = _predicted(pred)
     truth, source = _truth(truth_spec)
     _same_length(pred, labels.shape[0], truth_spec, truth.shape[0], "labels")
@@ -134,7 +140,23 @@ def clusters(pred, truth_spec, as_json, nmi_average, quiet, debug):
     if result["n_excluded"]:
         rep.info(f"{result['n_excluded']} points of unknown truth (-1) were excluded.")
     if as_json:
-        _emit_json(result)
+        _emit_json({**result, **attached})
+
+
+def _attachments(specs) -> dict:
+    """--attach KEY=FILE.json -> {KEY: the object in FILE}."""
+    out = {}
+    for spec in specs:
+        key, sep, path = spec.partition("=")
+        if not sep or not key or not path:
+            raise click.BadParameter(f"expected KEY=FILE.json, got {spec!r}", param_hint="--attach")
+        try:
+            out[key] = json.loads(Path(path).read_text())
+        except OSError as err:
+            raise CfError(f"cannot read: {err.strerror or err}", path) from None
+        except ValueError:
+            raise CfError("is not a JSON file", path) from None
+    return out
 
 
 def _clusters_table(name, r: dict):
@@ -284,11 +306,13 @@ def _bounds_table(r: dict):
 # More subcommands, each in its own module (they import this one's helpers freely).
 from .eval_gallery import gallery  # noqa: E402
 from .eval_identify import identify  # noqa: E402
+from .eval_report import report  # noqa: E402
 from .eval_sweep import sweep  # noqa: E402
 
 main.add_command(sweep)
 main.add_command(identify)
 main.add_command(gallery)
+main.add_command(report)
 
 if __name__ == "__main__":
     main(prog_name="cf-eval")  # python -m would otherwise call itself eval.py

@@ -51,6 +51,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: fp16 autocast on CUDA, fp32 on CPU; fp32; bf16
     workers: int = 0
     seed: int = 0
+    steps: int | None = None  # total optimisation steps; None = epochs x batches per epoch
 
     def resolved_milestones(self) -> list[int]:
         if self.milestones:
@@ -58,6 +59,20 @@ class TrainConfig:
         if self.epochs < 4:
             return []
         return sorted({round(0.6 * self.epochs), round(0.85 * self.epochs)})
+
+
+def batching(n_images: int, batch_size: int, world: int = 1) -> tuple[int, bool, int]:
+    """How train_backbone batches n labelled images: (batch, drop_last, steps per epoch)."""
+    per_rank = n_images // world
+    batch = min(batch_size, max(2, per_rank))
+    drop_last = per_rank >= batch
+    per_epoch = per_rank // batch if drop_last else -(-per_rank // batch)
+    return batch, drop_last, max(1, per_epoch)
+
+
+def steps_of(n_images: int, batch_size: int, epochs: int, world: int = 1) -> int:
+    """Optimisation steps of a run of ``epochs`` epochs over n labelled images."""
+    return epochs * batching(n_images, batch_size, world)[2]
 
 
 @dataclass
@@ -202,16 +217,21 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
                                 weight_decay=tconf.weight_decay)
 
     dataset = ImageDataset(paths, targets, bconf.image_size, bconf.mean, bconf.std)
-    per_rank = len(dataset) // ddp.world
-    batch = min(tconf.batch_size, max(2, per_rank))
-    drop_last = per_rank >= batch
+    batch, drop_last, _ = batching(len(dataset), tconf.batch_size, ddp.world)
     sampler = DistributedSampler(dataset, num_replicas=ddp.world, rank=ddp.rank, shuffle=True,
                                  seed=tconf.seed, drop_last=ddp.world > 1)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=drop_last,
                         num_workers=tconf.workers, pin_memory=device.type == "cuda")
     steps_per_epoch = max(1, len(loader))
-    warm_steps = int(round(tconf.warmup_epochs * steps_per_epoch))
-    milestones = [m * steps_per_epoch for m in tconf.resolved_milestones()]
+    # The schedule is laid out on the run's total steps T as a run of --epochs epochs lays
+    # it out on its own: warm-up warmup_epochs/epochs of T, decays at milestone/epochs of T.
+    # With no step budget T = epochs x steps per epoch (the plain schedule); with one, a
+    # run on other data gets the same schedule, step for step (cf-embed --match-steps).
+    total_steps = tconf.steps if tconf.steps else tconf.epochs * steps_per_epoch
+    n_epochs = -(-total_steps // steps_per_epoch)
+    per_step = total_steps / tconf.epochs
+    warm_steps = int(round(tconf.warmup_epochs * per_step))
+    milestones = [int(round(m * per_step)) for m in tconf.resolved_milestones()]
 
     def lr_factor(step: int) -> float:
         decay = tconf.gamma ** sum(step >= m for m in milestones)
@@ -250,7 +270,8 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
         model = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
 
-    for epoch in range(start_epoch, tconf.epochs):
+    for epoch in range(start_epoch, n_epochs):
+        epoch_steps = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return TrainResult(backbone, history, len(classes), len(paths), False, bad)
         sampler.set_epoch(epoch)
@@ -258,9 +279,11 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
         net.train()
         t0, c0 = time.perf_counter(), time.process_time()
         loss_sum = correct = seen = 0.0
-        bar = (reporter.progress(total=len(loader), desc=f"epoch {epoch + 1}/{tconf.epochs}",
+        bar = (reporter.progress(total=epoch_steps, desc=f"epoch {epoch + 1}/{n_epochs}",
                                  unit="batch") if talk else None)
-        for x, y, idx, errors in loader:
+        for step, (x, y, idx, errors) in enumerate(loader):
+            if step >= epoch_steps:  # the step budget ends inside this epoch
+                break
             flip = torch.rand(x.shape[0], generator=flips) < 0.5
             ok = torch.tensor([not e for e in errors], dtype=torch.bool)
             for i, e in zip(idx.tolist(), errors):
@@ -305,13 +328,13 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
             raise CfError(f"training diverged (loss is {loss_sum}) in epoch {epoch + 1}; "
                           "try a lower --lr or --scale")
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+        record = {"epoch": epoch + 1, "steps": int(epoch_steps), "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                   "images": int(seen), "seconds": round(seconds, 3),
                   "cpu_seconds": round(time.process_time() - c0, 3),  # this process, all threads
                   "lr": optimizer.param_groups[0]["lr"]}
         history.append(record)
         if reporter and ddp.main:
-            reporter.info(f"epoch {epoch + 1}/{tconf.epochs}: loss {record['loss']:.4f}, "
+            reporter.info(f"epoch {epoch + 1}/{n_epochs}: loss {record['loss']:.4f}, "
                           f"train acc {record['train_acc']:.3f}, {seen / max(seconds, 1e-9):.0f} img/s, "
                           f"{seconds:.1f} s")
         if checkpoint is not None and ddp.main:

@@ -54,3 +54,65 @@ def top1_identification(features: np.ndarray, labels: np.ndarray,
         "identities": int(len(mates)),
         "unknown": int((labels < 0).sum()),
     }
+
+
+# ----------------------------------------------------------------------------- verification
+
+DEFAULT_FARS = (1e-3, 1e-2)
+
+
+def verification(features: np.ndarray, labels: np.ndarray, fars=DEFAULT_FARS, *,
+                 batch_size: int = 2048) -> dict:
+    """Verification over all pairs of labelled rows: TAR at each FAR, and the ROC AUC.
+
+    Every unordered pair of two different rows (labels >= 0) is a trial: genuine when both
+    share an identity, impostor otherwise; its score is the cosine of the two rows. For a
+    false accept rate f the threshold is the smallest score that at most f of the impostor
+    pairs exceed (strictly), and TAR is the share of genuine pairs above it. A FAR below
+    1 / (impostor pairs) cannot be resolved: its TAR is None. AUC counts ties as half.
+    Returns {tar_at_far: {str(f): TAR or None}, auc, genuine_pairs, impostor_pairs}."""
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = np.flatnonzero(labels >= 0)
+    x, y = features[rows], labels[rows]
+    genuine, impostor = [], []
+    for start in range(0, len(rows), batch_size):
+        block = x[start:start + batch_size] @ x.T
+        for i in range(block.shape[0]):
+            r = start + i
+            s = block[i, r + 1:]
+            same = y[r + 1:] == y[r]
+            genuine.append(s[same])
+            impostor.append(s[~same])
+    genuine = np.sort(np.concatenate(genuine)) if genuine else np.zeros(0, np.float32)
+    impostor = np.sort(np.concatenate(impostor)) if impostor else np.zeros(0, np.float32)
+    out = {"tar_at_far": {}, "auc": None, "genuine_pairs": int(genuine.size),
+           "impostor_pairs": int(impostor.size)}
+    if genuine.size == 0 or impostor.size == 0:
+        out["tar_at_far"] = {_far_key(f): None for f in fars}
+        return out
+    for f in fars:
+        allowed = int(np.floor(f * impostor.size + 1e-9))  # impostor pairs allowed above
+        if allowed < 1:
+            out["tar_at_far"][_far_key(f)] = None
+            continue
+        threshold = impostor[impostor.size - allowed - 1]  # exactly `allowed` lie above (ties aside)
+        out["tar_at_far"][_far_key(f)] = float((genuine > threshold).mean())
+    # AUC = P(genuine score > impostor score) + half the ties
+    below = np.searchsorted(impostor, genuine, side="left")
+    below_eq = np.searchsorted(impostor, genuine, side="right")
+    out["auc"] = float((below + below_eq).sum() / (2.0 * genuine.size * impostor.size))
+    return out
+
+
+def _far_key(f: float) -> str:
+    return f"{f:g}"
+
+
+def recognition(features: np.ndarray, labels: np.ndarray, fars=DEFAULT_FARS) -> dict:
+    """Top-1 identification (gallery: the first image of each identity) and verification
+    (TAR at each FAR over all pairs) of one labelled features set: the recognition score
+    of a backbone on identities it never saw. Returns {top1, probes, ..., verification}."""
+    result = top1_identification(features, labels)
+    result["verification"] = verification(features, labels, fars)
+    return result

@@ -7,12 +7,17 @@ background gradient, a few coloured shapes (ellipses, polygons) and Gabor-like b
 gradient), blur, sensor noise and, often, an occluding block; about one image in ten is
 a hard sample with all of these stronger. Counts per identity are long-tailed (log-normal,
 some identities seen once). Identities are split, not images: a fraction of them form the
-labelled part, the rest the unlabelled part:
+labelled part, the rest the unlabelled part, and further identities, drawn apart from
+both, form a test part that no step of the round trains or calibrates on (it scores the
+backbone's recognition of identities it has never seen):
 
-    OUT/labelled/<id>/<n>.png     OUT/unlabelled/<id>/<n>.png
+    OUT/labelled/<id>/<n>.png     OUT/unlabelled/<id>/<n>.png     OUT/test/<id>/<n>.png
 
-Folder names are the integer identity ids, so both parts share one label space (the
-unlabelled part's folders are its ground truth, for evaluation only).
+Folder names are the integer identity ids, so all parts share one label space (the
+unlabelled part's folders are its ground truth, for evaluation only). Test identities take
+the ids after the others' (identities, identities + 1, ...), so no test identity is any
+labelled or unlabelled one, and the labelled and unlabelled parts are the same with or
+without a test part.
 """
 
 from __future__ import annotations
@@ -115,15 +120,27 @@ def identity_counts(rng: np.random.Generator, identities: int, mean_images: floa
     return np.clip(np.round(raw), 1, 8 * mean_images).astype(int)
 
 
+def default_test_identities(identities: int) -> int:
+    """The demo's test part: a fifth as many identities as D_L and D_U together, at least 2."""
+    return max(2, round(identities / 5))
+
+
 def make_demo(out, *, identities: int = 300, image_size: int = 64, seed: int = 0,
-              labelled_fraction: float = 0.5, mean_images: float = 12.0, reporter=None) -> dict:
+              labelled_fraction: float = 0.5, mean_images: float = 12.0,
+              test_identities: int | None = None, reporter=None) -> dict:
     """Draw the demo set under ``out`` (which must not exist or be empty); returns a summary.
-    Written into a temporary folder beside ``out`` and renamed, so it appears whole."""
+    Written into a temporary folder beside ``out`` and renamed, so it appears whole.
+    ``test_identities``: identities of the test part (None: a fifth of ``identities``, at
+    least 2; 0: no test part)."""
     out = Path(out)
     if identities < 2:
         raise CfError("the demo needs at least 2 identities")
     if not 0 < labelled_fraction < 1:
         raise CfError("--labelled-fraction must be between 0 and 1 (exclusive)")
+    if test_identities is None:
+        test_identities = default_test_identities(identities)
+    if test_identities < 0:
+        raise CfError("--test-identities must be >= 0")
     if image_size < 8:
         raise CfError("--image-size must be at least 8")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -136,15 +153,19 @@ def make_demo(out, *, identities: int = 300, image_size: int = 64, seed: int = 0
     counts = identity_counts(rng, identities, mean_images)
     n_labelled = min(identities - 1, max(1, round(labelled_fraction * identities)))
     labelled = set(rng.permutation(identities)[:n_labelled].tolist())
+    # the test part's counts come from a stream of their own: D_L and D_U stay the same
+    test_counts = identity_counts(np.random.default_rng([seed, 2]), test_identities, mean_images)
+    counts = np.concatenate([counts, test_counts]).astype(int)
     tmp = out.with_name(f".{out.name}.cf-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     side = 2 * image_size  # draw at twice the size so rotations resample smoothly
     try:
         tmp.mkdir()
         bar = reporter.progress(total=int(counts.sum()), desc="demo", unit="img") if reporter else None
-        for ident in range(identities):
+        for ident in range(identities + test_identities):
             irng = np.random.default_rng([seed, 1, ident])
             pattern = Image.fromarray((_pattern(irng, side) * 255 + 0.5).astype(np.uint8))
-            part = "labelled" if ident in labelled else "unlabelled"
+            part = ("test" if ident >= identities else
+                    "labelled" if ident in labelled else "unlabelled")
             folder = tmp / part / f"{ident:05d}"
             folder.mkdir(parents=True)
             for j in range(counts[ident]):
@@ -160,6 +181,8 @@ def make_demo(out, *, identities: int = 300, image_size: int = 64, seed: int = 0
             "labelled_images": int(sum(counts[i] for i in labelled)),
             "unlabelled_identities": identities - len(labelled),
             "unlabelled_images": int(sum(counts[i] for i in range(identities) if i not in labelled)),
+            "test_identities": int(test_identities),
+            "test_images": int(test_counts.sum()),
             "mean_images": mean_images, "labelled_fraction": labelled_fraction,
         }
         (tmp / "demo.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -151,6 +151,23 @@ def open_images(spec, *, require_labels: bool = False) -> ImageSet:
     return images
 
 
+def combine(sets: list[ImageSet]) -> ImageSet:
+    """Several image sets as one, each in a label space of its own: the labels of each set
+    after the first are shifted past the largest label before them, so identities of
+    different sets are never merged (two folders both named 's1' stay two identities).
+    The first set names the whole in errors and provenance."""
+    if len(sets) == 1:
+        return sets[0]
+    paths, labels, offset = [], [], 0
+    for part in sets:
+        lab = np.asarray(part.labels, dtype=np.int64)
+        paths.extend(part.paths)
+        labels.append(np.where(lab >= 0, lab + offset, -1))
+        if (lab >= 0).any():
+            offset += int(lab.max()) + 1
+    return ImageSet(paths, np.concatenate(labels), sets[0].source)
+
+
 def check_trainable(images: ImageSet, size: int) -> None:
     """Refuse, before any training, an image set that cannot train a classifier: fewer
     than two labelled identities, or no readable image in all but one of them. Decodes
