@@ -36,6 +36,29 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def write_demo_sequences(tmp: Path, n: int, *, seed: int = 3, dim: int = 16, k: int = 10,
+                         length: int = 8, min_sim: float = 0.2) -> tuple:
+    """tmp/f.h5 (n demo features with labels) and tmp/seq.h5 (their labelled sequences of
+    ``length`` positions): the inputs of cf-link tests. Returns (features, labels, order,
+    mask, targets)."""
+    from cftools.artifacts import create_rows, write_artifact
+    from cftools.core.grammar import build_sequences
+    from cftools.core.neighbours import knn
+    from cftools.data.demo import make_demo_features
+    from cftools.data.io import load_features, write_features
+
+    f, labels = make_demo_features(n, dim, seed=seed)
+    write_features(tmp / "f.h5", f, labels=labels)
+    fid = load_features(tmp / "f.h5").id
+    idx, sim = knn(f, k)
+    order, mask, targets = build_sequences(idx, sim, length, min_sim=min_sim, labels=labels)
+    with write_artifact(tmp / "seq.h5", "sequences", attrs={"knn_id": "x", "features_id": fid}) as h:
+        create_rows(h, "order", order.shape, np.int64, data=order)
+        create_rows(h, "mask", mask.shape, bool, data=mask)
+        create_rows(h, "targets", targets.shape, np.int8, data=targets)
+    return f, labels, order, mask, targets
+
+
 def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -16,6 +16,7 @@ from cftools.core.model import Clusformer, make_config, save_model
 from cftools.core.neighbours import knn
 from cftools.data.demo import make_demo_features
 from cftools.data.io import load_features, write_features
+from conftest import write_demo_sequences
 
 
 def _cmd(*args):
@@ -28,15 +29,7 @@ def _cmd(*args):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("link")
-    f, l = make_demo_features(300, 16, seed=3)
-    write_features(tmp / "f.h5", f, labels=l)
-    fid = load_features(tmp / "f.h5").id
-    idx, sim = knn(f, 10)
-    order, mask, targets = build_sequences(idx, sim, 8, min_sim=0.2, labels=l)
-    with write_artifact(tmp / "seq.h5", "sequences", attrs={"knn_id": "x", "features_id": fid}) as h:
-        create_rows(h, "order", order.shape, np.int64, data=order)
-        create_rows(h, "mask", mask.shape, bool, data=mask)
-        create_rows(h, "targets", targets.shape, np.int8, data=targets)
+    f, _, order, mask, _ = write_demo_sequences(tmp, 300)
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 16, 8, width=32, ffn=64))
     save_model(tmp / "m.h5", model, thresholds={"link": 0.3, "infomap": 0.6})

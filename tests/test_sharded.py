@@ -20,6 +20,7 @@ from cftools.core.sharding import DIE_ENV, rank_rows
 from cftools.data.demo import make_demo_features
 from cftools.data.demo_images import make_demo
 from cftools.data.io import load_features, write_features
+from conftest import write_demo_sequences
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -112,15 +113,7 @@ def test_knn_npz_two_ranks_equal_one_process(feats):
 @pytest.fixture(scope="module")
 def linkset(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shardlink")
-    f, l = make_demo_features(401, 16, seed=3)
-    write_features(tmp / "f.h5", f, labels=l)
-    fid = load_features(tmp / "f.h5").id
-    idx, sim = knn(f, 10)
-    order, mask, targets = build_sequences(idx, sim, 8, min_sim=0.2, labels=l)
-    with write_artifact(tmp / "seq.h5", "sequences", attrs={"knn_id": "x", "features_id": fid}) as h:
-        create_rows(h, "order", order.shape, np.int64, data=order)
-        create_rows(h, "mask", mask.shape, bool, data=mask)
-        create_rows(h, "targets", targets.shape, np.int8, data=targets)
+    write_demo_sequences(tmp, 401)
     torch.manual_seed(0)
     save_model(tmp / "m.h5", Clusformer(make_config("small", 16, 8, width=32, ffn=64)),
                thresholds={"link": 0.3})
