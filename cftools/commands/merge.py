@@ -13,6 +13,7 @@ from ..artifacts import (atomic_outputs, check_finite, check_output_path, check_
                          write_artifact, write_strings, create_rows)
 from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
 from ..core import decoding
+from ..core.selection import calibrate_links
 from ..data.io import load_features, load_labels, split_spec, write_bin, write_meta
 from ..errors import CfError
 
@@ -282,19 +283,16 @@ def _calibrate(path, truth_spec, method, mode, art, link_method, seed, rep):
     if not (truth >= 0).any():
         raise CfError("no known label (all are -1)", truth_spec)
     rep.info(f"cf-merge: calibrating {method} on {path} ({c_idx.shape[0]} labelled points)")
-    best = None
-    for m in ([mode] if mode else ["directed", "reciprocal"]):
-        found, scores = decoding.calibrate_thresholds(
-            c_idx, decoding.link_weights(c_idx, c_raw, m), truth, decoders=(method,), seed=seed,
-            return_scores=True)
-        rep.info(f"cf-merge: calibrated threshold {found[method]:.6g} ({m} links; pairwise F "
-                 f"{100 * scores[method]:.2f} on the labelled set, identities capped at "
-                 f"{decoding.CALIBRATION_CAP})")
-        if best is None or scores[method] > best[0]:
-            best = (scores[method], found, m)
-    _, found, mode = best
-    extra = {key: found[key] for key in ("intimacy_ratio", "peaks_tolerance") if key in found}
-    return found[method], extra, c_art, mode
+    modes = (mode,) if mode else decoding.LINK_MODES
+    found, scores = calibrate_links(c_idx, c_raw, truth, (method,), seed, modes=modes)
+    for m in modes:
+        rep.info(f"cf-merge: calibrated threshold {found[decoding.threshold_key(method, m)]:.6g} "
+                 f"({m} links; pairwise F {100 * scores[method][m]:.2f} on the labelled set, "
+                 f"identities capped at {decoding.CALIBRATION_CAP})")
+    mode = found[f"link_mode_{method}"]  # the better mode (ties: directed)
+    extra = {key: found[k] for key in ("intimacy_ratio", "peaks_tolerance")
+             if (k := decoding.threshold_key(key, mode)) in found}
+    return found[decoding.threshold_key(method, mode)], extra, c_art, mode
 
 
 # ----------------------------------------------------------------------------- labels

@@ -397,7 +397,8 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
 
     baseline = None
     if dist.main and val_rows.size:
-        cos = cosine_to_centre(features_t, v_order, v_mask)[v_use]
+        v_cosine = cosine_to_centre(features_t, v_order, v_mask)  # the guard reuses it
+        cos = v_cosine[v_use]
         baseline = link_scores(cos, v_truth, best_f1_threshold(cos, v_truth))
         log(f"held out {val_ids.size} identities ({val_rows.size} rows, {v_truth.size} pairs); "
             f"raw cosine: ROC-AUC {baseline['roc_auc']:.4f}, best F1 {baseline['f1']:.4f} "
@@ -516,8 +517,7 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
     if val_rows.size and model_t and cosine_t:
         from .selection import guard
 
-        cos_val = cosine_to_centre(features_t, v_order, v_mask)
-        verdict = guard(v_order, v_mask, val_probs, cos_val, data.labels, thresholds, cosine_t,
+        verdict = guard(v_order, v_mask, val_probs, v_cosine, data.labels, thresholds, cosine_t,
                         seed=cfg.seed)
         summary["guard"] = verdict
         log("guard on the held-out identities ({decoder}, {points} points): model links "
