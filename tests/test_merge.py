@@ -300,11 +300,19 @@ def test_model_links_beat_cosine_components(tmp_path):
     Identities are capped at 60 points: with the demo's default cap of 300, one or two
     identities hold most same-identity pairs and pairwise F swings with a single merge."""
     torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _model_links_beat_cosine(torch, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _model_links_beat_cosine(torch, tmp_path):
     from cftools.core.grammar import build_sequences
     from cftools.core.model import make_config
     from cftools.core.training import SequenceData, TrainConfig, predict, train
 
-    torch.set_num_threads(2)
     k = 16
     x, y = make_demo_features(3000, 32, seed=5, hard_fraction=0.2, noise_fraction=0.05,
                               max_size=60)
