@@ -1,0 +1,482 @@
+"""New points into an existing clustering, without clustering everything again.
+
+Given the existing set (features X_old, its links (N0 x L) and clusters) and new features
+X_new, the step works only where the new points reach:
+
+1. neighbours of the new points among old + new (one index search; exact while small,
+   else an inverted-file index with nprobe tuned on a sample to a recall target);
+2. the *affected* old points: those with a new point among their top L (found among the
+   new points' 4L nearest old points, checked against the similarity of the old point's
+   L-th neighbour). Their rows are rebuilt: the old neighbours and the new points that
+   enter, centre first, by falling similarity, L positions;
+3. links for the new rows and the rebuilt rows, by the same path that made the old ones
+   (the model's probabilities or raw cosine, as the links file says);
+4. the calibrated decoder (same method, threshold, link mode) on the local graph: the
+   rebuilt and new rows, their neighbours, and the kept links among them;
+5. local clusters -> ids: a new point joins the old cluster it holds the most kept link
+   weight to within its local cluster; local clusters without old points become new
+   clusters with fresh ids above the largest; old points keep their ids, except where two
+   old clusters lie in one local cluster *and* at least ``merge_links`` new links join
+   them (a new point with kept links into both, or an old-old link kept now that was not
+   before): those are merged (the larger keeps its id) and every merge is recorded.
+
+Cost: the index search touches every point (as any search must), copying old rows and
+labels is O(N) memory traffic; everything else grows with the new points and the rows
+they touch, never with N.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import decoding
+from . import neighbours as nb
+
+REVERSE_FACTOR = 4  # affected old points are looked for among the new points' 4L nearest
+
+
+@dataclass
+class AddResult:
+    labels: np.ndarray  # (N0 + N1,) the clusters of old + new
+    indices: np.ndarray  # (N0 + N1, L) links of old + new (affected rows rebuilt)
+    probabilities: np.ndarray
+    affected: np.ndarray  # old rows rebuilt
+    merges: list  # [(kept_id, merged_id, n_links)]
+    counts: dict
+    knn_info: dict
+    seconds: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- neighbours
+
+
+def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto",
+               exact_below: int = nb.AUTO_EXACT_BELOW, recall_target: float = nb.RECALL_TARGET,
+               sample: int = 500, seed: int = 0, batch_size: int = 16384, progress=None):
+    """(indices, similarities, info): the k nearest of each query among ``base`` (which
+    holds the queries at its end). auto: exact while queries x base is small, else IVF
+    with sqrt(N) lists (cheap to train for a query-only search) and nprobe tuned on a
+    sample of the queries to ``recall_target``; exact when IVF cannot reach it cheaper."""
+    n, nq = base.shape[0], queries.shape[0]
+    centres = np.arange(n - nq, n)
+    info: dict = {"requested": method}
+    chosen = method
+    if method == "auto":
+        chosen = "exact" if nb.auto_uses_exact(n, nq, exact_below) else "ivf"
+    index = None
+    if chosen == "ivf":
+        nlist = int(max(1, min(np.sqrt(n), n // 39)))
+        params = nb.KnnParams(method="ivf", nlist=nlist, seed=seed, batch_size=batch_size)
+        index = nb.build_index(base, params, k)
+        rows = nb.sample_rows(nq, sample, seed)
+        t = time.perf_counter()
+        exact_ids = nb.exact_of(base, queries[rows], k, centres=centres[rows])
+        t_exact = time.perf_counter() - t
+        found, reached, trials = nb.tune_nprobe(index, queries[rows], exact_ids, k, n_base=n,
+                                                nlist=nlist, target=recall_target,
+                                                centres=centres[rows], exact_seconds=t_exact)
+        info.update(nlist=nlist, trials=[tr[:2] for tr in trials])
+        if found is None:
+            chosen, index = "exact", None
+        else:
+            info.update(nprobe=int(found), recall_at_k=float(reached), recall_sample=len(rows))
+    if index is None:
+        index = nb.build_index(base, nb.KnnParams(method="exact", batch_size=batch_size), k)
+    info["method"] = chosen
+    indices, sims = nb.search(index, queries, k, batch_size, progress)
+    del index
+    nb.put_self_first(indices, sims, centres=centres)
+    return indices, sims, info
+
+
+def _row_sims(feats: np.ndarray, rows: np.ndarray, ids: np.ndarray, block: int = 2048
+              ) -> np.ndarray:
+    """Cosine of point rows[r] to each ids[r, c] (ids -1 -> -inf), in row blocks."""
+    out = np.empty(ids.shape, np.float32)
+    for b in range(0, rows.size, block):
+        i = ids[b:b + block]
+        safe = np.where(i >= 0, i, 0)
+        s = np.einsum("rd,rcd->rc", feats[rows[b:b + block]], feats[safe])
+        out[b:b + block] = np.where(i >= 0, s, -np.inf)
+    return out
+
+
+def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarray,
+                 new_idx: np.ndarray, new_sim: np.ndarray, n_old: int, length: int):
+    """The old points whose top ``length`` a new point enters, and their new rows.
+
+    Returns (affected old rows (A,), order (A, L), mask (A, L)). A candidate pair (i, j) is
+    an old point i among new point j's neighbours; it enters i's row when its similarity
+    beats that of i's last (L-th) neighbour, or i's row has a free (masked) slot."""
+    nq, k = new_idx.shape
+    j = np.repeat(np.arange(n_old, n_old + nq), k)
+    i = new_idx.ravel()
+    s = new_sim.ravel()
+    cand = (i >= 0) & (i < n_old)
+    i, j, s = i[cand], j[cand], s[cand]
+    if i.size == 0:
+        empty = np.zeros((0, length), np.int64)
+        return np.zeros(0, np.int64), empty, empty.astype(bool)
+    uniq = np.unique(i)
+    # the similarity an entrant must beat: i's L-th neighbour (or -inf with a free slot)
+    rows_old = old_indices[uniq]
+    valid_old = old_valid[uniq].copy()
+    valid_old[:, 0] = False  # the centre
+    sim_old = np.where(valid_old, _row_sims(feats, uniq, rows_old), -np.inf)
+    full = valid_old[:, 1:].all(axis=1)
+    floor = np.where(full, sim_old[:, 1:].min(axis=1), -np.inf)
+    pos = np.searchsorted(uniq, i)
+    enters = s > floor[pos]
+    i, j, s, pos = i[enters], j[enters], s[enters], pos[enters]
+    hit = np.unique(pos)
+    if hit.size == 0:
+        empty = np.zeros((0, length), np.int64)
+        return np.zeros(0, np.int64), empty, empty.astype(bool)
+    # per affected row: its old neighbours and its entrants, best L-1 by similarity
+    remap = np.full(uniq.size, -1, np.int64)
+    remap[hit] = np.arange(hit.size)
+    r = remap[pos]
+    counts = np.bincount(r, minlength=hit.size)
+    width = int(counts.max())
+    ent_ids = np.full((hit.size, width), -1, np.int64)
+    ent_sim = np.full((hit.size, width), -np.inf, np.float32)
+    order_r = np.argsort(r, kind="stable")
+    start = np.r_[0, np.cumsum(counts)[:-1]]
+    col = np.arange(r.size) - start[r[order_r]]
+    ent_ids[r[order_r], col] = j[order_r]
+    ent_sim[r[order_r], col] = s[order_r]
+    ids = np.concatenate([np.where(valid_old[hit], rows_old[hit], -1), ent_ids], axis=1)
+    sims = np.concatenate([sim_old[hit], ent_sim], axis=1)
+    sims[:, 0] = -np.inf  # the old centre slot
+    ids[:, 0] = -1
+    best = np.argsort(-sims, axis=1, kind="stable")[:, :length - 1]
+    nb_ids = np.take_along_axis(ids, best, axis=1)
+    nb_sims = np.take_along_axis(sims, best, axis=1)
+    affected = uniq[hit]
+    order = np.empty((hit.size, length), np.int64)
+    mask = np.zeros((hit.size, length), bool)
+    order[:, 0] = affected
+    mask[:, 0] = True
+    ok = (nb_ids >= 0) & np.isfinite(nb_sims)
+    order[:, 1:1 + nb_ids.shape[1]] = np.where(ok, nb_ids, affected[:, None])
+    mask[:, 1:1 + nb_ids.shape[1]] = ok
+    if 1 + nb_ids.shape[1] < length:
+        order[:, 1 + nb_ids.shape[1]:] = affected[:, None]
+    return affected, order, mask
+
+
+# --------------------------------------------------------------------------- links
+
+
+def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method: str,
+              model=None, batch_size: int = 256, device="cpu", bf16: bool | None = None):
+    """Links of the given sequences, by the path cf-link takes (model or cosine), computed
+    over only the points these sequences name."""
+    import torch
+
+    from .linking import cast_for_inference
+    from .model import unit_rows
+    from .training import autocast_dtype, run_batch
+
+    if order.shape[0] == 0:
+        return np.zeros(order.shape, np.float32)
+    used, local = np.unique(order, return_inverse=True)
+    local = local.reshape(order.shape)
+    dev = torch.device(device)
+    x = torch.from_numpy(np.ascontiguousarray(feats[used])).to(dev)
+    probs = np.empty(order.shape, np.float32)
+    if method == "cosine":
+        from .grammar import centre_cosine
+
+        for b in range(0, order.shape[0], 4096):
+            o = torch.from_numpy(local[b:b + 4096]).to(dev)
+            m = torch.from_numpy(mask[b:b + 4096]).to(dev)
+            probs[b:b + o.shape[0]] = (centre_cosine(x[o]) * m).cpu().numpy()
+        return probs
+    amp = autocast_dtype(dev, bf16)
+    if amp is torch.bfloat16:
+        model, amp = cast_for_inference(model, torch.bfloat16), None
+    model.eval()
+    unit = unit_rows(x) if model.needs_cosine else None
+    prepared = model.prepare(x, dtype=model.input_proj.weight.dtype)
+    with torch.no_grad():
+        for b in range(0, order.shape[0], batch_size):
+            o = torch.from_numpy(local[b:b + batch_size]).to(dev)
+            m = torch.from_numpy(mask[b:b + batch_size]).to(dev)
+            probs[b:b + o.shape[0]] = run_batch(model, prepared, o, m, amp, unit)
+    return probs
+
+
+def lookup(order: np.ndarray, probs: np.ndarray, rows: np.ndarray, ids: np.ndarray
+           ) -> np.ndarray:
+    """probs[rows[e], c] where order[rows[e], c] == ids[e], else 0 (one row read per pair)."""
+    out = np.zeros(rows.size, np.float32)
+    step = 1 << 16
+    for b in range(0, rows.size, step):
+        r, i = rows[b:b + step], ids[b:b + step]
+        hit = order[r] == i[:, None]
+        out[b:b + r.size] = np.where(hit, probs[r], 0).max(axis=1)
+    return out
+
+
+def edge_weights(indices: np.ndarray, probs: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                 mode: str) -> np.ndarray:
+    """w of the edges src -> dst (dst among src's links) under ``mode``: p_ij, or
+    (p_ij + p_ji) / 2 with p_ji = 0 when src is not among dst's links; only the rows the
+    edges name are read."""
+    row = indices[src]
+    p_fwd = np.where(row == dst[:, None], probs[src], 0).max(axis=1)
+    if mode == "directed":
+        return p_fwd.astype(np.float32)
+    back = indices[dst] == src[:, None]
+    p_back = np.where(back, probs[dst], 0).max(axis=1)
+    return ((p_fwd + p_back) * 0.5).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.ndarray,
+               old_probs: np.ndarray, old_labels: np.ndarray, *, link_method: str, model=None,
+               decoder: str = "infomap", threshold: float, mode: str = "reciprocal",
+               intimacy_ratio: float = decoding.DEFAULT_INTIMACY_RATIO,
+               peaks_tolerance: float = 0.0, max_size: int | None = None,
+               size_step: float = decoding.DEFAULT_SIZE_STEP, singletons: str = "keep",
+               attach_threshold: float | None = None, merge_links: int = 2, seed: int = 0,
+               knn_method: str = "auto", batch_size: int = 256, device="cpu",
+               bf16: bool | None = None, progress=None) -> AddResult:
+    """The clusters of old + new; see the module's docstring."""
+    secs: dict = {}
+    t = time.perf_counter()
+    n0, n1 = old_feats.shape[0], new_feats.shape[0]
+    n, length = n0 + n1, old_indices.shape[1]
+    feats = np.concatenate([old_feats, new_feats])
+    k_search = min(n, REVERSE_FACTOR * length)
+    new_idx, new_sim, knn_info = search_new(feats, new_feats, k_search, method=knn_method,
+                                            seed=seed, progress=progress)
+    secs["search"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    # masked positions of the old links hold the centre's id (cf-seq); treat them as free
+    old_valid = old_indices != np.arange(n0)[:, None]
+    old_valid[:, 0] = True
+    affected, a_order, a_mask = rebuild_rows(feats, old_indices, old_valid, new_idx, new_sim,
+                                             n0, length)
+    # the new points' own rows: centre first, then the L-1 nearest (as cf-seq builds them)
+    from .grammar import build_sequences
+
+    n_order, n_mask, _ = build_sequences(new_idx, new_sim, length,
+                                         centres=np.arange(n0, n))
+    secs["rows"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    n_probs = link_rows(feats, n_order, n_mask, method=link_method, model=model,
+                        batch_size=batch_size, device=device, bf16=bf16)
+    # an old row is relinked where an entrant could make a kept link: under reciprocal
+    # weights (p_ij + p_ji) / 2 >= t needs p_ji >= 2t - 1, p_ji read from the entrant's row
+    candidates = affected.size
+    if mode == "reciprocal" and affected.size:
+        floor = 2 * float(threshold) - 1
+        entrant = a_order >= n0
+        r_i = np.repeat(affected, length)[entrant.ravel()]
+        r_j = a_order[entrant]
+        p_back = lookup(n_order, n_probs, r_j - n0, r_i)
+        strong = np.zeros(affected.size, bool)
+        np.logical_or.at(strong, np.repeat(np.arange(affected.size), length)[entrant.ravel()],
+                         p_back >= floor)
+        affected, a_order, a_mask = affected[strong], a_order[strong], a_mask[strong]
+    a_probs = link_rows(feats, a_order, a_mask, method=link_method, model=model,
+                        batch_size=batch_size, device=device, bf16=bf16)
+    rows = np.concatenate([affected, np.arange(n0, n)])
+    secs["links"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    indices = np.empty((n, length), np.int64)
+    probs = np.empty((n, length), np.float32)
+    indices[:n0] = old_indices
+    probs[:n0] = old_probs
+    indices[affected] = a_order
+    probs[affected] = a_probs
+    indices[n0:] = n_order
+    probs[n0:] = n_probs
+    secs["copy"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    labels, merges, counts = _decode_local(
+        indices, probs, old_indices, old_probs, old_labels, rows, n0, decoder=decoder,
+        threshold=threshold, mode=mode, intimacy_ratio=intimacy_ratio,
+        peaks_tolerance=peaks_tolerance, max_size=max_size, size_step=size_step,
+        singletons=singletons, attach_threshold=attach_threshold, merge_links=merge_links,
+        seed=seed)
+    secs["decode"] = time.perf_counter() - t
+    counts.update(entered_old_rows=int(candidates), relinked_old_rows=int(affected.size),
+                  new_points=int(n1))
+    return AddResult(labels, indices, probs, affected, merges, counts, knn_info, secs)
+
+
+def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, *, decoder,
+                  threshold, mode, intimacy_ratio, peaks_tolerance, max_size, size_step,
+                  singletons, attach_threshold, merge_links, seed):
+    n, length = indices.shape
+    t = np.float32(threshold)
+    is_new_row = np.zeros(n, bool)
+    is_new_row[rows] = True
+    # the local node set: the rebuilt/new rows and every point they link to
+    nbrs = indices[rows]
+    nodes = np.unique(np.concatenate([rows, nbrs[nbrs >= 0].ravel()]))
+    pos = np.full(n, -1, np.int64)  # only touched where nodes lie: O(N) memory, set once
+    pos[nodes] = np.arange(nodes.size)
+    # every link of every local node whose target is local, weighted under ``mode``
+    src = np.repeat(nodes, length)
+    dst = indices[nodes].ravel()
+    keep = (dst >= 0) & (dst != src)
+    keep[keep] &= pos[dst[keep]] >= 0
+    p_fwd = probs[nodes].ravel()[keep]
+    src, dst = src[keep], dst[keep]
+    w = p_fwd
+    if mode == "reciprocal":  # p_ji: the edge dst -> src, among the local nodes' own links
+        key = src * n + dst
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        rkey = dst * n + src
+        loc = np.minimum(np.searchsorted(sk, rkey), max(sk.size - 1, 0))
+        back = np.where(sk[loc] == rkey, p_fwd[order][loc], 0) if sk.size else p_fwd
+        w = ((p_fwd + back) * np.float32(0.5)).astype(np.float32)
+    local_idx = np.full((nodes.size, length), -1, np.int64)
+    local_w = np.zeros((nodes.size, length), np.float32)
+    ls = pos[src]
+    counts_per = np.bincount(ls, minlength=nodes.size)
+    start = np.r_[0, np.cumsum(counts_per)[:-1]]
+    col = np.arange(ls.size) - start[ls]  # src is sorted (repeat of sorted nodes)
+    local_idx[ls, col] = pos[dst]
+    local_w[ls, col] = w
+    local = decoding.decode(decoder, local_idx, local_w, float(threshold), max_size=max_size,
+                            size_step=size_step, intimacy_ratio=intimacy_ratio,
+                            peaks_tolerance=peaks_tolerance, seed=seed)
+
+    # ---- local clusters -> ids
+    old_lab = np.full(nodes.size, -1, np.int64)
+    is_old = nodes < n0
+    old_lab[is_old] = old_labels[nodes[is_old]]
+    kept_edge = w >= t
+    ks, kd, kw = pos[src[kept_edge]], pos[dst[kept_edge]], w[kept_edge]
+    # kept links of new points into old clusters (both directions), per (new node, old label)
+    a = np.r_[ks, kd]
+    b = np.r_[kd, ks]
+    ww = np.r_[kw, kw]
+    sel = (~is_old[a]) & is_old[b] & (old_lab[b] >= 0) & (local[a] == local[b])
+    pair_new, pair_lab, pair_w = a[sel], old_lab[b[sel]], ww[sel]
+    # merge evidence: new points with kept links into two old clusters of their local cluster
+    evidence: dict = {}
+    if pair_new.size:
+        key = np.unique(np.stack([pair_new, pair_lab], 1), axis=0)
+        by_new = np.split(key[:, 1], np.flatnonzero(np.diff(key[:, 0])) + 1)
+        for labs in by_new:
+            if labs.size > 1:
+                for x in range(labs.size):
+                    for y in range(x + 1, labs.size):
+                        pr = (int(labs[x]), int(labs[y]))
+                        evidence[pr] = evidence.get(pr, 0) + 1
+    # ... and old-old links kept now that were not kept before (rows rebuilt by the add)
+    oo = is_old[ks] & is_old[kd] & (old_lab[ks] >= 0) & (old_lab[kd] >= 0) & \
+        (old_lab[ks] != old_lab[kd]) & (local[ks] == local[kd])
+    if oo.any():
+        s_g, d_g = nodes[ks[oo]], nodes[kd[oo]]
+        before = edge_weights(old_indices, old_probs, s_g, d_g, mode) >= t
+        for x, y in zip(old_lab[ks[oo]][~before], old_lab[kd[oo]][~before]):
+            pr = (int(min(x, y)), int(max(x, y)))
+            evidence[pr] = evidence.get(pr, 0) + 1
+    # merges: union-find over old ids; the larger cluster (then the smaller id) keeps its id
+    old_sizes = np.bincount(old_labels[old_labels >= 0]) if (old_labels >= 0).any() \
+        else np.zeros(0, np.int64)
+    parent: dict = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    merges = []
+    for (x, y), m in sorted(evidence.items(), key=lambda kv: (-kv[1], kv[0])):
+        if m < merge_links:
+            continue
+        rx, ry = find(x), find(y)
+        if rx == ry:
+            continue
+        sx, sy = old_sizes[rx], old_sizes[ry]
+        keep_id, gone = (rx, ry) if (sx, -rx) >= (sy, -ry) else (ry, rx)
+        parent[gone] = keep_id
+        merges.append((int(keep_id), int(gone), int(m)))
+
+    labels = np.empty(n, np.int64)
+    labels[:n0] = old_labels
+    if merges:
+        gone = np.array([g for _, g, _ in merges])
+        moved = np.isin(labels[:n0], gone)
+        labels[:n0][moved] = [find(int(v)) for v in labels[:n0][moved]]
+    # a new point joins the old cluster it holds the most kept link weight to
+    new_nodes = np.flatnonzero(~is_old)
+    best_lab = np.full(nodes.size, -1, np.int64)
+    if pair_new.size:
+        key = pair_new * (old_sizes.size + 1) + pair_lab
+        uk, inv = np.unique(key, return_inverse=True)
+        tot = np.bincount(inv, weights=pair_w)
+        kn, kl = uk // (old_sizes.size + 1), uk % (old_sizes.size + 1)
+        order = np.lexsort((-tot, kn))
+        first = np.r_[True, kn[order][1:] != kn[order][:-1]]
+        best_lab[kn[order][first]] = kl[order][first]
+    # local clusters: their old members' labels, the plurality as fallback for new points
+    next_id = int(old_labels.max()) + 1 if old_labels.size and old_labels.max() >= 0 else 0
+    fresh = {}
+    joined = formed = 0
+    plural = {}
+    olds = is_old & (old_lab >= 0)
+    if olds.any():
+        key = np.stack([local[olds], old_lab[olds]], 1)
+        uk, cnt = np.unique(key, axis=0, return_counts=True)
+        order = np.lexsort((uk[:, 1], -cnt, uk[:, 0]))
+        uk = uk[order]
+        first = np.r_[True, uk[1:, 0] != uk[:-1, 0]]
+        plural = dict(zip(uk[first, 0].tolist(), uk[first, 1].tolist()))
+    for v in new_nodes:
+        lab = best_lab[v]
+        if lab < 0:
+            lab = plural.get(int(local[v]), -1)
+        if lab >= 0:
+            labels[nodes[v]] = find(int(lab))
+            joined += 1
+        else:
+            c = int(local[v])
+            if c not in fresh:
+                fresh[c] = next_id
+                next_id += 1
+            labels[nodes[v]] = fresh[c]
+            formed += 1
+    # new singletons under the old file's policy
+    new_rows = np.arange(n0, n)
+    sizes = np.bincount(labels[labels >= 0], minlength=next_id)
+    single = new_rows[(labels[n0:] >= 0) & (sizes[np.maximum(labels[n0:], 0)] == 1)]
+    n_single = int(single.size)
+    attached = 0
+    if singletons == "unassign":
+        labels[single] = -1
+    elif singletons == "attach" and single.size and attach_threshold is not None:
+        for r in single:
+            ids = indices[r]
+            ok = (ids >= 0) & (ids != r)
+            if not ok.any():
+                continue
+            wr = edge_weights(indices, probs, np.full(ok.sum(), r), ids[ok], mode)
+            tl = labels[ids[ok]]
+            big = (tl >= 0) & (sizes[np.maximum(tl, 0)] >= 2)
+            if big.any() and wr[big].max() >= attach_threshold:
+                labels[r] = tl[big][np.argmax(wr[big])]
+                attached += 1
+    counts = {"joined_existing": int(joined), "new_clusters": int(len(fresh)),
+              "in_new_clusters": int(formed), "new_singletons": n_single,
+              "attached": int(attached), "merges": len(merges), "local_nodes": int(nodes.size),
+              "local_edges": int(src.size)}
+    return labels, merges, counts
