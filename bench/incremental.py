@@ -10,6 +10,7 @@ merges, checked) and the merges.
 
     python bench/incremental.py                       # lfw-dev, CelebA, demo
     python bench/incremental.py --sets lfw-dev-dlib128
+    python bench/incremental.py --sets celeba-dlib128 --links model   # the model's links
 
 Writes bench/results/incremental-<set>-<time>.json.
 """
@@ -78,7 +79,7 @@ def labels_of(path) -> np.ndarray:
 
 
 def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
-            k: int, length: int) -> dict:
+            k: int, length: int, links: str = "auto") -> dict:
     work = ROOT / "work" / "incremental" / name
     r = the_round(name, work, 0)
     with h5py.File(r / "unlabelled.h5", "r") as f:
@@ -88,11 +89,19 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
     with h5py.File(r / "links.h5", "r") as f:
         link_method = str(f.attrs["method"])
     once = labels_of(r / "clusters.h5")
+    if links != "auto":  # the same round with its links forced (e.g. the model's)
+        if not (r / f"links-{links}.h5").exists():
+            run("cf-link", r / "seq_unlabelled.h5", "--features", r / "unlabelled.h5",
+                "--model", r / "model.h5", "-o", r / f"links-{links}.h5", "--method", links)
+        run("cf-merge", r / f"links-{links}.h5", "-o", r / f"clusters-{links}.h5", "--method",
+            decoder)
+        once = labels_of(r / f"clusters-{links}.h5")
+        link_method = links
     n = x.shape[0]
     perm = np.random.default_rng(seed).permutation(n)
     n0 = int(round((1 - share) * n))
     parts = np.array_split(perm[n0:], batches)
-    inc = work / f"inc-seed{seed}"
+    inc = work / (f"inc-seed{seed}" + ("" if links == "auto" else f"-{links}"))
     inc.mkdir(parents=True, exist_ok=True)
     for p in inc.glob("*"):
         p.unlink()
@@ -103,7 +112,7 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
     timing["seq"], _ = run("cf-seq", inc / "knn.h5", "--features", inc / "old.h5", "-o",
                            inc / "seq.h5", "-L", length)
     timing["link"], _ = run("cf-link", inc / "seq.h5", "--features", inc / "old.h5", "--model",
-                            model, "-o", inc / "links0.h5", "--method", "auto")
+                            model, "-o", inc / "links0.h5", "--method", links)
     timing["merge"], _ = run("cf-merge", inc / "links0.h5", "-o", inc / "clusters0.h5",
                              "--method", decoder)
     order = perm[:n0]
@@ -164,6 +173,9 @@ def main(argv=None):
     ap.add_argument("--merge-links", type=int, default=2)
     ap.add_argument("-k", type=int, default=81, help="The round's K.")
     ap.add_argument("-L", type=int, default=81, help="The round's L.")
+    ap.add_argument("--links", choices=("auto", "model", "cosine"), default="auto",
+                    help="cf-link --method for both sides (auto: the guard's choice, as the "
+                         "round; model: the model's links even where the guard chose cosine).")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
@@ -172,7 +184,7 @@ def main(argv=None):
             print(f"(skipping {name}: {SHARED / name} not found)", file=sys.stderr)
             continue
         res = one_set(name, args.seed, args.batches, args.share, args.merge_links, args.k,
-                      args.L)
+                      args.L, args.links)
         print(f"\n{name}: all at once F_P {res['once']['F_P']:.2f} F_B {res['once']['F_B']:.2f}")
         print("| batch | points | add s | F_P inc | F_P once | F_B inc | F_B once | merges | "
               "old changed |")
@@ -183,7 +195,8 @@ def main(argv=None):
                   f"{r.get('merges', '')} | {r.get('old_points_changed', '')} |")
         print(f"final gap (incremental - at once): F_P {res['final_gap']['F_P']:+.2f}, "
               f"F_B {res['final_gap']['F_B']:+.2f}")
-        out = ROOT / "bench" / "results" / f"incremental-{name}-{stamp}.json"
+        tag = "" if args.links == "auto" else f"-{args.links}-links"
+        out = ROOT / "bench" / "results" / f"incremental-{name}{tag}-{stamp}.json"
         res.update(time=stamp, cpus=os.cpu_count(), args=vars(args))
         out.write_text(json.dumps(res, indent=1))
         print(f"wrote {out}")
