@@ -230,7 +230,7 @@ report: setup
 # starts from the last one ($(R)/add/LATEST names it), the first from the round's files.
 .PHONY: add
 ADD_DIR = $(R)/add/$(notdir $(abspath $(NEW)))
-MERGE_LINKS ?= 2
+MERGE_LINKS ?= 3
 
 add: setup $(R)/clusters.h5 $(R)/links.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	@test -n "$(NEW)" || { echo "make add: give NEW=<folder of images> (or, for a round on features, NEW=<features file>)" >&2; exit 2; }

@@ -170,7 +170,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--share", type=float, default=0.2, help="Share of D_U added in batches.")
-    ap.add_argument("--merge-links", type=int, default=2)
+    ap.add_argument("--merge-links", type=int, default=3)
     ap.add_argument("-k", type=int, default=81, help="The round's K.")
     ap.add_argument("-L", type=int, default=81, help="The round's L.")
     ap.add_argument("--links", choices=("auto", "model", "cosine"), default="auto",

@@ -457,10 +457,11 @@ What it does, only where the new points reach:
      policy.
 
 Existing cluster ids are kept. An old point changes cluster only when two old clusters
-fall in one local cluster and at least --merge-links new links join them (new points
-with kept links into both, or old-old links kept now that were not before): the larger
-keeps its id. Every merge is reported on stderr and recorded in the output (dataset
-'merges': batch, kept id, merged id, links).
+fall in one local cluster and new links reach at least --merge-links distinct members of
+each (through new points with kept links into both, or old-old links kept now that were
+not before): the larger keeps its id. Every merge is reported on stderr and recorded in
+the output (dataset 'merges': batch, kept id, merged id, members reached on the weaker
+side).
 
 The output says where every point came from: dataset 'batch' (0 = the original set,
 then 1, 2, ... per add) and attribute 'batches' (per batch: source file and id, time,
@@ -491,8 +492,9 @@ FEATURES that did not make LINKS.
               help="Output links file of old + new (.h5).")
 @click.option("--features-out", required=True, type=click.Path(dir_okay=False),
               help="Output features file of old + new (.h5).")
-@click.option("--merge-links", type=click.IntRange(min=1), default=2, show_default=True,
-              help="New links needed to merge two existing clusters.")
+@click.option("--merge-links", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Members of each of two existing clusters that new links must reach "
+                   "to merge them.")
 @click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
               show_default=True, help="Search of the new points' neighbours.")
 @click.option("--bf16/--no-bf16", default=None,
@@ -660,7 +662,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
     c = res.counts
     for kept, gone, m in res.merges:
         rep.info(f"cf-merge: batch {batch_no}: existing cluster {gone} merged into {kept} "
-                 f"({m} new links join them)")
+                 f"(new links reach {m}+ members of each)")
     rep.info(f"cf-merge: batch {batch_no}: {c['joined_existing']} new points joined existing "
              f"clusters, {c['in_new_clusters']} formed {c['new_clusters']} new clusters "
              f"({c['new_singletons']} singletons), {c['merges']} merges of existing clusters; "

@@ -16,9 +16,10 @@ X_new, the step works only where the new points reach:
 5. local clusters -> ids: a new point joins the old cluster it holds the most kept link
    weight to within its local cluster; local clusters without old points become new
    clusters with fresh ids above the largest; old points keep their ids, except where two
-   old clusters lie in one local cluster *and* at least ``merge_links`` new links join
-   them (a new point with kept links into both, or an old-old link kept now that was not
-   before): those are merged (the larger keeps its id) and every merge is recorded.
+   old clusters lie in one local cluster *and* new links reach at least ``merge_links``
+   distinct members of each (through new points with kept links into both, or old-old
+   links kept now that were not before): those are merged (the larger keeps its id) and
+   every merge is recorded.
 
 Cost: the index search touches every point (as any search must), copying old rows and
 labels is O(N) memory traffic; everything else grows with the new points and the rows
@@ -245,7 +246,7 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                intimacy_ratio: float = decoding.DEFAULT_INTIMACY_RATIO,
                peaks_tolerance: float = 0.0, max_size: int | None = None,
                size_step: float = decoding.DEFAULT_SIZE_STEP, singletons: str = "keep",
-               attach_threshold: float | None = None, merge_links: int = 2, seed: int = 0,
+               attach_threshold: float | None = None, merge_links: int = 3, seed: int = 0,
                knn_method: str = "auto", batch_size: int = 256, device="cpu",
                bf16: bool | None = None, progress=None) -> AddResult:
     """The clusters of old + new; see the module's docstring."""
@@ -369,29 +370,47 @@ def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, 
     ww = np.r_[kw, kw]
     sel = (~is_old[a]) & is_old[b] & (old_lab[b] >= 0) & (local[a] == local[b])
     pair_new, pair_lab, pair_w = a[sel], old_lab[b[sel]], ww[sel]
-    # merge evidence: new points with kept links into two old clusters of their local cluster
-    evidence: dict = {}
+    pair_mem = b[sel]
+    # merge evidence for two old clusters of one local cluster: the distinct members of
+    # each that new links reach, through a new point with kept links into both, or by an
+    # old-old link kept now that was not before. A merge needs merge_links on *both*
+    # sides: a single stray member (an image of B decoded into A) that new images of B
+    # link to is not evidence that A and B are one identity.
+    sides: dict = {}
     if pair_new.size:
-        key = np.unique(np.stack([pair_new, pair_lab], 1), axis=0)
-        by_new = np.split(key[:, 1], np.flatnonzero(np.diff(key[:, 0])) + 1)
-        for labs in by_new:
-            if labs.size > 1:
-                for x in range(labs.size):
-                    for y in range(x + 1, labs.size):
-                        pr = (int(labs[x]), int(labs[y]))
-                        evidence[pr] = evidence.get(pr, 0) + 1
-    # ... and old-old links kept now that were not kept before (rows rebuilt by the add)
+        order = np.lexsort((pair_mem, pair_lab, pair_new))
+        pn, pl, pm = pair_new[order], pair_lab[order], pair_mem[order]
+        cuts = np.flatnonzero(np.diff(pn)) + 1
+        for n_l, n_m in zip(np.split(pl, cuts), np.split(pm, cuts)):
+            labs = np.unique(n_l)
+            if labs.size < 2:
+                continue
+            members = {int(lab): set(n_m[n_l == lab].tolist()) for lab in labs}
+            for x in range(labs.size):
+                for y in range(x + 1, labs.size):
+                    lx, ly = int(labs[x]), int(labs[y])
+                    side = sides.setdefault((lx, ly), (set(), set()))
+                    side[0].update(members[lx])
+                    side[1].update(members[ly])
     oo = is_old[ks] & is_old[kd] & (old_lab[ks] >= 0) & (old_lab[kd] >= 0) & \
         (old_lab[ks] != old_lab[kd]) & (local[ks] == local[kd])
     if oo.any():
         s_g, d_g = nodes[ks[oo]], nodes[kd[oo]]
         before = edge_weights(old_indices, old_probs, s_g, d_g, mode) >= t
-        for x, y in zip(old_lab[ks[oo]][~before], old_lab[kd[oo]][~before]):
-            pr = (int(min(x, y)), int(max(x, y)))
-            evidence[pr] = evidence.get(pr, 0) + 1
+        for u, v in zip(ks[oo][~before], kd[oo][~before]):
+            lu, lv = int(old_lab[u]), int(old_lab[v])
+            if lu > lv:
+                lu, lv, u, v = lv, lu, v, u
+            side = sides.setdefault((lu, lv), (set(), set()))
+            side[0].add(int(u))
+            side[1].add(int(v))
     # merges: union-find over old ids; the larger cluster (then the smaller id) keeps its id
     old_sizes = np.bincount(old_labels[old_labels >= 0]) if (old_labels >= 0).any() \
         else np.zeros(0, np.int64)
+    evidence = {}
+    for (lx, ly), (sa, sb) in sides.items():  # merge_links members reached on both sides
+        if len(sa) >= merge_links and len(sb) >= merge_links:
+            evidence[(lx, ly)] = min(len(sa), len(sb))
     parent: dict = {}
 
     def find(x):
@@ -401,8 +420,6 @@ def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, 
 
     merges = []
     for (x, y), m in sorted(evidence.items(), key=lambda kv: (-kv[1], kv[0])):
-        if m < merge_links:
-            continue
         rx, ry = find(x), find(y)
         if rx == ry:
             continue
