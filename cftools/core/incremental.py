@@ -11,15 +11,16 @@ X_new, the step works only where the new points reach:
    enter, centre first, by falling similarity, L positions;
 3. links for the new rows and the rebuilt rows, by the same path that made the old ones
    (the model's probabilities or raw cosine, as the links file says);
-4. the calibrated decoder (same method, threshold, link mode) on the local graph: the
-   rebuilt and new rows, their neighbours, and the kept links among them;
+4. the calibrated decoder (same method, threshold, link mode) on the local graph: the new
+   points and, as one node each, the old clusters they have kept links to (the links of
+   its members summed; every node keeps its L-1 strongest out-links);
 5. local clusters -> ids: a new point joins the old cluster it holds the most kept link
    weight to within its local cluster; local clusters without old points become new
    clusters with fresh ids above the largest; old points keep their ids, except where two
    old clusters lie in one local cluster *and* new links reach at least ``merge_links``
-   distinct members of each (through new points with kept links into both, or old-old
-   links kept now that were not before): those are merged (the larger keeps its id) and
-   every merge is recorded.
+   distinct members and MERGE_SHARE of each (through new points with kept links into
+   both, or old-old links kept now that were not before): those are merged (the larger
+   keeps its id) and every merge is recorded.
 
 Cost: the index search touches every point (as any search must), copying old rows and
 labels is O(N) memory traffic; everything else grows with the new points and the rows
@@ -36,6 +37,10 @@ import numpy as np
 from . import decoding
 from . import neighbours as nb
 
+# a merge of two old clusters needs new links to reach, on each side, merge_links members
+# and this share of the cluster: on CelebA (cosine links at 0.93) new images reached 3-9
+# members of each of two clusters of different people (sizes 11-28), which merged them
+MERGE_SHARE = 0.75
 REVERSE_FACTOR = 4  # affected old points are looked for among the new points' 4L nearest
 
 
@@ -228,13 +233,17 @@ def edge_weights(indices: np.ndarray, probs: np.ndarray, src: np.ndarray, dst: n
     """w of the edges src -> dst (dst among src's links) under ``mode``: p_ij, or
     (p_ij + p_ji) / 2 with p_ji = 0 when src is not among dst's links; only the rows the
     edges name are read."""
-    row = indices[src]
-    p_fwd = np.where(row == dst[:, None], probs[src], 0).max(axis=1)
-    if mode == "directed":
-        return p_fwd.astype(np.float32)
-    back = indices[dst] == src[:, None]
-    p_back = np.where(back, probs[dst], 0).max(axis=1)
-    return ((p_fwd + p_back) * 0.5).astype(np.float32)
+    out = np.empty(src.size, np.float32)
+    step = 1 << 16
+    for b in range(0, src.size, step):
+        s, d = src[b:b + step], dst[b:b + step]
+        p_fwd = np.where(indices[s] == d[:, None], probs[s], 0).max(axis=1)
+        if mode == "directed":
+            out[b:b + step] = p_fwd
+            continue
+        p_back = np.where(indices[d] == s[:, None], probs[d], 0).max(axis=1)
+        out[b:b + step] = (p_fwd + p_back) * 0.5
+    return out
 
 
 # --------------------------------------------------------------------------- the step
@@ -321,61 +330,83 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
 def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, *, decoder,
                   threshold, mode, intimacy_ratio, peaks_tolerance, max_size, size_step,
                   singletons, attach_threshold, merge_links, seed):
+    """The decoder on the graph of the new points and the old clusters they link to, each
+    old cluster one node (its members' kept links to and from new points summed), then
+    local clusters -> ids. Size: the new points plus the clusters they touch, never the
+    old points' own neighbourhoods."""
     n, length = indices.shape
+    n1 = n - n0
     t = np.float32(threshold)
-    is_new_row = np.zeros(n, bool)
-    is_new_row[rows] = True
-    # the local node set: the rebuilt/new rows and every point they link to
-    nbrs = indices[rows]
-    nodes = np.unique(np.concatenate([rows, nbrs[nbrs >= 0].ravel()]))
-    pos = np.full(n, -1, np.int64)  # only touched where nodes lie: O(N) memory, set once
-    pos[nodes] = np.arange(nodes.size)
-    # every link of every local node whose target is local, weighted under ``mode``
-    src = np.repeat(nodes, length)
-    dst = indices[nodes].ravel()
-    keep = (dst >= 0) & (dst != src)
-    keep[keep] &= pos[dst[keep]] >= 0
-    p_fwd = probs[nodes].ravel()[keep]
-    src, dst = src[keep], dst[keep]
-    w = p_fwd
-    if mode == "reciprocal":  # p_ji: the edge dst -> src, among the local nodes' own links
-        key = src * n + dst
-        order = np.argsort(key, kind="stable")
-        sk = key[order]
-        rkey = dst * n + src
-        loc = np.minimum(np.searchsorted(sk, rkey), max(sk.size - 1, 0))
-        back = np.where(sk[loc] == rkey, p_fwd[order][loc], 0) if sk.size else p_fwd
-        w = ((p_fwd + back) * np.float32(0.5)).astype(np.float32)
-    local_idx = np.full((nodes.size, length), -1, np.int64)
-    local_w = np.zeros((nodes.size, length), np.float32)
-    ls = pos[src]
-    counts_per = np.bincount(ls, minlength=nodes.size)
-    start = np.r_[0, np.cumsum(counts_per)[:-1]]
-    col = np.arange(ls.size) - start[ls]  # src is sorted (repeat of sorted nodes)
-    local_idx[ls, col] = pos[dst]
-    local_w[ls, col] = w
+    relinked = rows[rows < n0]
+    new_ids = np.arange(n0, n)
+    # every link touching a new point: the new rows' own, and the relinked rows' to new points
+    src_a = np.repeat(new_ids, length)
+    dst_a = indices[n0:].ravel()
+    ok = (dst_a >= 0) & (dst_a != src_a)
+    src_a, dst_a = src_a[ok], dst_a[ok]
+    if relinked.size:
+        r_idx = indices[relinked]
+        hit = r_idx >= n0
+        src_b = np.repeat(relinked, length)[hit.ravel()]
+        dst_b = r_idx[hit]
+    else:
+        src_b = dst_b = np.zeros(0, np.int64)
+    src = np.concatenate([src_a, src_b])
+    dst = np.concatenate([dst_a, dst_b])
+    w = edge_weights(indices, probs, src, dst, mode)
+    kept = w >= t
+    src, dst, w = src[kept], dst[kept], w[kept]
+    # nodes: new points 0..n1-1, then one per old cluster touched (unassigned: one each)
+    old_end = np.where(src < n0, src, np.where(dst < n0, dst, -1))
+    old_pts = old_end[old_end >= 0]
+    key_of = lambda p: np.where(old_labels[p] >= 0, old_labels[p], -(p + 1))  # noqa: E731
+    keys = np.unique(key_of(old_pts)) if old_pts.size else np.zeros(0, np.int64)
+
+    def node(p):
+        out = np.empty(p.shape, np.int64)
+        new = p >= n0
+        out[new] = p[new] - n0
+        out[~new] = n1 + np.searchsorted(keys, key_of(p[~new]))
+        return out
+
+    u, v = node(src), node(dst)
+    n_nodes = n1 + keys.size
+    # summed weights per (u, v); each node keeps its ``length`` strongest out-links
+    pair = u * n_nodes + v
+    up, inv = np.unique(pair, return_inverse=True)
+    wsum = np.bincount(inv, weights=w).astype(np.float32)
+    pu, pv = up // n_nodes, up % n_nodes
+    order = np.lexsort((-wsum, pu))
+    pu, pv, wsum = pu[order], pv[order], wsum[order]
+    first = np.r_[0, np.flatnonzero(np.diff(pu)) + 1]
+    rank = np.arange(pu.size) - np.repeat(first, np.diff(np.r_[first, pu.size]))
+    top = rank < length - 1
+    pu, pv, wsum, rank = pu[top], pv[top], wsum[top], rank[top]
+    local_idx = np.full((n_nodes, length), -1, np.int64)
+    local_w = np.zeros((n_nodes, length), np.float32)
+    local_idx[:, 0] = np.arange(n_nodes)
+    local_idx[pu, rank + 1] = pv
+    local_w[pu, rank + 1] = wsum
     local = decoding.decode(decoder, local_idx, local_w, float(threshold), max_size=max_size,
                             size_step=size_step, intimacy_ratio=intimacy_ratio,
                             peaks_tolerance=peaks_tolerance, seed=seed)
+    super_module = local[n1:]
+    super_label = np.where(keys >= 0, keys, -1)
 
-    # ---- local clusters -> ids
-    old_lab = np.full(nodes.size, -1, np.int64)
-    is_old = nodes < n0
-    old_lab[is_old] = old_labels[nodes[is_old]]
-    kept_edge = w >= t
-    ks, kd, kw = pos[src[kept_edge]], pos[dst[kept_edge]], w[kept_edge]
-    # kept links of new points into old clusters (both directions), per (new node, old label)
-    a = np.r_[ks, kd]
-    b = np.r_[kd, ks]
-    ww = np.r_[kw, kw]
-    sel = (~is_old[a]) & is_old[b] & (old_lab[b] >= 0) & (local[a] == local[b])
-    pair_new, pair_lab, pair_w = a[sel], old_lab[b[sel]], ww[sel]
-    pair_mem = b[sel]
-    # merge evidence for two old clusters of one local cluster: the distinct members of
-    # each that new links reach, through a new point with kept links into both, or by an
-    # old-old link kept now that was not before. A merge needs merge_links on *both*
-    # sides: a single stray member (an image of B decoded into A) that new images of B
-    # link to is not evidence that A and B are one identity.
+    # ---- merge evidence: distinct members of each old cluster that new links reach, through
+    # a new point with kept links into both, both in the new point's local cluster. A merge
+    # needs merge_links members on *both* sides: one stray member (an image of B decoded
+    # into A) that new images of B link to is no evidence that A and B are one identity.
+    a = np.r_[src, dst]
+    b = np.r_[dst, src]
+    wb = np.r_[w, w]
+    sel = (a >= n0) & (b < n0)
+    a, b, wb = a[sel], b[sel], wb[sel]
+    lab_b = old_labels[b]
+    sel = lab_b >= 0
+    a, b, wb, lab_b = a[sel], b[sel], wb[sel], lab_b[sel]
+    same = local[a - n0] == super_module[np.searchsorted(keys, lab_b)]
+    pair_new, pair_mem, pair_lab, pair_w = a[same], b[same], lab_b[same], wb[same]
     sides: dict = {}
     if pair_new.size:
         order = np.lexsort((pair_mem, pair_lab, pair_new))
@@ -392,25 +423,37 @@ def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, 
                     side = sides.setdefault((lx, ly), (set(), set()))
                     side[0].update(members[lx])
                     side[1].update(members[ly])
-    oo = is_old[ks] & is_old[kd] & (old_lab[ks] >= 0) & (old_lab[kd] >= 0) & \
-        (old_lab[ks] != old_lab[kd]) & (local[ks] == local[kd])
-    if oo.any():
-        s_g, d_g = nodes[ks[oo]], nodes[kd[oo]]
-        before = edge_weights(old_indices, old_probs, s_g, d_g, mode) >= t
-        for u, v in zip(ks[oo][~before], kd[oo][~before]):
-            lu, lv = int(old_lab[u]), int(old_lab[v])
-            if lu > lv:
-                lu, lv, u, v = lv, lu, v, u
-            side = sides.setdefault((lu, lv), (set(), set()))
-            side[0].add(int(u))
-            side[1].add(int(v))
-    # merges: union-find over old ids; the larger cluster (then the smaller id) keeps its id
+    # ... and old-old links of the relinked rows kept now and not before, between two old
+    # clusters of one local cluster (candidates: p_ij can reach the threshold at all)
+    if relinked.size and keys.size:
+        r_idx = indices[relinked]
+        cand = (r_idx >= 0) & (r_idx < n0)
+        floor = 2 * t - 1 if mode == "reciprocal" else t
+        cand &= probs[relinked] >= floor
+        cs = np.repeat(relinked, length)[cand.ravel()]
+        cd = r_idx[cand]
+        ls, ld = old_labels[cs], old_labels[cd]
+        ok = (ls >= 0) & (ld >= 0) & (ls != ld)
+        cs, cd, ls, ld = cs[ok], cd[ok], ls[ok], ld[ok]
+        ks, kd = np.searchsorted(keys, ls), np.searchsorted(keys, ld)
+        ks, kd = np.minimum(ks, keys.size - 1), np.minimum(kd, keys.size - 1)
+        ok = (keys[ks] == ls) & (keys[kd] == ld) & (super_module[ks] == super_module[kd])
+        cs, cd, ls, ld = cs[ok], cd[ok], ls[ok], ld[ok]
+        if cs.size:
+            now = edge_weights(indices, probs, cs, cd, mode) >= t
+            before = edge_weights(old_indices, old_probs, cs, cd, mode) >= t
+            for x, y, lx, ly in zip(cs[now & ~before], cd[now & ~before], ls[now & ~before],
+                                    ld[now & ~before]):
+                if lx > ly:
+                    x, y, lx, ly = y, x, ly, lx
+                side = sides.setdefault((int(lx), int(ly)), (set(), set()))
+                side[0].add(int(x))
+                side[1].add(int(y))
     old_sizes = np.bincount(old_labels[old_labels >= 0]) if (old_labels >= 0).any() \
         else np.zeros(0, np.int64)
-    evidence = {}
-    for (lx, ly), (sa, sb) in sides.items():  # merge_links members reached on both sides
-        if len(sa) >= merge_links and len(sb) >= merge_links:
-            evidence[(lx, ly)] = min(len(sa), len(sb))
+    need = lambda lab: max(merge_links, int(np.ceil(MERGE_SHARE * old_sizes[lab])))  # noqa
+    evidence = {pr: min(len(sa), len(sb)) for pr, (sa, sb) in sides.items()
+                if len(sa) >= need(pr[0]) and len(sb) >= need(pr[1])}
     parent: dict = {}
 
     def find(x):
@@ -418,7 +461,7 @@ def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, 
             x = parent[x]
         return x
 
-    merges = []
+    merges = []  # union-find over old ids; the larger cluster (then the smaller id) keeps its id
     for (x, y), m in sorted(evidence.items(), key=lambda kv: (-kv[1], kv[0])):
         rx, ry = find(x), find(y)
         if rx == ry:
@@ -434,43 +477,39 @@ def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, 
         gone = np.array([g for _, g, _ in merges])
         moved = np.isin(labels[:n0], gone)
         labels[:n0][moved] = [find(int(v)) for v in labels[:n0][moved]]
-    # a new point joins the old cluster it holds the most kept link weight to
-    new_nodes = np.flatnonzero(~is_old)
-    best_lab = np.full(nodes.size, -1, np.int64)
+    # a new point joins the old cluster of its local cluster it holds the most kept link
+    # weight to; else the largest old cluster in its local cluster; else a new cluster
+    best_lab = np.full(n1, -1, np.int64)
     if pair_new.size:
-        key = pair_new * (old_sizes.size + 1) + pair_lab
+        width = old_sizes.size + 1
+        key = (pair_new - n0) * width + pair_lab
         uk, inv = np.unique(key, return_inverse=True)
         tot = np.bincount(inv, weights=pair_w)
-        kn, kl = uk // (old_sizes.size + 1), uk % (old_sizes.size + 1)
-        order = np.lexsort((-tot, kn))
+        kn, kl = uk // width, uk % width
+        order = np.lexsort((kl, -tot, kn))
         first = np.r_[True, kn[order][1:] != kn[order][:-1]]
         best_lab[kn[order][first]] = kl[order][first]
-    # local clusters: their old members' labels, the plurality as fallback for new points
+    biggest = {}
+    for m_id, lab in zip(super_module.tolist(), super_label.tolist()):
+        if lab >= 0 and (m_id not in biggest or (old_sizes[lab], -lab) >
+                         (old_sizes[biggest[m_id]], -biggest[m_id])):
+            biggest[m_id] = lab
     next_id = int(old_labels.max()) + 1 if old_labels.size and old_labels.max() >= 0 else 0
-    fresh = {}
+    fresh: dict = {}
     joined = formed = 0
-    plural = {}
-    olds = is_old & (old_lab >= 0)
-    if olds.any():
-        key = np.stack([local[olds], old_lab[olds]], 1)
-        uk, cnt = np.unique(key, axis=0, return_counts=True)
-        order = np.lexsort((uk[:, 1], -cnt, uk[:, 0]))
-        uk = uk[order]
-        first = np.r_[True, uk[1:, 0] != uk[:-1, 0]]
-        plural = dict(zip(uk[first, 0].tolist(), uk[first, 1].tolist()))
-    for v in new_nodes:
+    for v in range(n1):
         lab = best_lab[v]
         if lab < 0:
-            lab = plural.get(int(local[v]), -1)
+            lab = biggest.get(int(local[v]), -1)
         if lab >= 0:
-            labels[nodes[v]] = find(int(lab))
+            labels[n0 + v] = find(int(lab))
             joined += 1
         else:
             c = int(local[v])
             if c not in fresh:
                 fresh[c] = next_id
                 next_id += 1
-            labels[nodes[v]] = fresh[c]
+            labels[n0 + v] = fresh[c]
             formed += 1
     # new singletons under the old file's policy
     new_rows = np.arange(n0, n)
@@ -494,6 +533,6 @@ def _decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, 
                 attached += 1
     counts = {"joined_existing": int(joined), "new_clusters": int(len(fresh)),
               "in_new_clusters": int(formed), "new_singletons": n_single,
-              "attached": int(attached), "merges": len(merges), "local_nodes": int(nodes.size),
-              "local_edges": int(src.size)}
+              "attached": int(attached), "merges": len(merges), "local_nodes": int(n_nodes),
+              "local_edges": int(pu.size)}
     return labels, merges, counts
