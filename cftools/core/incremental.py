@@ -61,11 +61,13 @@ class AddResult:
 
 def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto",
                exact_below: int = nb.AUTO_EXACT_BELOW, recall_target: float = nb.RECALL_TARGET,
-               sample: int = 500, seed: int = 0, batch_size: int = 16384, progress=None):
+               sample: int = 300, seed: int = 0, batch_size: int = 16384, progress=None):
     """(indices, similarities, info): the k nearest of each query among ``base`` (which
     holds the queries at its end). auto: exact while queries x base is small, else IVF
-    with sqrt(N) lists (cheap to train for a query-only search) and nprobe tuned on a
-    sample of the queries to ``recall_target``; exact when IVF cannot reach it cheaper."""
+    with sqrt(N) lists trained on 16 points a list, 10 k-means rounds (cheap: only a few
+    queries search it, and a rougher quantiser costs only a larger nprobe) and nprobe tuned
+    on a sample of the queries to ``recall_target``; exact when IVF cannot reach it
+    cheaper."""
     n, nq = base.shape[0], queries.shape[0]
     centres = np.arange(n - nq, n)
     info: dict = {"requested": method}
@@ -74,9 +76,21 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
         chosen = "exact" if nb.auto_uses_exact(n, nq, exact_below) else "ivf"
     index = None
     if chosen == "ivf":
+        import faiss
+
         nlist = int(max(1, min(np.sqrt(n), n // 39)))
-        params = nb.KnnParams(method="ivf", nlist=nlist, seed=seed, batch_size=batch_size)
-        index = nb.build_index(base, params, k)
+        d = base.shape[1]
+        rng = np.random.default_rng(seed)
+        train = base[np.sort(rng.choice(n, size=min(n, 16 * nlist), replace=False))]
+        km = faiss.Kmeans(d, nlist, niter=10, spherical=True, seed=seed,
+                          min_points_per_centroid=1)
+        km.train(np.ascontiguousarray(train))
+        quantizer = faiss.IndexFlatIP(d)
+        quantizer.add(km.centroids)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.is_trained = True
+        index.add(base)
+        index.cftools_quantizer = quantizer  # kept alive with the index
         rows = nb.sample_rows(nq, sample, seed)
         t = time.perf_counter()
         exact_ids = nb.exact_of(base, queries[rows], k, centres=centres[rows])
@@ -111,10 +125,14 @@ def _row_sims(feats: np.ndarray, rows: np.ndarray, ids: np.ndarray, block: int =
 
 
 def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarray,
-                 new_idx: np.ndarray, new_sim: np.ndarray, n_old: int, length: int):
+                 new_idx: np.ndarray, new_sim: np.ndarray, n_old: int, length: int,
+                 old_sims: np.ndarray | None = None):
     """The old points whose top ``length`` a new point enters, and their new rows.
 
-    Returns (affected old rows (A,), order (A, L), mask (A, L)). A candidate pair (i, j) is
+    ``old_sims``: the old rows' cosines when the links are cosine links (they are the
+    links), else computed: the last valid neighbour's for every candidate, whole rows only
+    for the rows entered. Returns (affected old rows (A,), order (A, L), mask (A, L),
+    similarities (A, L)). A candidate pair (i, j) is
     an old point i among new point j's neighbours; it enters i's row when its similarity
     beats that of i's last (L-th) neighbour, or i's row has a free (masked) slot."""
     nq, k = new_idx.shape
@@ -123,24 +141,32 @@ def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarr
     s = new_sim.ravel()
     cand = (i >= 0) & (i < n_old)
     i, j, s = i[cand], j[cand], s[cand]
+    empty = np.zeros((0, length), np.int64)
+    nothing = (np.zeros(0, np.int64), empty, empty.astype(bool), empty.astype(np.float32))
     if i.size == 0:
-        empty = np.zeros((0, length), np.int64)
-        return np.zeros(0, np.int64), empty, empty.astype(bool)
+        return nothing
     uniq = np.unique(i)
-    # the similarity an entrant must beat: i's L-th neighbour (or -inf with a free slot)
+    # the similarity an entrant must beat: i's L-th neighbour (or -inf with a free slot);
+    # rows run by falling similarity, so that is the last position
     rows_old = old_indices[uniq]
     valid_old = old_valid[uniq].copy()
     valid_old[:, 0] = False  # the centre
-    sim_old = np.where(valid_old, _row_sims(feats, uniq, rows_old), -np.inf)
     full = valid_old[:, 1:].all(axis=1)
-    floor = np.where(full, sim_old[:, 1:].min(axis=1), -np.inf)
+    if old_sims is not None:
+        last = old_sims[uniq, -1]
+    else:
+        last = _row_sims(feats, uniq, rows_old[:, -1:])[:, 0]
+    floor = np.where(full, last, -np.inf)
     pos = np.searchsorted(uniq, i)
     enters = s > floor[pos]
     i, j, s, pos = i[enters], j[enters], s[enters], pos[enters]
     hit = np.unique(pos)
     if hit.size == 0:
-        empty = np.zeros((0, length), np.int64)
-        return np.zeros(0, np.int64), empty, empty.astype(bool)
+        return nothing
+    rows_old, valid_old = rows_old[hit], valid_old[hit]
+    sim_old = old_sims[uniq[hit]] if old_sims is not None else \
+        _row_sims(feats, uniq[hit], rows_old)
+    sim_old = np.where(valid_old, sim_old, -np.inf).astype(np.float32)
     # per affected row: its old neighbours and its entrants, best L-1 by similarity
     remap = np.full(uniq.size, -1, np.int64)
     remap[hit] = np.arange(hit.size)
@@ -154,8 +180,8 @@ def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarr
     col = np.arange(r.size) - start[r[order_r]]
     ent_ids[r[order_r], col] = j[order_r]
     ent_sim[r[order_r], col] = s[order_r]
-    ids = np.concatenate([np.where(valid_old[hit], rows_old[hit], -1), ent_ids], axis=1)
-    sims = np.concatenate([sim_old[hit], ent_sim], axis=1)
+    ids = np.concatenate([np.where(valid_old, rows_old, -1), ent_ids], axis=1)
+    sims = np.concatenate([sim_old, ent_sim], axis=1)
     sims[:, 0] = -np.inf  # the old centre slot
     ids[:, 0] = -1
     best = np.argsort(-sims, axis=1, kind="stable")[:, :length - 1]
@@ -171,7 +197,10 @@ def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarr
     mask[:, 1:1 + nb_ids.shape[1]] = ok
     if 1 + nb_ids.shape[1] < length:
         order[:, 1 + nb_ids.shape[1]:] = affected[:, None]
-    return affected, order, mask
+    cos = np.zeros((hit.size, length), np.float32)  # the rows' cosine links
+    cos[:, 0] = 1.0
+    cos[:, 1:1 + nb_ids.shape[1]] = np.where(ok, nb_sims, 0)
+    return affected, order, mask, cos
 
 
 # --------------------------------------------------------------------------- links
@@ -273,8 +302,10 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     # masked positions of the old links hold the centre's id (cf-seq); treat them as free
     old_valid = old_indices != np.arange(n0)[:, None]
     old_valid[:, 0] = True
-    affected, a_order, a_mask = rebuild_rows(feats, old_indices, old_valid, new_idx, new_sim,
-                                             n0, length)
+    cosine = link_method == "cosine"
+    affected, a_order, a_mask, a_cos = rebuild_rows(
+        feats, old_indices, old_valid, new_idx, new_sim, n0, length,
+        old_sims=np.where(old_valid, old_probs, -np.inf) if cosine else None)
     # the new points' own rows: centre first, then the L-1 nearest (as cf-seq builds them)
     from .grammar import build_sequences
 
@@ -283,8 +314,12 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     secs["rows"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    n_probs = link_rows(feats, n_order, n_mask, method=link_method, model=model,
-                        batch_size=batch_size, device=device, bf16=bf16)
+    if cosine:  # cosine links are the similarities: no model, no second gather
+        n_probs = (np.einsum("nd,nld->nl", new_feats, feats[n_order]) * n_mask
+                   ).astype(np.float32)
+    else:
+        n_probs = link_rows(feats, n_order, n_mask, method=link_method, model=model,
+                            batch_size=batch_size, device=device, bf16=bf16)
     # an old row is relinked where an entrant could make a kept link: under reciprocal
     # weights (p_ij + p_ji) / 2 >= t needs p_ji >= 2t - 1, p_ji read from the entrant's row
     candidates = affected.size
@@ -298,8 +333,12 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
         np.logical_or.at(strong, np.repeat(np.arange(affected.size), length)[entrant.ravel()],
                          p_back >= floor)
         affected, a_order, a_mask = affected[strong], a_order[strong], a_mask[strong]
-    a_probs = link_rows(feats, a_order, a_mask, method=link_method, model=model,
-                        batch_size=batch_size, device=device, bf16=bf16)
+        a_cos = a_cos[strong]
+    if cosine:
+        a_probs = a_cos
+    else:
+        a_probs = link_rows(feats, a_order, a_mask, method=link_method, model=model,
+                            batch_size=batch_size, device=device, bf16=bf16)
     rows = np.concatenate([affected, np.arange(n0, n)])
     secs["links"] = time.perf_counter() - t
 
