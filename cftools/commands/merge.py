@@ -449,17 +449,17 @@ What it does, only where the new points reach:
      make a kept link are relinked (it needs p_ji >= 2t - 1 from the entrant's side);
      the others keep their links;
   4. the decoder, threshold and link mode CLUSTERS was made with (calibrated at
-     training), run on the local graph: the new and relinked rows, the points they link
-     to, and the links among them;
+     training), run on the local graph: the new points and, as one node each, the old
+     clusters they have kept links to;
   5. a new point joins the existing cluster it holds the most kept link weight to
      within its local cluster; local clusters with no old point become new clusters,
      numbered above the largest existing id; new singletons follow CLUSTERS' singleton
      policy.
 
 Existing cluster ids are kept. An old point changes cluster only when two old clusters
-fall in one local cluster and new links reach at least --merge-links distinct members of
-each (through new points with kept links into both, or old-old links kept now that were
-not before): the larger keeps its id. Every merge is reported on stderr and recorded in
+fall in one local cluster and new links reach at least --merge-links distinct members,
+and three quarters, of each (through new points with kept links into both, or old-old
+links kept now that were not before): the larger keeps its id. Every merge is reported on stderr and recorded in
 the output (dataset 'merges': batch, kept id, merged id, members reached on the weaker
 side).
 
@@ -494,7 +494,7 @@ FEATURES that did not make LINKS.
               help="Output features file of old + new (.h5).")
 @click.option("--merge-links", type=click.IntRange(min=1), default=3, show_default=True,
               help="Members of each of two existing clusters that new links must reach "
-                   "to merge them.")
+                   "(and 3/4 of each) to merge them.")
 @click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
               show_default=True, help="Search of the new points' neighbours.")
 @click.option("--bf16/--no-bf16", default=None,
