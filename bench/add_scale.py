@@ -61,6 +61,9 @@ def main(argv=None):
     ap.add_argument("--links", choices=("cosine", "model"), default="cosine")
     ap.add_argument("--calibration-n", type=int, default=20_000)
     ap.add_argument("--work", default=str(ROOT / "work" / "add_scale"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="Keep the data and the clustering of an earlier run in --work (its "
+                         "stage times from once.json) and time the add alone again.")
     a = ap.parse_args(argv)
     import torch
 
@@ -73,6 +76,8 @@ def main(argv=None):
 
     w = Path(a.work) / f"{a.links}-{a.n}"
     w.mkdir(parents=True, exist_ok=True)
+    if a.reuse:
+        return timed_add(a, w, json.loads((w / "once.json").read_text()))
     for p in w.glob("*.h5"):
         p.unlink()
     t = time.perf_counter()
@@ -115,6 +120,12 @@ def main(argv=None):
         "merge": cmd("cf-merge", w / "links.h5", "-o", w / "clusters.h5", "--method", "infomap",
                      *threshold_args),
     }
+    (w / "once.json").write_text(json.dumps({"stages": once, "threshold": mode}))
+    timed_add(a, w, {"stages": once, "threshold": mode})
+
+
+def timed_add(a, w: Path, saved: dict) -> None:
+    once, mode = saved["stages"], saved["threshold"]
     total = sum(s["seconds"] for s in once.values())
     print(f"adding {a.new} points:", file=sys.stderr)
     add = cmd("cf-merge", "add", w / "clusters.h5", "--new", w / "new.npy", "--links",
@@ -132,7 +143,7 @@ def main(argv=None):
            "cluster_again": once, "cluster_again_seconds": round(total, 2), "add": add,
            "add_stages": entry.get("seconds"), "add_counts": {k: v for k, v in entry.items()
                                                              if k not in ("seconds",)},
-           "ratio": round(ratio, 4), "cpus": os.cpu_count(),
+           "ratio": round(ratio, 4), "cpus": os.cpu_count(), "reused_clustering": a.reuse,
            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     print(f"\n{a.links} links, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "

@@ -61,7 +61,7 @@ class AddResult:
 
 def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto",
                exact_below: int = nb.AUTO_EXACT_BELOW, recall_target: float = nb.RECALL_TARGET,
-               sample: int = 300, seed: int = 0, batch_size: int = 16384, progress=None):
+               sample: int = 100, seed: int = 0, batch_size: int = 16384, progress=None):
     """(indices, similarities, info): the k nearest of each query among ``base`` (which
     holds the queries at its end). auto: exact while queries x base is small, else IVF
     with sqrt(N) lists trained on 16 points a list, 10 k-means rounds (cheap: only a few
@@ -90,10 +90,9 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.is_trained = True
         index.add(base)
-        index.cftools_quantizer = quantizer  # kept alive with the index
         rows = nb.sample_rows(nq, sample, seed)
         t = time.perf_counter()
-        exact_ids = nb.exact_of(base, queries[rows], k, centres=centres[rows])
+        exact_ids = exact_sample(base, queries[rows], k, centres=centres[rows])
         t_exact = time.perf_counter() - t
         found, reached, trials = nb.tune_nprobe(index, queries[rows], exact_ids, k, n_base=n,
                                                 nlist=nlist, target=recall_target,
@@ -110,6 +109,30 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
     del index
     nb.put_self_first(indices, sims, centres=centres)
     return indices, sims, info
+
+
+def exact_sample(base: np.ndarray, queries: np.ndarray, k: int, centres: np.ndarray,
+                 block: int = 1 << 17) -> np.ndarray:
+    """Exact neighbour ids of a few queries (centre first): blocked matrix products and a
+    partial sort per block (faiss's brute force keeps a k-heap per query over every base
+    row: 12.6 s for 300 queries x 1M at k 128 on one core, against ~1 s here)."""
+    nq = queries.shape[0]
+    best_s = np.full((nq, 0), -np.inf, np.float32)
+    best_i = np.zeros((nq, 0), np.int64)
+    for start in range(0, base.shape[0], block):
+        sims = queries @ base[start:start + block].T
+        kk = min(k, sims.shape[1])
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
+        best_i = np.concatenate([best_i, part + start], axis=1)
+        if best_s.shape[1] > k:
+            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            best_s = np.take_along_axis(best_s, keep, 1)
+            best_i = np.take_along_axis(best_i, keep, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    ids = np.take_along_axis(best_i, order, 1)
+    nb.put_self_first(ids, np.zeros(ids.shape, np.float32), centres=centres)
+    return ids
 
 
 def _row_sims(feats: np.ndarray, rows: np.ndarray, ids: np.ndarray, block: int = 2048
