@@ -61,11 +61,15 @@ class AddResult:
 
 def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "auto",
                exact_below: int = nb.AUTO_EXACT_BELOW, recall_target: float = nb.RECALL_TARGET,
-               sample: int = 100, seed: int = 0, batch_size: int = 16384, progress=None):
+               sample: int = 100, seed: int = 0, batch_size: int = 16384, progress=None,
+               recall_k: int | None = None):
     """(indices, similarities, info): the k nearest of each query among ``base`` (which
     holds the queries at its end). auto: exact while queries x base is small, else IVF
-    searched by matrix products (InvertedLists), nprobe doubled until recall@k on a sample
-    of the queries against exact search reaches ``recall_target``."""
+    searched by matrix products (InvertedLists), nprobe doubled until recall@recall_k (the
+    first ``recall_k`` columns, default k: the ones that make sequences; the rest only
+    find the old rows a new point enters) on a sample of the queries against exact search
+    reaches ``recall_target``."""
+    recall_k = min(k, recall_k or k)
     n, nq = base.shape[0], queries.shape[0]
     centres = np.arange(n - nq, n)
     info: dict = {"requested": method}
@@ -75,17 +79,17 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
     if chosen == "ivf":
         lists = InvertedLists(base, seed=seed)
         rows = nb.sample_rows(nq, sample, seed)
-        exact_ids = exact_sample(base, queries[rows], k, centres=centres[rows])
+        exact_ids = exact_sample(base, queries[rows], recall_k, centres=centres[rows])
         trials, found = [], None
         for p in _doubling(lists.nlist):
             got, _ = lists.search(queries[rows], k, p)
             nb.put_self_first(got, np.zeros(got.shape, np.float32), centres=centres[rows])
-            r = nb.recall_at_k(got, exact_ids)
+            r = nb.recall_at_k(got[:, :recall_k], exact_ids)
             trials.append([p, round(float(r), 4)])
             if r >= recall_target:
                 found = p
                 break
-        info.update(nlist=lists.nlist, trials=trials)
+        info.update(nlist=lists.nlist, trials=trials, recall_k=recall_k)
         if found is None:
             chosen = "exact"
         else:
@@ -113,7 +117,7 @@ def _doubling(top: int):
 
 class InvertedLists:
     """Inverted lists for a search of a few queries against many points, by matrix
-    products: a coarse quantiser (spherical k-means, sqrt(N)/4 lists from 16 points a
+    products: a coarse quantiser (spherical k-means, sqrt(N)/2 lists from 16 points a
     list, 10 rounds), the points sorted by list, and per list one product of the
     queries that probe it with its members. faiss's IVF scans a list one vector at a time
     per query (10K queries x 1M points, nprobe 10: 9 s on one core); here the same work is
@@ -124,7 +128,7 @@ class InvertedLists:
 
         n, d = base.shape
         self.base = base
-        self.nlist = nlist = int(max(1, min(np.sqrt(n) / 4, n // 39)))
+        self.nlist = nlist = int(max(1, min(np.sqrt(n) / 2, n // 39)))
         rng = np.random.default_rng(seed)
         train = base[np.sort(rng.choice(n, size=min(n, 16 * nlist), replace=False))]
         km = faiss.Kmeans(d, nlist, niter=10, spherical=True, seed=seed,
@@ -384,7 +388,7 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     feats = np.concatenate([old_feats, new_feats])
     k_search = min(n, REVERSE_FACTOR * length)
     new_idx, new_sim, knn_info = search_new(feats, new_feats, k_search, method=knn_method,
-                                            seed=seed, progress=progress)
+                                            seed=seed, progress=progress, recall_k=length)
     secs["search"] = time.perf_counter() - t
 
     t = time.perf_counter()
