@@ -14,7 +14,7 @@ WORK   ?= work/$(DATA)
 
 .PHONY: setup test round bench man clean-work help
 help:
-	@echo "make setup | test | round [DATA=name] [ROUND=n] | bench [QUICK=1] | man"
+	@echo "make setup | test | round [DATA=name] [ROUND=n] | add NEW=dir [DATA=name] | bench [QUICK=1] | man"
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml

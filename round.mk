@@ -220,3 +220,33 @@ no-test-part:
 # references; the share of the upper bound's gain each round recovers; a PNG plot
 report: setup
 	$(CF)/cf-eval report $(WORK) --png $(WORK)/report.png
+
+# ------------------------------------------------------------------ new images into the clustering
+# make add NEW=dir     new images (embedded by this round's backbone), or NEW=file (features:
+#                      .npy/.h5/.bin) when the round was given features, put into the existing
+#                      clusters of D_U by cf-merge add: old cluster ids are kept, merges are
+#                      reported and recorded, every point keeps its batch id.
+# Each add writes $(R)/add/<name of NEW>/{new,features,links,clusters}.h5; the next add
+# starts from the last one ($(R)/add/LATEST names it), the first from the round's files.
+.PHONY: add
+ADD_DIR = $(R)/add/$(notdir $(abspath $(NEW)))
+MERGE_LINKS ?= 3
+
+add: setup $(R)/clusters.h5 $(R)/links.h5 $(R)/unlabelled.h5 $(R)/model.h5
+	@test -n "$(NEW)" || { echo "make add: give NEW=<folder of images> (or, for a round on features, NEW=<features file>)" >&2; exit 2; }
+	@test -e "$(NEW)" || { echo "make add: $(NEW): no such file or folder" >&2; exit 2; }
+	@test ! -e $(ADD_DIR)/clusters.h5 || { echo "make add: $(ADD_DIR)/clusters.h5 exists: $(NEW) was added already" >&2; exit 2; }
+	mkdir -p $(ADD_DIR)
+ifeq ($(MODE),images)
+	$(CF)/cf-embed extract $(R)/backbone.h5 $(NEW) -o $(ADD_DIR)/new.h5 --workers 1 $(QUIET)
+else
+	$(CF)/cf-data import $(NEW) -o $(ADD_DIR)/new.h5 $(QUIET)
+endif
+	@prev=$$(cat $(R)/add/LATEST 2>/dev/null); \
+	if [ -n "$$prev" ]; then c=$$prev/clusters.h5 l=$$prev/links.h5 f=$$prev/features.h5; \
+	else c=$(R)/clusters.h5 l=$(R)/links.h5 f=$(R)/unlabelled.h5; fi; \
+	set -x; $(CF)/cf-merge add $$c --new $(ADD_DIR)/new.h5 --links $$l --features $$f \
+	  --model $(R)/model.h5 -o $(ADD_DIR)/clusters.h5 --links-out $(ADD_DIR)/links.h5 \
+	  --features-out $(ADD_DIR)/features.h5 --merge-links $(MERGE_LINKS) $(QUIET)
+	echo $(ADD_DIR) > $(R)/add/LATEST
+	@echo "== added $(NEW): $(ADD_DIR)/clusters.h5 (old + new; dataset 'batch' says which batch each point came in)" >&2

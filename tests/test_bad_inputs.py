@@ -693,3 +693,80 @@ def test_trainers_help_gives_the_checkpoint_default_the_code_uses():
         args = ["--help"] if module == "train" else ["train", "--help"]
         r = run_cmd(module, *args)
         assert r.returncode == 0 and name in " ".join(r.stdout.split()), r.stdout
+
+
+# --------------------------------------------------------------------------- issue 14
+
+
+@pytest.fixture(scope="module")
+def H(F, tmp_path_factory):
+    """Files for cf-merge add: new features of another dimension, another model of the same
+    shape, and the clusters of another set (f2 clustered through the same commands)."""
+    import torch
+
+    from cftools.core.model import Clusformer, make_config, save_model
+
+    t = tmp_path_factory.mktemp("bad14")
+    x8 = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+    np.save(t / "new_d8.npy", x8 / np.linalg.norm(x8, axis=1, keepdims=True))
+    torch.manual_seed(5)
+    save_model(t / "m_other.h5", Clusformer(make_config("small", D, L, width=32, ffn=64)))
+    run = _NoCapture().run
+    run("knn", F["f2"], "-o", t / "k2.h5", "-k", K, "-q")
+    run("seq", t / "k2.h5", "--features", F["f2"], "-o", t / "s2.h5", "-L", L, "-q")
+    run("link", t / "s2.h5", "--features", F["f2"], "-o", t / "l2.h5", "--method", "cosine",
+        "-q")
+    run("merge", t / "l2.h5", "-o", t / "c_other.h5", "--threshold", 0.9, "-q")
+    for name in ("k2", "s2", "l2"):
+        (t / f"{name}.h5").unlink()
+    return {"dir3": t, "new_d8": t / "new_d8.npy", "m_other": t / "m_other.h5",
+            "c_other": t / "c_other.h5"}
+
+
+ADD = ("add {clusters} --new {npy} --links {links} --features {feats} --model {model} "
+       "-o {out} --links-out {out}.l.h5 --features-out {out}.f.h5")
+
+
+# (arguments, expected substring, placeholder it names, exit status): new features of
+# another dimension, a model that does not match, clusters of another set, and the rest
+CASES_14 = [
+    (ADD.replace("{npy}", "{new_d8}"), "new features have dimension 8", "new_d8", 1),
+    (ADD.replace("--model {model}", "--model {m_other}"), "is not the model that made the links",
+     "m_other", 1),
+    (ADD.replace("--model {model}", "--model {m_d8}"), "is not the model that made the links",
+     "m_d8", 1),
+    (ADD.replace("add {clusters}", "add {c_other}"), "was made from other links than", "c_other",
+     1),
+    (ADD.replace("--features {feats}", "--features {f2}"), "made from other features", "links", 1),
+    (ADD.replace(" --model {model}", ""), "holds model links: give --model", "links", 1),
+    (ADD.replace("--links {links}", "--links {knn}"), "is a knn file, expected links", "knn", 1),
+    (ADD.replace("{npy}", "{missing}"), "no such file", "missing", 1),
+    (ADD.replace("-o {out}", "-o {clusters}"), "also an input", "clusters", 1),
+    (ADD.replace("--links-out {out}.l.h5", "--links-out {out}"), "named by two outputs", "out",
+     1),
+]
+
+
+@pytest.mark.parametrize("template,expect,names,status", CASES_14,
+                         ids=[f"add:{c[1][:32]}" for c in CASES_14])
+def test_issue14_add_refused_in_one_line_with_nothing_written(F, H, tmp_path, capsys, template,
+                                                              expect, names, status):
+    paths = {**F, **H, "out": tmp_path / "out.h5"}
+    before, before3 = _snapshot(F["dir"]), _snapshot(H["dir3"])
+    args = [a.format(**paths) for a in template.split()]
+    r = call(capsys, "merge", *args, "-q")
+    line = one_line_error(r)
+    assert r.returncode == status, line
+    assert line.startswith("cf-merge: error: "), line
+    assert expect in line, line
+    assert str(paths[names]) in line, line
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == [], "an output or a temporary was left"
+    assert _snapshot(F["dir"]) == before and _snapshot(H["dir3"]) == before3
+
+
+def test_issue14_the_add_case_itself_runs(F, tmp_path, capsys):
+    """The template of the matrix above, unchanged, succeeds: each row fails by its edit."""
+    paths = {**F, "out": tmp_path / "out.h5"}
+    _ok(capsys, "merge", *[a.format(**paths) for a in ADD.split()], "-q")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5", "out.h5.f.h5", "out.h5.l.h5"]

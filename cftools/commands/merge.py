@@ -29,6 +29,8 @@ def main():
     \b
       cf-merge [decode] LINKS -o CLUSTERS.h5 --method peaks|intimacy|infomap|components
       cf-merge labels CLUSTERS --unlabelled-features FU --labelled-features FL -o OUT.h5
+      cf-merge add CLUSTERS --new NEW --links LINKS --features F [--model M]
+                   -o CL2.h5 --links-out LI2.h5 --features-out F2.h5
 
     With no subcommand, 'decode' is meant: cf-merge LINKS -o CL.h5 --method peaks.
     Options go after the subcommand. See cf-merge(1).
@@ -418,6 +420,290 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta,
              f"of fewer than {min_size}")
     rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
              (f", {bin_out}" if bin_out else ""))
+
+
+# ----------------------------------------------------------------------------- add
+
+
+ADD_HELP = """Add new points to an existing clustering, without clustering everything again.
+
+CLUSTERS is a clusters file made by cf-merge (decode, or an earlier add) from LINKS
+(--links), which cf-link made from FEATURES (--features) and, for model links, MODEL
+(--model). NEW holds the new points' features (any format cf-knn reads), of the same
+dimension and from the same backbone. Three files come out, together or not at all: the
+clusters of old + new (-o), their links (--links-out) and features (--features-out),
+rows in the order old, then new; they are the CLUSTERS, --links and --features of the
+next add.
+
+\b
+What it does, only where the new points reach:
+  1. the neighbours of the new points among old + new (exact search while small, else
+     an inverted-file index with nprobe tuned on a sample of the new points to recall
+     0.95 against exact search; --knn-method);
+  2. the old points a new point enters the top L of (L: the links' width, the model's
+     sequence length) get their sequences rebuilt: the old neighbours and the entrants,
+     centre first, by falling similarity;
+  3. links for the new points and the rebuilt rows by the path that made LINKS (the
+     model's probabilities, or raw cosine, as the links file records: the same as
+     cf-link --method auto). Under reciprocal weights only rows where an entrant could
+     make a kept link are relinked (it needs p_ji >= 2t - 1 from the entrant's side);
+     the others keep their links;
+  4. the decoder, threshold and link mode CLUSTERS was made with (calibrated at
+     training), run on the local graph: the new points and, as one node each, the old
+     clusters they have kept links to;
+  5. a new point joins the existing cluster it holds the most kept link weight to
+     within its local cluster; local clusters with no old point become new clusters,
+     numbered above the largest existing id; new singletons follow CLUSTERS' singleton
+     policy.
+
+Existing cluster ids are kept. An old point changes cluster only when two old clusters
+fall in one local cluster and new links reach at least --merge-links distinct members,
+and three quarters, of each (through new points with kept links into both, or old-old
+links kept now that were not before): the larger keeps its id. Every merge is reported on stderr and recorded in
+the output (dataset 'merges': batch, kept id, merged id, members reached on the weaker
+side).
+
+The output says where every point came from: dataset 'batch' (0 = the original set,
+then 1, 2, ... per add) and attribute 'batches' (per batch: source file and id, time,
+size, points that joined existing clusters, new clusters, merges, timings).
+
+Cost: the index search and the copying of old rows touch every point; the rest grows
+with the new points and the rows they enter, not with the size of the existing set.
+
+Refused, before any output: NEW of another dimension, a MODEL that is not the one that
+made LINKS (or one for another dimension or length), LINKS that did not make CLUSTERS,
+FEATURES that did not make LINKS.
+"""
+
+
+@main.command("add", help=ADD_HELP, context_settings=CONTEXT_SETTINGS)
+@click.argument("clusters")
+@click.option("--new", "new_spec", required=True,
+              help="Features of the new points (.h5, FILE.h5:/path, .npy, .bin).")
+@click.option("--links", "links_path", required=True,
+              help="The links file CLUSTERS was decoded from.")
+@click.option("--features", "features_spec", required=True,
+              help="The features LINKS was made from (the existing set).")
+@click.option("--model", "model_path", default=None,
+              help="The model that made LINKS (needed for model links).")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output clusters file of old + new (.h5).")
+@click.option("--links-out", required=True, type=click.Path(dir_okay=False),
+              help="Output links file of old + new (.h5).")
+@click.option("--features-out", required=True, type=click.Path(dir_okay=False),
+              help="Output features file of old + new (.h5).")
+@click.option("--merge-links", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Members of each of two existing clusters that new links must reach "
+                   "(and 3/4 of each) to merge them.")
+@click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
+              show_default=True, help="Search of the new points' neighbours.")
+@click.option("--bf16/--no-bf16", default=None,
+              help="bfloat16 model inference [default: where the hardware supports it].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Sequences linked at once; lower it to use less memory.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where to run the model: auto uses the GPU when present.")
+@seed_option
+@common_options
+def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, links_out,
+            features_out, merge_links, knn_method, bf16, batch_size, device, seed, quiet, debug):
+    import datetime as _dt
+
+    from ..core import incremental
+    from ..core.device import torch_device
+
+    rep = Reporter(quiet, prog="cf-merge")
+    outs = (out, links_out, features_out)
+    for o in outs:
+        if Path(o).suffix.lower() not in (".h5", ".hdf5"):
+            raise CfError("output must be an HDF5 file ending in .h5/.hdf5", o)
+    inputs = [clusters, links_path, split_spec(features_spec)[0], split_spec(new_spec)[0],
+              model_path]
+    check_output_paths(outs, inputs)
+    t0 = time.perf_counter()
+
+    # ---- the existing set, checked to belong together before any work
+    with open_artifact(clusters, "clusters") as cl:
+        old_labels = cl.read("labels")
+        cl_attrs = dict(cl.attrs)
+        old_batch = cl.read("batch") if "batch" in cl else None
+        old_merges = cl.read("merges") if "merges" in cl else np.zeros((0, 4), np.int64)
+        batches = cl.json_attr("batches", None)
+        cl_ref = cl
+    if old_labels.ndim != 1 or (old_labels.size and old_labels.min() < -1):
+        raise CfError("cluster labels must be 1-D, >= 0 or -1", clusters)
+    for attr in ("links_id", "method", "threshold"):
+        if attr not in cl_attrs:
+            raise CfError(f"has no attribute '{attr}': not made by cf-merge decode or add",
+                          clusters)
+    indices, probs, l_attrs, stored, l_art = read_links(links_path)
+    require_same_source(str(cl_attrs["links_id"]), l_art.id, what="links", path=clusters,
+                        other_path=links_path)
+    feats = load_features(features_spec, reporter=rep)
+    require_same_source(str(l_attrs.get("features_id")), feats.id, what="features",
+                        path=links_path, other_path=feats.path)
+    n0, length = indices.shape
+    if feats.n != n0 or old_labels.shape[0] != n0:
+        raise CfError(f"has {old_labels.shape[0]} labels, the links {links_path} {n0} rows and "
+                      f"the features {feats.path} {feats.n}", clusters)
+    link_method = str(l_attrs.get("method"))
+    if link_method not in ("model", "cosine"):
+        raise CfError(f"links of unknown method {link_method!r}", links_path)
+    made_by = str(l_attrs.get("model_id", "none"))
+    model = m_art = None
+    if link_method == "model" and not model_path:
+        raise CfError("holds model links: give --model, the model that made them", links_path)
+    if model_path:
+        from ..core.linking import check_fits
+        from ..core.model import load_model
+
+        m_art = open_artifact(model_path, "model")
+        m_art.close()
+        if made_by != "none" and m_art.id != made_by:
+            raise CfError(f"is not the model that made the links {links_path} (id "
+                          f"{m_art.id[:12]} != {made_by[:12]})", model_path)
+        if link_method == "model":
+            dev = torch_device(device)
+            model, _ = load_model(model_path, dev)
+            check_fits(model, feats.dim, length, model_path)
+            if model.config.seq_len != length:
+                raise CfError(f"model reads sequences of length L={model.config.seq_len}, the "
+                              f"links {links_path} have L={length}", model_path)
+    new = load_features(new_spec, reporter=rep)
+    if new.dim != feats.dim:
+        raise CfError(f"new features have dimension {new.dim}, the existing features "
+                      f"{feats.path} have {feats.dim}", new.path)
+    if new.artifact is not None and new.id == feats.id:
+        raise CfError("new features are the existing features", new.path)
+
+    # ---- the decoder CLUSTERS was made with, as it was made
+    decoder = str(cl_attrs["method"])
+    mode = str(cl_attrs.get("link_mode", default_mode(decoder, stored, link_method)))
+    threshold = float(cl_attrs["threshold"])
+    singletons = str(cl_attrs.get("singletons", "keep"))
+    attach = cl_attrs.get("attach_threshold")
+    batch_no = (int(old_batch.max()) if old_batch is not None and old_batch.size else 0) + 1
+    rep.info(f"cf-merge: adding {new.n} points to {n0} ({int((old_labels >= 0).sum())} in "
+             f"clusters) as batch {batch_no}: {decoder} ({mode}) at threshold {threshold:.6g}, "
+             f"{link_method} links of length {length}")
+    dev_name = str(torch_device(device)) if link_method == "model" else "cpu"
+    with rep.progress(total=new.n, desc="neighbours", unit="pt") as bar:
+        res = incremental.add_points(
+            feats.features, new.features, indices, probs, old_labels, link_method=link_method,
+            model=model, decoder=decoder, threshold=threshold, mode=mode,
+            intimacy_ratio=float(cl_attrs.get("intimacy_ratio",
+                                              decoding.DEFAULT_INTIMACY_RATIO)),
+            peaks_tolerance=float(cl_attrs.get("peaks_tolerance", 0.0)),
+            max_size=cl_attrs.get("max_size"),
+            size_step=float(cl_attrs.get("size_step", decoding.DEFAULT_SIZE_STEP)),
+            singletons=singletons, attach_threshold=None if attach is None else float(attach),
+            merge_links=merge_links, seed=seed, knn_method=knn_method, batch_size=batch_size,
+            device=dev_name, bf16=bf16, progress=bar)
+    del indices, probs
+
+    # ---- three outputs, all or none
+    n = n0 + new.n
+    batch = np.concatenate([old_batch if old_batch is not None else np.zeros(n0, np.int32),
+                            np.full(new.n, batch_no, np.int32)]).astype(np.int32)
+    merges = np.concatenate([old_merges.reshape(-1, 4).astype(np.int64),
+                             np.array([(batch_no, k, g, m) for k, g, m in res.merges],
+                                      np.int64).reshape(-1, 4)])
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if batches is None:
+        batches = [{"batch": 0, "n": int(n0), "source": str(clusters),
+                    "source_id": cl_attrs.get("cftools_id", "")}]
+    entry = {"batch": batch_no, "n": int(new.n), "source": str(new.path), "source_id": new.id,
+             "time": now, "merge_links": int(merge_links), **res.counts,
+             "knn": res.knn_info, "seconds": {k: round(v, 3) for k, v in res.seconds.items()}}
+    batches = list(batches) + [entry]
+    labels_all = _concat_optional(feats.labels, new.labels, n0, new.n, -1)
+    names_all = None
+    if feats.names is not None or new.names is not None:
+        names_all = [*(_names_or_rows(feats)), *(_names_or_rows(new))]
+    summary = decoding.cluster_summary(res.labels)
+    t_write = time.perf_counter()
+    with atomic_outputs(outs) as (c_tmp, l_tmp, f_tmp):
+        with write_artifact(f_tmp, "features", inputs={"features": feats.provenance_ref,
+                                                       "new": new.provenance_ref},
+                            attrs={"batches": [{"batch": b["batch"], "n": b["n"]}
+                                               for b in batches]}) as f:
+            create_rows(f, "features", (n, feats.dim), np.float32,
+                        data=_Rows(feats.features, new.features))
+            if labels_all is not None:
+                f.create_dataset("labels", data=labels_all)
+            if names_all is not None:
+                write_strings(f, "names", names_all)
+            f_id = str(f.attrs["cftools_id"])
+        l_attrs_out = {key: l_attrs[key] for key in ("method", "model_id", "guard_winner")
+                       if key in l_attrs}
+        l_attrs_out.update(features_id=f_id, sequences_id="cf-merge add",
+                           thresholds=stored or {})
+        with write_artifact(l_tmp, "links", inputs={"links": l_art, "new": new.provenance_ref,
+                                                    "model": m_art}, attrs=l_attrs_out) as f:
+            create_rows(f, "indices", res.indices.shape, np.int64, data=res.indices)
+            create_rows(f, "probabilities", res.probabilities.shape, np.float32,
+                        data=res.probabilities)
+            links_id = str(f.attrs["cftools_id"])
+        c_attrs = {key: value for key, value in cl_attrs.items()
+                   if not key.startswith("cftools_") and key not in ("summary", "batches")}
+        c_attrs.update(links_id=links_id, features_id=f_id, summary=summary, batches=batches,
+                       link_mode=mode)
+        with write_artifact(c_tmp, "clusters", inputs={"clusters": cl_ref, "links": l_art,
+                                                       "features": feats.provenance_ref,
+                                                       "new": new.provenance_ref,
+                                                       "model": m_art},
+                            attrs=c_attrs) as f:
+            f.create_dataset("labels", data=res.labels, chunks=True, compression="gzip",
+                             shuffle=True)
+            f.create_dataset("batch", data=batch, chunks=True, compression="gzip", shuffle=True)
+            f.create_dataset("merges", data=merges)
+    t_write = time.perf_counter() - t_write
+
+    c = res.counts
+    for kept, gone, m in res.merges:
+        rep.info(f"cf-merge: batch {batch_no}: existing cluster {gone} merged into {kept} "
+                 f"(new links reach {m}+ members of each)")
+    rep.info(f"cf-merge: batch {batch_no}: {c['joined_existing']} new points joined existing "
+             f"clusters, {c['in_new_clusters']} formed {c['new_clusters']} new clusters "
+             f"({c['new_singletons']} singletons), {c['merges']} merges of existing clusters; "
+             f"{c['relinked_old_rows']} of {c['entered_old_rows']} old rows entered were "
+             f"relinked; search {res.knn_info.get('method')}"
+             + (f" (nprobe {res.knn_info['nprobe']}, recall "
+                f"{res.knn_info['recall_at_k']:.3f})" if "nprobe" in res.knn_info else ""))
+    secs = " ".join(f"{k} {v:.1f}" for k, v in res.seconds.items())
+    rep.info(f"cf-merge: wrote {out}, {links_out}, {features_out} ({n} points, "
+             f"{summary['n_clusters']} clusters) in {time.perf_counter() - t0:.1f} s "
+             f"({secs}, write {t_write:.1f})")
+
+
+class _Rows:
+    """Two arrays read as one by row slices (no concatenated copy)."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+        self.n0 = a.shape[0]
+
+    def __getitem__(self, sl):
+        start, stop = sl.start, sl.stop
+        if stop <= self.n0:
+            return self.a[start:stop]
+        if start >= self.n0:
+            return self.b[start - self.n0:stop - self.n0]
+        return np.concatenate([self.a[start:], self.b[:stop - self.n0]])
+
+
+def _concat_optional(a, b, na, nb, fill):
+    if a is None and b is None:
+        return None
+    a = a if a is not None else np.full(na, fill, np.int64)
+    b = b if b is not None else np.full(nb, fill, np.int64)
+    return np.concatenate([a, b]).astype(np.int64)
+
+
+def _names_or_rows(f):
+    if f.names is not None:
+        return [str(s) for s in f.names]
+    return [f"{f.path}#{r}" for r in range(f.n)]
 
 
 if __name__ == "__main__":

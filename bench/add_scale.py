@@ -1,0 +1,161 @@
+"""Adding new points to a large clustering against clustering it again (issue 14).
+
+One run, one machine, side by side: N demo features (1M by default, identity sizes
+P(s) ~ 1/s, --d dimensions) are clustered by the commands (cf-knn auto, cf-seq, cf-link,
+cf-merge infomap), then --new more points of the same generator are added by
+`cf-merge add`; the ratio of the two wall times is the figure (issue 14: under 5%).
+
+Links: cosine (--links cosine, the path cf-train's guard picked on both real face sets;
+no model to train at this size) or a model's (--links model: a small model trained on a
+labelled demo sample first, untimed). The threshold of the decoder is calibrated on a
+separate labelled sample of the same generator (untimed), never on the set clustered.
+
+    python bench/add_scale.py                              # 1M + 10K, cosine links
+    python bench/add_scale.py --n 100000 --new 1000 --links model
+
+Writes bench/results/add-scale-<links>-<n>-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = ROOT / ".venv" / "bin"
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def cmd(*args) -> dict:
+    c = [str(BIN / args[0])] + [str(a) for a in args[1:]] + ["-q"]
+    before = load()
+    t = time.perf_counter()
+    p = subprocess.run(c, capture_output=True, text=True)
+    took = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(c)} failed:\n{p.stderr}")
+    print(f"  {args[0]} {args[1] if len(args) > 1 else ''}: {took:.1f} s (load {before:.1f})",
+          file=sys.stderr)
+    return {"seconds": round(took, 2), "load_before": round(before, 2)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--new", type=int, default=10_000)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("-k", type=int, default=32, help="Neighbours, and the sequence length L.")
+    ap.add_argument("--tail", type=float, default=1.0)
+    ap.add_argument("--links", choices=("cosine", "model"), default="cosine")
+    ap.add_argument("--calibration-n", type=int, default=20_000)
+    ap.add_argument("--work", default=str(ROOT / "work" / "add_scale"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="Keep the data and the clustering of an earlier run in --work (its "
+                         "stage times from once.json) and time the add alone again.")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    from cftools.core import decoding
+    from cftools.core.grammar import build_sequences
+    from cftools.core.neighbours import knn
+    from cftools.data.demo import make_demo_features
+    from cftools.data.io import write_features
+
+    w = Path(a.work) / f"{a.links}-{a.n}"
+    w.mkdir(parents=True, exist_ok=True)
+    if a.reuse:
+        return timed_add(a, w, json.loads((w / "once.json").read_text()))
+    for p in w.glob("*.h5"):
+        p.unlink()
+    t = time.perf_counter()
+    x, y = make_demo_features(a.n + a.new, a.d, seed=1, tail=a.tail)
+    perm = np.random.default_rng(0).permutation(x.shape[0])
+    x, y = x[perm], y[perm]
+    write_features(w / "old.h5", x[:a.n], labels=y[:a.n])
+    np.save(w / "new.npy", x[a.n:])
+    del x
+    print(f"data: {a.n} + {a.new} x {a.d} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+
+    # untimed: the decoder's threshold (and a model) from a labelled sample of the generator
+    xc, yc = make_demo_features(a.calibration_n, a.d, seed=7, tail=a.tail)
+    model_args = []
+    if a.links == "model":
+        write_features(w / "cal.h5", xc, labels=yc)
+        cmd("cf-knn", w / "cal.h5", "-o", w / "cal_knn.h5", "-k", a.k)
+        cmd("cf-seq", w / "cal_knn.h5", "--features", w / "cal.h5", "-o", w / "cal_seq.h5", "-L",
+            a.k)
+        cmd("cf-train", w / "cal_seq.h5", "--features", w / "cal.h5", "-o", w / "model.h5",
+            "--preset", "small", "-L", a.k, "--epochs", 2, "--seed", 0)
+        model_args = ["--model", w / "model.h5", "--method", "model"]
+        threshold_args, mode = [], "as calibrated by cf-train"
+    else:
+        i, s = knn(xc, a.k)
+        o, m, _ = build_sequences(i, s, a.k)
+        probs = (np.einsum("nd,nld->nl", xc, xc[o]) * m).astype(np.float32)
+        th = decoding.calibrate_thresholds(o, probs, yc, ("infomap",))["infomap"]
+        threshold_args, mode = ["--threshold", th, "--directed"], f"directed, {th:.4f}"
+        model_args = ["--method", "cosine"]
+    print(f"decoder threshold: {mode}", file=sys.stderr)
+
+    print(f"clustering {a.n} points:", file=sys.stderr)
+    once = {
+        "knn": cmd("cf-knn", w / "old.h5", "-o", w / "knn.h5", "-k", a.k),
+        "seq": cmd("cf-seq", w / "knn.h5", "--features", w / "old.h5", "-o", w / "seq.h5",
+                   "-L", a.k),
+        "link": cmd("cf-link", w / "seq.h5", "--features", w / "old.h5", "-o", w / "links.h5",
+                    *model_args),
+        "merge": cmd("cf-merge", w / "links.h5", "-o", w / "clusters.h5", "--method", "infomap",
+                     *threshold_args),
+    }
+    (w / "once.json").write_text(json.dumps({"stages": once, "threshold": mode}))
+    timed_add(a, w, {"stages": once, "threshold": mode})
+
+
+def timed_add(a, w: Path, saved: dict) -> None:
+    once, mode = saved["stages"], saved["threshold"]
+    total = sum(s["seconds"] for s in once.values())
+    print(f"adding {a.new} points:", file=sys.stderr)
+    add = cmd("cf-merge", "add", w / "clusters.h5", "--new", w / "new.npy", "--links",
+              w / "links.h5", "--features", w / "old.h5",
+              *(["--model", w / "model.h5"] if a.links == "model" else []),
+              "-o", w / "clusters2.h5", "--links-out", w / "links2.h5", "--features-out",
+              w / "features2.h5")
+    import h5py
+
+    with h5py.File(w / "clusters2.h5", "r") as f:
+        entry = json.loads(f.attrs["batches"])[-1]
+    ratio = add["seconds"] / total
+    res = {"n": a.n, "new": a.new, "d": a.d, "k": a.k, "L": a.k, "tail": a.tail,
+           "links": a.links, "decoder": "infomap", "threshold": mode,
+           "cluster_again": once, "cluster_again_seconds": round(total, 2), "add": add,
+           "add_stages": entry.get("seconds"), "add_counts": {k: v for k, v in entry.items()
+                                                             if k not in ("seconds",)},
+           "ratio": round(ratio, 4), "cpus": os.cpu_count(), "reused_clustering": a.reuse,
+           "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+           "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    print(f"\n{a.links} links, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
+          f"(knn {once['knn']['seconds']}, seq {once['seq']['seconds']}, link "
+          f"{once['link']['seconds']}, merge {once['merge']['seconds']}); adding {a.new}: "
+          f"{add['seconds']:.1f} s = {100 * ratio:.2f}% (stages {entry.get('seconds')})")
+    out = ROOT / "bench" / "results" / (f"add-scale-{a.links}-{a.n}-"
+                                        + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+                                        + ".json")
+    out.write_text(json.dumps(res, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""cf-merge add: new points into an existing clustering (issue 14).
+
+Small demo sets through the commands themselves: old points keep their cluster ids except
+for the merges the file records; batch ids and provenance; the new points' links are the
+links cf-link gives them from scratch; model links through the model that made them; the
+outputs chain into the next add and into cf-eval."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from cftools.artifacts import open_artifact
+from cftools.data.demo import make_demo_features
+from cftools.data.io import write_features
+
+N0, N1, D, K, L = 1200, 150, 16, 10, 8
+
+
+def _run(module, *args):
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module(f"cftools.commands.{module}").main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
+    assert info.value.code in (0, None), f"cf-{module} {args}: {err.getvalue()}"
+    return err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    t = tmp_path_factory.mktemp("add")
+    x, y = make_demo_features(N0 + 2 * N1, D, seed=0)
+    write_features(t / "old.h5", x[:N0], labels=y[:N0])
+    for b in (1, 2):
+        part = slice(N0 + (b - 1) * N1, N0 + b * N1)
+        write_features(t / f"new{b}.h5", x[part], labels=y[part])
+    _run("knn", t / "old.h5", "-o", t / "k.h5", "-k", K, "-q")
+    _run("seq", t / "k.h5", "--features", t / "old.h5", "-o", t / "s.h5", "-L", L, "-q")
+    _run("link", t / "s.h5", "--features", t / "old.h5", "-o", t / "l0.h5", "--method",
+         "cosine", "-q")
+    _run("merge", t / "l0.h5", "-o", t / "c0.h5", "--method", "infomap", "--threshold", 0.7,
+         "--directed", "-q")
+    return t, x, y
+
+
+def _add(t, b, merge_links=3, model=None, prefix=""):
+    src = {"c": t / f"{prefix}c{b - 1}.h5", "l": t / f"{prefix}l{b - 1}.h5",
+           "f": t / ("old.h5" if b == 1 else f"{prefix}f{b - 1}.h5")}
+    err = _run("merge", "add", src["c"], "--new", t / f"new{b}.h5", "--links", src["l"],
+               "--features", src["f"], "-o", t / f"{prefix}c{b}.h5", "--links-out",
+               t / f"{prefix}l{b}.h5", "--features-out", t / f"{prefix}f{b}.h5",
+               "--merge-links", merge_links, *(["--model", model, "--no-bf16"] if model else []))
+    return err
+
+
+def _labels(path):
+    with open_artifact(path, "clusters") as a:
+        return (a.read("labels"), a.read("batch"), a.read("merges"),
+                json.loads(a.attrs["batches"]))
+
+
+def test_old_points_keep_their_ids_except_recorded_merges(demo):
+    t, x, y = demo
+    for b in (1, 2):
+        with open_artifact(t / f"c{b - 1}.h5", "clusters") as a:
+            before = a.read("labels")
+        err = _add(t, b)  # the default --merge-links 3
+        labels, batch, merges, batches = _labels(t / f"c{b}.h5")
+        n_old = before.size
+        assert labels.size == n_old + N1
+        mine = merges[merges[:, 0] == b]
+        expect = before.copy()
+        for _, kept, gone, links in mine:
+            assert links >= 1 and kept != gone
+            expect[expect == gone] = kept
+            assert f"existing cluster {gone} merged into {kept}" in err
+        assert (labels[:n_old] == expect).all(), "an old point moved without a recorded merge"
+        # new clusters get ids above every old one
+        fresh = np.setdiff1d(labels[n_old:], before)
+        assert (fresh > before.max()).all()
+        assert (batch == np.repeat(np.arange(b + 1), [N0] + [N1] * b)).all()
+        assert [e["batch"] for e in batches] == list(range(b + 1))
+        assert batches[-1]["source"].endswith(f"new{b}.h5") and batches[-1]["n"] == N1
+        assert batches[-1]["joined_existing"] + batches[-1]["in_new_clusters"] == N1
+    assert (merges[:, 0] >= 1).all()
+    with open_artifact(t / "c2.h5", "clusters") as a:
+        steps = a.provenance
+    assert {"clusters", "links", "features", "new"} <= set(steps[-1]["inputs"])
+    with open_artifact(t / "new1.h5", "features") as a1, open_artifact(t / "c1.h5", "clusters") as c1:
+        assert any(s["inputs"].get("new") == a1.id for s in steps)
+        assert any(s["output"] == c1.id for s in steps), "the earlier add is in the history"
+
+
+def test_new_rows_are_the_links_cf_link_gives_from_scratch(demo, tmp_path):
+    """The added points' links equal those of cf-knn + cf-seq + cf-link over old + new."""
+    t, x, y = demo
+    if not (t / "c2.h5").exists():
+        pytest.skip("needs the adds of the test above")
+    _run("knn", t / "f2.h5", "-o", tmp_path / "k.h5", "-k", K, "-q", "--method", "exact")
+    _run("seq", tmp_path / "k.h5", "--features", t / "f2.h5", "-o", tmp_path / "s.h5", "-L", L,
+         "-q")
+    _run("link", tmp_path / "s.h5", "--features", t / "f2.h5", "-o", tmp_path / "l.h5",
+         "--method", "cosine", "-q")
+    with open_artifact(tmp_path / "l.h5", "links") as a, open_artifact(t / "l2.h5", "links") as b:
+        ia, pa, ib, pb = a.read("indices"), a.read("probabilities"), b.read("indices"), \
+            b.read("probabilities")
+    new = slice(N0 + N1, N0 + 2 * N1)
+    assert (ia[new] == ib[new]).all()
+    assert np.allclose(pa[new], pb[new], atol=1e-5)
+    # old rows: most equal the from-scratch ones (an old row a new point enters is found
+    # among that point's 4L nearest; on real faces every row matched)
+    assert (ia[:N0] == ib[:N0]).all(axis=1).mean() > 0.9
+
+
+def test_close_to_clustering_everything_at_once(demo, tmp_path):
+    from cftools.core.metrics import bcubed_scores, pairwise_scores
+
+    t, x, y = demo
+    if not (t / "c2.h5").exists():
+        pytest.skip("needs the adds of the test above")
+    _run("knn", t / "f2.h5", "-o", tmp_path / "k.h5", "-k", K, "-q")
+    _run("seq", tmp_path / "k.h5", "--features", t / "f2.h5", "-o", tmp_path / "s.h5", "-L", L,
+         "-q")
+    _run("link", tmp_path / "s.h5", "--features", t / "f2.h5", "-o", tmp_path / "l.h5",
+         "--method", "cosine", "-q")
+    _run("merge", tmp_path / "l.h5", "-o", tmp_path / "c.h5", "--method", "infomap",
+         "--threshold", 0.7, "--directed", "-q")
+    truth = y[:N0 + 2 * N1]
+    with open_artifact(tmp_path / "c.h5", "clusters") as a:
+        once = a.read("labels")
+    inc = _labels(t / "c2.h5")[0]
+    fp = [100 * pairwise_scores(p, truth)["pairwise_f"] for p in (inc, once)]
+    fb = [100 * bcubed_scores(p, truth)["bcubed_f"] for p in (inc, once)]
+    # the issue's bar, on a noisy toy set (F ~ 57; measured gap 0.3 F_P, 0.1 F_B with the
+    # default --merge-links 3; 2 would merge more and lose 2.8 F_P here)
+    assert abs(fp[0] - fp[1]) < 1.0 and abs(fb[0] - fb[1]) < 1.0, (fp, fb)
+    # the chained outputs read as any other: cf-eval scores them
+    _run("eval", t / "c2.h5", "--truth", t / "f2.h5", "-q")
+
+
+def test_model_links_through_the_model_that_made_them(demo, tmp_path):
+    import torch
+
+    from cftools.core.model import Clusformer, make_config, save_model
+
+    t, x, y = demo
+    torch.manual_seed(0)
+    save_model(tmp_path / "m.h5", Clusformer(make_config("small", D, L, width=32, ffn=64)))
+    _run("link", t / "s.h5", "--features", t / "old.h5", "--model", tmp_path / "m.h5", "-o",
+         tmp_path / "ml0.h5", "--method", "model", "--no-bf16", "--device", "cpu", "-q")
+    _run("merge", tmp_path / "ml0.h5", "-o", tmp_path / "mc0.h5", "--method", "peaks",
+         "--threshold", 0.5, "-q")
+    err = _run("merge", "add", tmp_path / "mc0.h5", "--new", t / "new1.h5", "--links",
+               tmp_path / "ml0.h5", "--features", t / "old.h5", "--model", tmp_path / "m.h5",
+               "-o", tmp_path / "mc1.h5", "--links-out", tmp_path / "ml1.h5", "--features-out",
+               tmp_path / "mf1.h5", "--no-bf16", "--device", "cpu")
+    assert "batch 1:" in err
+    with open_artifact(tmp_path / "ml1.h5", "links") as a:
+        assert a.attrs["method"] == "model"
+        idx, probs = a.read("indices"), a.read("probabilities")
+    # the new rows' probabilities are the model's on those sequences, as cf-link computes them
+    from cftools.core.incremental import link_rows
+    from cftools.core.model import load_model
+
+    model, _ = load_model(tmp_path / "m.h5")
+    with open_artifact(tmp_path / "mf1.h5", "features") as a:
+        feats = a.read("features")
+    rows = np.arange(N0, N0 + N1)
+    again = link_rows(feats, idx[rows], np.ones((N1, L), bool), method="model", model=model,
+                      bf16=False)
+    assert np.allclose(again, probs[rows], atol=1e-4)
+    # the same step with another model is refused: the links were not made by it
+    torch.manual_seed(1)
+    save_model(tmp_path / "m2.h5", Clusformer(make_config("small", D, L, width=32, ffn=64)))
+    from conftest import run_cmd, one_line_error
+
+    r = run_cmd("merge", "add", tmp_path / "mc0.h5", "--new", t / "new1.h5", "--links",
+                tmp_path / "ml0.h5", "--features", t / "old.h5", "--model", tmp_path / "m2.h5",
+                "-o", tmp_path / "x.h5", "--links-out", tmp_path / "xl.h5", "--features-out",
+                tmp_path / "xf.h5")
+    assert "is not the model that made the links" in one_line_error(r)
+    assert not list(tmp_path.glob("x*.h5"))
+
+
+def test_new_points_only_join_or_form(tmp_path):
+    """Unit check of the core: two well-separated identities, one new point near each and
+    one far from both: the two join, the third forms a new cluster above the old ids."""
+    from cftools.core import decoding, incremental
+    from cftools.core.grammar import build_sequences
+    from cftools.core.neighbours import knn
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(4, dtype=np.float32)
+    old = np.concatenate([centres[0] + 0.05 * rng.standard_normal((6, 4)),
+                          centres[1] + 0.05 * rng.standard_normal((6, 4))]).astype(np.float32)
+    new = np.stack([centres[0], centres[1], centres[2]]).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    i, s = knn(old, 5)
+    order, mask, _ = build_sequences(i, s, 5)
+    probs = (np.einsum("nd,nld->nl", old, old[order]) * mask).astype(np.float32)
+    labels = decoding.decode("components", order, probs, 0.8)
+    assert labels.max() == 1
+    res = incremental.add_points(old, new, order, probs, labels, link_method="cosine",
+                                 decoder="components", threshold=0.8, mode="directed")
+    assert (res.labels[:12] == labels).all()
+    assert res.labels[12] == labels[0] and res.labels[13] == labels[6]
+    assert res.labels[14] == 2 and res.counts["new_clusters"] == 1
+
+
+def test_a_split_identity_is_merged_and_recorded():
+    """One identity decoded as two old clusters; new images of it link to all members of
+    both: the two merge (the smaller id kept at equal size), recorded; nothing else moves."""
+    from cftools.core import incremental
+    from cftools.core.grammar import build_sequences
+    from cftools.core.neighbours import knn
+
+    rng = np.random.default_rng(1)
+    e = np.eye(4, dtype=np.float32)
+    old = np.concatenate([e[0] + 0.05 * rng.standard_normal((8, 4)),
+                          e[1] + 0.05 * rng.standard_normal((8, 4))]).astype(np.float32)
+    new = (e[0] + 0.05 * rng.standard_normal((3, 4))).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    i, s = knn(old, 9)
+    order, mask, _ = build_sequences(i, s, 9)
+    probs = (np.einsum("nd,nld->nl", old, old[order]) * mask).astype(np.float32)
+    labels = np.repeat([0, 1, 2], [4, 4, 8]).astype(np.int64)  # identity 0 split in two
+    res = incremental.add_points(old, new, order, probs, labels, link_method="cosine",
+                                 decoder="components", threshold=0.8, mode="directed")
+    assert res.merges == [(0, 1, 4)]
+    assert (res.labels[:8] == 0).all() and (res.labels[8:16] == 2).all()
+    assert (res.labels[16:] == 0).all()
+    # without the evidence (a bar above the clusters' size) nothing old moves
+    res = incremental.add_points(old, new, order, probs, labels, link_method="cosine",
+                                 decoder="components", threshold=0.8, mode="directed",
+                                 merge_links=5)
+    assert res.merges == [] and (res.labels[:16] == labels).all()
