@@ -176,3 +176,43 @@ def test_train_steps_and_match_steps(tmp_path):
     assert cfg_both["steps"] == steps_of(n_all, 4, 2) == cfg_matched["steps"]
     assert cfg_both["classes"] == 6  # two folders, one label space each, none merged
     assert cfg_matched["train_images"] == len(list((demo / "labelled").rglob("*.png")))
+
+
+def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
+    import torch
+
+    from cftools.core.backbone import load_backbone
+    from cftools.core.embed_training import extract_features, imprint_head
+
+    demo = tmp_path / "demo"
+    make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
+    args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
+            "--workers", "0", "--epochs", "2", "-q"]
+    env = {"OMP_NUM_THREADS": "1"}
+    start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"
+    assert run_cmd("embed", "train", demo / "labelled", "-o", start, "--steps", "3", *args,
+                   env=env).returncode == 0
+    r = run_cmd("embed", "train", demo / "unlabelled", "--init", start, "-o", tuned,
+                "--steps", "4", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tuned, "r") as f:
+        cfg = json.loads(f.attrs["config"])
+        prov = json.loads(f.attrs["cftools_provenance"])
+    # this run's steps, and the steps from random weights that the report counts
+    assert cfg["steps"] == 4 and cfg["total_steps"] == 7 and cfg["init"] == str(start)
+    assert "init" in prov[-1]["inputs"]
+    # the imprinted head: each class's normalised mean embedding under the start
+    model, conf, _ = load_backbone(start)
+    paths = sorted(str(p) for p in (demo / "labelled").rglob("*.png"))
+    targets = np.array([int(Path(p).parent.name) for p in paths])
+    _, targets = np.unique(targets, return_inverse=True)
+    w = imprint_head(model, conf, paths, targets, int(targets.max()) + 1,
+                     device=torch.device("cpu"))
+    feats, _ = extract_features(model, conf, paths)
+    for c in range(int(targets.max()) + 1):
+        mean = feats[targets == c].mean(0)
+        np.testing.assert_allclose(w[c].numpy(), mean / np.linalg.norm(mean), atol=1e-5)
+    # a start of another shape is refused in one line, before any training
+    r = run_cmd("embed", "train", demo / "labelled", "--init", start, "-o", tmp_path / "x.h5",
+                *[a if a != "8" else "16" for a in args], env=env)
+    assert r.returncode != 0 and "--dim 8" in r.stderr and not (tmp_path / "x.h5").exists()

@@ -58,7 +58,8 @@ def _backbone_summary(path: Path) -> dict:
             config = json.loads(f.attrs["config"])
     except Exception:  # noqa: BLE001 (a summary is optional; the scores do not need it)
         return {}
-    return {"steps": config.get("steps"), "train_images": config.get("train_images"),
+    # steps from random weights: a fine-tuned backbone counts its start's steps too
+    return {"steps": config.get("total_steps") or config.get("steps"), "train_images": config.get("train_images"),
             "classes": config.get("classes")}
 
 
