@@ -123,6 +123,11 @@ def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
     r = run_cmd("eval", "report", work)
     assert r.returncode == 0 and "baseline" not in r.stdout and "Share" not in r.stdout
     assert "make baseline upper-bound" in r.stderr
+    # with leave-one-out top-1 scored: a column of its own, and its share
+    rows[1]["top1_loo"], rows[2]["top1_loo"], rows[3]["top1_loo"] = 0.7, 0.6, 0.8
+    text = markdown(rows, recovered(rows))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 70.0 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | 50% | - |" in text
 
 
 def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
@@ -137,6 +142,10 @@ def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())
     assert set(rec["verification"]["tar_at_far"]) == {"0.01", "0.1"} and rec["probes"] == 45
+    # leave-one-out: every image a probe against all the others
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    assert rec["leave_one_out"] == {"top1": float((y[s.argmax(1)] == y).mean()), "probes": 60}
     write_features(tmp_path / "c.h5", x, labels=y)
     clusters = tmp_path / "labels.npy"
     np.save(clusters, y)
