@@ -76,6 +76,28 @@ def test_verification_tar_at_far_and_auc_against_brute_force():
     assert 0 <= full["top1"] <= 1 and full["verification"]["auc"] == r["auc"]
 
 
+def test_expected_top1_is_the_mean_over_every_gallery_draw():
+    import itertools
+
+    from cftools.core.identification import top1_expected
+
+    for seed in range(3):
+        y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4])  # 3 and 4: single-image distractors
+        rng = np.random.default_rng(seed)
+        x = unit_rows(11, 4, seed=seed) + rng.normal(size=(5, 4))[y]
+        x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        groups = [np.flatnonzero(y == c) for c in range(5)]
+        singles = [g[0] for g in groups if len(g) == 1]
+        hits = []
+        for choice in itertools.product(*[g for g in groups if len(g) >= 2]):
+            gallery = list(choice) + singles
+            gal_y = np.array([y[i] if len(groups[y[i]]) >= 2 else -1 for i in gallery])
+            hits += [gal_y[np.argmax(x[gallery] @ x[p])] == y[p] for p in range(11)
+                     if p not in gallery and len(groups[y[p]]) >= 2]
+        r = top1_expected(x, y)
+        assert r["top1"] == pytest.approx(np.mean(hits)) and r["probes"] == 6
+
+
 def test_gain_recovered_arithmetic():
     assert gain_recovered(0.634, 0.607, 0.699) == pytest.approx(0.027 / 0.092)
     assert gain_recovered(0.699, 0.607, 0.699) == pytest.approx(1.0)
@@ -128,6 +150,10 @@ def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
     text = markdown(rows, recovered(rows))
     assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 70.0 | 40.0 | - |" in text
     assert "| round 2 | 29% | 50% | 50% | - |" in text
+    rows[1]["top1_e"], rows[2]["top1_e"], rows[3]["top1_e"] = 0.65, 0.6, 0.7
+    text = markdown(rows, recovered(rows))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 65.0 | 70.0 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | 50% | 50% | - |" in text
 
 
 def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
@@ -146,6 +172,7 @@ def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
     s = x @ x.T
     np.fill_diagonal(s, -np.inf)
     assert rec["leave_one_out"] == {"top1": float((y[s.argmax(1)] == y).mean()), "probes": 60}
+    assert rec["expected"]["probes"] == 45 and 0 <= rec["expected"]["top1"] <= 1
     write_features(tmp_path / "c.h5", x, labels=y)
     clusters = tmp_path / "labels.npy"
     np.save(clusters, y)
