@@ -30,6 +30,12 @@ TRAIN_LR     ?= 1e-3
 EMBED_ARGS   ?= --depth 18 --width 16 --image-size 64 --dim 128 --epochs 8 --scale 32 --margin 0.3 --workers 1
 QUIET        ?=
 DEMO_ARGS    ?=
+# round r > 1 fine-tunes round r-1's backbone (yes) or trains one from scratch (no); the
+# baseline and the upper bound then fine-tune round 1's, so all three share their start
+FINETUNE     ?= yes
+# pseudo-identities larger than this are left out of the retraining (auto: than D_L's
+# largest identity: bigger clusters are mostly identities merged); none: no limit
+PSEUDO_MAX_SIZE ?= auto
 
 # ------------------------------------------------------------------ where the data comes from
 # images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*
@@ -83,8 +89,13 @@ ifeq ($(ROUND),1)
 $(R)/backbone.h5: $(IMAGES_DONE) | $(R)
 	$(CF)/cf-embed train $(IMAGES)/labelled -o $@ $(EMBED_ARGS) $(QUIET)
 else
+ifeq ($(FINETUNE),yes)
+$(R)/backbone.h5: $(PREV)/retrain.h5 $(PREV)/backbone.h5 | $(R)
+	$(CF)/cf-embed train $< --init $(PREV)/backbone.h5 -o $@ $(EMBED_ARGS) $(QUIET)
+else
 $(R)/backbone.h5: $(PREV)/retrain.h5 | $(R)
 	$(CF)/cf-embed train $< -o $@ $(EMBED_ARGS) $(QUIET)
+endif
 endif
 
 # round r > 1 from a fresh clone: the rounds before it first (each prints what it prints)
@@ -142,7 +153,8 @@ $(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5 $(if $(HAVE_TEST),$(R)/recog
 # D_L + pseudo-labelled D_U: the next round's backbone trains on this
 $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
 	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
-	  --labelled-features $(R)/labelled.h5 -o $@ --meta $(R)/retrain.meta $(QUIET)
+	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) -o $@ \
+	  --meta $(R)/retrain.meta $(QUIET)
 
 # every file named here, so none counts as an intermediate Make may skip or delete
 ROUND_FILES := $(foreach p,labelled unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
@@ -190,20 +202,24 @@ $(R)/gallery/index.html: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/links.h5 $(R)/
 #                for better labels;
 #   upper-bound  D_L + D_U with its true identities (where D_U's sub-folders give them),
 #                the same number of steps: what perfect pseudo-labels would give.
+# With FINETUNE=yes both fine-tune round 1's backbone, as round 2 does (same start, same
+# seed, same steps): only the labels differ.
 #   make round ROUND=2 baseline upper-bound report
 REFERENCE_STEPS := $(WORK)/round1/retrain.h5
+REFERENCE_INIT  := $(if $(filter yes,$(FINETUNE)),$(WORK)/round1/backbone.h5)
 .PHONY: baseline upper-bound report
 
 $(WORK)/baseline $(WORK)/upper-bound:
 	mkdir -p $@
 
 ifeq ($(MODE),images)
-$(WORK)/baseline/backbone.h5: $(REFERENCE_STEPS) $(IMAGES_DONE) | $(WORK)/baseline
-	$(CF)/cf-embed train $(IMAGES)/labelled --match-steps $< -o $@ $(EMBED_ARGS) $(QUIET)
+$(WORK)/baseline/backbone.h5: $(REFERENCE_STEPS) $(REFERENCE_INIT) $(IMAGES_DONE) | $(WORK)/baseline
+	$(CF)/cf-embed train $(IMAGES)/labelled --match-steps $< $(if $(REFERENCE_INIT),--init \
+	  $(REFERENCE_INIT)) -o $@ $(EMBED_ARGS) $(QUIET)
 
-$(WORK)/upper-bound/backbone.h5: $(REFERENCE_STEPS) $(IMAGES_DONE) | $(WORK)/upper-bound
-	$(CF)/cf-embed train $(IMAGES)/labelled $(IMAGES)/unlabelled --match-steps $< -o $@ \
-	  $(EMBED_ARGS) $(QUIET)
+$(WORK)/upper-bound/backbone.h5: $(REFERENCE_STEPS) $(REFERENCE_INIT) $(IMAGES_DONE) | $(WORK)/upper-bound
+	$(CF)/cf-embed train $(IMAGES)/labelled $(IMAGES)/unlabelled --match-steps $< \
+	  $(if $(REFERENCE_INIT),--init $(REFERENCE_INIT)) -o $@ $(EMBED_ARGS) $(QUIET)
 
 baseline upper-bound: %: setup $(if $(HAVE_TEST),$(WORK)/%/recognition.json,no-test-part)
 	@echo "== $@: $(WORK)/$@/recognition.json (make report compares it with the rounds)" >&2

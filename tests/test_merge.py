@@ -253,6 +253,35 @@ def test_next_round_labels(rounds, tmp_path):
     np.testing.assert_array_equal(raw, nxt.features)
 
 
+def test_next_round_labels_max_size(rounds, tmp_path):
+    d = rounds["dir"]
+    clusters = tmp_path / "c.h5"
+    run_cmd("merge", d / "links_u.h5", "-o", clusters, "--method", "components",
+            "--threshold", 0.6, "-q", check=True)
+    pred, _ = read_clusters(clusters)
+    sizes = np.bincount(pred[pred >= 0])
+    largest_l = int(np.bincount(np.unique(rounds["yl"], return_inverse=True)[1]).max())
+    for arg, cap in (("auto", largest_l), ("3", 3), ("none", None)):
+        out = tmp_path / f"next-{arg}.h5"
+        proc = run_cmd("merge", "labels", clusters, "--unlabelled-features", d / "fu.h5",
+                       "--labelled-features", d / "fl.h5", "-o", out, "--max-size", arg,
+                       check=True)
+        with open_artifact(out, "features") as art:
+            source, rows, attrs = art.read("source"), art.read("source_rows"), dict(art.attrs)
+        size = sizes[pred[rows[source == 1]]]
+        keep = (pred >= 0) & (sizes[np.maximum(pred, 0)] >= 2)
+        if cap is not None:
+            keep &= sizes[np.maximum(pred, 0)] <= cap
+            assert f"in clusters of more than {cap}" in proc.stderr
+        assert np.array_equal(rows[source == 1], np.flatnonzero(keep))
+        assert size.min() >= 2 and (cap is None or size.max() <= cap)
+        assert attrs["max_size"] == (cap or 0)
+        assert attrs["dropped_large"] == int(((pred >= 0) & (sizes[np.maximum(pred, 0)] > (cap or 10**9))).sum())
+    r = run_cmd("merge", "labels", clusters, "--unlabelled-features", d / "fu.h5",
+                "--labelled-features", d / "fl.h5", "-o", tmp_path / "bad.h5", "--max-size", "x")
+    assert r.returncode != 0 and "--max-size" in r.stderr
+
+
 def test_labels_refuses_mismatched_inputs(rounds, tmp_path):
     d = rounds["dir"]
     clusters = tmp_path / "c.h5"

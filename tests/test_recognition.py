@@ -76,6 +76,28 @@ def test_verification_tar_at_far_and_auc_against_brute_force():
     assert 0 <= full["top1"] <= 1 and full["verification"]["auc"] == r["auc"]
 
 
+def test_expected_top1_is_the_mean_over_every_gallery_draw():
+    import itertools
+
+    from cftools.core.identification import top1_expected
+
+    for seed in range(3):
+        y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4])  # 3 and 4: single-image distractors
+        rng = np.random.default_rng(seed)
+        x = unit_rows(11, 4, seed=seed) + rng.normal(size=(5, 4))[y]
+        x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        groups = [np.flatnonzero(y == c) for c in range(5)]
+        singles = [g[0] for g in groups if len(g) == 1]
+        hits = []
+        for choice in itertools.product(*[g for g in groups if len(g) >= 2]):
+            gallery = list(choice) + singles
+            gal_y = np.array([y[i] if len(groups[y[i]]) >= 2 else -1 for i in gallery])
+            hits += [gal_y[np.argmax(x[gallery] @ x[p])] == y[p] for p in range(11)
+                     if p not in gallery and len(groups[y[p]]) >= 2]
+        r = top1_expected(x, y)
+        assert r["top1"] == pytest.approx(np.mean(hits)) and r["probes"] == 6
+
+
 def test_gain_recovered_arithmetic():
     assert gain_recovered(0.634, 0.607, 0.699) == pytest.approx(0.027 / 0.092)
     assert gain_recovered(0.699, 0.607, 0.699) == pytest.approx(1.0)
@@ -123,6 +145,15 @@ def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
     r = run_cmd("eval", "report", work)
     assert r.returncode == 0 and "baseline" not in r.stdout and "Share" not in r.stdout
     assert "make baseline upper-bound" in r.stderr
+    # with leave-one-out top-1 scored: a column of its own, and its share
+    rows[1]["top1_loo"], rows[2]["top1_loo"], rows[3]["top1_loo"] = 0.7, 0.6, 0.8
+    text = markdown(rows, recovered(rows))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 70.0 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | 50% | - |" in text
+    rows[1]["top1_e"], rows[2]["top1_e"], rows[3]["top1_e"] = 0.65, 0.6, 0.7
+    text = markdown(rows, recovered(rows))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 65.0 | 70.0 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | 50% | 50% | - |" in text
 
 
 def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
@@ -137,6 +168,11 @@ def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())
     assert set(rec["verification"]["tar_at_far"]) == {"0.01", "0.1"} and rec["probes"] == 45
+    # leave-one-out: every image a probe against all the others
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    assert rec["leave_one_out"] == {"top1": float((y[s.argmax(1)] == y).mean()), "probes": 60}
+    assert rec["expected"]["probes"] == 45 and 0 <= rec["expected"]["top1"] <= 1
     write_features(tmp_path / "c.h5", x, labels=y)
     clusters = tmp_path / "labels.npy"
     np.save(clusters, y)
@@ -176,3 +212,43 @@ def test_train_steps_and_match_steps(tmp_path):
     assert cfg_both["steps"] == steps_of(n_all, 4, 2) == cfg_matched["steps"]
     assert cfg_both["classes"] == 6  # two folders, one label space each, none merged
     assert cfg_matched["train_images"] == len(list((demo / "labelled").rglob("*.png")))
+
+
+def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
+    import torch
+
+    from cftools.core.backbone import load_backbone
+    from cftools.core.embed_training import extract_features, imprint_head
+
+    demo = tmp_path / "demo"
+    make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
+    args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
+            "--workers", "0", "--epochs", "2", "-q"]
+    env = {"OMP_NUM_THREADS": "1"}
+    start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"
+    assert run_cmd("embed", "train", demo / "labelled", "-o", start, "--steps", "3", *args,
+                   env=env).returncode == 0
+    r = run_cmd("embed", "train", demo / "unlabelled", "--init", start, "-o", tuned,
+                "--steps", "4", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tuned, "r") as f:
+        cfg = json.loads(f.attrs["config"])
+        prov = json.loads(f.attrs["cftools_provenance"])
+    # this run's steps, and the steps from random weights that the report counts
+    assert cfg["steps"] == 4 and cfg["total_steps"] == 7 and cfg["init"] == str(start)
+    assert "init" in prov[-1]["inputs"]
+    # the imprinted head: each class's normalised mean embedding under the start
+    model, conf, _ = load_backbone(start)
+    paths = sorted(str(p) for p in (demo / "labelled").rglob("*.png"))
+    targets = np.array([int(Path(p).parent.name) for p in paths])
+    _, targets = np.unique(targets, return_inverse=True)
+    w = imprint_head(model, conf, paths, targets, int(targets.max()) + 1,
+                     device=torch.device("cpu"))
+    feats, _ = extract_features(model, conf, paths)
+    for c in range(int(targets.max()) + 1):
+        mean = feats[targets == c].mean(0)
+        np.testing.assert_allclose(w[c].numpy(), mean / np.linalg.norm(mean), atol=1e-5)
+    # a start of another shape is refused in one line, before any training
+    r = run_cmd("embed", "train", demo / "labelled", "--init", start, "-o", tmp_path / "x.h5",
+                *[a if a != "8" else "16" for a in args], env=env)
+    assert r.returncode != 0 and "--dim 8" in r.stderr and not (tmp_path / "x.h5").exists()

@@ -135,11 +135,15 @@ def test_the_test_part_never_reaches_training_or_calibration(tmp_path):
     for r in ("round1", "round2"):
         assert "recognition" in json.loads((work / r / "eval.json").read_text())
     # the references trained for as many steps as round 2's backbone
-    steps = {}
+    # and, like it, fine-tuned round 1's backbone: same start, same steps in all
+    steps, starts = {}, {}
     for folder in ("round2", "baseline", "upper-bound"):
         with h5py.File(work / folder / "backbone.h5", "r") as f:
-            steps[folder] = json.loads(f.attrs["config"])["steps"]
+            cfg = json.loads(f.attrs["config"])
+        steps[folder] = (cfg["steps"], cfg["total_steps"])
+        starts[folder] = cfg["init"]
     assert steps["baseline"] == steps["round2"] == steps["upper-bound"]
+    assert set(starts.values()) == {str(work / "round1" / "backbone.h5")}
     report = make_round(work, 2, "report", **where)
     assert report.returncode == 0, report.stderr
     assert "| baseline |" in report.stdout and "| upper bound |" in report.stdout

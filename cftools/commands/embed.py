@@ -66,6 +66,11 @@ def main():
               help="Train for as many steps as --epochs epochs over IMAGES (e.g. round 2's "
                    "retrain.h5) would take at this --batch-size: a reference trained on other "
                    "data for the same number of steps.")
+@click.option("--init", "init_model", type=click.Path(path_type=Path), default=None,
+              metavar="MODEL",
+              help="Fine-tune this backbone (cf-embed train's output, same --depth, --width, "
+                   "--dim, --image-size) instead of starting from random weights; the ArcFace "
+                   "head starts at each class's mean embedding under it.")
 @batch_size_option(128)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
               help="Peak learning rate of SGD (momentum 0.9).")
@@ -96,12 +101,13 @@ def main():
 @device_option
 @seed_option
 @common_options
-def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps, batch_size, lr,
+def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps, init_model,
+          batch_size, lr,
           weight_decay,
           milestones, gamma, warmup_epochs, scale, margin, easy_margin, precision, workers,
           checkpoint, resume, keep_checkpoint, stop_after_epoch, max_warnings, device, seed,
           quiet, debug):
-    """Train a backbone from scratch on labelled IMAGES and write it to OUTPUT.
+    """Train a backbone on labelled IMAGES (from scratch, or from --init) and write it to OUTPUT.
 
     Several IMAGES are trained on as one set, each in a label space of its own (e.g.
     D_L's folder and D_U's folder with its true identities: the round's upper bound).
@@ -123,9 +129,9 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
     if steps is not None and match_steps is not None:
         raise click.UsageError("give --steps or --match-steps, not both")
     image_set = combine([open_images(i, require_labels=True) for i in images])
-    check_output_path(out, [*images, match_steps])
+    check_output_path(out, [*images, match_steps, init_model])
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
-    check_output_path(checkpoint, [*images, match_steps, out])
+    check_output_path(checkpoint, [*images, match_steps, out, init_model])
     if match_steps is not None:
         reference = open_images(match_steps, require_labels=True)
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -136,6 +142,21 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
     if resume is False and checkpoint.exists() and stop_after_epoch is None:
         report.info(f"overwriting the old checkpoint {checkpoint} (use --resume to continue it)")
     bconf = BackboneConfig(depth=int(depth), width=width, dim=dim, image_size=image_size)
+    init, init_art, init_steps = None, None, 0
+    if init_model is not None:
+        from ..core.backbone import load_backbone
+
+        init, iconf, init_art = load_backbone(init_model, "cpu")
+        differ = [f"--{k.replace('_', '-')} {getattr(iconf, k)}"
+                  for k in ("depth", "width", "dim", "image_size")
+                  if getattr(iconf, k) != getattr(bconf, k)]
+        if differ:
+            raise CfError(f"is a backbone of another shape; train with {', '.join(differ)} to "
+                          "fine-tune it", init_model)
+        bconf = iconf
+        raw = init_art.json_attr("config")
+        init_steps = int(raw.get("total_steps") or raw.get("steps") or 0)
+        report.info(f"fine-tuning {init_model} ({init_steps} steps so far)")
     tconf = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                         milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs,
                         scale=scale, margin=margin, easy_margin=easy_margin, precision=precision,
@@ -150,7 +171,7 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
     bad = BadImages(report, cap=max_warnings)
     result = train_backbone(image_set.paths, image_set.labels, bconf, tconf, device=dev,
                             checkpoint=checkpoint, resume=resume, stop_after_epoch=stop_after_epoch,
-                            reporter=report, bad=bad, source=image_set.source)
+                            reporter=report, bad=bad, source=image_set.source, init=init)
     bad.summary()
     if not result.finished:
         report.info(f"stopped after epoch {stop_after_epoch}; continue with --resume")
@@ -161,9 +182,13 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
               else str(image_set.source)}
     if len(images) > 1:
         inputs = {f"images{i + 1}": str(i_) for i, i_ in enumerate(images)}
+    if init_art is not None:
+        inputs["init"] = init_art
+    run_steps = int(sum(h.get("steps", 0) for h in result.history))
     save_backbone(out, result.model, inputs=inputs, extra={
         "classes": result.classes, "train_images": result.images, "epochs": epochs,
-        "steps": int(sum(h.get("steps", 0) for h in result.history)),
+        "steps": run_steps, "total_steps": init_steps + run_steps,
+        "init": str(init_model) if init_model is not None else None,
         "scale": scale, "margin": margin, "easy_margin": easy_margin, "seed": seed,
         "history": result.history, "unreadable_images": len(bad)})
     if not keep_checkpoint:

@@ -48,6 +48,13 @@ def identify(features, distractors, fars, as_json, out, quiet, debug):
     cosine-similar gallery image is of their identity, the number of probes, the gallery
     size and the number of distractors. Rows labelled -1 take no part.
 
+    Leave-one-out top-1 (JSON key leave_one_out; table column top-1 LOO): every image of
+    an identity with two or more images is a probe against all the other rows of
+    FEATURES; no gallery image is chosen, so on a small test part it varies less.
+    Expected top-1 (JSON key expected; column top-1 E): the protocol's top-1 averaged
+    exactly over every random choice of one gallery image per identity, instead of the
+    first one; the same score without the luck of the draw.
+
     Verification: every pair of labelled rows of FEATURES is a trial (genuine when both
     share an identity); TAR (true accept rate) is reported at each --far, the threshold
     being the score that that share of impostor pairs exceeds, with the ROC AUC.
@@ -57,7 +64,8 @@ def identify(features, distractors, fars, as_json, out, quiet, debug):
     D_U after a retraining on its pseudo-labels) it is transductive and can reward
     memorisation. See cf-eval(1), TRANSDUCTIVE SCORES.
     """
-    from ..core.identification import top1_identification, verification
+    from ..core.identification import (top1_expected, top1_identification,
+                                          top1_leave_one_out, verification)
     from ..data.io import load_features
     from ..errors import CfError
 
@@ -78,6 +86,8 @@ def identify(features, distractors, fars, as_json, out, quiet, debug):
     result = top1_identification(feats.features, feats.labels, extra)
     if result["probes"] == 0:
         raise CfError("no identity has two or more images, so there are no probes", features)
+    result["leave_one_out"] = top1_leave_one_out(feats.features, feats.labels)
+    result["expected"] = top1_expected(feats.features, feats.labels)
     result["verification"] = verification(feats.features, feats.labels, fars)
     result["features"] = str(features)
     if out is not None:
@@ -90,13 +100,15 @@ def identify(features, distractors, fars, as_json, out, quiet, debug):
 
         ver = result["verification"]
         table = Table(title=f"top-1 identification (cosine): {features}")
-        for col in ("top-1", "probes", "gallery", "distractors", "identities"):
+        for col in ("top-1", "top-1 E", "top-1 LOO", "probes", "gallery", "distractors", "identities"):
             table.add_column(col, justify="right")
         for f in ver["tar_at_far"]:
             table.add_column(f"TAR@FAR={f}", justify="right")
         table.add_column("AUC", justify="right")
         cells = [_fmt(v) for v in ver["tar_at_far"].values()] + [_fmt(ver["auc"])]
-        table.add_row(f"{result['top1']:.4f}", str(result["probes"]), str(result["gallery"]),
+        table.add_row(f"{result['top1']:.4f}", f"{result['expected']['top1']:.4f}",
+                      f"{result['leave_one_out']['top1']:.4f}",
+                      str(result["probes"]), str(result["gallery"]),
                       str(result["distractors"]), str(result["identities"]), *cells)
         report.table(table)
     return 0

@@ -58,15 +58,18 @@ def _backbone_summary(path: Path) -> dict:
             config = json.loads(f.attrs["config"])
     except Exception:  # noqa: BLE001 (a summary is optional; the scores do not need it)
         return {}
-    return {"steps": config.get("steps"), "train_images": config.get("train_images"),
+    # steps from random weights: a fine-tuned backbone counts its start's steps too
+    return {"steps": config.get("total_steps") or config.get("steps"), "train_images": config.get("train_images"),
             "classes": config.get("classes")}
 
 
 def _recognition_figures(rec: dict | None) -> dict:
     if not rec:
-        return {"top1": None, "tar_at_far": {}, "auc": None, "probes": None}
+        return {"top1": None, "top1_e": None, "top1_loo": None, "tar_at_far": {}, "auc": None, "probes": None}
     ver = rec.get("verification") or {}
-    return {"top1": rec.get("top1"), "tar_at_far": dict(ver.get("tar_at_far") or {}),
+    return {"top1": rec.get("top1"), "top1_e": (rec.get("expected") or {}).get("top1"),
+            "top1_loo": (rec.get("leave_one_out") or {}).get("top1"),
+            "tar_at_far": dict(ver.get("tar_at_far") or {}),
             "auc": ver.get("auc"), "probes": rec.get("probes")}
 
 
@@ -111,6 +114,10 @@ def recovered(rows: list[dict]) -> list[dict]:
             continue
         shares = {"name": row["name"],
                   "top1": gain_recovered(row["top1"], base["top1"], upper["top1"]),
+                  "top1_e": gain_recovered(row.get("top1_e"), base.get("top1_e"),
+                                           upper.get("top1_e")),
+                  "top1_loo": gain_recovered(row.get("top1_loo"), base.get("top1_loo"),
+                                             upper.get("top1_loo")),
                   "tar_at_far": {f: gain_recovered(row["tar_at_far"].get(f),
                                                     base["tar_at_far"].get(f),
                                                     upper["tar_at_far"].get(f))
@@ -137,21 +144,27 @@ def _pct(v, digits: int = 1) -> str:
 def markdown(rows: list[dict], shares: list[dict]) -> str:
     """The report as markdown: one table of scores, one of the gain recovered."""
     fars = _fars(rows)
+    # expected and leave-one-out top-1, when the recognition files carry them
+    extra = [(k, name) for k, name in (("top1_e", "top-1 E"), ("top1_loo", "top-1 LOO"))
+             if any(r.get(k) is not None for r in rows)]
     head = (["backbone", "trained on", "steps", "F_P (D_U)", "F_B (D_U)", "top-1 (test)"]
-            + [f"TAR@FAR={f} (test)" for f in fars])
+            + [f"{name} (test)" for _, name in extra] + [f"TAR@FAR={f} (test)" for f in fars])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
         cells = [row["name"], row["trained_on"], str(row.get("steps") or "-"),
                  _pct(row["pairwise_f"]), _pct(row["bcubed_f"]), _pct(row["top1"])]
+        cells += [_pct(row.get(k)) for k, _ in extra]
         cells += [_pct(row["tar_at_far"].get(f)) for f in fars]
         lines.append("| " + " | ".join(cells) + " |")
     if shares:
         lines += ["", "Share of the upper bound's gain over the baseline recovered, "
                       "(round - baseline) / (upper bound - baseline):", ""]
-        head = ["backbone", "top-1"] + [f"TAR@FAR={f}" for f in fars]
+        head = ["backbone", "top-1"] + [name for _, name in extra] + [f"TAR@FAR={f}" for f in fars]
         lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         for s in shares:
-            cells = [s["name"], _pct(s["top1"], 0) + ("%" if s["top1"] is not None else "")]
+            keys = ["top1"] + [k for k, _ in extra]
+            cells = [s["name"]] + [_pct(s.get(k), 0) + ("%" if s.get(k) is not None else "")
+                                   for k in keys]
             cells += [_pct(s["tar_at_far"].get(f), 0) + ("%" if s["tar_at_far"].get(f) is not None
                                                           else "") for f in fars]
             lines.append("| " + " | ".join(cells) + " |")
@@ -217,8 +230,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def report(work, png, as_json, quiet, debug):
     """The round's scores per round against the references, from its work folder WORK.
 
-    One row per round (F_P and F_B of D_U's clusters; top-1 identification and TAR at
-    each FAR of its backbone on the test part, identities in neither D_L nor D_U) and one
+    One row per round (F_P and F_B of D_U's clusters; top-1 identification, its expected
+    value over random gallery draws (E), leave-one-out top-1 (LOO: every test image a
+    probe) and TAR at each FAR of its backbone on the test part, identities in neither D_L nor D_U) and one
     per reference that exists: the baseline (D_L only, as many optimisation steps as
     round 2) and the upper bound (D_L + D_U's true identities). With both references,
     the share of the upper bound's gain each round recovers:

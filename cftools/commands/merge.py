@@ -308,7 +308,8 @@ they become one features file for retraining the backbone (cf-embed train):
 
 \b
   rows     FL rows with a known label (-1 dropped), then the FU rows whose cluster has at
-           least --min-size points (unassigned points and smaller clusters dropped);
+           least --min-size and at most --max-size points (unassigned points, smaller
+           and larger clusters dropped);
   labels   FL's own ids, then pseudo-identities numbered from max(FL label) + 1 upward,
            so they can never collide with real ones;
   names    carried when either input has them (FILE#ROW for rows that have none).
@@ -318,6 +319,22 @@ keep where each row came from; the provenance records all three inputs. --meta a
 also write the labels (one per line) and the features (raw float32) in learn-to-cluster's
 layout.
 """
+
+
+def _max_size(value):
+    v = str(value).strip().lower()
+    if v in ("none", "0", ""):
+        return 0
+    if v == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise click.BadParameter(f"expected a positive integer, auto or none, got {value!r}",
+                                 param_hint="--max-size")
+    return n
 
 
 @main.command("labels", help=LABELS_HELP, context_settings=CONTEXT_SETTINGS)
@@ -332,14 +349,19 @@ layout.
               help="Output features file (.h5).")
 @click.option("--min-size", type=click.IntRange(min=1), default=2, show_default=True,
               help="Drop pseudo-identities with fewer points.")
+@click.option("--max-size", default="none", show_default=True, metavar="N|auto|none",
+              help="Drop pseudo-identities with more points than N; auto: than the largest "
+                   "identity of the labelled set (a cluster bigger than any real identity is "
+                   "most likely several merged); none: no upper limit.")
 @click.option("--meta", type=click.Path(dir_okay=False), default=None,
               help="Also write the labels as a learn-to-cluster .meta file.")
 @click.option("--bin", "bin_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the features as a learn-to-cluster .bin file.")
 @common_options
-def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta, bin_out, quiet,
-               debug):
+def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_size, meta,
+               bin_out, quiet, debug):
     rep = Reporter(quiet, prog="cf-merge")
+    max_size = _max_size(max_size)
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a features file ending in .h5/.hdf5", out)
@@ -372,7 +394,12 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta,
     assigned = pred >= 0
     sizes = np.bincount(pred[assigned]) if assigned.any() else np.zeros(0, np.int64)
     big = assigned.copy()
+    if max_size == "auto":
+        max_size = int(np.bincount(np.unique(fl.labels[keep_l], return_inverse=True)[1]).max()
+                       if keep_l.size else 0)
     big[assigned] = sizes[pred[assigned]] >= min_size
+    if max_size:
+        big[assigned] &= sizes[pred[assigned]] <= max_size
     keep_u = np.flatnonzero(big)
     offset = int(fl.labels[keep_l].max()) + 1 if keep_l.size else 0
     _, pseudo = np.unique(pred[keep_u], return_inverse=True)
@@ -391,12 +418,14 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta,
             return [f"{f.path}#{r}" for r in rows]
         names = _names(fl, keep_l) + _names(fu, keep_u)
 
-    dropped_small = int(assigned.sum() - keep_u.size)
+    dropped_small = int(((sizes < min_size)[pred[assigned]]).sum()) if assigned.any() else 0
+    dropped_large = int(assigned.sum() - keep_u.size - dropped_small)
     attrs = {
         "n_labelled": int(keep_l.size), "n_pseudo": int(keep_u.size),
         "n_labelled_ids": int(np.unique(fl.labels[keep_l]).size), "n_pseudo_ids": n_pseudo_ids,
         "pseudo_label_offset": offset, "min_size": int(min_size),
-        "dropped_unassigned": int((~assigned).sum()), "dropped_small": dropped_small,
+        "max_size": int(max_size or 0), "dropped_unassigned": int((~assigned).sum()),
+        "dropped_small": dropped_small, "dropped_large": dropped_large,
         "dropped_unlabelled_rows_of_labelled_set": int(fl.n - keep_l.size),
         "clusters_id": cl_attrs.get("cftools_id", ""),
     }
@@ -417,7 +446,8 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, meta,
     rep.info(f"cf-merge: {keep_l.size} labelled rows ({attrs['n_labelled_ids']} ids) + "
              f"{keep_u.size} pseudo-labelled rows ({n_pseudo_ids} pseudo-ids from {offset}); "
              f"dropped {attrs['dropped_unassigned']} unassigned and {dropped_small} in clusters "
-             f"of fewer than {min_size}")
+             f"of fewer than {min_size}"
+             + (f", {dropped_large} in clusters of more than {max_size}" if max_size else ""))
     rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
              (f", {bin_out}" if bin_out else ""))
 

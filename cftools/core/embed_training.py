@@ -187,12 +187,35 @@ def load_checkpoint(path: Path) -> dict:
 # --------------------------------------------------------------------------- training
 
 
+@torch.no_grad()
+def imprint_head(backbone: Backbone, bconf: BackboneConfig, paths, targets, classes: int, *,
+                 device: torch.device, reporter=None) -> torch.Tensor:
+    """ArcFace weights (classes x dim) that start where ``backbone`` already is: row c is the
+    L2-normalised mean embedding of class c's images (weight imprinting). Fine-tuning from
+    a trained backbone with a random head would first tear the backbone apart to fit the
+    head; an imprinted head starts the loss low for every class, old or new, so the first
+    steps refine the embedding instead. Unreadable images count for nothing."""
+    was_training = backbone.training
+    feats, ok = extract_features(backbone, bconf, list(paths), batch_size=256, workers=0,
+                                 device=device, reporter=None)
+    backbone.train(was_training)
+    t = torch.as_tensor(np.asarray(targets)[ok], dtype=torch.long)
+    sums = torch.zeros(classes, bconf.dim).index_add_(0, t, torch.from_numpy(feats))
+    empty = sums.norm(dim=1) == 0
+    if empty.any():  # a class with no readable image keeps a random direction
+        sums[empty] = torch.randn(int(empty.sum()), bconf.dim)
+    return F.normalize(sums, dim=1)
+
+
 def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
                    device: torch.device, checkpoint: Path | None = None, resume: bool = False,
                    stop_after_epoch: int | None = None, reporter=None,
-                   bad: BadImages | None = None, source=None) -> TrainResult:
+                   bad: BadImages | None = None, source=None,
+                   init: Backbone | None = None) -> TrainResult:
     """Train a backbone on images with integer identity labels (-1 rows are left out).
-    ``source`` (the image folder, list or features file) is named in errors."""
+    ``source`` (the image folder, list or features file) is named in errors. With ``init``
+    (a trained backbone of the same architecture) the run fine-tunes it: its weights are
+    the start and the ArcFace head is imprinted with its class means (imprint_head)."""
     from torch.utils.data import DataLoader, DistributedSampler
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -211,6 +234,19 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
     random.seed(tconf.seed)
     backbone = Backbone(bconf)
     head = ArcFace(bconf.dim, len(classes), tconf.scale, tconf.margin, tconf.easy_margin)
+    init_digest = None
+    if init is not None:
+        state = {k: v.detach().cpu() for k, v in init.state_dict().items()}
+        backbone.load_state_dict(state)
+        h = hashlib.blake2b(digest_size=16)
+        for k in sorted(state):
+            h.update(k.encode())
+            h.update(state[k].numpy().tobytes())
+        init_digest = h.hexdigest()
+        backbone.to(device)
+        head.weight.data.copy_(imprint_head(backbone, bconf, paths, targets, len(classes),
+                                            device=device))
+        backbone.cpu()
     fmt = memory_format(device)
     net = _Net(backbone, head).to(device, memory_format=fmt)
     optimizer = torch.optim.SGD(net.parameters(), lr=tconf.lr, momentum=tconf.momentum,
@@ -244,6 +280,8 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
     settings = {k: v for k, v in asdict(tconf).items() if k != "workers"}  # workers: no effect
     run_config = {"backbone": asdict(bconf), "train": settings, "classes": int(len(classes)),
                   "data": fingerprint, "world": ddp.world}
+    if init_digest is not None:
+        run_config["init"] = init_digest
     start_epoch, history = 0, []
     if resume and checkpoint is not None and checkpoint.exists():
         ckpt = load_checkpoint(checkpoint)
