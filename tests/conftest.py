@@ -69,3 +69,25 @@ def celeba():
     if not (CELEBA / "features.npy").exists():
         pytest.skip(f"real face features not found at {CELEBA} (../shared absent)")
     return CELEBA
+
+
+@pytest.fixture(scope="session")
+def _torch_threads_at_start():
+    """torch's thread count before any test ran (None without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads(_torch_threads_at_start):
+    """Tests and fixtures that set torch's thread count (tiny models spin on more) must not
+    leave it set: an in-process run then differs in the last bits from a subprocess run at
+    the default count (test_embed's resume test compares the two exactly)."""
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and _torch_threads_at_start is not None \
+            and torch.get_num_threads() != _torch_threads_at_start:
+        torch.set_num_threads(_torch_threads_at_start)
