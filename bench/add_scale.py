@@ -60,6 +60,7 @@ def main(argv=None):
     ap.add_argument("--tail", type=float, default=1.0)
     ap.add_argument("--links", choices=("cosine", "model"), default="cosine")
     ap.add_argument("--calibration-n", type=int, default=20_000)
+    ap.add_argument("--epochs", type=int, default=2, help="cf-train epochs (--links model).")
     ap.add_argument("--work", default=str(ROOT / "work" / "add_scale"))
     ap.add_argument("--reuse", action="store_true",
                     help="Keep the data and the clustering of an earlier run in --work (its "
@@ -74,7 +75,7 @@ def main(argv=None):
     from cftools.data.demo import make_demo_features
     from cftools.data.io import write_features
 
-    w = Path(a.work) / f"{a.links}-{a.n}"
+    w = Path(a.work) / (f"{a.links}-{a.n}" + (f"-e{a.epochs}" if a.epochs != 2 else ""))
     w.mkdir(parents=True, exist_ok=True)
     if a.reuse:
         return timed_add(a, w, json.loads((w / "once.json").read_text()))
@@ -98,7 +99,7 @@ def main(argv=None):
         cmd("cf-seq", w / "cal_knn.h5", "--features", w / "cal.h5", "-o", w / "cal_seq.h5", "-L",
             a.k)
         cmd("cf-train", w / "cal_seq.h5", "--features", w / "cal.h5", "-o", w / "model.h5",
-            "--preset", "small", "-L", a.k, "--epochs", 2, "--seed", 0)
+            "--preset", "small", "-L", a.k, "--epochs", a.epochs, "--seed", 0)
         model_args = ["--model", w / "model.h5", "--method", "model"]
         threshold_args, mode = [], "as calibrated by cf-train"
     else:

@@ -245,3 +245,68 @@ def test_a_split_identity_is_merged_and_recorded():
                                  decoder="components", threshold=0.8, mode="directed",
                                  merge_links=5)
     assert res.merges == [] and (res.labels[:16] == labels).all()
+
+
+def test_cosine_floor_read_from_the_links():
+    """With links that are the cosine itself, the kept links (p >= t) have cosine >= t: the
+    floor at quantile 0 is the smallest kept cosine, never below t; too few kept: None."""
+    from cftools.core.grammar import build_sequences
+    from cftools.core.incremental import kept_cosine_floor
+    from cftools.core.neighbours import knn
+
+    x, _ = make_demo_features(600, D, seed=3)
+    i, s = knn(x, K)
+    order, mask, _ = build_sequences(i, s, L)
+    probs = (np.einsum("nd,nld->nl", x, x[order]) * mask).astype(np.float32)
+    valid = order != np.arange(600)[:, None]
+    valid[:, 0] = True
+    t = float(np.median(probs[:, 1:]))
+    got = kept_cosine_floor(x, order, probs, valid, t, "directed", 0.0)
+    kept = probs[:, 1:][valid[:, 1:] & (probs[:, 1:] >= t)]
+    assert got["floor"] >= t - 1e-5 and np.isclose(got["floor"], kept.min(), atol=1e-5)
+    assert got["kept_links"] == kept.size and got["sample_rows"] == 600
+    assert kept_cosine_floor(x, order, probs, valid, 2.0, "directed", 0.0) is None
+
+
+def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
+    """Model links: an entered old row is relinked where an entrant's cosine reaches the
+    cosine floor (recorded in the counts); the others keep their old links and rows;
+    --cosine-quantile 0 relinks every entered row."""
+    import torch
+
+    from cftools.core import incremental
+    from cftools.core.model import Clusformer, make_config
+
+    t, x, y = demo
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", D, L, width=32, ffn=64))
+    with open_artifact(t / "l0.h5", "links") as a:
+        order = a.read("indices")
+    mask = order != np.arange(N0)[:, None]
+    mask[:, 0] = True
+    probs = incremental.link_rows(x[:N0], order, mask, method="model", model=model,
+                                  bf16=False)
+    th = float(np.median(probs[:, 1:][mask[:, 1:]]))
+    labels = np.arange(N0)  # decoding is not what this test is about
+    new = x[N0:N0 + N1]
+    kw = dict(link_method="model", model=model, decoder="components", threshold=th,
+              mode="directed", bf16=False)
+    res = incremental.add_points(x[:N0], new, order, probs, labels, **kw)
+    every = incremental.add_points(x[:N0], new, order, probs, labels, cosine_quantile=0,
+                                   **kw)
+    floor = res.counts["cosine_floor"]["floor"]
+    assert "cosine_floor" not in every.counts
+    assert every.counts["relinked_old_rows"] == every.counts["entered_old_rows"]
+    assert 0 < res.counts["relinked_old_rows"] < res.counts["entered_old_rows"]
+    feats = np.concatenate([x[:N0], new])
+    # every relinked row has an entrant at or above the floor; every entered row left out
+    # has only entrants below it, and keeps its old links
+    relinked = set(res.affected.tolist())
+    for r in every.affected:
+        ent = every.indices[r][every.indices[r] >= N0]
+        reaches = (feats[ent] @ feats[r] >= floor - 1e-6).any()
+        assert reaches == (r in relinked)
+        if r not in relinked:
+            assert (res.indices[r] == order[r]).all() and (res.probabilities[r] == probs[r]).all()
+        else:
+            assert (res.indices[r] == every.indices[r]).all()

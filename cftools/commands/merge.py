@@ -477,7 +477,10 @@ What it does, only where the new points reach:
      model's probabilities, or raw cosine, as the links file records: the same as
      cf-link --method auto). Under reciprocal weights only rows where an entrant could
      make a kept link are relinked (it needs p_ji >= 2t - 1 from the entrant's side);
-     the others keep their links;
+     for model links, also only rows where an entrant's cosine reaches the cosine floor
+     (--cosine-quantile of the cosines of the links the decoder keeps, on a sample of
+     4096 old rows; recorded in the batch entry as cosine_floor); the others keep their
+     links;
   4. the decoder, threshold and link mode CLUSTERS was made with (calibrated at
      training), run on the local graph: the new points and, as one node each, the old
      clusters they have kept links to;
@@ -527,6 +530,11 @@ FEATURES that did not make LINKS.
                    "(and 3/4 of each) to merge them.")
 @click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
               show_default=True, help="Search of the new points' neighbours.")
+@click.option("--cosine-quantile", type=click.FloatRange(0, 0.5), default=0.005,
+              show_default=True,
+              help="Model links: relink an entered old row only where an entrant's cosine "
+                   "reaches this quantile of the cosines of kept links (a sample of the old "
+                   "rows); 0 relinks every entered row.")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 model inference [default: where the hardware supports it].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
@@ -536,7 +544,7 @@ FEATURES that did not make LINKS.
 @seed_option
 @common_options
 def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, links_out,
-            features_out, merge_links, knn_method, bf16, batch_size, device, seed, quiet, debug):
+            features_out, merge_links, knn_method, cosine_quantile, bf16, batch_size, device, seed, quiet, debug):
     import datetime as _dt
 
     from ..core import incremental
@@ -628,7 +636,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             size_step=float(cl_attrs.get("size_step", decoding.DEFAULT_SIZE_STEP)),
             singletons=singletons, attach_threshold=None if attach is None else float(attach),
             merge_links=merge_links, seed=seed, knn_method=knn_method, batch_size=batch_size,
-            device=dev_name, bf16=bf16, progress=bar)
+            device=dev_name, bf16=bf16, progress=bar, cosine_quantile=cosine_quantile)
     del indices, probs
 
     # ---- three outputs, all or none

@@ -42,6 +42,10 @@ from . import neighbours as nb
 # members of each of two clusters of different people (sizes 11-28), which merged them
 MERGE_SHARE = 0.75
 REVERSE_FACTOR = 4  # affected old points are looked for among the new points' 4L nearest
+# model links: an entered old row is relinked only where an entrant's cosine to its centre
+# reaches this quantile of the cosines of the links the decoder keeps (on a sample)
+COSINE_QUANTILE = 0.005
+FLOOR_SAMPLE = 4096  # old rows whose links give the cosine floor
 
 
 @dataclass
@@ -338,6 +342,31 @@ def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method:
     return probs
 
 
+def kept_cosine_floor(feats: np.ndarray, indices: np.ndarray, probs: np.ndarray,
+                      valid: np.ndarray, threshold: float, mode: str, quantile: float, *,
+                      sample: int = FLOOR_SAMPLE, seed: int = 0, min_kept: int = 200):
+    """The cosine below which the decoder keeps (almost) no link, read from the links
+    themselves: over the links of ``sample`` random old rows, those of weight >= threshold
+    under ``mode`` (p_ij, or (p_ij + p_ji) / 2), the ``quantile`` quantile of their
+    cosines. Model links with the cosine skip rise with cosine (logit a * cos + b + a
+    learned correction), so a link far below the kept links' cosines is not kept. None
+    when the sample keeps fewer than ``min_kept`` links (no floor: every row relinked).
+    No labels are read. Cost: sample x L products, independent of N."""
+    n = indices.shape[0]
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, sample), replace=False))
+    ids, ok = indices[rows], valid[rows].copy()
+    ok[:, 0] = False
+    ok &= ids != rows[:, None]
+    src = np.repeat(rows, ids.shape[1])[ok.ravel()]
+    dst = ids[ok]
+    kept = edge_weights(indices, probs, src, dst, mode) >= np.float32(threshold)
+    if int(kept.sum()) < min_kept:
+        return None
+    cos = np.einsum("nd,nd->n", feats[src[kept]], feats[dst[kept]])
+    return {"floor": float(np.quantile(cos, quantile)), "quantile": float(quantile),
+            "kept_links": int(kept.sum()), "sample_rows": int(rows.size)}
+
+
 def lookup(order: np.ndarray, probs: np.ndarray, rows: np.ndarray, ids: np.ndarray
            ) -> np.ndarray:
     """probs[rows[e], c] where order[rows[e], c] == ids[e], else 0 (one row read per pair)."""
@@ -379,8 +408,11 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                size_step: float = decoding.DEFAULT_SIZE_STEP, singletons: str = "keep",
                attach_threshold: float | None = None, merge_links: int = 3, seed: int = 0,
                knn_method: str = "auto", batch_size: int = 256, device="cpu",
-               bf16: bool | None = None, progress=None) -> AddResult:
-    """The clusters of old + new; see the module's docstring."""
+               bf16: bool | None = None, progress=None,
+               cosine_quantile: float = COSINE_QUANTILE) -> AddResult:
+    """The clusters of old + new; see the module's docstring. ``cosine_quantile``: model
+    links only; entered old rows whose entrants all lie below that quantile of the cosines
+    of kept links (see kept_cosine_floor) keep their links; 0 relinks every entered row."""
     secs: dict = {}
     t = time.perf_counter()
     n0, n1 = old_feats.shape[0], new_feats.shape[0]
@@ -415,16 +447,28 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                             batch_size=batch_size, device=device, bf16=bf16)
     # an old row is relinked where an entrant could make a kept link: under reciprocal
     # weights (p_ij + p_ji) / 2 >= t needs p_ji >= 2t - 1, p_ji read from the entrant's row
+    # ... and, for model links, where some entrant's cosine to the row's centre reaches the
+    # cosine floor: the cosine below which kept links (weight >= t) are rare (the
+    # ``cosine_quantile`` quantile of the cosines of the kept links of a sample of old rows)
     candidates = affected.size
-    if mode == "reciprocal" and affected.size:
-        floor = 2 * float(threshold) - 1
+    cos_floor = None
+    if not cosine and cosine_quantile > 0 and affected.size:
+        t_floor = time.perf_counter()
+        cos_floor = kept_cosine_floor(old_feats, old_indices, old_probs, old_valid,
+                                      float(threshold), mode, cosine_quantile, seed=seed)
+        secs["cosine_floor"] = time.perf_counter() - t_floor
+    if (mode == "reciprocal" or cos_floor is not None) and affected.size:
         entrant = a_order >= n0
-        r_i = np.repeat(affected, length)[entrant.ravel()]
-        r_j = a_order[entrant]
-        p_back = lookup(n_order, n_probs, r_j - n0, r_i)
+        ok = np.ones(int(entrant.sum()), bool)
+        if mode == "reciprocal":
+            r_i = np.repeat(affected, length)[entrant.ravel()]
+            r_j = a_order[entrant]
+            ok &= lookup(n_order, n_probs, r_j - n0, r_i) >= 2 * float(threshold) - 1
+        if cos_floor is not None:
+            ok &= a_cos[entrant] >= cos_floor["floor"]
         strong = np.zeros(affected.size, bool)
         np.logical_or.at(strong, np.repeat(np.arange(affected.size), length)[entrant.ravel()],
-                         p_back >= floor)
+                         ok)
         affected, a_order, a_mask = affected[strong], a_order[strong], a_mask[strong]
         a_cos = a_cos[strong]
     if cosine:
@@ -456,6 +500,8 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     secs["decode"] = time.perf_counter() - t
     counts.update(entered_old_rows=int(candidates), relinked_old_rows=int(affected.size),
                   new_points=int(n1))
+    if cos_floor is not None:
+        counts.update(cosine_floor=cos_floor)
     return AddResult(labels, indices, probs, affected, merges, counts, knn_info, secs)
 
 
