@@ -64,8 +64,7 @@ def identify(features, distractors, fars, as_json, out, quiet, debug):
     D_U after a retraining on its pseudo-labels) it is transductive and can reward
     memorisation. See cf-eval(1), TRANSDUCTIVE SCORES.
     """
-    from ..core.identification import (top1_expected, top1_identification,
-                                          top1_leave_one_out, verification)
+    from ..core.identification import identification_split, recognition
     from ..data.io import load_features
     from ..errors import CfError
 
@@ -83,12 +82,9 @@ def identify(features, distractors, fars, as_json, out, quiet, debug):
         if extra.shape[1] != feats.dim:
             raise CfError(f"distractors have dimension {extra.shape[1]} but {features} has "
                           f"{feats.dim}", distractors)
-    result = top1_identification(feats.features, feats.labels, extra)
-    if result["probes"] == 0:
+    if identification_split(feats.labels)[1].size == 0:
         raise CfError("no identity has two or more images, so there are no probes", features)
-    result["leave_one_out"] = top1_leave_one_out(feats.features, feats.labels)
-    result["expected"] = top1_expected(feats.features, feats.labels)
-    result["verification"] = verification(feats.features, feats.labels, fars)
+    result = recognition(feats.features, feats.labels, fars, extra)
     result["features"] = str(features)
     if out is not None:
         with atomic_path(out) as tmp:

@@ -64,10 +64,7 @@ def top1_leave_one_out(features: np.ndarray, labels: np.ndarray, *,
     the score does not hinge on which image happens to come first, and every image is a
     probe: on a small test part it varies less than the one-gallery-image protocol.
     Returns {top1, probes}."""
-    features = np.asarray(features, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    known = np.flatnonzero(labels >= 0)
-    x, y = features[known], labels[known]
+    x, y = _labelled_rows(features, labels)
     _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     probes = np.flatnonzero(counts[inverse] >= 2)
     correct = 0
@@ -91,15 +88,13 @@ def top1_expected(features: np.ndarray, labels: np.ndarray, *, batch_size: int =
     under a random gallery: the protocol's own score
     without the luck of which image is first, so on a small test part it varies less.
     Returns {top1, probes}."""
-    features = np.asarray(features, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    known = np.flatnonzero(labels >= 0)
-    x, y = features[known], labels[known]
+    x, y = _labelled_rows(features, labels)
     ids, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     multi = counts >= 2
     order = np.argsort(inverse, kind="stable")
     bounds = np.r_[0, np.cumsum(counts)]
     probes = np.flatnonzero(multi[inverse])
+    single_rows = np.flatnonzero(~multi[inverse])  # always in the gallery, as distractors
     total = 0.0
     for start in range(0, len(probes), batch_size):
         rows = probes[start:start + batch_size]
@@ -110,9 +105,6 @@ def top1_expected(features: np.ndarray, labels: np.ndarray, *, batch_size: int =
             mine = order[bounds[c]:bounds[c + 1]]
             g = s[mine[mine != p]]  # the candidates for c's gallery image
             logp = np.zeros(g.size)
-            singles = ~multi.copy()
-            singles[c] = False
-            single_rows = order[np.isin(inverse[order], np.flatnonzero(singles))]
             if single_rows.size:
                 logp = np.where(g > s[single_rows].max(), logp, -np.inf)
             for j in np.flatnonzero(multi):
@@ -143,12 +135,9 @@ def verification(features: np.ndarray, labels: np.ndarray, fars=DEFAULT_FARS, *,
     pairs exceed (strictly), and TAR is the share of genuine pairs above it. A FAR below
     1 / (impostor pairs) cannot be resolved: its TAR is None. AUC counts ties as half.
     Returns {tar_at_far: {str(f): TAR or None}, auc, genuine_pairs, impostor_pairs}."""
-    features = np.asarray(features, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
-    rows = np.flatnonzero(labels >= 0)
-    x, y = features[rows], labels[rows]
+    x, y = _labelled_rows(features, labels)
     genuine, impostor = [], []
-    for start in range(0, len(rows), batch_size):
+    for start in range(0, len(y), batch_size):
         block = x[start:start + batch_size] @ x.T
         for i in range(block.shape[0]):
             r = start + i
@@ -181,11 +170,22 @@ def _far_key(f: float) -> str:
     return f"{f:g}"
 
 
-def recognition(features: np.ndarray, labels: np.ndarray, fars=DEFAULT_FARS) -> dict:
-    """Top-1 identification (gallery: the first image of each identity) and verification
-    (TAR at each FAR over all pairs) of one labelled features set: the recognition score
-    of a backbone on identities it never saw. Returns {top1, probes, ..., verification}."""
-    result = top1_identification(features, labels)
+def _labelled_rows(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of the rows with a known identity (label >= 0)."""
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    known = np.flatnonzero(labels >= 0)
+    return features[known], labels[known]
+
+
+def recognition(features: np.ndarray, labels: np.ndarray, fars=DEFAULT_FARS,
+                distractors: np.ndarray | None = None) -> dict:
+    """Top-1 identification (gallery: the first image of each identity, plus any
+    ``distractors``), leave-one-out and expected top-1, and verification (TAR at each FAR
+    over all pairs) of one labelled features set: the recognition score of a backbone on
+    identities it never saw. Returns {top1, probes, ..., leave_one_out, expected,
+    verification}."""
+    result = top1_identification(features, labels, distractors)
     result["leave_one_out"] = top1_leave_one_out(features, labels)
     result["expected"] = top1_expected(features, labels)
     result["verification"] = verification(features, labels, fars)
