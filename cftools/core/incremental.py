@@ -309,9 +309,9 @@ def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method:
     over only the points these sequences name."""
     import torch
 
-    from .linking import cast_for_inference
+    from .linking import cast_for_inference, link_array
     from .model import unit_rows
-    from .training import autocast_dtype, run_batch
+    from .training import autocast_dtype
 
     if order.shape[0] == 0:
         return np.zeros(order.shape, np.float32)
@@ -319,27 +319,16 @@ def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method:
     local = local.reshape(order.shape)
     dev = torch.device(device)
     x = torch.from_numpy(np.ascontiguousarray(feats[used])).to(dev)
-    probs = np.empty(order.shape, np.float32)
     if method == "cosine":
-        from .grammar import centre_cosine
-
-        for b in range(0, order.shape[0], 4096):
-            o = torch.from_numpy(local[b:b + 4096]).to(dev)
-            m = torch.from_numpy(mask[b:b + 4096]).to(dev)
-            probs[b:b + o.shape[0]] = (centre_cosine(x[o]) * m).cpu().numpy()
-        return probs
+        return link_array(local, mask, x, method="cosine", batch_size=4096)
     amp = autocast_dtype(dev, bf16)
     if amp is torch.bfloat16:
         model, amp = cast_for_inference(model, torch.bfloat16), None
     model.eval()
     unit = unit_rows(x) if model.needs_cosine else None
     prepared = model.prepare(x, dtype=model.input_proj.weight.dtype)
-    with torch.no_grad():
-        for b in range(0, order.shape[0], batch_size):
-            o = torch.from_numpy(local[b:b + batch_size]).to(dev)
-            m = torch.from_numpy(mask[b:b + batch_size]).to(dev)
-            probs[b:b + o.shape[0]] = run_batch(model, prepared, o, m, amp, unit)
-    return probs
+    return link_array(local, mask, prepared, model=model, batch_size=batch_size, amp=amp,
+                      unit=unit)
 
 
 def kept_cosine_floor(feats: np.ndarray, indices: np.ndarray, probs: np.ndarray,
@@ -384,17 +373,10 @@ def edge_weights(indices: np.ndarray, probs: np.ndarray, src: np.ndarray, dst: n
     """w of the edges src -> dst (dst among src's links) under ``mode``: p_ij, or
     (p_ij + p_ji) / 2 with p_ji = 0 when src is not among dst's links; only the rows the
     edges name are read."""
-    out = np.empty(src.size, np.float32)
-    step = 1 << 16
-    for b in range(0, src.size, step):
-        s, d = src[b:b + step], dst[b:b + step]
-        p_fwd = np.where(indices[s] == d[:, None], probs[s], 0).max(axis=1)
-        if mode == "directed":
-            out[b:b + step] = p_fwd
-            continue
-        p_back = np.where(indices[d] == s[:, None], probs[d], 0).max(axis=1)
-        out[b:b + step] = (p_fwd + p_back) * 0.5
-    return out
+    forward = lookup(indices, probs, src, dst)
+    if mode == "directed":
+        return forward
+    return (forward + lookup(indices, probs, dst, src)) * 0.5
 
 
 # --------------------------------------------------------------------------- the step

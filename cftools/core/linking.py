@@ -82,14 +82,27 @@ def link_blocks(sequences: Artifact, features_t: torch.Tensor, *, model=None,
         if order.min() < 0 or order.max() >= features_t.shape[0]:
             raise CfError(f"sequence ids out of range [0, {features_t.shape[0]}) in rows "
                           f"{start}..{stop - 1}", sequences.path)
-        probs = np.empty(order.shape, dtype=np.float32)
-        for b in range(0, order.shape[0], batch_size):
-            o = torch.from_numpy(order[b:b + batch_size]).to(device)
-            m = torch.from_numpy(mask[b:b + batch_size]).to(device)
-            if method == "model":
-                probs[b:b + o.shape[0]] = run_batch(model, features_t, o, m, amp, unit)
-            else:
-                probs[b:b + o.shape[0]] = (centre_cosine(features_t[o]) * m).cpu().numpy()
-            if progress is not None:
-                progress.update(o.shape[0])
-        yield start, stop, order, probs
+        yield start, stop, order, link_array(order, mask, features_t, model=model,
+                                             method=method, batch_size=batch_size, amp=amp,
+                                             unit=unit, progress=progress)
+
+
+@torch.no_grad()
+def link_array(order: np.ndarray, mask: np.ndarray, features_t: torch.Tensor, *, model=None,
+               method: str = "model", batch_size: int = 256, amp=None, unit=None,
+               progress=None) -> np.ndarray:
+    """Links (rows, L) float32 of sequences held in memory: ``order`` ids index
+    ``features_t``, which for the model is already ``model.prepare``d (``unit``: the raw
+    unit rows a cosine-skip model needs); cosine links read the raw features."""
+    device = features_t.device
+    probs = np.empty(order.shape, dtype=np.float32)
+    for b in range(0, order.shape[0], batch_size):
+        o = torch.from_numpy(order[b:b + batch_size]).to(device)
+        m = torch.from_numpy(mask[b:b + batch_size]).to(device)
+        if method == "model":
+            probs[b:b + o.shape[0]] = run_batch(model, features_t, o, m, amp, unit)
+        else:
+            probs[b:b + o.shape[0]] = (centre_cosine(features_t[o]) * m).cpu().numpy()
+        if progress is not None:
+            progress.update(o.shape[0])
+    return probs
