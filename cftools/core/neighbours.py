@@ -330,12 +330,3 @@ def recall_hits(approx_indices: np.ndarray, exact_indices: np.ndarray) -> int:
     for a, e in zip(approx_indices, exact_indices):
         hits += np.intersect1d(a, e, assume_unique=False).size
     return hits
-
-
-def sample_recall(base: np.ndarray, queries: np.ndarray | None, indices: np.ndarray, k: int,
-                  sample: int, seed: int, self_search: bool) -> tuple[float, int]:
-    """recall@k of ``indices`` against exact search on a random sample of the queries."""
-    q = base if queries is None else queries
-    rows = sample_rows(q.shape[0], sample, seed)
-    ex = exact_of(base, q[rows], k, centres=rows if self_search else None)
-    return recall_at_k(indices[rows], ex), len(rows)
