@@ -182,12 +182,18 @@ def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
     assert json.loads(r.stdout)["recognition"] == rec
 
 
-def test_train_steps_and_match_steps(tmp_path):
+def _tiny_demo(tmp_path):
+    """A 6-identity demo of 12-pixel images, cf-embed train's arguments for a tiny backbone
+    on it, and the environment to run it in: (folder, args, env)."""
     demo = tmp_path / "demo"
     make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
     args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
             "--workers", "0", "--epochs", "2", "-q"]
-    env = {"OMP_NUM_THREADS": "1"}
+    return demo, args, {"OMP_NUM_THREADS": "1"}
+
+
+def test_train_steps_and_match_steps(tmp_path):
+    demo, args, env = _tiny_demo(tmp_path)
     model = tmp_path / "m.h5"
     r = run_cmd("embed", "train", demo / "labelled", "-o", model, "--steps", "5", *args, env=env)
     assert r.returncode == 0, r.stderr
@@ -220,11 +226,7 @@ def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
     from cftools.core.backbone import load_backbone
     from cftools.core.embed_training import extract_features, imprint_head
 
-    demo = tmp_path / "demo"
-    make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
-    args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
-            "--workers", "0", "--epochs", "2", "-q"]
-    env = {"OMP_NUM_THREADS": "1"}
+    demo, args, env = _tiny_demo(tmp_path)
     start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"
     assert run_cmd("embed", "train", demo / "labelled", "-o", start, "--steps", "3", *args,
                    env=env).returncode == 0
