@@ -1,6 +1,8 @@
 """GPU paths (pytest -m gpu; bench/gpu.sh runs them on an NVIDIA host): faiss on the GPU
-gives the CPU's neighbours, link inference on CUDA gives the CPU's probabilities, and the
-sharded commands put each rank on its own GPU. Each test skips, saying why, without one."""
+gives the CPU's neighbours, link inference on CUDA gives the CPU's probabilities (in
+cf-link and in cf-merge add), the backbone fine-tunes and extracts on CUDA as on the CPU,
+and the sharded commands put each rank on its own GPU. Each test skips, saying why,
+without one."""
 
 import os
 import subprocess
@@ -101,3 +103,62 @@ def test_sharded_knn_one_gpu_per_rank_equals_one_process(tmp_path):
     with open_artifact(tmp_path / "k1.h5", "knn") as a, open_artifact(tmp_path / "k2.h5", "knn") as b:
         assert a.attrs["device"] == b.attrs["device"] == "GPU"
         assert (a.read("indices") == b.read("indices")).mean() > 0.99
+
+
+@needs_cuda
+def test_add_with_model_links_on_cuda_equals_cpu():
+    from cftools.core import incremental
+    from cftools.core.grammar import build_sequences
+    from cftools.core.model import Clusformer, make_config
+
+    x = unit_rows(900, 32, seed=5)
+    n0 = 800
+    idx, sim = nb.knn(x[:n0], 12)
+    order, mask, _ = build_sequences(idx, sim, 12, min_sim=-1.0)
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 32, 12, width=64, ffn=128)).eval()
+    probs = incremental.link_rows(x[:n0], order, mask, method="model", model=model, bf16=False)
+    th = float(np.median(probs[:, 1:][mask[:, 1:]]))
+    got = {}
+    for dev in ("cpu", "cuda"):
+        got[dev] = incremental.add_points(
+            x[:n0], x[n0:], order, probs, np.arange(n0), link_method="model", model=model,
+            decoder="components", threshold=th, mode="reciprocal", bf16=False, device=dev)
+    cpu, gpu = got["cpu"], got["cuda"]
+    assert (cpu.indices == gpu.indices).all()
+    np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=2e-3)
+    # a link within 2e-3 of the threshold may fall on the other side: labels nearly equal
+    assert (cpu.labels == gpu.labels).mean() > 0.98
+
+
+@needs_cuda
+def test_backbone_fine_tunes_and_extracts_on_cuda(tmp_path):
+    import h5py
+    import json
+
+    from conftest import run_cmd
+    from cftools.data.demo_images import make_demo
+
+    demo = tmp_path / "demo"
+    make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
+    args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
+            "--workers", "0", "-q"]
+    start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"
+    r = run_cmd("embed", "train", demo / "labelled", "-o", start, "--steps", "3",
+                "--device", "cuda", *args)
+    assert r.returncode == 0, r.stderr
+    r = run_cmd("embed", "train", demo / "unlabelled", "--init", start, "-o", tuned,
+                "--steps", "4", "--device", "cuda", *args)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tuned, "r") as f:
+        assert json.loads(f.attrs["config"])["total_steps"] == 7
+    feats = {}
+    for dev in ("cpu", "cuda"):
+        out = tmp_path / f"f-{dev}.h5"
+        r = run_cmd("embed", "extract", tuned, demo / "unlabelled", "-o", out, "--device", dev,
+                    "--workers", "0", "--precision", "fp32", "-q")
+        assert r.returncode == 0, r.stderr
+        with h5py.File(out, "r") as f:
+            feats[dev] = f["features"][()]
+    # cuDNN may convolve in TF32: agreement to a few thousandths on unit rows
+    np.testing.assert_allclose(feats["cuda"], feats["cpu"], atol=5e-3)

@@ -297,6 +297,10 @@ def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method:
     x = torch.from_numpy(np.ascontiguousarray(feats[used])).to(dev)
     if method == "cosine":
         return link_array(local, mask, x, method="cosine", batch_size=4096)
+    if next(model.parameters()).device != dev:  # a copy there: the caller's model stays put
+        import copy
+
+        model = copy.deepcopy(model).to(dev)
     amp = autocast_dtype(dev, bf16)
     if amp is torch.bfloat16:
         model, amp = cast_for_inference(model, torch.bfloat16), None
