@@ -12,6 +12,7 @@ separate labelled sample of the same generator (untimed), never on the set clust
 
     python bench/add_scale.py                              # 1M + 10K, cosine links
     python bench/add_scale.py --n 100000 --new 1000 --links model
+    python bench/add_scale.py --links model --relink mirror model   # both ways, one run
 
 Writes bench/results/add-scale-<links>-<n>-<time>.json.
 """
@@ -61,6 +62,9 @@ def main(argv=None):
     ap.add_argument("--links", choices=("cosine", "model"), default="cosine")
     ap.add_argument("--calibration-n", type=int, default=20_000)
     ap.add_argument("--epochs", type=int, default=2, help="cf-train epochs (--links model).")
+    ap.add_argument("--relink", nargs="+", choices=("mirror", "model"), default=["mirror"],
+                    help="cf-merge add --relink (model links); several: each timed in turn "
+                         "against the same clustering.")
     ap.add_argument("--work", default=str(ROOT / "work" / "add_scale"))
     ap.add_argument("--reuse", action="store_true",
                     help="Keep the data and the clustering of an earlier run in --work (its "
@@ -78,7 +82,10 @@ def main(argv=None):
     w = Path(a.work) / (f"{a.links}-{a.n}" + (f"-e{a.epochs}" if a.epochs != 2 else ""))
     w.mkdir(parents=True, exist_ok=True)
     if a.reuse:
-        return timed_add(a, w, json.loads((w / "once.json").read_text()))
+        saved = json.loads((w / "once.json").read_text())
+        for relink in (a.relink if a.links == "model" else [None]):
+            timed_add(a, w, saved, relink)
+        return
     for p in w.glob("*.h5"):
         p.unlink()
     t = time.perf_counter()
@@ -122,16 +129,18 @@ def main(argv=None):
                      *threshold_args),
     }
     (w / "once.json").write_text(json.dumps({"stages": once, "threshold": mode}))
-    timed_add(a, w, {"stages": once, "threshold": mode})
+    for relink in (a.relink if a.links == "model" else [None]):
+        timed_add(a, w, {"stages": once, "threshold": mode}, relink)
 
 
-def timed_add(a, w: Path, saved: dict) -> None:
+def timed_add(a, w: Path, saved: dict, relink: str | None) -> None:
     once, mode = saved["stages"], saved["threshold"]
     total = sum(s["seconds"] for s in once.values())
     print(f"adding {a.new} points:", file=sys.stderr)
     add = cmd("cf-merge", "add", w / "clusters.h5", "--new", w / "new.npy", "--links",
               w / "links.h5", "--features", w / "old.h5",
-              *(["--model", w / "model.h5"] if a.links == "model" else []),
+              *(["--model", w / "model.h5", "--relink", relink] if a.links == "model"
+                else []),
               "-o", w / "clusters2.h5", "--links-out", w / "links2.h5", "--features-out",
               w / "features2.h5")
     import h5py
@@ -140,18 +149,20 @@ def timed_add(a, w: Path, saved: dict) -> None:
         entry = json.loads(f.attrs["batches"])[-1]
     ratio = add["seconds"] / total
     res = {"n": a.n, "new": a.new, "d": a.d, "k": a.k, "L": a.k, "tail": a.tail,
-           "links": a.links, "decoder": "infomap", "threshold": mode,
+           "links": a.links, "relink": relink,
+           "decoder": "infomap", "threshold": mode,
            "cluster_again": once, "cluster_again_seconds": round(total, 2), "add": add,
            "add_stages": entry.get("seconds"), "add_counts": {k: v for k, v in entry.items()
                                                              if k not in ("seconds",)},
            "ratio": round(ratio, 4), "cpus": os.cpu_count(), "reused_clustering": a.reuse,
            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    print(f"\n{a.links} links, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
+    print(f"\n{a.links} links{'' if relink is None else f' (relink {relink})'}, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
           f"(knn {once['knn']['seconds']}, seq {once['seq']['seconds']}, link "
           f"{once['link']['seconds']}, merge {once['merge']['seconds']}); adding {a.new}: "
           f"{add['seconds']:.1f} s = {100 * ratio:.2f}% (stages {entry.get('seconds')})")
     out = ROOT / "bench" / "results" / (f"add-scale-{a.links}-{a.n}-"
+                                        + (f"{relink}-" if relink else "")
                                         + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
                                         + ".json")
     out.write_text(json.dumps(res, indent=1))

@@ -79,8 +79,8 @@ def labels_of(path) -> np.ndarray:
 
 
 def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
-            k: int, length: int, links: str = "auto", cosine_quantile: float | None = None
-            ) -> dict:
+            k: int, length: int, links: str = "auto", cosine_quantile: float | None = None,
+            relink: str | None = None) -> dict:
     work = ROOT / "work" / "incremental" / name
     r = the_round(name, work, 0)
     with h5py.File(r / "unlabelled.h5", "r") as f:
@@ -103,7 +103,8 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
     n0 = int(round((1 - share) * n))
     parts = np.array_split(perm[n0:], batches)
     inc = work / (f"inc-seed{seed}" + ("" if links == "auto" else f"-{links}")
-                  + ("" if cosine_quantile is None else f"-q{cosine_quantile}"))
+                  + ("" if cosine_quantile is None else f"-q{cosine_quantile}")
+                  + ("" if relink is None else f"-{relink}"))
     inc.mkdir(parents=True, exist_ok=True)
     for p in inc.glob("*"):
         p.unlink()
@@ -134,7 +135,8 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
                         links, "--features", feats, "--model", model, "-o", out[0],
                         "--links-out", out[1], "--features-out", out[2], "--merge-links",
                         merge_links, *([] if cosine_quantile is None else
-                                       ["--cosine-quantile", cosine_quantile]), quiet=False)
+                                       ["--cosine-quantile", cosine_quantile]),
+                        *([] if relink is None else ["--relink", relink]), quiet=False)
         clusters, links, feats = out
         order = np.concatenate([order, part])
         now = labels_of(clusters)
@@ -188,6 +190,8 @@ def main(argv=None):
                          "round; model: the model's links even where the guard chose cosine).")
     ap.add_argument("--cosine-quantile", type=float, default=None,
                     help="cf-merge add --cosine-quantile (model links; default: its own).")
+    ap.add_argument("--relink", choices=("mirror", "model"), default=None,
+                    help="cf-merge add --relink (model links; default: its own).")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
@@ -196,7 +200,7 @@ def main(argv=None):
             print(f"(skipping {name}: {SHARED / name} not found)", file=sys.stderr)
             continue
         res = one_set(name, args.seed, args.batches, args.share, args.merge_links, args.k,
-                      args.L, args.links, args.cosine_quantile)
+                      args.L, args.links, args.cosine_quantile, args.relink)
         print(f"\n{name}: all at once F_P {res['once']['F_P']:.2f} F_B {res['once']['F_B']:.2f}")
         print("| batch | points | add s | F_P inc | F_P once | F_B inc | F_B once | merges | "
               "old changed |")
@@ -210,7 +214,8 @@ def main(argv=None):
               f"(batch 0) {res['base_gap']['F_P']:+.2f}, {res['base_gap']['F_B']:+.2f} and "
               f"the 4 adds {res['adds_drift']['F_P']:+.2f}, {res['adds_drift']['F_B']:+.2f}")
         tag = ("" if args.links == "auto" else f"-{args.links}-links") + \
-            ("" if args.cosine_quantile is None else f"-q{args.cosine_quantile}")
+            ("" if args.cosine_quantile is None else f"-q{args.cosine_quantile}") + \
+            ("" if args.relink is None else f"-{args.relink}")
         out = ROOT / "bench" / "results" / f"incremental-{name}{tag}-{stamp}.json"
         res.update(time=stamp, cpus=os.cpu_count(), args=vars(args))
         out.write_text(json.dumps(res, indent=1))

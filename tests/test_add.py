@@ -269,7 +269,7 @@ def test_cosine_floor_read_from_the_links():
 
 
 def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
-    """Model links: an entered old row is relinked where an entrant's cosine reaches the
+    """Model links, --relink model: an entered old row is relinked where an entrant's cosine reaches the
     cosine floor (recorded in the counts); the others keep their old links and rows;
     --cosine-quantile 0 relinks every entered row."""
     import torch
@@ -290,7 +290,7 @@ def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
     labels = np.arange(N0)  # decoding is not what this test is about
     new = x[N0:N0 + N1]
     kw = dict(link_method="model", model=model, decoder="components", threshold=th,
-              mode="directed", bf16=False)
+              mode="directed", bf16=False, relink="model")
     res = incremental.add_points(x[:N0], new, order, probs, labels, **kw)
     every = incremental.add_points(x[:N0], new, order, probs, labels, cosine_quantile=0,
                                    **kw)
@@ -310,3 +310,51 @@ def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
             assert (res.indices[r] == order[r]).all() and (res.probabilities[r] == probs[r]).all()
         else:
             assert (res.indices[r] == every.indices[r]).all()
+
+
+def test_model_links_mirrored_into_entered_rows_by_default(demo):
+    """Model links, default --relink mirror: every entered old row is rebuilt without a
+    model pass; its old neighbours keep their old probabilities, an entrant j gets p_ji
+    from j's own row (0 where the row's point is not in it); the new rows are the model's."""
+    import torch
+
+    from cftools.core import incremental
+    from cftools.core.model import Clusformer, make_config
+
+    t, x, y = demo
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", D, L, width=32, ffn=64))
+    with open_artifact(t / "l0.h5", "links") as a:
+        order = a.read("indices")
+    mask = order != np.arange(N0)[:, None]
+    mask[:, 0] = True
+    probs = incremental.link_rows(x[:N0], order, mask, method="model", model=model,
+                                  bf16=False)
+    th = float(np.median(probs[:, 1:][mask[:, 1:]]))
+    new = x[N0:N0 + N1]
+    res = incremental.add_points(x[:N0], new, order, probs, np.arange(N0),
+                                 link_method="model", model=model, decoder="components",
+                                 threshold=th, mode="reciprocal", bf16=False)
+    assert res.counts["relink"] == "mirror"
+    assert res.counts["relinked_old_rows"] == res.counts["entered_old_rows"] > 0
+    n_rows = res.indices[N0:]
+    assert (n_rows[:, 0] == np.arange(N0, N0 + N1)).all()
+    seen_mirrored = 0
+    for r in res.affected:
+        row, p = res.indices[r], res.probabilities[r]
+        assert row[0] == r and p[0] == probs[r, 0]
+        assert (row >= N0).any()  # an entrant
+        for j, pj in zip(row[1:], p[1:]):
+            if j == r:  # a free slot
+                assert pj == 0
+            elif j < N0:
+                assert pj == probs[r][order[r] == j].max()
+            else:
+                back = res.probabilities[j][res.indices[j] == r]
+                assert pj == (back.max() if back.size else 0)
+                seen_mirrored += back.size > 0
+    assert seen_mirrored > 0
+    # the rows nobody entered are untouched
+    untouched = np.setdiff1d(np.arange(N0), res.affected)
+    assert (res.indices[untouched] == order[untouched]).all()
+    assert (res.probabilities[untouched] == probs[untouched]).all()

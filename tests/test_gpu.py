@@ -106,7 +106,8 @@ def test_sharded_knn_one_gpu_per_rank_equals_one_process(tmp_path):
 
 
 @needs_cuda
-def test_add_with_model_links_on_cuda_equals_cpu():
+@pytest.mark.parametrize("relink", ["mirror", "model"])
+def test_add_with_model_links_on_cuda_equals_cpu(relink):
     from cftools.core import incremental
     from cftools.core.grammar import build_sequences
     from cftools.core.model import Clusformer, make_config
@@ -123,7 +124,8 @@ def test_add_with_model_links_on_cuda_equals_cpu():
     for dev in ("cpu", "cuda"):
         got[dev] = incremental.add_points(
             x[:n0], x[n0:], order, probs, np.arange(n0), link_method="model", model=model,
-            decoder="components", threshold=th, mode="reciprocal", bf16=False, device=dev)
+            decoder="components", threshold=th, mode="reciprocal", bf16=False, device=dev,
+            relink=relink)
     cpu, gpu = got["cpu"], got["cuda"]
     assert (cpu.indices == gpu.indices).all()
     np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=2e-3)

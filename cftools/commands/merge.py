@@ -475,12 +475,16 @@ What it does, only where the new points reach:
      centre first, by falling similarity;
   3. links for the new points and the rebuilt rows by the path that made LINKS (the
      model's probabilities, or raw cosine, as the links file records: the same as
-     cf-link --method auto). Under reciprocal weights only rows where an entrant could
-     make a kept link are relinked (it needs p_ji >= 2t - 1 from the entrant's side);
-     for model links, also only rows where an entrant's cosine reaches the cosine floor
-     (--cosine-quantile of the cosines of the links the decoder keeps, on a sample of
-     4096 old rows; recorded in the batch entry as cosine_floor); the others keep their
-     links;
+     cf-link --method auto). For model links a rebuilt row is, by default (--relink
+     mirror), not run through the model again: its old neighbours keep their
+     probabilities and an entrant j gets p_ij = p_ji from j's own row (0 where the row's
+     point is not in it); a model pass per entered row (~23 per new point at 1M points)
+     would be most of the add's time. --relink model runs the rebuilt rows through the
+     model: under reciprocal weights only rows where an entrant could make a kept link
+     (p_ji >= 2t - 1 from the entrant's side), and only rows where an entrant's cosine
+     reaches the cosine floor (--cosine-quantile of the cosines of the links the decoder
+     keeps, on a sample of 4096 old rows; recorded in the batch entry as cosine_floor);
+     the others keep their links;
   4. the decoder, threshold and link mode CLUSTERS was made with (calibrated at
      training), run on the local graph: the new points and, as one node each, the old
      clusters they have kept links to;
@@ -530,11 +534,15 @@ FEATURES that did not make LINKS.
                    "(and 3/4 of each) to merge them.")
 @click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
               show_default=True, help="Search of the new points' neighbours.")
+@click.option("--relink", type=click.Choice(("mirror", "model")), default="mirror",
+              show_default=True,
+              help="Model links of the old rows new points enter: mirror the entrants' own "
+                   "links (no model pass), or run the model on those rows.")
 @click.option("--cosine-quantile", type=click.FloatRange(0, 0.5), default=0.005,
               show_default=True,
-              help="Model links: relink an entered old row only where an entrant's cosine "
-                   "reaches this quantile of the cosines of kept links (a sample of the old "
-                   "rows); 0 relinks every entered row.")
+              help="With --relink model: relink an entered old row only where an entrant's "
+                   "cosine reaches this quantile of the cosines of kept links (a sample of "
+                   "the old rows); 0 relinks every entered row.")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 model inference [default: where the hardware supports it].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
@@ -544,7 +552,8 @@ FEATURES that did not make LINKS.
 @seed_option
 @common_options
 def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, links_out,
-            features_out, merge_links, knn_method, cosine_quantile, bf16, batch_size, device, seed, quiet, debug):
+            features_out, merge_links, knn_method, relink, cosine_quantile, bf16, batch_size,
+            device, seed, quiet, debug):
     import datetime as _dt
 
     from ..core import incremental
@@ -636,7 +645,8 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             size_step=float(cl_attrs.get("size_step", decoding.DEFAULT_SIZE_STEP)),
             singletons=singletons, attach_threshold=None if attach is None else float(attach),
             merge_links=merge_links, seed=seed, knn_method=knn_method, batch_size=batch_size,
-            device=dev_name, bf16=bf16, progress=bar, cosine_quantile=cosine_quantile)
+            device=dev_name, bf16=bf16, progress=bar, cosine_quantile=cosine_quantile,
+            relink=relink)
     del indices, probs
 
     # ---- three outputs, all or none
@@ -705,7 +715,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
              f"clusters, {c['in_new_clusters']} formed {c['new_clusters']} new clusters "
              f"({c['new_singletons']} singletons), {c['merges']} merges of existing clusters; "
              f"{c['relinked_old_rows']} of {c['entered_old_rows']} old rows entered were "
-             f"relinked; search {res.knn_info.get('method')}"
+             f"relinked ({c['relink']}); search {res.knn_info.get('method')}"
              + (f" (nprobe {res.knn_info['nprobe']}, recall "
                 f"{res.knn_info['recall_at_k']:.3f})" if "nprobe" in res.knn_info else ""))
     secs = " ".join(f"{k} {v:.1f}" for k, v in res.seconds.items())

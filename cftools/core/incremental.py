@@ -10,7 +10,12 @@ X_new, the step works only where the new points reach:
    L-th neighbour). Their rows are rebuilt: the old neighbours and the new points that
    enter, centre first, by falling similarity, L positions;
 3. links for the new rows and the rebuilt rows, by the same path that made the old ones
-   (the model's probabilities or raw cosine, as the links file says);
+   (the model's probabilities or raw cosine, as the links file says). Model links, by
+   default (``relink="mirror"``): a rebuilt row is not run through the model again; its
+   old neighbours keep their probabilities and an entrant j gets p_ij := p_ji, read from
+   j's own (new) row (0 where i is not in it). ``relink="model"`` runs the rebuilt rows
+   through the model (those an entrant can make a kept link in), which costs one model
+   pass per entered row: ~23 rows per new point at 1M points, most of an add's time;
 4. the calibrated decoder (same method, threshold, link mode) on the local graph: the new
    points and, as one node each, the old clusters they have kept links to (the links of
    its members summed; every node keeps its L-1 strongest out-links);
@@ -46,6 +51,7 @@ REVERSE_FACTOR = 4  # affected old points are looked for among the new points' 4
 # reaches this quantile of the cosines of the links the decoder keeps (on a sample)
 COSINE_QUANTILE = 0.005
 FLOOR_SAMPLE = 4096  # old rows whose links give the cosine floor
+RELINK = ("mirror", "model")  # how rebuilt old rows get model links; the first is default
 
 
 @dataclass
@@ -311,6 +317,29 @@ def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method:
                       unit=unit)
 
 
+def mirror_links(old_indices: np.ndarray, old_probs: np.ndarray, affected: np.ndarray,
+                 order: np.ndarray, mask: np.ndarray, new_order: np.ndarray,
+                 new_probs: np.ndarray, n_old: int) -> np.ndarray:
+    """Model links of rebuilt old rows without a model pass: an old neighbour keeps the
+    probability it had in the row, an entrant j (>= n_old) gets p_ij := p_ji from j's own
+    row (0 where i is not among j's links). The model reads a row as a whole, so the old
+    probabilities are those of a row without the entrant: an approximation that costs
+    two row reads per link instead of a transformer pass per row."""
+    length = order.shape[1]
+    out = np.zeros(order.shape, np.float32)
+    if affected.size == 0:
+        return out
+    src = np.repeat(affected, length)
+    dst = order.ravel()
+    flat = out.ravel()
+    new = dst >= n_old
+    flat[~new] = lookup(old_indices, old_probs, src[~new], dst[~new])
+    flat[new] = lookup(new_order, new_probs, dst[new] - n_old, src[new])
+    out = flat.reshape(order.shape)
+    out[:, 0] = old_probs[affected, 0]
+    return np.where(mask, out, 0).astype(np.float32)
+
+
 def kept_cosine_floor(feats: np.ndarray, indices: np.ndarray, probs: np.ndarray,
                       valid: np.ndarray, threshold: float, mode: str, quantile: float, *,
                       sample: int = FLOOR_SAMPLE, seed: int = 0, min_kept: int = 200):
@@ -371,10 +400,15 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                attach_threshold: float | None = None, merge_links: int = 3, seed: int = 0,
                knn_method: str = "auto", batch_size: int = 256, device="cpu",
                bf16: bool | None = None, progress=None,
-               cosine_quantile: float = COSINE_QUANTILE) -> AddResult:
-    """The clusters of old + new; see the module's docstring. ``cosine_quantile``: model
-    links only; entered old rows whose entrants all lie below that quantile of the cosines
-    of kept links (see kept_cosine_floor) keep their links; 0 relinks every entered row."""
+               cosine_quantile: float = COSINE_QUANTILE, relink: str = RELINK[0]
+               ) -> AddResult:
+    """The clusters of old + new; see the module's docstring. ``relink``: how rebuilt old
+    rows get model links ("mirror": from the entrants' rows, no model pass; "model": the
+    model on the rebuilt rows). ``cosine_quantile``: relink="model" only; entered old rows
+    whose entrants all lie below that quantile of the cosines of kept links (see
+    kept_cosine_floor) keep their links; 0 relinks every entered row."""
+    if relink not in RELINK:
+        raise ValueError(f"relink must be one of {RELINK}, not {relink!r}")
     secs: dict = {}
     t = time.perf_counter()
     n0, n1 = old_feats.shape[0], new_feats.shape[0]
@@ -414,12 +448,13 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     # ``cosine_quantile`` quantile of the cosines of the kept links of a sample of old rows)
     candidates = affected.size
     cos_floor = None
-    if not cosine and cosine_quantile > 0 and affected.size:
+    mirror = not cosine and relink == "mirror"
+    if not cosine and not mirror and cosine_quantile > 0 and affected.size:
         t_floor = time.perf_counter()
         cos_floor = kept_cosine_floor(old_feats, old_indices, old_probs, old_valid,
                                       float(threshold), mode, cosine_quantile, seed=seed)
         secs["cosine_floor"] = time.perf_counter() - t_floor
-    if (mode == "reciprocal" or cos_floor is not None) and affected.size:
+    if (mode == "reciprocal" or cos_floor is not None) and affected.size and not mirror:
         entrant = a_order >= n0
         ok = np.ones(int(entrant.sum()), bool)
         if mode == "reciprocal":
@@ -435,6 +470,9 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
         a_cos = a_cos[strong]
     if cosine:
         a_probs = a_cos
+    elif mirror:
+        a_probs = mirror_links(old_indices, old_probs, affected, a_order, a_mask, n_order,
+                               n_probs, n0)
     else:
         a_probs = link_rows(feats, a_order, a_mask, method=link_method, model=model,
                             batch_size=batch_size, device=device, bf16=bf16)
@@ -461,7 +499,7 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
         seed=seed)
     secs["decode"] = time.perf_counter() - t
     counts.update(entered_old_rows=int(candidates), relinked_old_rows=int(affected.size),
-                  new_points=int(n1))
+                  new_points=int(n1), relink="cosine" if cosine else relink)
     if cos_floor is not None:
         counts.update(cosine_floor=cos_floor)
     return AddResult(labels, indices, probs, affected, merges, counts, knn_info, secs)
