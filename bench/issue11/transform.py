@@ -1,9 +1,18 @@
-"""Cosine Infomap after a feature transform fit on D_L (centering, within-class whitening)."""
+"""Cosine Infomap after a feature transform fit on D_L (centering, within-class whitening)
+or applied within each set (qe: alpha query expansion, x_i <- sum over its m nearest, itself
+included, of max(cos, 0)^alpha x_j, re-normalised; kinds qe:M or qe:M:ALPHA, alpha 3)."""
 from common import *
 import torch; torch.set_num_threads(1)
 
 def fit(xl, yl, kind, reg=0.1):
     mu = xl.mean(0)
+    if kind == "qe":
+        m, alpha = (int(reg), 3.0) if ":" not in str(reg) else map(float, str(reg).split(":"))
+        def qe(x):
+            i, s = knn(x, int(m))
+            w = np.maximum(s, 0) ** alpha
+            return norm(np.einsum("nk,nkd->nd", w, x[i]))
+        return qe
     if kind == "raw":
         return lambda x: x
     if kind == "centre":
@@ -30,7 +39,9 @@ for name in ("lfw-dev-dlib128", "celeba-dlib128"):
     (xl, yl), (xu, yu) = load(name)
     for kind in kinds:
         reg = 0.1
-        if ":" in kind: kind, reg = kind.split(":"); reg = float(reg)
+        if ":" in kind:
+            kind, reg = kind.split(":", 1)
+            reg = reg if kind == "qe" else float(reg)
         f = fit(xl, yl, kind, reg); tl, tu = f(xl), f(xu)
         res = []
         for k in (20, 50, 80):
