@@ -358,3 +358,34 @@ def test_model_links_mirrored_into_entered_rows_by_default(demo):
     untouched = np.setdiff1d(np.arange(N0), res.affected)
     assert (res.indices[untouched] == order[untouched]).all()
     assert (res.probabilities[untouched] == probs[untouched]).all()
+
+
+def test_min_sim_of_the_sequences_holds_in_added_rows(demo, tmp_path):
+    """Links from sequences made with cf-seq --min-sim record it; the add masks neighbours
+    below it in the new rows and in the rebuilt old rows, as cf-seq did: with cosine links
+    every kept position is the centre, masked (0) or a cosine at or above min_sim."""
+    t, x, y = demo
+    k, s, lk, c = (tmp_path / f"{n}.h5" for n in ("k", "s", "l", "c"))
+    _run("knn", t / "old.h5", "-o", k, "-k", K, "-q")
+    with open_artifact(k, "knn") as a:
+        min_sim = float(np.median(a.read("similarities")[:, 1:]))
+    _run("seq", k, "--features", t / "old.h5", "-o", s, "-L", L, "--min-sim", min_sim, "-q")
+    _run("link", s, "--features", t / "old.h5", "-o", lk, "--method", "cosine", "-q")
+    _run("merge", lk, "-o", c, "--method", "infomap", "--threshold", 0.7, "--directed", "-q")
+    with open_artifact(lk, "links") as a:
+        assert float(a.attrs["min_sim"]) == min_sim
+    out = [tmp_path / f"{n}2.h5" for n in ("c", "l", "f")]
+    _run("merge", "add", c, "--new", t / "new1.h5", "--links", lk, "--features", t / "old.h5",
+         "-o", out[0], "--links-out", out[1], "--features-out", out[2], "-q")
+    with open_artifact(out[1], "links") as a:
+        assert float(a.attrs["min_sim"]) == min_sim
+        idx, probs = a.read("indices"), a.read("probabilities")
+    with open_artifact(out[0], "clusters") as a:
+        entered = json.loads(a.attrs["batches"])[-1]["entered_old_rows"]
+    assert entered > 0
+    p = probs[:, 1:]
+    assert ((p == 0) | (p >= min_sim - 1e-6)).all()
+    # ... and the new points' rows did have neighbours below min_sim to mask
+    feats = np.concatenate([x[:N0], x[N0:N0 + N1]])
+    cos = np.einsum("nd,nld->nl", feats[N0:], feats[idx[N0:, 1:]])
+    assert ((cos < min_sim) & (idx[N0:, 1:] != np.arange(N0, N0 + N1)[:, None])).any()

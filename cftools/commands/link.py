@@ -132,7 +132,9 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         feats.features = None
     attrs = {"features_id": feats.id, "sequences_id": seq.id, "method": method,
              "model_id": model_art.id if model_art else "none", "thresholds": thresholds,
-             "guard_winner": winner or "none"}
+             "guard_winner": winner or "none",
+             # cf-merge add builds the sequences of new points the way cf-seq built these
+             "min_sim": seq.attrs.get("min_sim", "none")}
     inputs = {"sequences": seq, "features": feats.provenance_ref}
     if model_art is not None:
         inputs["model"] = model_art

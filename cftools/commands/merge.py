@@ -594,6 +594,9 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
         raise CfError(f"has {old_labels.shape[0]} labels, the links {links_path} {n0} rows and "
                       f"the features {feats.path} {feats.n}", clusters)
     link_method = str(l_attrs.get("method"))
+    # the links' sequences masked neighbours below cf-seq --min-sim: so do the add's
+    min_sim = l_attrs.get("min_sim", "none")
+    min_sim = None if str(min_sim) == "none" else float(min_sim)
     if link_method not in ("model", "cosine"):
         raise CfError(f"links of unknown method {link_method!r}", links_path)
     made_by = str(l_attrs.get("model_id", "none"))
@@ -646,7 +649,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             singletons=singletons, attach_threshold=None if attach is None else float(attach),
             merge_links=merge_links, seed=seed, knn_method=knn_method, batch_size=batch_size,
             device=dev_name, bf16=bf16, progress=bar, cosine_quantile=cosine_quantile,
-            relink=relink)
+            relink=relink, min_sim=min_sim)
     del indices, probs
 
     # ---- three outputs, all or none
@@ -682,8 +685,8 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             if names_all is not None:
                 write_strings(f, "names", names_all)
             f_id = str(f.attrs["cftools_id"])
-        l_attrs_out = {key: l_attrs[key] for key in ("method", "model_id", "guard_winner")
-                       if key in l_attrs}
+        l_attrs_out = {key: l_attrs[key] for key in ("method", "model_id", "guard_winner",
+                                                     "min_sim") if key in l_attrs}
         l_attrs_out.update(features_id=f_id, sequences_id="cf-merge add",
                            thresholds=stored or {})
         with write_artifact(l_tmp, "links", inputs={"links": l_art, "new": new.provenance_ref,

@@ -205,7 +205,7 @@ def _row_sims(feats: np.ndarray, rows: np.ndarray, ids: np.ndarray, block: int =
 
 def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarray,
                  new_idx: np.ndarray, new_sim: np.ndarray, n_old: int, length: int,
-                 old_sims: np.ndarray | None = None):
+                 old_sims: np.ndarray | None = None, min_sim: float | None = None):
     """The old points whose top ``length`` a new point enters, and their new rows.
 
     ``old_sims``: the old rows' cosines when the links are cosine links (they are the
@@ -213,7 +213,8 @@ def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarr
     for the rows entered. Returns (affected old rows (A,), order (A, L), mask (A, L),
     similarities (A, L)). A candidate pair (i, j) is
     an old point i among new point j's neighbours; it enters i's row when its similarity
-    beats that of i's last (L-th) neighbour, or i's row has a free (masked) slot."""
+    beats that of i's last (L-th) neighbour, or i's row has a free (masked) slot.
+    ``min_sim`` (cf-seq --min-sim): a neighbour below it, old or new, is a free slot."""
     nq, k = new_idx.shape
     j = np.repeat(np.arange(n_old, n_old + nq), k)
     i = new_idx.ravel()
@@ -235,9 +236,13 @@ def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarr
         last = old_sims[uniq, -1]
     else:
         last = _row_sims(feats, uniq, rows_old[:, -1:])[:, 0]
+    if min_sim is not None:  # rows run by falling similarity: a last one above is all above
+        full &= last >= min_sim
     floor = np.where(full, last, -np.inf)
     pos = np.searchsorted(uniq, i)
     enters = s > floor[pos]
+    if min_sim is not None:
+        enters &= s >= min_sim
     i, j, s, pos = i[enters], j[enters], s[enters], pos[enters]
     hit = np.unique(pos)
     if hit.size == 0:
@@ -245,6 +250,8 @@ def rebuild_rows(feats: np.ndarray, old_indices: np.ndarray, old_valid: np.ndarr
     rows_old, valid_old = rows_old[hit], valid_old[hit]
     sim_old = old_sims[uniq[hit]] if old_sims is not None else \
         _row_sims(feats, uniq[hit], rows_old)
+    if min_sim is not None:
+        valid_old &= sim_old >= min_sim
     sim_old = np.where(valid_old, sim_old, -np.inf).astype(np.float32)
     # per affected row: its old neighbours and its entrants, best L-1 by similarity
     remap = np.full(uniq.size, -1, np.int64)
@@ -400,13 +407,14 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                attach_threshold: float | None = None, merge_links: int = 3, seed: int = 0,
                knn_method: str = "auto", batch_size: int = 256, device="cpu",
                bf16: bool | None = None, progress=None,
-               cosine_quantile: float = COSINE_QUANTILE, relink: str = RELINK[0]
-               ) -> AddResult:
+               cosine_quantile: float = COSINE_QUANTILE, relink: str = RELINK[0],
+               min_sim: float | None = None) -> AddResult:
     """The clusters of old + new; see the module's docstring. ``relink``: how rebuilt old
     rows get model links ("mirror": from the entrants' rows, no model pass; "model": the
     model on the rebuilt rows). ``cosine_quantile``: relink="model" only; entered old rows
     whose entrants all lie below that quantile of the cosines of kept links (see
-    kept_cosine_floor) keep their links; 0 relinks every entered row."""
+    kept_cosine_floor) keep their links; 0 relinks every entered row. ``min_sim``: cf-seq
+    --min-sim of the links' sequences (neighbours below it are masked, as there)."""
     if relink not in RELINK:
         raise ValueError(f"relink must be one of {RELINK}, not {relink!r}")
     secs: dict = {}
@@ -426,12 +434,12 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     cosine = link_method == "cosine"
     affected, a_order, a_mask, a_cos = rebuild_rows(
         feats, old_indices, old_valid, new_idx, new_sim, n0, length,
-        old_sims=np.where(old_valid, old_probs, -np.inf) if cosine else None)
+        old_sims=np.where(old_valid, old_probs, -np.inf) if cosine else None, min_sim=min_sim)
     # the new points' own rows: centre first, then the L-1 nearest (as cf-seq builds them)
     from .grammar import build_sequences
 
     n_order, n_mask, _ = build_sequences(new_idx, new_sim, length,
-                                         centres=np.arange(n0, n))
+                                         centres=np.arange(n0, n), min_sim=min_sim)
     secs["rows"] = time.perf_counter() - t
 
     t = time.perf_counter()
