@@ -389,3 +389,24 @@ def test_min_sim_of_the_sequences_holds_in_added_rows(demo, tmp_path):
     feats = np.concatenate([x[:N0], x[N0:N0 + N1]])
     cos = np.einsum("nd,nld->nl", feats[N0:], feats[idx[N0:, 1:]])
     assert ((cos < min_sim) & (idx[N0:, 1:] != np.arange(N0, N0 + N1)[:, None])).any()
+
+
+def test_new_points_searched_by_inverted_lists_reach_the_recall_target():
+    """The add's IVF search (what auto picks at scale): nprobe is raised until recall@L on
+    a sample of the new points reaches the target; over all new points the first L
+    neighbours then agree with exact search about as well, each new point is its own
+    first neighbour, and similarities fall along each row."""
+    from cftools.core.incremental import search_new
+    from cftools.core.neighbours import exact_of, recall_at_k
+
+    x, _ = make_demo_features(20_000, 32, seed=6)
+    n_new, k, length = 300, 40, 10
+    centres = np.arange(x.shape[0] - n_new, x.shape[0])
+    idx, sim, info = search_new(x, x[-n_new:], k, method="ivf", seed=0, recall_k=length)
+    assert info["method"] == "ivf" and info["recall_at_k"] >= 0.95
+    assert info["trials"][-1] == [info["nprobe"], round(info["recall_at_k"], 4)]
+    assert all(r < 0.95 for _, r in info["trials"][:-1])
+    exact = exact_of(x, x[-n_new:], length, centres=centres)
+    assert recall_at_k(idx[:, :length], exact) >= 0.9
+    assert (idx[:, 0] == centres).all()
+    assert (np.diff(sim[:, 1:], axis=1) <= 1e-6).all()
