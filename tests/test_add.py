@@ -268,16 +268,15 @@ def test_cosine_floor_read_from_the_links():
     assert kept_cosine_floor(x, order, probs, valid, 2.0, "directed", 0.0) is None
 
 
-def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
-    """Model links, --relink model: an entered old row is relinked where an entrant's cosine reaches the
-    cosine floor (recorded in the counts); the others keep their old links and rows;
-    --cosine-quantile 0 relinks every entered row."""
+def _random_model_links(demo):
+    """The demo's old rows linked by an untrained small model, and the median link as the
+    threshold: (x, model, order, probs, threshold)."""
     import torch
 
     from cftools.core import incremental
     from cftools.core.model import Clusformer, make_config
 
-    t, x, y = demo
+    t, x, _ = demo
     torch.manual_seed(0)
     model = Clusformer(make_config("small", D, L, width=32, ffn=64))
     with open_artifact(t / "l0.h5", "links") as a:
@@ -286,7 +285,16 @@ def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
     mask[:, 0] = True
     probs = incremental.link_rows(x[:N0], order, mask, method="model", model=model,
                                   bf16=False)
-    th = float(np.median(probs[:, 1:][mask[:, 1:]]))
+    return x, model, order, probs, float(np.median(probs[:, 1:][mask[:, 1:]]))
+
+
+def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
+    """Model links, --relink model: an entered old row is relinked where an entrant's
+    cosine reaches the cosine floor (recorded in the counts); the others keep their old
+    links and rows; --cosine-quantile 0 relinks every entered row."""
+    from cftools.core import incremental
+
+    x, model, order, probs, th = _random_model_links(demo)
     labels = np.arange(N0)  # decoding is not what this test is about
     new = x[N0:N0 + N1]
     kw = dict(link_method="model", model=model, decoder="components", threshold=th,
@@ -316,21 +324,9 @@ def test_model_links_mirrored_into_entered_rows_by_default(demo):
     """Model links, default --relink mirror: every entered old row is rebuilt without a
     model pass; its old neighbours keep their old probabilities, an entrant j gets p_ji
     from j's own row (0 where the row's point is not in it); the new rows are the model's."""
-    import torch
-
     from cftools.core import incremental
-    from cftools.core.model import Clusformer, make_config
 
-    t, x, y = demo
-    torch.manual_seed(0)
-    model = Clusformer(make_config("small", D, L, width=32, ffn=64))
-    with open_artifact(t / "l0.h5", "links") as a:
-        order = a.read("indices")
-    mask = order != np.arange(N0)[:, None]
-    mask[:, 0] = True
-    probs = incremental.link_rows(x[:N0], order, mask, method="model", model=model,
-                                  bf16=False)
-    th = float(np.median(probs[:, 1:][mask[:, 1:]]))
+    x, model, order, probs, th = _random_model_links(demo)
     new = x[N0:N0 + N1]
     res = incremental.add_points(x[:N0], new, order, probs, np.arange(N0),
                                  link_method="model", model=model, decoder="components",
