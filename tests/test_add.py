@@ -388,21 +388,34 @@ def test_min_sim_of_the_sequences_holds_in_added_rows(demo, tmp_path):
 
 
 def test_new_points_searched_by_inverted_lists_reach_the_recall_target():
-    """The add's IVF search (what auto picks at scale): nprobe is raised until recall@L on
-    a sample of the new points reaches the target; over all new points the first L
+    """The add's IVF search (what auto picks at scale): the smallest nprobe whose recall@L
+    on a sample of the new points reaches the target; over all new points the first L
     neighbours then agree with exact search about as well, each new point is its own
-    first neighbour, and similarities fall along each row."""
+    first neighbour, and similarities fall along each row. Exact search where IVF would
+    need more probes than exact search costs."""
     from cftools.core.incremental import search_new
     from cftools.core.neighbours import exact_of, recall_at_k
 
-    x, _ = make_demo_features(20_000, 32, seed=6)
+    # tight identities: their neighbours share coarse lists, so IVF pays below exact cost
+    rng = np.random.default_rng(6)
+    centres_ = rng.standard_normal((400, 32))
+    x = centres_[rng.integers(0, 400, 20_000)] + 0.35 * rng.standard_normal((20_000, 32))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
     n_new, k, length = 300, 40, 10
     centres = np.arange(x.shape[0] - n_new, x.shape[0])
     idx, sim, info = search_new(x, x[-n_new:], k, method="ivf", seed=0, recall_k=length)
     assert info["method"] == "ivf" and info["recall_at_k"] >= 0.95
-    assert info["trials"][-1] == [info["nprobe"], round(info["recall_at_k"], 4)]
-    assert all(r < 0.95 for _, r in info["trials"][:-1])
+    # the smallest nprobe tried that reaches the target, every smaller one tried missing it
+    assert [info["nprobe"], round(info["recall_at_k"], 4)] in info["trials"]
+    assert all(r < 0.95 for p, r in info["trials"] if p < info["nprobe"])
+    assert info["nprobe"] - 1 in [p for p, _ in info["trials"]] or info["nprobe"] == 1
     exact = exact_of(x, x[-n_new:], length, centres=centres)
     assert recall_at_k(idx[:, :length], exact) >= 0.9
     assert (idx[:, 0] == centres).all()
     assert (np.diff(sim[:, 1:], axis=1) <= 1e-6).all()
+    # where no nprobe cheaper than exact search reaches the target, the search is exact
+    y, _ = make_demo_features(20_000, 32, seed=6)
+    idx, _, info = search_new(y, y[-n_new:], k, method="ivf", seed=0, recall_k=length)
+    assert info["method"] == "exact" and "nprobe" not in info and info["trials"]
+    assert all(r < 0.95 for _, r in info["trials"])
+    assert recall_at_k(idx[:, :length], exact_of(y, y[-n_new:], length, centres=centres)) > 0.999

@@ -75,10 +75,11 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
                recall_k: int | None = None):
     """(indices, similarities, info): the k nearest of each query among ``base`` (which
     holds the queries at its end). auto: exact while queries x base is small, else IVF
-    searched by matrix products (InvertedLists), nprobe doubled until recall@recall_k (the
-    first ``recall_k`` columns, default k: the ones that make sequences; the rest only
+    searched by matrix products (InvertedLists) at the smallest nprobe whose recall@recall_k
+    (the first ``recall_k`` columns, default k: the ones that make sequences; the rest only
     find the old rows a new point enters) on a sample of the queries against exact search
-    reaches ``recall_target``."""
+    reaches ``recall_target`` (neighbours.smallest_nprobe, as cf-knn tunes faiss's IVF);
+    exact where no nprobe cheaper than exact search reaches it."""
     recall_k = min(k, recall_k or k)
     n, nq = base.shape[0], queries.shape[0]
     centres = np.arange(n - nq, n)
@@ -90,20 +91,19 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
         lists = InvertedLists(base, seed=seed)
         rows = nb.sample_rows(nq, sample, seed)
         exact_ids = nb.exact_of(base, queries[rows], recall_k, centres=centres[rows])
-        trials, found = [], None
-        for p in _doubling(lists.nlist):
+
+        def search_at(p: int) -> np.ndarray:
             got, _ = lists.search(queries[rows], k, p)
             nb.put_self_first(got, np.zeros(got.shape, np.float32), centres=centres[rows])
-            r = nb.recall_at_k(got[:, :recall_k], exact_ids)
-            trials.append([p, round(float(r), 4)])
-            if r >= recall_target:
-                found = p
-                break
-        info.update(nlist=lists.nlist, trials=trials, recall_k=recall_k)
+            return got[:, :recall_k]
+
+        found, reached, trials = nb.smallest_nprobe(
+            search_at, exact_ids, nb.max_nprobe(n, lists.nlist), target=recall_target)
+        info.update(nlist=lists.nlist, trials=[t[:2] for t in trials], recall_k=recall_k)
         if found is None:
             chosen = "exact"
         else:
-            info.update(nprobe=int(found), recall_at_k=float(trials[-1][1]),
+            info.update(nprobe=int(found), recall_at_k=float(reached),
                         recall_sample=len(rows))
             indices, sims = lists.search(queries, k, found)
             if progress is not None:
@@ -115,14 +115,6 @@ def search_new(base: np.ndarray, queries: np.ndarray, k: int, *, method: str = "
     info["method"] = chosen
     nb.put_self_first(indices, sims, centres=centres)
     return indices, sims, info
-
-
-def _doubling(top: int):
-    p = 1
-    while p < top:
-        yield p
-        p *= 2
-    yield top
 
 
 class InvertedLists:

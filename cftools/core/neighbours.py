@@ -207,33 +207,28 @@ def exact_of(base: np.ndarray, queries: np.ndarray, k: int, centres: np.ndarray 
     return ids
 
 
-def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_base: int,
-                nlist: int, target: float = RECALL_TARGET, centres: np.ndarray | None = None,
-                use_gpu: bool = False, exact_seconds: float = 0.0
-                ) -> tuple[int | None, float, list]:
-    """The smallest nprobe whose recall@k on ``queries`` (against ``exact_ids``) reaches
-    ``target``: doubling from 1, then bisecting. Returns (nprobe, its recall, trials as
-    [nprobe, recall, seconds] triples); nprobe is None when even the largest nprobe
-    cheaper than exact search misses the target. Cheaper: below ``max_nprobe`` (the cost
-    model) and, when ``exact_seconds`` (exact search of the same queries) is at least
-    TIMING_FLOOR, a sample search no slower than that."""
+def smallest_nprobe(search_at, exact_ids: np.ndarray, top: int, *,
+                    target: float = RECALL_TARGET, exact_seconds: float = 0.0
+                    ) -> tuple[int | None, float, list]:
+    """The smallest nprobe in 1..``top`` whose recall against ``exact_ids`` reaches
+    ``target``, ``search_at(nprobe)`` giving the ids of the same rows: doubling from 1,
+    then bisecting. Returns (nprobe, its recall, trials as [nprobe, recall, seconds]);
+    nprobe is None when ``top`` misses the target, or when a search takes as long as exact
+    search (``exact_seconds``, counted from TIMING_FLOOR up). Serves faiss's IVF in cf-knn
+    (tune_nprobe) and cf-merge add's inverted lists alike."""
     trials: list = []
     too_slow = [False]
 
     def recall(p: int) -> float:
-        set_nprobe(index, p, use_gpu)
         t = time.perf_counter()
-        _, ids = index.search(queries, k)
+        ids = search_at(p)
         took = time.perf_counter() - t
         if exact_seconds >= TIMING_FLOOR and took >= exact_seconds:
             too_slow[0] = True
-        if centres is not None:
-            put_self_first(ids, np.zeros(ids.shape, dtype=np.float32), centres=centres)
         r = recall_at_k(ids, exact_ids)
         trials.append([p, round(r, 4), round(took, 3)])
         return r
 
-    top = max_nprobe(n_base, nlist)
     if top < 1:
         return None, 0.0, trials
     lo, hi, p = 0, None, 1
@@ -250,8 +245,27 @@ def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_
             hi = mid
         else:
             lo = mid
-    set_nprobe(index, hi, use_gpu)
     return hi, {t[0]: t[1] for t in trials}[hi], trials
+
+
+def tune_nprobe(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, *, n_base: int,
+                nlist: int, target: float = RECALL_TARGET, centres: np.ndarray | None = None,
+                use_gpu: bool = False, exact_seconds: float = 0.0
+                ) -> tuple[int | None, float, list]:
+    """smallest_nprobe for a faiss IVF ``index`` (left at the nprobe found) on ``queries``,
+    up to ``max_nprobe``: the largest nprobe cheaper than exact search by the cost model."""
+    def search_at(p: int) -> np.ndarray:
+        set_nprobe(index, p, use_gpu)
+        _, ids = index.search(queries, k)
+        if centres is not None:
+            put_self_first(ids, np.zeros(ids.shape, dtype=np.float32), centres=centres)
+        return ids
+
+    found, reached, trials = smallest_nprobe(search_at, exact_ids, max_nprobe(n_base, nlist),
+                                             target=target, exact_seconds=exact_seconds)
+    if found is not None:
+        set_nprobe(index, found, use_gpu)
+    return found, reached, trials
 
 
 def search(index, queries: np.ndarray, k: int, batch_size: int, progress=None
