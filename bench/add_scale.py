@@ -82,10 +82,7 @@ def main(argv=None):
     w = Path(a.work) / (f"{a.links}-{a.n}" + (f"-e{a.epochs}" if a.epochs != 2 else ""))
     w.mkdir(parents=True, exist_ok=True)
     if a.reuse:
-        saved = json.loads((w / "once.json").read_text())
-        for relink in (a.relink if a.links == "model" else [None]):
-            timed_add(a, w, saved, relink)
-        return
+        return timed_adds(a, w, json.loads((w / "once.json").read_text()))
     for p in w.glob("*.h5"):
         p.unlink()
     t = time.perf_counter()
@@ -129,8 +126,13 @@ def main(argv=None):
                      *threshold_args),
     }
     (w / "once.json").write_text(json.dumps({"stages": once, "threshold": mode}))
+    timed_adds(a, w, {"stages": once, "threshold": mode})
+
+
+def timed_adds(a, w: Path, saved: dict) -> None:
+    """One timed add per --relink mode (cosine links: one add) against the same clustering."""
     for relink in (a.relink if a.links == "model" else [None]):
-        timed_add(a, w, {"stages": once, "threshold": mode}, relink)
+        timed_add(a, w, saved, relink)
 
 
 def timed_add(a, w: Path, saved: dict, relink: str | None) -> None:

@@ -127,6 +127,12 @@ def device_option(f):
                         help="Where to compute: auto uses the GPU when one is present.")(f)
 
 
+def bf16_inference_option(f):
+    """--bf16/--no-bf16 of the commands that run a trained model (cf-link, cf-merge add)."""
+    return click.option("--bf16/--no-bf16", default=None,
+                        help="bfloat16 inference [default: where the CPU/GPU supports it].")(f)
+
+
 def seed_option(f):
     return click.option("--seed", type=int, default=0, show_default=True,
                         help="Seed of every random choice, so runs repeat exactly.")(f)

@@ -9,8 +9,8 @@ import click
 import numpy as np
 
 from ..artifacts import check_output_path, open_artifact, require_same_source
-from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options,
-                   device_option)
+from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option,
+                   bf16_inference_option, common_options, device_option)
 from ..core import sharding
 from ..core.device import keep_freed_memory, torch_device
 from ..core.linking import METHODS, cast_for_inference, check_fits, link_blocks
@@ -58,8 +58,7 @@ longer sequence length is refused.
               help="auto: the winner of cf-train's guard (the model, or cosine where the "
                    "model lost; cosine without --model); model: Clusformer's probabilities; "
                    "cosine: raw similarity.")
-@click.option("--bf16/--no-bf16", default=None,
-              help="bfloat16 inference [default: where the CPU/GPU supports it].")
+@bf16_inference_option
 @click.option("--dim", type=click.IntRange(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @batch_size_option(256)

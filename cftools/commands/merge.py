@@ -11,7 +11,8 @@ import numpy as np
 from ..artifacts import (atomic_outputs, check_finite, check_output_path, check_output_paths,
                          open_artifact, require_same_source,
                          write_artifact, write_strings, create_rows)
-from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
+from ..cli import (CONTEXT_SETTINGS, CfGroup, Reporter, batch_size_option, bf16_inference_option,
+                   common_options, device_option, seed_option)
 from ..core import decoding
 from ..core.selection import calibrate_links
 from ..data.io import load_features, load_labels, split_spec, write_bin, write_meta
@@ -543,12 +544,9 @@ FEATURES that did not make LINKS.
               help="With --relink model: relink an entered old row only where an entrant's "
                    "cosine reaches this quantile of the cosines of kept links (a sample of "
                    "the old rows); 0 relinks every entered row.")
-@click.option("--bf16/--no-bf16", default=None,
-              help="bfloat16 model inference [default: where the hardware supports it].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Sequences linked at once; lower it to use less memory.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="Where to run the model: auto uses the GPU when present.")
+@bf16_inference_option
+@batch_size_option(256)
+@device_option
 @seed_option
 @common_options
 def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, links_out,

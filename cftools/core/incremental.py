@@ -299,6 +299,8 @@ def link_rows(feats: np.ndarray, order: np.ndarray, mask: np.ndarray, *, method:
     used, local = np.unique(order, return_inverse=True)
     local = local.reshape(order.shape)
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # "cuda" is the current GPU: name it as
+        dev = torch.device("cuda", torch.cuda.current_device())  # parameters there do
     x = torch.from_numpy(np.ascontiguousarray(feats[used])).to(dev)
     if method == "cosine":
         return link_array(local, mask, x, method="cosine", batch_size=4096)
@@ -330,11 +332,10 @@ def mirror_links(old_indices: np.ndarray, old_probs: np.ndarray, affected: np.nd
         return out
     src = np.repeat(affected, length)
     dst = order.ravel()
-    flat = out.ravel()
+    flat = out.ravel()  # a view: filling it fills out
     new = dst >= n_old
     flat[~new] = lookup(old_indices, old_probs, src[~new], dst[~new])
     flat[new] = lookup(new_order, new_probs, dst[new] - n_old, src[new])
-    out = flat.reshape(order.shape)
     out[:, 0] = old_probs[affected, 0]
     return np.where(mask, out, 0).astype(np.float32)
 
