@@ -74,10 +74,10 @@ def main(argv=None):
 
     torch.set_num_threads(1)
     from cftools.core import decoding
-    from cftools.core.grammar import build_sequences
-    from cftools.core.neighbours import knn
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.neighbours.index import knn
     from cftools.data.demo import make_demo_features
-    from cftools.data.io import write_features
+    from cftools.formats.features import write_features
 
     w = Path(a.work) / (f"{a.links}-{a.n}" + (f"-e{a.epochs}" if a.epochs != 2 else ""))
     w.mkdir(parents=True, exist_ok=True)

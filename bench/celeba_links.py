@@ -43,9 +43,10 @@ def main():
     ap.add_argument("--extra", default="", help="more cf-train options, space separated")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    from cftools.artifacts import open_artifact
-    from cftools.core.training import best_f1_threshold, link_scores
-    from cftools.data.io import write_features
+    from cftools.formats.artifacts import open_artifact
+    from cftools.core.calibration.objective import best_f1_threshold
+    from cftools.core.metrics import link_scores
+    from cftools.formats.features import write_features
 
     out = Path(a.out or tempfile.mkdtemp(prefix="cf-celeba-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cftools.core import decoding as D  # noqa: E402
 from cftools.core.metrics import evaluate  # noqa: E402
-from cftools.core.neighbours import knn  # noqa: E402
+from cftools.core.neighbours.index import knn  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-dlib128"
 
@@ -55,9 +55,11 @@ def decode_all(rows, tag, k, iu, pu, yu, th, calib_seconds):
 def model_rows(rows, k, x, y, lab, unl, il, sl, iu, su, epochs, seed):
     import torch
 
-    from cftools.core.grammar import build_sequences
-    from cftools.core.model import make_config
-    from cftools.core.training import SequenceData, TrainConfig, predict, train
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.model import make_config
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.clusformer.training import TrainConfig, train
+    from cftools.core.clusformer.inference import predict
 
     torch.set_num_threads(2)
     order, mask, targets = build_sequences(il, sl, k, labels=y[lab])

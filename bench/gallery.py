@@ -36,7 +36,7 @@ def make_inputs(work: Path, n: int, d: int) -> tuple[Path, Path]:
     if not clusters.exists():
         import h5py
 
-        from cftools.artifacts import write_artifact
+        from cftools.formats.writing import write_artifact
 
         with h5py.File(feats, "r") as f:
             truth = f["labels"][()]

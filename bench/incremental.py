@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cftools.core.metrics import bcubed_scores, pairwise_scores  # noqa: E402
-from cftools.data.io import write_features  # noqa: E402
+from cftools.formats.features import write_features  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 BIN = ROOT / ".venv" / "bin"

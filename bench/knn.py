@@ -33,7 +33,7 @@ def main(argv=None):
 
     import faiss
 
-    from cftools.artifacts import open_artifact
+    from cftools.formats.artifacts import open_artifact
 
     bindir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="cf-bench-knn-") as tmp:

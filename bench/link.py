@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cftools.core.linking import cast_for_inference  # noqa: E402
-from cftools.core.model import Clusformer, flops_per_sequence, make_config  # noqa: E402
-from cftools.core.training import autocast_dtype  # noqa: E402
+from cftools.core.clusformer.inference import cast_for_inference  # noqa: E402
+from cftools.core.clusformer.model import Clusformer, flops_per_sequence, make_config  # noqa: E402
+from cftools.core.runtime.precision import autocast_dtype  # noqa: E402
 
 
 def sync(device):

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cftools.core.decoding import decode_infomap  # noqa: E402
+from cftools.core.decoding.decoders import decode_infomap  # noqa: E402
 from cftools.core.metrics import bcubed_scores, pairwise_scores  # noqa: E402
-from cftools.core.neighbours import knn  # noqa: E402
+from cftools.core.neighbours.index import knn  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SETS = ("lfw-dev-dlib128", "celeba-dlib128")

@@ -12,7 +12,7 @@ import json
 import statistics
 from pathlib import Path
 
-from cftools.commands.eval_report import collect, gain_recovered
+from cftools.commands.eval.report import collect, gain_recovered
 
 
 FOLDERS = {"round 1": "round1", "round 2": "round2", "baseline": "baseline",
@@ -22,8 +22,8 @@ FOLDERS = {"round 1": "round1", "round 2": "round2", "baseline": "baseline",
 def rescore(work: Path, rows: dict) -> None:
     """Top-1 (first image, expected over gallery draws, leave-one-out) recomputed from each
     backbone's test.h5, so runs scored before a figure existed get it too."""
-    from cftools.core.identification import top1_expected, top1_leave_one_out
-    from cftools.data.io import load_features
+    from cftools.core.recognition.identification import top1_expected, top1_leave_one_out
+    from cftools.formats.features import load_features
 
     for name, folder in FOLDERS.items():
         path = work / folder / "test.h5"

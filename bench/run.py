@@ -193,14 +193,14 @@ def score(clusters_or_labels, truth) -> dict:
 
 
 def read_clusters(path):
-    from cftools.artifacts import open_artifact
+    from cftools.formats.artifacts import open_artifact
 
     with open_artifact(path, "clusters") as art:
         return art.read("labels")
 
 
 def read_features(path):
-    from cftools.artifacts import open_artifact
+    from cftools.formats.artifacts import open_artifact
 
     with open_artifact(path, "features") as art:
         return art.read("features"), art.read("labels")
@@ -263,8 +263,8 @@ def cosine_infomap_best_k(name, lab: Path, unl: Path, tmp: Path, args) -> dict:
     k chosen on D_L too (the pairwise F that D_L's own calibration reaches, for each k of
     --baseline-ks), then D_U clustered through the commands at that k. (Skipped by --quick:
     two dozen more commands.)"""
-    from cftools.artifacts import open_artifact
-    from cftools.core.decoding import calibrate_thresholds
+    from cftools.formats.artifacts import open_artifact
+    from cftools.core.calibration.thresholds import calibrate_thresholds
 
     _, yl = read_features(lab)
     best, u_seconds = None, {}

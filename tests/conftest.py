@@ -41,11 +41,11 @@ def write_demo_sequences(tmp: Path, n: int, *, seed: int = 3, dim: int = 16, k: 
     """tmp/f.h5 (n demo features with labels) and tmp/seq.h5 (their labelled sequences of
     ``length`` positions): the inputs of cf-link tests. Returns (features, labels, order,
     mask, targets)."""
-    from cftools.artifacts import create_rows, write_artifact
-    from cftools.core.grammar import build_sequences
-    from cftools.core.neighbours import knn
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.neighbours.index import knn
     from cftools.data.demo import make_demo_features
-    from cftools.data.io import load_features, write_features
+    from cftools.formats.features import load_features, write_features
+    from cftools.formats.writing import create_rows, write_artifact
 
     f, labels = make_demo_features(n, dim, seed=seed)
     write_features(tmp / "f.h5", f, labels=labels)

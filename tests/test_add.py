@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 
-from cftools.artifacts import open_artifact
 from cftools.data.demo import make_demo_features
-from cftools.data.io import write_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import write_features
 
 N0, N1, D, K, L = 1200, 150, 16, 10, 8
 
@@ -151,7 +150,7 @@ def test_close_to_clustering_everything_at_once(demo, tmp_path):
 def test_model_links_through_the_model_that_made_them(demo, tmp_path):
     import torch
 
-    from cftools.core.model import Clusformer, make_config, save_model
+    from cftools.core.clusformer.model import Clusformer, make_config, save_model
 
     t, x, y = demo
     torch.manual_seed(0)
@@ -169,8 +168,8 @@ def test_model_links_through_the_model_that_made_them(demo, tmp_path):
         assert a.attrs["method"] == "model"
         idx, probs = a.read("indices"), a.read("probabilities")
     # the new rows' probabilities are the model's on those sequences, as cf-link computes them
-    from cftools.core.incremental import link_rows
-    from cftools.core.model import load_model
+    from cftools.core.clusformer.model import load_model
+    from cftools.core.incremental.links import link_rows
 
     model, _ = load_model(tmp_path / "m.h5")
     with open_artifact(tmp_path / "mf1.h5", "features") as a:
@@ -182,7 +181,7 @@ def test_model_links_through_the_model_that_made_them(demo, tmp_path):
     # the same step with another model is refused: the links were not made by it
     torch.manual_seed(1)
     save_model(tmp_path / "m2.h5", Clusformer(make_config("small", D, L, width=32, ffn=64)))
-    from conftest import run_cmd, one_line_error
+    from conftest import one_line_error, run_cmd
 
     r = run_cmd("merge", "add", tmp_path / "mc0.h5", "--new", t / "new1.h5", "--links",
                 tmp_path / "ml0.h5", "--features", t / "old.h5", "--model", tmp_path / "m2.h5",
@@ -195,9 +194,10 @@ def test_model_links_through_the_model_that_made_them(demo, tmp_path):
 def test_new_points_only_join_or_form(tmp_path):
     """Unit check of the core: two well-separated identities, one new point near each and
     one far from both: the two join, the third forms a new cluster above the old ids."""
-    from cftools.core import decoding, incremental
-    from cftools.core.grammar import build_sequences
-    from cftools.core.neighbours import knn
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.decoding.decoders import decode
+    from cftools.core.incremental.add import add_points
+    from cftools.core.neighbours.index import knn
 
     rng = np.random.default_rng(0)
     centres = np.eye(4, dtype=np.float32)
@@ -208,9 +208,9 @@ def test_new_points_only_join_or_form(tmp_path):
     i, s = knn(old, 5)
     order, mask, _ = build_sequences(i, s, 5)
     probs = (np.einsum("nd,nld->nl", old, old[order]) * mask).astype(np.float32)
-    labels = decoding.decode("components", order, probs, 0.8)
+    labels = decode("components", order, probs, 0.8)
     assert labels.max() == 1
-    res = incremental.add_points(old, new, order, probs, labels, link_method="cosine",
+    res = add_points(old, new, order, probs, labels, link_method="cosine",
                                  decoder="components", threshold=0.8, mode="directed")
     assert (res.labels[:12] == labels).all()
     assert res.labels[12] == labels[0] and res.labels[13] == labels[6]
@@ -220,9 +220,9 @@ def test_new_points_only_join_or_form(tmp_path):
 def test_a_split_identity_is_merged_and_recorded():
     """One identity decoded as two old clusters; new images of it link to all members of
     both: the two merge (the smaller id kept at equal size), recorded; nothing else moves."""
-    from cftools.core import incremental
-    from cftools.core.grammar import build_sequences
-    from cftools.core.neighbours import knn
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.incremental.add import add_points
+    from cftools.core.neighbours.index import knn
 
     rng = np.random.default_rng(1)
     e = np.eye(4, dtype=np.float32)
@@ -235,13 +235,13 @@ def test_a_split_identity_is_merged_and_recorded():
     order, mask, _ = build_sequences(i, s, 9)
     probs = (np.einsum("nd,nld->nl", old, old[order]) * mask).astype(np.float32)
     labels = np.repeat([0, 1, 2], [4, 4, 8]).astype(np.int64)  # identity 0 split in two
-    res = incremental.add_points(old, new, order, probs, labels, link_method="cosine",
+    res = add_points(old, new, order, probs, labels, link_method="cosine",
                                  decoder="components", threshold=0.8, mode="directed")
     assert res.merges == [(0, 1, 4)]
     assert (res.labels[:8] == 0).all() and (res.labels[8:16] == 2).all()
     assert (res.labels[16:] == 0).all()
     # without the evidence (a bar above the clusters' size) nothing old moves
-    res = incremental.add_points(old, new, order, probs, labels, link_method="cosine",
+    res = add_points(old, new, order, probs, labels, link_method="cosine",
                                  decoder="components", threshold=0.8, mode="directed",
                                  merge_links=5)
     assert res.merges == [] and (res.labels[:16] == labels).all()
@@ -250,9 +250,9 @@ def test_a_split_identity_is_merged_and_recorded():
 def test_cosine_floor_read_from_the_links():
     """With links that are the cosine itself, the kept links (p >= t) have cosine >= t: the
     floor at quantile 0 is the smallest kept cosine, never below t; too few kept: None."""
-    from cftools.core.grammar import build_sequences
-    from cftools.core.incremental import kept_cosine_floor
-    from cftools.core.neighbours import knn
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.incremental.links import kept_cosine_floor
+    from cftools.core.neighbours.index import knn
 
     x, _ = make_demo_features(600, D, seed=3)
     i, s = knn(x, K)
@@ -273,8 +273,8 @@ def _random_model_links(demo):
     threshold: (x, model, order, probs, threshold)."""
     import torch
 
-    from cftools.core import incremental
-    from cftools.core.model import Clusformer, make_config
+    from cftools.core.clusformer.model import Clusformer, make_config
+    from cftools.core.incremental.links import link_rows
 
     t, x, _ = demo
     torch.manual_seed(0)
@@ -283,7 +283,7 @@ def _random_model_links(demo):
         order = a.read("indices")
     mask = order != np.arange(N0)[:, None]
     mask[:, 0] = True
-    probs = incremental.link_rows(x[:N0], order, mask, method="model", model=model,
+    probs = link_rows(x[:N0], order, mask, method="model", model=model,
                                   bf16=False)
     return x, model, order, probs, float(np.median(probs[:, 1:][mask[:, 1:]]))
 
@@ -292,15 +292,15 @@ def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
     """Model links, --relink model: an entered old row is relinked where an entrant's
     cosine reaches the cosine floor (recorded in the counts); the others keep their old
     links and rows; --cosine-quantile 0 relinks every entered row."""
-    from cftools.core import incremental
+    from cftools.core.incremental.add import add_points
 
     x, model, order, probs, th = _random_model_links(demo)
     labels = np.arange(N0)  # decoding is not what this test is about
     new = x[N0:N0 + N1]
     kw = dict(link_method="model", model=model, decoder="components", threshold=th,
               mode="directed", bf16=False, relink="model")
-    res = incremental.add_points(x[:N0], new, order, probs, labels, **kw)
-    every = incremental.add_points(x[:N0], new, order, probs, labels, cosine_quantile=0,
+    res = add_points(x[:N0], new, order, probs, labels, **kw)
+    every = add_points(x[:N0], new, order, probs, labels, cosine_quantile=0,
                                    **kw)
     floor = res.counts["cosine_floor"]["floor"]
     assert "cosine_floor" not in every.counts
@@ -324,11 +324,11 @@ def test_model_links_mirrored_into_entered_rows_by_default(demo):
     """Model links, default --relink mirror: every entered old row is rebuilt without a
     model pass; its old neighbours keep their old probabilities, an entrant j gets p_ji
     from j's own row (0 where the row's point is not in it); the new rows are the model's."""
-    from cftools.core import incremental
+    from cftools.core.incremental.add import add_points
 
     x, model, order, probs, th = _random_model_links(demo)
     new = x[N0:N0 + N1]
-    res = incremental.add_points(x[:N0], new, order, probs, np.arange(N0),
+    res = add_points(x[:N0], new, order, probs, np.arange(N0),
                                  link_method="model", model=model, decoder="components",
                                  threshold=th, mode="reciprocal", bf16=False)
     assert res.counts["relink"] == "mirror"
@@ -393,8 +393,8 @@ def test_new_points_searched_by_inverted_lists_reach_the_recall_target():
     neighbours then agree with exact search about as well, each new point is its own
     first neighbour, and similarities fall along each row. Exact search where IVF would
     need more probes than exact search costs."""
-    from cftools.core.incremental import search_new
-    from cftools.core.neighbours import exact_of, recall_at_k
+    from cftools.core.incremental.search import search_new
+    from cftools.core.neighbours.exact import exact_of, recall_at_k
 
     # tight identities: their neighbours share coarse lists, so IVF pays below exact cost
     rng = np.random.default_rng(6)

@@ -17,11 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import one_line_error, run_cmd
-from cftools.artifacts import open_artifact
+
 from cftools.data.demo import make_demo_features
-from cftools.data.io import write_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import write_features
 
 N, D, K, L = 600, 16, 12, 8
 COMMANDS = ("data", "knn", "seq", "train", "link", "merge", "eval", "embed")
@@ -113,7 +113,7 @@ def _make_files(tmp_path_factory):
     p.update(knn=t / "k.h5", seq=t / "s.h5", model=t / "m.h5", links=t / "l.h5",
              clusters=t / "c.h5")
     # models of another feature dimension / sequence length
-    from cftools.core.model import Clusformer, make_config, save_model
+    from cftools.core.clusformer.model import Clusformer, make_config, save_model
 
     torch.manual_seed(0)
     save_model(t / "m_d8.h5", Clusformer(make_config("small", 8, L, width=32, ffn=64)))
@@ -184,7 +184,11 @@ def _make_files(tmp_path_factory):
     np.save(t / "labels599.npy", y[:-1])
     p["labels599"] = t / "labels599.npy"
     # images and a tiny backbone for cf-embed
-    from cftools.core.backbone import Backbone, BackboneConfig, save_backbone
+    from cftools.core.recognition.backbone import (
+        Backbone,
+        BackboneConfig,
+        save_backbone,
+    )
     from cftools.data.demo_images import make_demo
 
     make_demo(t / "img", identities=4, image_size=16, seed=1, mean_images=4)
@@ -464,7 +468,7 @@ def G(F, tmp_path_factory):
         probs = f["probabilities"][()]
     probs[3, 1] = 1.5
     links_big = _copy_with(F["links"], t / "lbig.h5", _replace("probabilities", probs))
-    from cftools.data.io import write_knn_npz
+    from cftools.formats.interop import write_knn_npz
     with h5py.File(F["knn"], "r") as f:
         write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])
     np.save(t / "dup_rows.npy", np.array([0, 1, 1, 5]))
@@ -590,7 +594,7 @@ def test_the_fingerprint_is_of_the_values_after_normalisation(F, G, tmp_path, ca
     """Case 15, as cftools(7) words it: features from outside are known by a fingerprint of
     their float32 values after normalisation, bit for bit, whichever format holds them; a
     rescaled copy rounds differently and is other features (refused in the matrix above)."""
-    from cftools.data.io import load_features
+    from cftools.formats.features import load_features
 
     x = np.load(F["npy"])
     np.save(tmp_path / "x64.npy", x.astype(np.float64))
@@ -704,7 +708,7 @@ def H(F, tmp_path_factory):
     shape, and the clusters of another set (f2 clustered through the same commands)."""
     import torch
 
-    from cftools.core.model import Clusformer, make_config, save_model
+    from cftools.core.clusformer.model import Clusformer, make_config, save_model
 
     t = tmp_path_factory.mktemp("bad14")
     x8 = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)

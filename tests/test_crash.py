@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from cftools.artifacts import check_finite, open_artifact
+from cftools.formats.artifacts import check_finite, open_artifact
 
 KIND_OF_DATASET = {"features": "features", "knn": "similarities", "links": "probabilities"}
 
@@ -79,7 +79,7 @@ ENV = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 def chain(tmp_path_factory):
     """Features, kNN, sequences and cosine links of 40K points, made once."""
     from cftools.data.demo import make_demo_features
-    from cftools.data.io import write_features
+    from cftools.formats.features import write_features
 
     tmp = tmp_path_factory.mktemp("chain")
     x, y = make_demo_features(40000, 32, seed=2)
@@ -176,7 +176,7 @@ def kill_after_checkpoint(argv, checkpoint, timeout=120.0):
 
 def test_cf_train_resumes_after_sigkill_to_the_same_weights(tmp_path):
     from cftools.data.demo import make_demo_features
-    from cftools.data.io import write_features
+    from cftools.formats.features import write_features
 
     x, y = make_demo_features(400, 16, seed=5)
     write_features(tmp_path / "f.h5", x, labels=y)

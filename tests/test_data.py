@@ -1,10 +1,11 @@
 """cf-data and the demo generator: long-tailed identities, hard and noisy samples, splits."""
 
 import numpy as np
-
-from cftools.artifacts import open_artifact
-from cftools.data import demo, io
 from conftest import CELEBA, one_line_error, run_cmd, unit_rows
+
+from cftools.data import demo
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import load_features
 
 
 def test_demo_is_seeded_long_tailed_and_unit_norm():
@@ -53,7 +54,7 @@ def test_cf_data_demo_split_export_round_trip(tmp_path):
         assert l.provenance[0]["output"] == d.id  # the history travels with the split
     run_cmd("data", "export", tmp_path / "u.h5", "--bin", tmp_path / "u.bin", "--meta",
             tmp_path / "u.meta", check=True)
-    back = io.load_features(tmp_path / "u.bin", labels=tmp_path / "u.meta")
+    back = load_features(tmp_path / "u.bin", labels=tmp_path / "u.meta")
     with open_artifact(tmp_path / "u.h5", "features") as u:
         np.testing.assert_array_equal(back.features, u.read("features"))
         np.testing.assert_array_equal(back.labels, u.read("labels"))

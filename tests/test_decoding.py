@@ -7,9 +7,14 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from cftools.core import decoding as D
+from cftools.core.calibration.objective import IDENTITY_CAP
+from cftools.core.calibration.thresholds import calibrate_thresholds
+from cftools.core.decoding.decoders import DECODERS, confidence, decode, intimacy
+from cftools.core.decoding.graph import threshold_graph, union_find
+from cftools.core.decoding.singletons import apply_singletons, cluster_summary
+from cftools.core.decoding.weights import link_weights, reciprocal
 from cftools.core.metrics import capped_pairwise_f, evaluate, pairwise_scores
-from cftools.core.neighbours import knn
+from cftools.core.neighbours.index import knn
 from cftools.data.demo import make_demo_features, split_by_identity
 
 
@@ -50,20 +55,20 @@ def noisy():
 
 @pytest.fixture(scope="module")
 def separable_thresholds(separable):
-    return D.calibrate_thresholds(separable["il"], separable["sl"], separable["yl"])
+    return calibrate_thresholds(separable["il"], separable["sl"], separable["yl"])
 
 
-@pytest.mark.parametrize("method", D.DECODERS)
+@pytest.mark.parametrize("method", DECODERS)
 def test_separable_set_recovered_exactly(method, separable, separable_thresholds):
     th = separable_thresholds
     extra = dict(intimacy_ratio=th["intimacy_ratio"], peaks_tolerance=th["peaks_tolerance"])
-    labels = D.decode(method, separable["iu"], separable["su"], th[method], **extra)
+    labels = decode(method, separable["iu"], separable["su"], th[method], **extra)
     assert same_partition(labels, separable["yu"])
     assert pairwise_scores(labels, separable["yu"])["pairwise_f"] == 1.0
     # and regardless of the order of the points
     perm = np.random.default_rng(3).permutation(labels.size)
     pi, pp = permute_links(separable["iu"], separable["su"], perm)
-    permuted = D.decode(method, pi, pp, th[method], **extra)
+    permuted = decode(method, pi, pp, th[method], **extra)
     assert same_partition(permuted, labels[perm])
 
 
@@ -71,12 +76,12 @@ def test_separable_set_recovered_exactly(method, separable, separable_thresholds
 def test_deterministic_decoders_ignore_point_order_on_noisy_data(method, noisy):
     indices, sims, y = noisy
     t = float(np.quantile(sims[:, 1:], 0.8))
-    labels = D.decode(method, indices, sims, t, max_size=40)
+    labels = decode(method, indices, sims, t, max_size=40)
     assert 1 < np.unique(labels).size < labels.size  # a real clustering, not trivial
     for seed in (1, 2):
         perm = np.random.default_rng(seed).permutation(labels.size)
         pi, pp = permute_links(indices, sims, perm)
-        assert same_partition(D.decode(method, pi, pp, t, max_size=40), labels[perm])
+        assert same_partition(decode(method, pi, pp, t, max_size=40), labels[perm])
 
 
 def test_union_find_matches_scipy():
@@ -84,7 +89,7 @@ def test_union_find_matches_scipy():
     for n, e in ((1, 0), (50, 10), (500, 400), (2000, 2500)):
         src = rng.integers(0, n, e)
         dst = rng.integers(0, n, e)
-        roots = D.union_find(n, src, dst)
+        roots = union_find(n, src, dst)
         g = sp.coo_matrix((np.ones(e), (src, dst)), shape=(n, n))
         _, ref = connected_components(g, directed=True, connection="weak")
         assert same_partition(roots, ref)
@@ -113,12 +118,12 @@ def test_intimacy_cuts_the_bridge_between_two_cliques():
     clique = lambda nodes: [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:]]  # noqa: E731
     edges = clique([0, 1, 2, 3, 4]) + clique([5, 6, 7, 8, 9]) + [(4, 5)]
     idx, probs = tiny_links(edges, 10)
-    assert np.unique(D.decode("components", idx, probs, 0.5)).size == 1  # the bridge merges
-    labels = D.decode("intimacy", idx, probs, 0.5, intimacy_ratio=0.5)
+    assert np.unique(decode("components", idx, probs, 0.5)).size == 1  # the bridge merges
+    labels = decode("intimacy", idx, probs, 0.5, intimacy_ratio=0.5)
     assert same_partition(labels, [0] * 5 + [1] * 5)
     # the bridge's intimacy: N(4) = {0..5}, N(5) = {4..9}, common {4, 5}: 2 / 6
-    g = D.threshold_graph(idx, probs, 0.5)
-    inti = D.intimacy(g)
+    g = threshold_graph(idx, probs, 0.5)
+    inti = intimacy(g)
     src = g.src()
     bridge = (src == 4) & (g.dst == 5)
     assert inti[bridge][0] == pytest.approx(2 / 6)
@@ -131,9 +136,9 @@ def test_peaks_confidence_and_links():
     idx = np.array([[0, 1, 2, 3], [1, 0, -1, -1], [2, 0, -1, -1], [3, 0, 4, -1], [4, 3, -1, -1]])
     p = np.array([[1, .9, .8, .7], [1, .9, 0, 0], [1, .8, 0, 0], [1, .7, .2, 0], [1, .2, 0, 0]],
                  dtype=np.float32)
-    conf = D.confidence(idx, p, 0.5)
+    conf = confidence(idx, p, 0.5)
     np.testing.assert_allclose(conf, [(.9 + .8 + .7) / 3, .9, .8, (.7 - .2) / 2, -.2], rtol=1e-6)
-    labels = D.decode("peaks", idx, p, 0.5)
+    labels = decode("peaks", idx, p, 0.5)
     # 0 joins its most probable neighbour of higher confidence (1); 1 and 2 are peaks
     # (their one neighbour, 0, is less confident); 3 joins 0 (conf .8 >= .25); 4 would
     # join 3 but p = .2 < .5.
@@ -144,8 +149,8 @@ def test_peaks_confidence_and_links():
 def test_components_max_size_splits_only_oversized_clusters(noisy):
     indices, sims, _ = noisy
     t = float(np.quantile(sims[:, 1:], 0.7))
-    free = D.decode("components", indices, sims, t)
-    capped = D.decode("components", indices, sims, t, max_size=15)
+    free = decode("components", indices, sims, t)
+    capped = decode("components", indices, sims, t, max_size=15)
     assert np.bincount(capped).max() <= 15 < np.bincount(free).max()
     # a refinement: every capped cluster lies inside one free cluster
     pairs = np.unique(np.stack([capped, free]), axis=1)
@@ -159,18 +164,18 @@ def test_components_max_size_splits_only_oversized_clusters(noisy):
 def test_missing_neighbours_and_self_anywhere_are_ignored():
     idx = np.array([[1, 0, -1], [0, 1, -1], [2, -1, 2]])
     p = np.array([[.9, 1, .99], [.9, 1, .99], [1, .99, 1]], dtype=np.float32)
-    for method in D.DECODERS:
-        labels = D.decode(method, idx, p, 0.5)
+    for method in DECODERS:
+        labels = decode(method, idx, p, 0.5)
         assert labels[0] == labels[1] != labels[2], method
 
 
 def test_bad_links_refused():
     with pytest.raises(ValueError, match="neighbour ids"):
-        D.decode("components", np.array([[0, 5]]), np.ones((1, 2), np.float32), 0.5)
+        decode("components", np.array([[0, 5]]), np.ones((1, 2), np.float32), 0.5)
     with pytest.raises(ValueError, match="same shape"):
-        D.decode("components", np.zeros((2, 2), np.int64), np.ones((2, 3), np.float32), 0.5)
+        decode("components", np.zeros((2, 2), np.int64), np.ones((2, 3), np.float32), 0.5)
     with pytest.raises(ValueError, match="unknown decoder"):
-        D.decode("louvain", np.zeros((2, 2), np.int64), np.ones((2, 2), np.float32), 0.5)
+        decode("louvain", np.zeros((2, 2), np.int64), np.ones((2, 2), np.float32), 0.5)
 
 
 def test_singleton_policies():
@@ -178,32 +183,32 @@ def test_singleton_policies():
     idx = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 3], [3, 2, 4], [4, 3, -1]])
     p = np.array([[1, .9, .9], [1, .9, .9], [1, .9, .6], [1, .6, .7], [1, .7, 0]],
                  dtype=np.float32)
-    labels = D.decode("components", idx, p, 0.8)
+    labels = decode("components", idx, p, 0.8)
     assert np.bincount(labels).tolist() == [3, 1, 1]
-    kept, c = D.apply_singletons(labels, idx, p, "keep")
+    kept, c = apply_singletons(labels, idx, p, "keep")
     assert same_partition(kept, labels) and c["singletons"] == c["kept"] == 2
-    un, c = D.apply_singletons(labels, idx, p, "unassign")
+    un, c = apply_singletons(labels, idx, p, "unassign")
     assert (un[3:] == -1).all() and (un[:3] >= 0).all() and c["unassigned"] == 2
-    att, c = D.apply_singletons(labels, idx, p, "attach", attach_threshold=0.5)
+    att, c = apply_singletons(labels, idx, p, "attach", attach_threshold=0.5)
     # 3 attaches to 2's cluster; 4's only neighbour (3) was a singleton, so 4 stays alone
     assert att[3] == att[0] and att[4] != att[0]
     assert c["attached"] == 1 and c["kept"] == 1
-    att, c = D.apply_singletons(labels, idx, p, "attach", attach_threshold=0.65)
+    att, c = apply_singletons(labels, idx, p, "attach", attach_threshold=0.65)
     assert c["attached"] == 0 and c["kept"] == 2
 
 
 def test_calibration_picks_the_best_threshold_of_its_grid(noisy):
     indices, sims, y = noisy
-    th, scores = D.calibrate_thresholds(indices, sims, y, return_scores=True)
-    assert set(th) >= set(D.DECODERS) | {"link", "intimacy_ratio", "peaks_tolerance"}
+    th, scores = calibrate_thresholds(indices, sims, y, return_scores=True)
+    assert set(th) >= set(DECODERS) | {"link", "intimacy_ratio", "peaks_tolerance"}
     tol = th["peaks_tolerance"]
-    objective = lambda pred: capped_pairwise_f(pred, y, D.CALIBRATION_CAP)  # noqa: E731
+    objective = lambda pred: capped_pairwise_f(pred, y, IDENTITY_CAP)  # noqa: E731
     for method in ("components", "peaks", "infomap"):
-        best = objective(D.decode(method, indices, sims, th[method], peaks_tolerance=tol))
+        best = objective(decode(method, indices, sims, th[method], peaks_tolerance=tol))
         assert best == pytest.approx(scores[method])
         for q in (0.5, 0.8, 0.95):
             other = float(np.quantile(sims[:, 1:], q))
-            assert best >= objective(D.decode(method, indices, sims, other, peaks_tolerance=tol))
+            assert best >= objective(decode(method, indices, sims, other, peaks_tolerance=tol))
     # the link threshold is the best F1 cut of same-identity links
     valid = indices[:, 1:]
     same = (y[valid] == y[:, None]).ravel()
@@ -239,7 +244,7 @@ def test_reciprocal_weights_match_a_dict(k):
     idx[rows, cols] = rows  # self links off position 0 too
     idx[:, 0] = np.where(rng.random(n) < 0.8, np.arange(n), idx[:, 0])
     p = rng.random((n, k), dtype=np.float32)
-    got = D.reciprocal(idx, p, block_rows=7)
+    got = reciprocal(idx, p, block_rows=7)
     assert got.dtype == np.float32
     assert np.allclose(got, reciprocal_by_hand(idx, p), atol=1e-7)
 
@@ -247,18 +252,18 @@ def test_reciprocal_weights_match_a_dict(k):
 def test_reciprocal_is_symmetric_and_halves_one_way_links():
     idx = np.array([[0, 1, 2], [1, 0, -1], [2, 1, -1]])
     p = np.array([[1.0, 0.8, 0.6], [1.0, 0.4, 0.0], [1.0, 0.9, 0.0]], dtype=np.float32)
-    w = D.reciprocal(idx, p)
+    w = reciprocal(idx, p)
     assert w[0, 1] == w[1, 1] == pytest.approx(0.6)  # 0 <-> 1: (0.8 + 0.4) / 2
     assert w[0, 2] == pytest.approx(0.3)  # 0 -> 2 only (2 does not list 0)
     assert w[2, 1] == pytest.approx(0.45)  # 2 -> 1 only
     assert w[0, 0] == 1.0 and w[1, 2] == 0.0  # self and missing untouched
-    assert D.link_weights(idx, p, "directed") is p
+    assert link_weights(idx, p, "directed") is p
     with pytest.raises(ValueError):
-        D.link_weights(idx, p, "sideways")
+        link_weights(idx, p, "sideways")
 
 
 def test_cluster_summary():
-    s = D.cluster_summary(np.array([0, 0, 1, -1, 2, 2, 2]))
+    s = cluster_summary(np.array([0, 0, 1, -1, 2, 2, 2]))
     assert s == {"n_points": 7, "n_clusters": 3, "n_singletons": 1, "n_unassigned": 1,
                  "largest": 3, "clustered_points": 5}
 
@@ -270,8 +275,8 @@ def test_real_faces_infomap_over_cosine(celeba):
     lab, unl = np.load(celeba / "labelled_idx.npy"), np.load(celeba / "unlabelled_idx.npy")
     il, sl = knn(x[lab], 30)
     iu, su = knn(x[unl], 30)
-    th = D.calibrate_thresholds(il, sl, y[lab], decoders=("infomap", "components"))
-    info = evaluate(D.decode("infomap", iu, su, th["infomap"]), y[unl])
-    comp = evaluate(D.decode("components", iu, su, th["components"]), y[unl])
+    th = calibrate_thresholds(il, sl, y[lab], decoders=("infomap", "components"))
+    info = evaluate(decode("infomap", iu, su, th["infomap"]), y[unl])
+    comp = evaluate(decode("components", iu, su, th["components"]), y[unl])
     assert info["pairwise_f"] > 0.9 and info["bcubed_f"] > 0.9
     assert info["pairwise_f"] > comp["pairwise_f"]

@@ -15,9 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from cftools.core.arcface import ArcFace
-from cftools.core.backbone import Backbone, BackboneConfig, load_backbone, save_backbone
-from cftools.core.identification import identification_split, top1_identification
+from cftools.core.recognition.arcface import ArcFace
+from cftools.core.recognition.backbone import (
+    Backbone,
+    BackboneConfig,
+    load_backbone,
+    save_backbone,
+)
+from cftools.core.recognition.identification import (
+    identification_split,
+    top1_identification,
+)
 from cftools.data.demo_images import make_demo
 from cftools.errors import CfError
 
@@ -243,7 +251,7 @@ def test_train_and_extract_on_demo_images_with_a_corrupt_image(demo, tmp_path, c
 
     # pseudo-labels come back as a features file: names are images, -1 rows are skipped
     pseudo = tmp_path / "pseudo.h5"
-    from cftools.data.io import write_features
+    from cftools.formats.features import write_features
 
     labels = y.copy()
     labels[::3] = -1
@@ -306,7 +314,7 @@ def test_identification_split_and_top1():
 
 
 def test_identify_command(tmp_path):
-    from cftools.data.io import write_features
+    from cftools.formats.features import write_features
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(5, 8))
@@ -317,14 +325,14 @@ def test_identify_command(tmp_path):
     write_features(path, x.astype(np.float32), labels=labels)
     d = tmp_path / "d.h5"
     write_features(d, (x[:3] / np.linalg.norm(x[:3], axis=1, keepdims=True)).astype(np.float32))
-    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval_identify", str(path),
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval", "identify", str(path),
                         "--distractors", str(d), "--json", "-q"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["probes"] == 15 and out["gallery"] == 8 and out["distractors"] == 3
     assert out["top1"] < 1.0  # the distractors copy three rows exactly: some probes go astray
     write_features(path, x.astype(np.float32))
-    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval_identify", str(path)],
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval", "identify", str(path)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "no labels" in r.stderr and len(r.stderr.splitlines()) == 1
 

@@ -11,9 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-
-from cftools.core import neighbours as nb
 from conftest import unit_rows
+
+from cftools.core.incremental.add import add_points
+from cftools.core.incremental.links import link_rows
+from cftools.core.neighbours.exact import exact_of, sample_rows
+from cftools.core.neighbours.index import KnnParams, build_index, knn, set_nprobe
+from cftools.core.neighbours.policy import max_nprobe, tune_ivf
 
 pytestmark = pytest.mark.gpu
 
@@ -35,8 +39,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch see
 @pytest.mark.parametrize("shard", [False, True])
 def test_faiss_gpu_exact_equals_cpu(shard):
     x = unit_rows(5000, 64, seed=1)
-    cpu_i, cpu_s = nb.knn(x, 10)
-    gpu_i, gpu_s = nb.knn(x, 10, params=nb.KnnParams(use_gpu=True, gpu_shard=shard))
+    cpu_i, cpu_s = knn(x, 10)
+    gpu_i, gpu_s = knn(x, 10, params=KnnParams(use_gpu=True, gpu_shard=shard))
     np.testing.assert_allclose(gpu_s, cpu_s, atol=1e-4)
     assert (gpu_i[:, 0] == np.arange(5000)).all()
     assert (gpu_i == cpu_i).mean() > 0.99  # ties in float rounding may swap a few
@@ -47,25 +51,31 @@ def test_faiss_gpu_ivf_tunes_nprobe():
     from cftools.data.demo import make_demo_features
 
     x, _ = make_demo_features(20000, 64, seed=2)
-    params = nb.KnnParams(method="ivf", use_gpu=True)
-    index = nb.build_index(x, params, 20)
-    rows = nb.sample_rows(20000, 300, 0)
-    exact = nb.exact_of(x, x[rows], 20, centres=rows)
-    found, reached, _ = nb.tune_nprobe(index, x[rows], exact, 20, n_base=20000,
-                                       nlist=params.resolved(20000, 20)["nlist"], centres=rows,
-                                       use_gpu=True)
+    params = KnnParams(method="ivf", use_gpu=True)
+    index = build_index(x, params, 20)
+    rows = sample_rows(20000, 300, 0)
+    exact = exact_of(x, x[rows], 20, centres=rows)
+    def search_ids(q, p):
+        set_nprobe(index, p, use_gpu=True)
+        return index.search(q, 20)[1]
+
+    tuning = tune_ivf(search_ids, x, x, 20,
+                      max_nprobe(20000, params.resolved(20000, 20)["nlist"]), sample=300,
+                      seed=0, centres=np.arange(20000))
+    assert (tuning.exact_ids == exact).all()
+    found, reached = tuning.nprobe, tuning.recall
     assert found is None or reached >= 0.95
 
 
 @needs_cuda
 def test_link_on_cuda_equals_cpu():
-    from cftools.core.grammar import build_sequences
-    from cftools.core.model import Clusformer, make_config
-    from cftools.core.model import unit_rows as model_unit_rows
-    from cftools.core.training import run_batch
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.inference import run_batch
+    from cftools.core.clusformer.model import Clusformer, make_config
+    from cftools.core.clusformer.model import unit_rows as model_unit_rows
 
     x = unit_rows(500, 32, seed=3)
-    idx, sim = nb.knn(x, 16)
+    idx, sim = knn(x, 16)
     order, mask, _ = build_sequences(idx, sim, 16, min_sim=-1.0)
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 32, 16, width=64, ffn=128)).eval()
@@ -85,9 +95,9 @@ def test_link_on_cuda_equals_cpu():
 def test_sharded_knn_one_gpu_per_rank_equals_one_process(tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs for 2 ranks (one each, cuda:LOCAL_RANK)")
-    from cftools.artifacts import open_artifact
     from cftools.data.demo import make_demo_features
-    from cftools.data.io import write_features
+    from cftools.formats.artifacts import open_artifact
+    from cftools.formats.features import write_features
 
     x, _ = make_demo_features(2000, 32, seed=4)
     write_features(tmp_path / "f.h5", x)
@@ -108,21 +118,21 @@ def test_sharded_knn_one_gpu_per_rank_equals_one_process(tmp_path):
 @needs_cuda
 @pytest.mark.parametrize("relink", ["mirror", "model"])
 def test_add_with_model_links_on_cuda_equals_cpu(relink):
-    from cftools.core import incremental
-    from cftools.core.grammar import build_sequences
-    from cftools.core.model import Clusformer, make_config
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.model import Clusformer, make_config
+    from cftools.core.neighbours.index import knn
 
     x = unit_rows(900, 32, seed=5)
     n0 = 800
-    idx, sim = nb.knn(x[:n0], 12)
+    idx, sim = knn(x[:n0], 12)
     order, mask, _ = build_sequences(idx, sim, 12, min_sim=-1.0)
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 32, 12, width=64, ffn=128)).eval()
-    probs = incremental.link_rows(x[:n0], order, mask, method="model", model=model, bf16=False)
+    probs = link_rows(x[:n0], order, mask, method="model", model=model, bf16=False)
     th = float(np.median(probs[:, 1:][mask[:, 1:]]))
     got = {}
     for dev in ("cpu", "cuda"):
-        got[dev] = incremental.add_points(
+        got[dev] = add_points(
             x[:n0], x[n0:], order, probs, np.arange(n0), link_method="model", model=model,
             decoder="components", threshold=th, mode="reciprocal", bf16=False, device=dev,
             relink=relink)
@@ -135,10 +145,11 @@ def test_add_with_model_links_on_cuda_equals_cpu(relink):
 
 @needs_cuda
 def test_backbone_fine_tunes_and_extracts_on_cuda(tmp_path):
-    import h5py
     import json
 
+    import h5py
     from conftest import run_cmd
+
     from cftools.data.demo_images import make_demo
 
     demo = tmp_path / "demo"

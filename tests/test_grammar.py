@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from cftools.artifacts import open_artifact
-from cftools.core.grammar import build_sequences, cosine_encoding, make_targets
+from cftools.core.clusformer.grammar import (
+    build_sequences,
+    cosine_encoding,
+    make_targets,
+)
 from cftools.data.demo import make_demo_features
-from cftools.data.io import write_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import write_features
 
 
 def test_centre_first_even_when_a_duplicate_comes_first():

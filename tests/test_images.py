@@ -13,8 +13,8 @@ from PIL import Image
 
 from cftools.data.demo_images import identity_counts, make_demo
 from cftools.data.images import BadImages, ImageDataset, decode, open_images
-from cftools.data.io import write_features
 from cftools.errors import CfError
+from cftools.formats.features import write_features
 
 
 def _png(path: Path, colour=(10, 200, 30), size=(20, 16), mode="RGB"):

@@ -4,12 +4,20 @@ report their recall, bad input is refused with one line and no output."""
 import h5py
 import numpy as np
 import pytest
-
-from cftools.artifacts import open_artifact
-from cftools.core import neighbours as nb
-from cftools.data import io
-from cftools.data.demo import make_demo_features
 from conftest import one_line_error, run_cmd, unit_rows
+
+from cftools.core.neighbours.exact import (
+    exact_of,
+    put_self_first,
+    recall_at_k,
+    sample_rows,
+)
+from cftools.core.neighbours.index import KnnParams, build_index, knn, set_nprobe
+from cftools.core.neighbours.policy import ivf_relative_cost, max_nprobe, tune_ivf
+from cftools.data.demo import make_demo_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import load_features
+from cftools.formats.interop import read_knn_npz
 
 
 def brute_force(base, queries, k):
@@ -26,7 +34,7 @@ def test_exact_command_equals_numpy_brute_force(tmp_path):
     with open_artifact(tmp_path / "k.h5", "knn") as art:
         idx, sims = art.read("indices"), art.read("similarities")
         assert art.attrs["self_first"] and art.attrs["method"] == "exact"
-        assert art.attrs["query_id"] == art.attrs["base_id"] == io.load_features(tmp_path / "x.npy").id
+        assert art.attrs["query_id"] == art.attrs["base_id"] == load_features(tmp_path / "x.npy").id
     assert (idx[:, 0] == np.arange(len(x))).all()
     np.testing.assert_allclose(sims, ref_s, atol=1e-5)
     # ids agree wherever the similarity is not tied (within float32 noise) with a neighbour
@@ -56,7 +64,7 @@ def test_queries_against_another_set(tmp_path):
 def test_centre_first_even_with_duplicates():
     x = unit_rows(300, 8, seed=4)
     x[[10, 20, 30]] = x[5]  # four identical vectors: faiss may return any of them first
-    idx, sims = nb.knn(x, 6)
+    idx, sims = knn(x, 6)
     assert (idx[:, 0] == np.arange(300)).all()
     for i in (5, 10, 20, 30):
         assert set(idx[i, :4]) == {5, 10, 20, 30}
@@ -66,7 +74,7 @@ def test_centre_first_even_with_duplicates():
 def test_put_self_first_inserts_a_missing_centre_and_keeps_order():
     idx = np.array([[4, 3, 0, 2], [2, 3, 4, 0], [3, 1, 4, 0]])
     sims = np.array([[.9, .8, .7, .6], [.9, .8, .7, .6], [.9, .8, .7, .6]], np.float32)
-    nb.put_self_first(idx, sims)
+    put_self_first(idx, sims)
     assert idx.tolist() == [[0, 4, 3, 2], [1, 2, 3, 4], [2, 3, 1, 4]]
     assert sims[:, 0].tolist() == [1, 1, 1] and sims[0, 1:].tolist() == pytest.approx([.9, .8, .6])
 
@@ -89,7 +97,7 @@ def test_npz_output_in_learn_to_cluster_layout(tmp_path):
     x = unit_rows(200, 8)
     np.save(tmp_path / "x.npy", x)
     run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.npz", "-k", 5, "-q", check=True)
-    idx, sims = io.read_knn_npz(tmp_path / "k.npz")
+    idx, sims = read_knn_npz(tmp_path / "k.npz")
     ref_i, ref_s = brute_force(x, x, 5)
     np.testing.assert_allclose(sims, ref_s, atol=1e-5)
     assert (idx[:, 0] == np.arange(200)).all()
@@ -197,19 +205,25 @@ def test_auto_picks_ivf_above_the_switch_point_and_reaches_the_target(tmp_path):
     assert (idx[:, 0] == np.arange(len(x))).all()
     # an independent check on other queries than the tuning sample
     ref_i, _ = brute_force(x, x[5000:5300], 20)
-    assert nb.recall_at_k(idx[5000:5300], ref_i) > 0.93
+    assert recall_at_k(idx[5000:5300], ref_i) > 0.93
 
 
 def test_tune_nprobe_gives_up_where_ivf_would_cost_more_than_exact():
     # uniform random points: no clusters, IVF cannot reach 0.95 cheaply -> None
     x = unit_rows(4000, 32, seed=8)
-    params = nb.KnnParams(method="ivf", nlist=60)
-    index = nb.build_index(x, params, 10)
-    rows = nb.sample_rows(4000, 200, 0)
-    exact = nb.exact_of(x, x[rows], 10, centres=rows)
-    found, reached, trials = nb.tune_nprobe(index, x[rows], exact, 10, n_base=4000, nlist=60,
-                                            centres=rows)
+    params = KnnParams(method="ivf", nlist=60)
+    index = build_index(x, params, 10)
+    rows = sample_rows(4000, 200, 0)
+    exact = exact_of(x, x[rows], 10, centres=rows)
+    def search_ids(q, p):
+        set_nprobe(index, p)
+        return index.search(q, 10)[1]
+
+    tuning = tune_ivf(search_ids, x, x, 10, max_nprobe(4000, 60), sample=200, seed=0,
+                      centres=np.arange(4000))
+    assert (tuning.rows == rows).all() and (tuning.exact_ids == exact).all()
+    found, reached, trials = tuning.nprobe, tuning.recall, tuning.trials
     assert found is None and reached < 0.95
-    assert trials[-1][0] == nb.max_nprobe(4000, 60)
-    assert nb.ivf_relative_cost(4000, 60, nb.max_nprobe(4000, 60)) < 1
-    assert nb.ivf_relative_cost(4000, 60, nb.max_nprobe(4000, 60) + 1) >= 1
+    assert trials[-1][0] == max_nprobe(4000, 60)
+    assert ivf_relative_cost(4000, 60, max_nprobe(4000, 60)) < 1
+    assert ivf_relative_cost(4000, 60, max_nprobe(4000, 60) + 1) >= 1

@@ -1,22 +1,21 @@
 """cf-link: streaming inference, cosine baseline, refusals."""
 
-import pickle
 import os
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-
-from cftools.artifacts import open_artifact, write_artifact, create_rows
-from cftools.core import linking
-from cftools.core.grammar import build_sequences
-from cftools.core.model import Clusformer, make_config, save_model
-from cftools.core.neighbours import knn
-from cftools.data.demo import make_demo_features
-from cftools.data.io import load_features, write_features
 from conftest import write_demo_sequences
+
+from cftools.core.clusformer import inference
+from cftools.core.clusformer.inference import link_blocks
+from cftools.core.clusformer.model import Clusformer, make_config, save_model
+from cftools.data.demo import make_demo_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import write_features
 
 
 def _cmd(*args):
@@ -65,19 +64,19 @@ def test_links_by_cosine_need_no_model(files):
 
 def test_streaming_in_small_blocks_gives_the_same_links(files, monkeypatch):
     tmp, f, order, mask = files
-    from cftools.core.model import load_model
+    from cftools.core.clusformer.model import load_model
 
     model, _ = load_model(tmp / "m.h5")
     feats = torch.from_numpy(f)
 
     def run():
         with open_artifact(tmp / "seq.h5", "sequences") as s:
-            blocks = list(linking.link_blocks(s, feats, model=model, batch_size=16))
+            blocks = list(link_blocks(s, feats, model=model, batch_size=16))
         return blocks, np.concatenate([b[3] for b in blocks])
 
     whole_blocks, whole = run()
-    real = linking.row_blocks
-    monkeypatch.setattr(linking, "row_blocks", lambda ds: real(ds, target_bytes=50 * 8 * 8))
+    real = inference.row_blocks
+    monkeypatch.setattr(inference, "row_blocks", lambda ds: real(ds, target_bytes=50 * 8 * 8))
     small_blocks, small = run()
     assert len(whole_blocks) == 1 and len(small_blocks) == 6
     assert np.allclose(whole, small, atol=1e-6)

@@ -6,14 +6,18 @@ import json
 
 import numpy as np
 import pytest
-
-from cftools.artifacts import create_rows, open_artifact, write_artifact
-from cftools.core import decoding as D
-from cftools.core.metrics import pairwise_scores
-from cftools.core.neighbours import knn
-from cftools.data import io
-from cftools.data.demo import make_demo_features, split_by_identity
 from conftest import one_line_error, run_cmd
+
+from cftools.core.calibration.thresholds import calibrate_thresholds
+from cftools.core.decoding.decoders import decode
+from cftools.core.decoding.weights import link_weights, reciprocal
+from cftools.core.metrics import pairwise_scores
+from cftools.core.neighbours.index import knn
+from cftools.data.demo import make_demo_features, split_by_identity
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import load_features, load_labels, write_features
+from cftools.formats.thresholds import LINK_MODES
+from cftools.formats.writing import create_rows, write_artifact
 
 
 def write_links(path, indices, probs, features_id, method="cosine", thresholds=None):
@@ -32,8 +36,8 @@ def rounds(tmp_path_factory):
     x, y = make_demo_features(1600, 32, seed=7)
     lab, unl = split_by_identity(y, 0.5, seed=0)
     names = np.array([f"img{i}.jpg" for i in range(len(y))])
-    io.write_features(d / "fl.h5", x[lab], labels=y[lab], names=names[lab])
-    io.write_features(d / "fu.h5", x[unl])  # unlabelled: no labels, no names
+    write_features(d / "fl.h5", x[lab], labels=y[lab], names=names[lab])
+    write_features(d / "fu.h5", x[unl])  # unlabelled: no labels, no names
     out = {"dir": d, "yl": y[lab], "yu": y[unl], "names_l": names[lab]}
     for part, rows in (("l", lab), ("u", unl)):
         idx, sims = knn(x[rows], 20)
@@ -55,7 +59,7 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
     proc = run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c.h5", "--method", "components",
                    "--threshold", 0.7, "--reciprocal", check=True)
     labels, attrs = read_clusters(tmp_path / "c.h5")
-    ref = D.decode("components", rounds["iu"], D.reciprocal(rounds["iu"], rounds["su"]), 0.7)
+    ref = decode("components", rounds["iu"], reciprocal(rounds["iu"], rounds["su"]), 0.7)
     assert np.array_equal(labels, ref)
     assert attrs["method"] == "components" and attrs["threshold"] == pytest.approx(0.7)
     assert attrs["link_mode"] == "reciprocal"
@@ -75,7 +79,7 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
             "--threshold", 0.7, "--directed", "-q", check=True)
     labels, attrs = read_clusters(tmp_path / "c3.h5")
     assert attrs["link_mode"] == "directed"
-    assert np.array_equal(labels, D.decode("components", rounds["iu"], rounds["su"], 0.7))
+    assert np.array_equal(labels, decode("components", rounds["iu"], rounds["su"], 0.7))
     # cosine links with no calibrated mode are decoded as given (averaging both directions
     # hurts cosine links of long-tailed faces)
     run_cmd("merge", d / "links_u.h5", "-o", tmp_path / "c4.h5", "--method", "components",
@@ -116,8 +120,8 @@ def test_thresholds_from_the_links_file(rounds, tmp_path):
     run_cmd("merge", links, "-o", tmp_path / "p.h5", "--method", "peaks", "-q", check=True)
     labels, attrs = read_clusters(tmp_path / "p.h5")
     assert attrs["threshold"] == pytest.approx(0.72) and "peaks" in attrs["threshold_source"]
-    recip = D.reciprocal(rounds["iu"], rounds["su"])
-    assert np.array_equal(labels, D.decode("peaks", rounds["iu"], recip, 0.72))
+    recip = reciprocal(rounds["iu"], rounds["su"])
+    assert np.array_equal(labels, decode("peaks", rounds["iu"], recip, 0.72))
     assert attrs["peaks_tolerance"] == 0.0
     # each link mode takes its own calibrated values
     run_cmd("merge", links, "-o", tmp_path / "d.h5", "--method", "peaks", "--directed", "-q",
@@ -125,7 +129,7 @@ def test_thresholds_from_the_links_file(rounds, tmp_path):
     labels, attrs = read_clusters(tmp_path / "d.h5")
     assert attrs["threshold"] == pytest.approx(0.75) and "directed_peaks" in attrs["threshold_source"]
     assert attrs["peaks_tolerance"] == pytest.approx(0.01)
-    assert np.array_equal(labels, D.decode("peaks", rounds["iu"], rounds["su"], 0.75,
+    assert np.array_equal(labels, decode("peaks", rounds["iu"], rounds["su"], 0.75,
                                            peaks_tolerance=0.01))
     run_cmd("merge", links, "-o", tmp_path / "i.h5", "--method", "infomap", "-q", check=True)
     _, attrs = read_clusters(tmp_path / "i.h5")
@@ -142,11 +146,11 @@ def test_calibrate_on_labelled_links(rounds, tmp_path):
             "--calibrate", d / "links_l.h5", "--calibrate-truth", d / "yl.npy", "-q", check=True)
     labels, attrs = read_clusters(tmp_path / "c.h5")
     # both link modes are calibrated; the one whose clusters score better on D_L is kept
-    found = {mode: D.calibrate_thresholds(rounds["il"], D.link_weights(rounds["il"], rounds["sl"],
+    found = {mode: calibrate_thresholds(rounds["il"], link_weights(rounds["il"], rounds["sl"],
                                                                        mode),
                                           rounds["yl"], decoders=("infomap",),
                                           return_scores=True)
-             for mode in D.LINK_MODES}
+             for mode in LINK_MODES}
     mode = max(found, key=lambda m: (found[m][1]["infomap"], m == "directed"))  # ties: directed
     want = found[mode][0]
     assert attrs["link_mode"] == mode
@@ -223,12 +227,12 @@ def test_next_round_labels(rounds, tmp_path):
                    "--min-size", 3, "--meta", tmp_path / "next.meta", "--bin",
                    tmp_path / "next.bin", check=True)
     assert "pseudo-labelled rows" in proc.stderr
-    nxt = io.load_features(tmp_path / "next.h5")
+    nxt = load_features(tmp_path / "next.h5")
     with open_artifact(tmp_path / "next.h5", "features") as art:
         source, rows = art.read("source"), art.read("source_rows")
         attrs = dict(art.attrs)
         prov = json.loads(attrs["cftools_provenance"])
-    fl, fu = io.load_features(d / "fl.h5"), io.load_features(d / "fu.h5")
+    fl, fu = load_features(d / "fl.h5"), load_features(d / "fu.h5")
     yl = rounds["yl"]
     sizes = np.bincount(pred[pred >= 0])
     keep_u = np.flatnonzero((pred >= 0) & (sizes[np.maximum(pred, 0)] >= 3))
@@ -248,7 +252,7 @@ def test_next_round_labels(rounds, tmp_path):
     assert nxt.names[source == 1][0] == f"{d / 'fu.h5'}#{keep_u[0]}"
     assert set(prov[-1]["inputs"]) == {"clusters", "unlabelled", "labelled"}
     # learn-to-cluster copies
-    assert np.array_equal(io.load_labels(tmp_path / "next.meta"), nxt.labels)
+    assert np.array_equal(load_labels(tmp_path / "next.meta"), nxt.labels)
     raw = np.fromfile(tmp_path / "next.bin", dtype=np.float32).reshape(nxt.n, -1)
     np.testing.assert_array_equal(raw, nxt.features)
 
@@ -300,21 +304,21 @@ def test_labels_refuses_mismatched_inputs(rounds, tmp_path):
 
 def test_sweep_is_an_oracle_diagnosis(rounds, tmp_path):
     d = rounds["dir"]
-    proc = run_cmd("eval_sweep", d / "links_u.h5", "--truth", d / "yu.npy", "--method",
+    proc = run_cmd("eval", "sweep", d / "links_u.h5", "--truth", d / "yu.npy", "--method",
                    "components", "--thresholds", "0.6:0.85:6", "--png", tmp_path / "s.png",
                    "--json", check=True)
     out = json.loads(proc.stdout)
     assert "oracle" in out["note"] and "oracle" in proc.stderr
     assert [r["threshold"] for r in out["rows"]] == pytest.approx(np.linspace(0.6, 0.85, 6))
     assert out["link_mode"] == "reciprocal"
-    recip = D.reciprocal(rounds["iu"], rounds["su"])
+    recip = reciprocal(rounds["iu"], rounds["su"])
     for r in out["rows"]:
-        want = pairwise_scores(D.decode("components", rounds["iu"], recip, r["threshold"]),
+        want = pairwise_scores(decode("components", rounds["iu"], recip, r["threshold"]),
                                rounds["yu"])["pairwise_f"]
         assert r["pairwise_f"] == pytest.approx(want)
     assert out["oracle_best"]["pairwise_f"] == max(r["pairwise_f"] for r in out["rows"])
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    line = one_line_error(run_cmd("eval_sweep", d / "links_u.h5", "--truth", d / "yu.npy",
+    line = one_line_error(run_cmd("eval", "sweep", d / "links_u.h5", "--truth", d / "yu.npy",
                                   "--thresholds", "0.6:0.8"))
     assert "A:B:N" in line
 
@@ -338,9 +342,11 @@ def test_model_links_beat_cosine_components(tmp_path):
 
 
 def _model_links_beat_cosine(torch, tmp_path):
-    from cftools.core.grammar import build_sequences
-    from cftools.core.model import make_config
-    from cftools.core.training import SequenceData, TrainConfig, predict, train
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.inference import predict
+    from cftools.core.clusformer.model import make_config
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.clusformer.training import TrainConfig, train
 
     k = 16
     x, y = make_demo_features(3000, 32, seed=5, hard_fraction=0.2, noise_fraction=0.05,

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cftools.core import metrics as M
+from cftools.core.metrics import NMI_AVERAGES, evaluate, nmi, pairwise_scores
+from cftools.core.neighbours import quality
+from cftools.core.neighbours.quality import knn_quality
 
 sk = pytest.importorskip("sklearn.metrics")
 
@@ -52,7 +54,7 @@ def test_one_big_cluster_pairwise_f_differs_from_fmi():
     # truth: identity 0 x4, identity 1 x2; everything predicted as one cluster of 6
     truth = [0, 0, 0, 0, 1, 1]
     pred = [9, 9, 9, 9, 9, 9]
-    r = M.evaluate(pred, truth)
+    r = evaluate(pred, truth)
     # TP = C(4)+C(2) = 6+1 = 7; predicted pairs = C(6) = 15; true pairs = 7
     assert r["true_positive_pairs"] == 7 and r["predicted_pairs"] == 15 and r["true_pairs"] == 7
     assert r["pairwise_precision"] == pytest.approx(7 / 15)
@@ -78,7 +80,7 @@ def test_small_mixed_case():
     # truth 0 0 0 1 1 ; pred A A B B B -> cells (A,0)=2, (B,0)=1, (B,1)=2
     truth = [0, 0, 0, 1, 1]
     pred = [3, 3, 8, 8, 8]
-    r = M.evaluate(pred, truth)
+    r = evaluate(pred, truth)
     # TP = C2 + C1 + C2 = 2 ; pred pairs C2 + C3 = 4 ; true pairs C3 + C2 = 4 -> P = R = 1/2
     assert r["pairwise_precision"] == pytest.approx(0.5)
     assert r["pairwise_recall"] == pytest.approx(0.5)
@@ -97,7 +99,7 @@ def test_small_mixed_case():
 def test_unassigned_are_singletons_and_counted():
     truth = [0, 0, 1, 1, 2]
     pred = [5, 5, -1, -1, 7]
-    r = M.evaluate(pred, truth)
+    r = evaluate(pred, truth)
     # clusters {0,1} {2} {3} {4}: TP = 1 ; pred pairs = 1 ; true pairs = C2 + C2 = 2
     assert r["pairwise_precision"] == pytest.approx(1.0)
     assert r["pairwise_recall"] == pytest.approx(0.5)  # would be 1.0 if -1 were one cluster
@@ -114,18 +116,18 @@ def test_unassigned_are_singletons_and_counted():
 def test_unknown_truth_is_excluded():
     truth = [0, 0, -1, 1]
     pred = [0, 0, 0, 1]
-    r = M.evaluate(pred, truth)
+    r = evaluate(pred, truth)
     # point 2 dropped -> the rest is a perfect clustering; including it would cost precision
     assert r["n_excluded"] == 1 and r["n_points"] == 3
     for key in ("pairwise_f", "fmi", "bcubed_f", "nmi"):
         assert r[key] == pytest.approx(1.0), key
     assert r["noise_ratio"] == 0.0  # would be 1/3 had the unknown point counted
     with pytest.raises(ValueError, match="no point has a known truth"):
-        M.evaluate([0, 1], [-1, -1])
+        evaluate([0, 1], [-1, -1])
 
 
 def test_perfect_singletons_score_one():
-    r = M.evaluate(np.arange(5), np.arange(5) + 10)
+    r = evaluate(np.arange(5), np.arange(5) + 10)
     for key in ("pairwise_precision", "pairwise_recall", "pairwise_f", "fmi",
                 "bcubed_precision", "bcubed_recall", "bcubed_f", "nmi"):
         assert r[key] == 1.0, key
@@ -135,35 +137,35 @@ def test_perfect_singletons_score_one():
 
 def test_degenerate_pair_cases():
     # all singletons predicted, one true identity of 3: no claimed pair -> P = 1, R = 0
-    r = M.pairwise_scores([0, 1, 2], [4, 4, 4])
+    r = pairwise_scores([0, 1, 2], [4, 4, 4])
     assert (r["pairwise_precision"], r["pairwise_recall"], r["pairwise_f"], r["fmi"]) == (1.0, 0.0, 0.0, 0.0)
     # one cluster predicted, all identities distinct: no true pair -> R = 1, P = 0
-    r = M.pairwise_scores([4, 4, 4], [0, 1, 2])
+    r = pairwise_scores([4, 4, 4], [0, 1, 2])
     assert (r["pairwise_precision"], r["pairwise_recall"], r["pairwise_f"]) == (0.0, 1.0, 0.0)
     # both one cluster: NMI 1 (scikit-learn agrees)
-    assert M.nmi([1, 1, 1], [2, 2, 2]) == 1.0 == sk.normalized_mutual_info_score([2, 2, 2], [1, 1, 1])
+    assert nmi([1, 1, 1], [2, 2, 2]) == 1.0 == sk.normalized_mutual_info_score([2, 2, 2], [1, 1, 1])
 
 
 def test_nmi_average_named_and_checked():
     truth = [0, 0, 1, 1, 2, 2, 2]
     pred = [0, 0, 0, 1, 1, 2, 3]
-    for avg in M.NMI_AVERAGES:
+    for avg in NMI_AVERAGES:
         want = sk.normalized_mutual_info_score(truth, pred, average_method=avg)
-        assert M.nmi(pred, truth, avg) == pytest.approx(want, abs=1e-12)
-        assert M.evaluate(pred, truth, nmi_average=avg)["nmi_average"] == avg
-    vals = {avg: M.nmi(pred, truth, avg) for avg in M.NMI_AVERAGES}
+        assert nmi(pred, truth, avg) == pytest.approx(want, abs=1e-12)
+        assert evaluate(pred, truth, nmi_average=avg)["nmi_average"] == avg
+    vals = {avg: nmi(pred, truth, avg) for avg in NMI_AVERAGES}
     assert vals["max"] < vals["arithmetic"] < vals["min"]  # they do differ here
     with pytest.raises(ValueError, match="unknown NMI average"):
-        M.nmi(pred, truth, "harmonic")
+        nmi(pred, truth, "harmonic")
 
 
 def test_input_checks():
     with pytest.raises(ValueError, match="4 labels but truth has 3"):
-        M.evaluate([0, 0, 1, 1], [0, 0, 1])
+        evaluate([0, 0, 1, 1], [0, 0, 1])
     with pytest.raises(ValueError, match=">= 0, or -1"):
-        M.evaluate([0, -2], [0, 0])
+        evaluate([0, -2], [0, 0])
     with pytest.raises(ValueError, match="integer"):
-        M.evaluate([0.5, 1.0], [0, 0])
+        evaluate([0.5, 1.0], [0, 0])
 
 
 # ----------------------------------------------------------------------------- random checks
@@ -175,11 +177,11 @@ def test_agrees_with_sklearn_on_random_labelings():
         n = int(rng.integers(20, 400))
         truth = rng.integers(0, int(rng.integers(1, 40)), n)
         pred = rng.integers(0, int(rng.integers(1, 40)), n)
-        r = M.evaluate(pred, truth)
+        r = evaluate(pred, truth)
         if r["true_positive_pairs"] > 0:  # where both define FMI the same way
             assert r["fmi"] == pytest.approx(sk.fowlkes_mallows_score(truth, pred), abs=1e-12)
-        for avg in M.NMI_AVERAGES:
-            got = M.nmi(pred, truth, avg)
+        for avg in NMI_AVERAGES:
+            got = nmi(pred, truth, avg)
             assert got == pytest.approx(sk.normalized_mutual_info_score(truth, pred, average_method=avg),
                                         abs=1e-10)
 
@@ -191,9 +193,9 @@ def test_matches_brute_force(pairs):
     truth = np.array([t for _, t in pairs])
     if (truth == -1).all():
         with pytest.raises(ValueError):
-            M.evaluate(pred, truth)
+            evaluate(pred, truth)
         return
-    r = M.evaluate(pred, truth)
+    r = evaluate(pred, truth)
     prec, rec, bp, br = _brute(pred, truth)
     assert r["pairwise_precision"] == pytest.approx(prec)
     assert r["pairwise_recall"] == pytest.approx(rec)
@@ -209,19 +211,19 @@ def test_permutation_and_relabelling_invariance():
     rng = np.random.default_rng(2)
     truth = rng.integers(-1, 30, 500)
     pred = rng.integers(-1, 25, 500)
-    base = M.evaluate(pred, truth)
+    base = evaluate(pred, truth)
     perm = rng.permutation(500)
     new_names_p = rng.permutation(1000)[:25] * 7 + 3  # any other integers >= 0
     new_names_t = rng.permutation(1000)[:30] + 100
     pred2 = np.where(pred == -1, -1, new_names_p[np.maximum(pred, 0)])
     truth2 = np.where(truth == -1, -1, new_names_t[np.maximum(truth, 0)])
-    again = M.evaluate(pred2[perm], truth2[perm])
+    again = evaluate(pred2[perm], truth2[perm])
     assert again.keys() == base.keys()
     for key, value in base.items():
         assert again[key] == pytest.approx(value, abs=1e-12), key
     # swapping the roles of pred and truth swaps precision and recall
-    sw = M.evaluate(truth[truth != -1], pred[truth != -1].clip(0))
-    fw = M.evaluate(pred[truth != -1].clip(0), truth[truth != -1])
+    sw = evaluate(truth[truth != -1], pred[truth != -1].clip(0))
+    fw = evaluate(pred[truth != -1].clip(0), truth[truth != -1])
     assert sw["pairwise_precision"] == pytest.approx(fw["pairwise_recall"])
     assert sw["bcubed_recall"] == pytest.approx(fw["bcubed_precision"])
 
@@ -233,7 +235,7 @@ def test_large_input_is_linear_enough():
     pred = truth.copy()
     flip = rng.random(truth.size) < 0.1
     pred[flip] = -1
-    r = M.evaluate(pred, truth)
+    r = evaluate(pred, truth)
     assert r["pairwise_precision"] == 1.0 and r["bcubed_precision"] == 1.0
     assert r["n_unassigned"] == int(flip.sum())
     assert 0.7 < r["pairwise_recall"] < 0.9
@@ -254,7 +256,7 @@ KNN6 = np.array([
 
 
 def test_knn_quality_hand_case():
-    q = M.knn_quality(KNN6, TRUTH6)
+    q = knn_quality(KNN6, TRUTH6)
     assert q["ranks"] == 2 and q["n_points"] == 6 and q["n_self_not_first"] == 0
     # rank 1 matches: points 0,1,3,4 -> 4/6 ; rank 2 matches: point 1, 2 -> 2/6
     assert q["same_at_rank"] == pytest.approx([4 / 6, 2 / 6])
@@ -276,7 +278,7 @@ def test_knn_quality_upper_bound_short_of_truth():
     knn = KNN6.copy()
     knn[1] = [1, 0, 3]  # drop edge 1-2 ...
     knn[2] = [2, 4, 5]  # ... from both sides: components {0,1} {2} {3,4} {5}
-    q = M.knn_quality(knn, TRUTH6)
+    q = knn_quality(knn, TRUTH6)
     # true pairs C3 + C2 = 4 ; found C2 + C2 = 2 -> R = 1/2, F = 2(1/2)/(3/2) = 2/3
     assert q["upper_pairwise_recall"] == pytest.approx(0.5)
     assert q["upper_pairwise_f"] == pytest.approx(2 / 3)
@@ -288,29 +290,29 @@ def test_knn_quality_upper_bound_short_of_truth():
 def test_knn_quality_self_not_first_missing_and_unknown():
     knn = KNN6.copy()
     knn[0] = [1, 0, 3]  # a duplicate image ranked before the point itself
-    q = M.knn_quality(knn, TRUTH6)
+    q = knn_quality(knn, TRUTH6)
     assert q["n_self_not_first"] == 1
-    assert q["same_at_rank"] == pytest.approx(M.knn_quality(KNN6, TRUTH6)["same_at_rank"])
+    assert q["same_at_rank"] == pytest.approx(knn_quality(KNN6, TRUTH6)["same_at_rank"])
     # without self: the same answer from the bare neighbour lists
-    bare = M.knn_quality(KNN6[:, 1:], TRUTH6, self_first=False)
-    full = M.knn_quality(KNN6, TRUTH6)
+    bare = knn_quality(KNN6[:, 1:], TRUTH6, self_first=False)
+    full = knn_quality(KNN6, TRUTH6)
     for key in ("same_at_rank", "recall_at_rank", "upper_pairwise_recall"):
         assert bare[key] == pytest.approx(full[key])
     # -1 = no neighbour: a miss, never an error
     knn = KNN6.copy()
     knn[1, 2] = -1
-    q = M.knn_quality(knn, TRUTH6)
+    q = knn_quality(knn, TRUTH6)
     assert q["same_at_rank"][1] == pytest.approx(1 / 6)
     # unknown truth: centre excluded, and never a match as a neighbour
     truth = TRUTH6.copy()
     truth[2] = -1
-    q = M.knn_quality(KNN6, truth)
+    q = knn_quality(KNN6, truth)
     assert q["n_points"] == 5 and q["n_excluded"] == 1
     # rank 1: 0->1, 1->0, 3->4, 4->3 match, 5->0 not -> 4/5
     # rank 2: 0->3, 1->2 (unknown: a miss), 3->0, 4->5, 5->1 -> 0/5
     assert q["same_at_rank"] == pytest.approx([4 / 5, 0.0])
     with pytest.raises(ValueError, match=r"\[0, 6\)"):
-        M.knn_quality(np.where(KNN6 == 5, 6, KNN6), TRUTH6)
+        knn_quality(np.where(KNN6 == 5, 6, KNN6), TRUTH6)
 
 
 def test_knn_quality_small_blocks_agree():
@@ -318,8 +320,8 @@ def test_knn_quality_small_blocks_agree():
     n, k = 300, 9
     truth = rng.integers(0, 30, n)
     knn = np.concatenate([np.arange(n)[:, None], rng.integers(0, n, (n, k - 1))], axis=1)
-    a = M.knn_quality(knn, truth)
-    b = M.knn_quality(knn, truth, block_rows=7)
+    a = knn_quality(knn, truth)
+    b = knn_quality(knn, truth, block_rows=7)
     assert a.keys() == b.keys()
     for key in a:  # same up to the order of float sums
         assert a[key] == pytest.approx(b[key], abs=1e-12), key
@@ -334,9 +336,9 @@ def test_knn_quality_components_folded_in_batches(monkeypatch):
     n, k = 400, 6
     truth = rng.integers(0, 60, n)
     knn = np.concatenate([np.arange(n)[:, None], rng.integers(0, n, (n, k - 1))], axis=1)
-    once = M.knn_quality(knn, truth)
-    monkeypatch.setattr(M, "EDGE_FLUSH", 3)
-    folded = M.knn_quality(knn, truth, block_rows=11)
+    once = knn_quality(knn, truth)
+    monkeypatch.setattr(quality, "EDGE_FLUSH", 3)
+    folded = knn_quality(knn, truth, block_rows=11)
     for key in ("upper_pairwise_recall", "upper_bcubed_recall", "upper_n_clusters"):
         assert folded[key] == pytest.approx(once[key]), key
     assert once["upper_n_clusters"] < n  # some merging happened
@@ -345,7 +347,7 @@ def test_knn_quality_components_folded_in_batches(monkeypatch):
 def test_knn_quality_repeated_id_counts_once():
     knn = KNN6.copy()
     knn[1] = [1, 0, 0]  # neighbour 0 listed twice
-    q = M.knn_quality(knn, TRUTH6)
+    q = knn_quality(knn, TRUTH6)
     # rank 2 matches: point 1's second 0 is a repeat (no match), point 2 -> 1 still -> 1/6
     assert q["same_at_rank"] == pytest.approx([4 / 6, 1 / 6])
     # recall@2 = (1/2 + 1/2 + 1/2 + 1 + 1) / 5 = 0.7 (point 1 would claim 2/2 if counted twice)

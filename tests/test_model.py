@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from cftools.core.grammar import centre_cosine
-from cftools.core.model import (ENCODINGS, Clusformer, flops_per_sequence, unit_rows,
-                                load_model, make_config, save_model)
+from cftools.core.clusformer.grammar import centre_cosine
+from cftools.core.clusformer.model import (
+    ENCODINGS,
+    Clusformer,
+    flops_per_sequence,
+    load_model,
+    make_config,
+    save_model,
+    unit_rows,
+)
 from cftools.errors import CfError
 
 
@@ -53,7 +60,7 @@ def test_cde_makes_outputs_follow_their_tokens():
 def test_inference_path_equals_forward(overrides):
     """Clusformer.infer (what cf-link and validation run) is forward() written for speed:
     same logits on masked batches, whatever the config; close under bf16 weights too."""
-    from cftools.core.linking import cast_for_inference
+    from cftools.core.clusformer.inference import cast_for_inference
 
     torch.manual_seed(1)
     config = make_config("small", 24, 12, width=32, heads=overrides.pop("heads", 4), ffn=48,
@@ -193,7 +200,7 @@ def test_no_code_ran():
 
 
 def test_bf16_inference_is_close_to_float32():
-    from cftools.core.linking import cast_for_inference
+    from cftools.core.clusformer.inference import cast_for_inference
 
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()

@@ -3,7 +3,8 @@ must hold for any labelling, not just the hand-picked ones."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from cftools.core.metrics import evaluate
@@ -75,7 +76,9 @@ def test_all_singletons_and_unassigned_score_the_same(truth):
 
 # --------------------------------------------------------------------------- decoders
 
-from cftools.core.decoding import DECODERS, apply_singletons, decode, reciprocal  # noqa: E402
+from cftools.core.decoding.decoders import DECODERS, decode  # noqa: E402
+from cftools.core.decoding.singletons import apply_singletons  # noqa: E402
+from cftools.core.decoding.weights import reciprocal  # noqa: E402
 
 ORDER_FREE = ("peaks", "intimacy", "components")  # infomap's search may depend on the order
 
@@ -266,12 +269,13 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from cftools.data.demo import make_demo_features  # noqa: E402
-from cftools.data.io import write_features  # noqa: E402
+from cftools.formats.features import write_features  # noqa: E402
 
 _WRITERS = {  # output option -> the name its writer has in the command module
     "data": {"--npy": "np", "--bin": "write_bin", "--meta": "write_meta"},
     "merge": {"-o": "write_artifact", "--meta": "write_meta", "--bin": "write_bin"},
 }
+_WRITER_MODULES = {"data": "cftools.commands.data", "merge": "cftools.commands.merge.labels"}
 _PAIRS = [(cmd, a, b) for cmd, w in _WRITERS.items() for a, b in itertools.permutations(w, 2)]
 
 
@@ -290,7 +294,7 @@ def test_a_failure_writing_the_second_output_leaves_neither(pair, partial):
     import importlib
 
     cmd, first, second = pair
-    module = importlib.import_module(f"cftools.commands.{cmd}")
+    module = importlib.import_module(_WRITER_MODULES[cmd])
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         x, y = make_demo_features(60, 8, seed=0)
@@ -301,7 +305,7 @@ def test_a_failure_writing_the_second_output_leaves_neither(pair, partial):
             args = ["export", d / "f.h5"]
         else:
             write_features(d / "g.h5", x, labels=y)
-            from cftools.artifacts import write_artifact
+            from cftools.formats.writing import write_artifact
             with write_artifact(d / "c.h5", "clusters") as f:
                 f.create_dataset("labels", data=y)
             args = ["labels", d / "c.h5", "--unlabelled-features", d / "f.h5",

@@ -4,17 +4,16 @@ step-matched training, and the report's arithmetic (cf-eval report)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-
 from conftest import run_cmd, unit_rows
-from cftools.commands.eval_report import collect, gain_recovered, markdown, recovered
-from cftools.core.embed_training import steps_of
-from cftools.core.identification import recognition, verification
+
+from cftools.commands.eval.report import collect, gain_recovered, markdown, recovered
+from cftools.core.recognition.identification import recognition, verification
+from cftools.core.recognition.training import steps_of
 from cftools.data.demo_images import make_demo
 
 
@@ -79,7 +78,7 @@ def test_verification_tar_at_far_and_auc_against_brute_force():
 def test_expected_top1_is_the_mean_over_every_gallery_draw():
     import itertools
 
-    from cftools.core.identification import top1_expected
+    from cftools.core.recognition.identification import top1_expected
 
     for seed in range(3):
         y = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4])  # 3 and 4: single-image distractors
@@ -157,7 +156,7 @@ def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
 
 
 def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
-    from cftools.data.io import write_features
+    from cftools.formats.features import write_features
 
     x = unit_rows(60, 8, seed=2)
     y = np.repeat(np.arange(15), 4)
@@ -223,8 +222,9 @@ def test_train_steps_and_match_steps(tmp_path):
 def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
     import torch
 
-    from cftools.core.backbone import load_backbone
-    from cftools.core.embed_training import extract_features, imprint_head
+    from cftools.core.recognition.backbone import load_backbone
+    from cftools.core.recognition.extraction import extract_features
+    from cftools.core.recognition.training import imprint_head
 
     demo, args, env = _tiny_demo(tmp_path)
     start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"

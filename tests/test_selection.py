@@ -11,14 +11,22 @@ import h5py
 import numpy as np
 import pytest
 
-from cftools.artifacts import create_rows, open_artifact, write_artifact
-from cftools.core import decoding as D
-from cftools.core import selection as S
-from cftools.core.grammar import build_sequences, centre_cosine
+from cftools.core.calibration import thresholds as thresholds_module
+from cftools.core.calibration.guard import GUARD_CONFIDENCE, guard
+from cftools.core.calibration.length import choose_length
+from cftools.core.calibration.thresholds import (
+    COSINE_MODES,
+    calibrate_links,
+    calibrate_thresholds,
+    local_links,
+)
+from cftools.core.clusformer.grammar import build_sequences, centre_cosine
+from cftools.core.clusformer.model import Clusformer, make_config, save_model
 from cftools.core.metrics import capped_pairwise_f, pairwise_scores
-from cftools.core.model import Clusformer, make_config, save_model
-from cftools.core.neighbours import knn
-from cftools.data.io import load_features, write_features
+from cftools.core.neighbours.index import knn
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import load_features, write_features
+from cftools.formats.writing import create_rows, write_artifact
 
 # A giant identity holding a sixth of D_L (lfw-dev's largest holds 530 of 3,161) moves the
 # calibrated Infomap threshold by at most this much, and by at most half of what plain
@@ -39,9 +47,9 @@ def _identities(rng, sizes, spread, d=32):
 def _infomap_threshold(x, y, plain=False, monkeypatch=None):
     i, s = knn(x, 21)
     if plain:
-        monkeypatch.setattr(D, "_pairwise_f",
+        monkeypatch.setattr(thresholds_module, "calibration_score",
                             lambda p, t: float(pairwise_scores(p, t)["pairwise_f"]))
-    t = D.calibrate_thresholds(i, s, y, decoders=("infomap",))["infomap"]
+    t = calibrate_thresholds(i, s, y, decoders=("infomap",))["infomap"]
     monkeypatch.undo() if plain else None
     return t
 
@@ -85,7 +93,7 @@ def test_length_reaches_identities_larger_than_short_sequences():
 
     cos = centre_cosine(torch.from_numpy(x)[torch.from_numpy(order)]).numpy() * mask
     logs = []
-    found = S.choose_length(order, mask, cos, y, log=logs.append)
+    found = choose_length(order, mask, cos, y, log=logs.append)
     assert found["candidates"] == [11, 21, 31, 51]
     assert found["length"] >= 31, found
     assert max(found["scores"]["11"].values()) < max(found["scores"][str(found["length"])].values())
@@ -99,16 +107,16 @@ def test_guard_prefers_cosine_over_a_model_that_guesses():
     idx, sim = knn(x, 16)
     order, mask, targets = build_sequences(idx, sim, 16, labels=y)
     cos = (sim * mask).astype(np.float32)
-    (ci, cw) = S.local_links(order, mask, cos, y.size)
-    cos_t = S.calibrate_links(ci, cw, y[order[:, 0]], ("infomap",))[0]
+    (ci, cw) = local_links(order, mask, cos, y.size)
+    cos_t = calibrate_links(ci, cw, y[order[:, 0]], ("infomap",))[0]
     noise = rng.random(order.shape).astype(np.float32) * mask
-    verdict = S.guard(order, mask, noise, cos, y, cos_t, cos_t)
-    assert verdict["winner"] == "cosine", verdict
+    verdict = guard(order, mask, noise, cos, y, cos_t, cos_t)
+    assert verdict.winner == "cosine", verdict
     perfect = (targets == 1).astype(np.float32) * mask
-    verdict = S.guard(order, mask, perfect, cos, y, {"infomap": 0.5, "link_mode_infomap":
+    verdict = guard(order, mask, perfect, cos, y, {"infomap": 0.5, "link_mode_infomap":
                                                      "directed", "directed_infomap": 0.5}, cos_t)
-    assert verdict["winner"] == "model" and verdict["model"]["pairwise_f"] > 0.99, verdict
-    assert verdict["model_ahead"] >= S.GUARD_CONFIDENCE
+    assert verdict.winner == "model" and verdict.model["pairwise_f"] > 0.99, verdict
+    assert verdict.model_ahead >= GUARD_CONFIDENCE
 
 
 def test_guard_keeps_cosine_when_the_model_leads_by_luck():
@@ -119,16 +127,16 @@ def test_guard_keeps_cosine_when_the_model_leads_by_luck():
     idx, sim = knn(x, 16)
     order, mask, targets = build_sequences(idx, sim, 16, labels=y)
     cos = (sim * mask).astype(np.float32)
-    ci, cw = S.local_links(order, mask, cos, y.size)
-    cos_t = S.calibrate_links(ci, cw, y[order[:, 0]], ("infomap",), modes=S.COSINE_MODES)[0]
+    ci, cw = local_links(order, mask, cos, y.size)
+    cos_t = calibrate_links(ci, cw, y[order[:, 0]], ("infomap",), modes=COSINE_MODES)[0]
     lucky = cos.copy()
     worst = max(np.unique(y), key=lambda i: (sim[y == i, 1:] * (targets[y == i, 1:] == 1)).sum())
     rows = y[order[:, 0]] == worst
     lucky[rows] = (targets[rows] == 1) * mask[rows]  # perfect on one identity only
-    verdict = S.guard(order, mask, lucky, cos, y, cos_t, cos_t)
-    both = {k: (verdict[k]["pairwise_f"] + verdict[k]["bcubed_f"]) / 2 for k in ("model", "cosine")}
+    verdict = guard(order, mask, lucky, cos, y, cos_t, cos_t)
+    both = {k: (getattr(verdict, k)["pairwise_f"] + getattr(verdict, k)["bcubed_f"]) / 2 for k in ("model", "cosine")}
     assert both["model"] >= both["cosine"], verdict
-    assert verdict["model_ahead"] < S.GUARD_CONFIDENCE and verdict["winner"] == "cosine", verdict
+    assert verdict.model_ahead < GUARD_CONFIDENCE and verdict.winner == "cosine", verdict
 
 
 def _cmd(*args):

@@ -1,7 +1,6 @@
 """cf-knn, cf-link and cf-embed extract under torchrun (2 processes, gloo on CPU) write
 the artifact one process writes; a rank that dies leaves nothing published, no shards."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,17 +9,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import write_demo_sequences
 
-from cftools.artifacts import create_rows, open_artifact, write_artifact
-from cftools.core.backbone import Backbone, BackboneConfig, save_backbone
-from cftools.core.grammar import build_sequences
-from cftools.core.model import Clusformer, make_config, save_model
-from cftools.core.neighbours import knn
-from cftools.core.sharding import DIE_ENV, rank_rows
+from cftools.core.clusformer.model import Clusformer, make_config, save_model
+from cftools.core.recognition.backbone import Backbone, BackboneConfig, save_backbone
+from cftools.core.runtime.sharding import DIE_ENV, rank_rows
 from cftools.data.demo import make_demo_features
 from cftools.data.demo_images import make_demo
-from cftools.data.io import load_features, write_features
-from conftest import write_demo_sequences
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import write_features
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

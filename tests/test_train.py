@@ -8,10 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-from cftools.artifacts import open_artifact
-from cftools.core.training import best_f1_threshold, link_scores, roc_auc
+from cftools.core.calibration.objective import best_f1_threshold
+from cftools.core.metrics import link_scores, roc_auc
 from cftools.data.demo import make_demo_features, split_by_identity
-from cftools.data.io import write_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import write_features
 
 # one OpenMP thread per process: on a shared 2-core machine two spinning threads per process
 # slowed training ~20x (measured); CF_TEST_THREADS overrides
@@ -35,9 +36,13 @@ def test_roc_auc_and_best_threshold():
 
 
 def test_split_holds_out_identities_and_hides_them_from_training():
-    from cftools.core.grammar import build_sequences
-    from cftools.core.neighbours import knn
-    from cftools.core.training import SequenceData, split_rows, training_view
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.sequences import (
+        SequenceData,
+        split_rows,
+        training_view,
+    )
+    from cftools.core.neighbours.index import knn
 
     f, l = make_demo_features(1500, 16, seed=2)
     l = l.copy()
@@ -64,11 +69,16 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     calibration_points rows, from whole identities holding up to that many."""
     import torch
 
-    from cftools.core import decoding as D
-    from cftools.core.grammar import build_sequences
-    from cftools.core.model import make_config
-    from cftools.core.neighbours import knn
-    from cftools.core.training import SequenceData, TrainConfig, decoding_thresholds, train
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.model import make_config
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.clusformer.training import TrainConfig, train
+    from cftools.core.clusformer.training import (
+        calibrate_decoders as decoding_thresholds,
+    )
+    from cftools.core.decoding.decoders import DECODERS
+    from cftools.core.neighbours.index import knn
+    from cftools.formats.thresholds import LINK_MODES, threshold_key
 
     torch.set_num_threads(1)
     f, l = make_demo_features(800, 16, seed=4, max_size=40)
@@ -79,9 +89,9 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     logs = []
     res = train(data, f, config, TrainConfig(epochs=1, lr=1e-3, batch_size=64, seed=0),
                 device=torch.device("cpu"), log=logs.append)
-    for mode in D.LINK_MODES:
-        for name in D.DECODERS:
-            assert D.threshold_key(name, mode) in res.thresholds, (mode, name)
+    for mode in LINK_MODES:
+        for name in DECODERS:
+            assert threshold_key(name, mode) in res.thresholds, (mode, name)
     assert not any("calibrating the decoders on" in m for m in logs)  # 800 rows: all of them
     logs.clear()
     ft = torch.from_numpy(f)
@@ -94,7 +104,7 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     assert set(sub) == {k for k in res.thresholds if k != "link"}
     # the cosine links' thresholds, for cf-link's cosine links: directed only
     assert set(cosine) == {k for k in sub if k.startswith(("directed_", "link_mode_"))}
-    assert all(cosine[f"link_mode_{name}"] == "directed" for name in D.DECODERS)
+    assert all(cosine[f"link_mode_{name}"] == "directed" for name in DECODERS)
 
 
 def _prepare(tmp, name, feats, labels, k, L):
@@ -133,7 +143,7 @@ def test_end_to_end_model_beats_cosine_on_held_out_identities(tmp_path):
     assert val["model"]["roc_auc"] > val["cosine"]["roc_auc"]
     assert 0 < thresholds["link"] < 1
     try:  # the decoders' thresholds, when cftools.core.decoding provides them
-        from cftools.core.decoding import calibrate_thresholds  # noqa: F401
+        from cftools.core.calibration.thresholds import calibrate_thresholds  # noqa: F401
         assert len(thresholds) > 1, thresholds
     except ImportError:
         pass

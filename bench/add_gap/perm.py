@@ -10,7 +10,7 @@ import sys, subprocess, h5py, numpy as np
 ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[2])
 sys.path.insert(0, ROOT)
 from cftools.core.metrics import pairwise_scores, bcubed_scores
-from cftools.data.io import write_features
+from cftools.formats.features import write_features
 name, seed, frac = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 links = sys.argv[4] if len(sys.argv) > 4 else 'auto'
 W = f'{ROOT}/work/incremental/{name}'; r = f'{W}/w/round1'

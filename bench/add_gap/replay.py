@@ -11,7 +11,7 @@ ROOT = str(__import__('pathlib').Path(__file__).resolve().parents[2])
 sys.path.insert(0, ROOT)
 from cftools.core import incremental, decoding
 from cftools.core.metrics import pairwise_scores, bcubed_scores, capped_pairwise_f
-from cftools.data.io import write_features
+from cftools.formats.features import write_features
 name, part, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 grid = [(0.75, 3), (0.5, 3), (0.5, 2), (0.25, 2), (0.25, 1), (0.0, 2), (0.0, 1)]
 W = f'{ROOT}/work/incremental/{name}'; r = f'{W}/w/round1'

@@ -3,7 +3,7 @@
 only to show the headroom. Usage: combine.py FILE.npz"""
 from common import *
 import sys, json
-from cftools.core.selection import local_links
+from cftools.core.calibration.thresholds import local_links
 from cftools.core.metrics import capped_pairwise_f
 
 z = np.load(sys.argv[1])
@@ -13,7 +13,7 @@ il, _ = local_links(ol, ml, cl, yl.size); iu, _ = local_links(ou, mu, cu, yu.siz
 logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
 cyl = yl[ol[:, 0]]
 
-from cftools.core.decoding import calibrate_thresholds
+from cftools.core.calibration.thresholds import calibrate_thresholds
 def run(tag, wl, wu, grid=None):
     sig = lambda w: (1 / (1 + np.exp(-w))) if (w.min() < 0 or w.max() > 1) else w
     wl = np.where(ml, sig(wl), 0).astype(np.float32); wu = np.where(mu, sig(wu), 0).astype(np.float32)

@@ -1,7 +1,8 @@
 import sys, time, numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
-from cftools.core.neighbours import knn
-from cftools.core.decoding import decode_infomap, reciprocal
+from cftools.core.neighbours.index import knn
+from cftools.core.decoding.decoders import decode_infomap
+from cftools.core.decoding.weights import reciprocal
 from cftools.core.metrics import pairwise_scores, bcubed_scores
 SH = str(__import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data") + "/"
 def load(name):

@@ -6,9 +6,10 @@ Usage: cosine_path.py DATA"""
 from common import *
 import sys
 import torch
-from cftools.core.grammar import build_sequences
-from cftools.core.selection import calibrate_links, local_links, decode_with, CANDIDATE_LENGTHS
-from cftools.core.training import cosine_to_centre
+from cftools.core.clusformer.grammar import build_sequences
+from cftools.core.calibration.thresholds import calibrate_links, local_links, decode_with
+from cftools.core.calibration.length import CANDIDATE_LENGTHS
+from cftools.core.clusformer.inference import cosine_to_centre
 
 name = sys.argv[1]
 (xl, yl), (xu, yu) = load(name)

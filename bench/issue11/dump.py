@@ -5,11 +5,12 @@ from common import *
 import sys, json
 import torch
 torch.set_num_threads(1)
-from cftools.core.grammar import build_sequences
-from cftools.core.model import make_config
-from cftools.core.selection import choose_length
-from cftools.core.training import (SequenceData, TrainConfig, train, predict, cosine_to_centre,
-                                   split_rows)
+from cftools.core.clusformer.grammar import build_sequences
+from cftools.core.clusformer.model import make_config
+from cftools.core.calibration.length import choose_length
+from cftools.core.clusformer.sequences import SequenceData, split_rows
+from cftools.core.clusformer.training import TrainConfig, train
+from cftools.core.clusformer.inference import predict, cosine_to_centre
 
 name, seed, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 epochs = int(sys.argv[4]) if len(sys.argv) > 4 else 8

@@ -10,7 +10,7 @@ from common import *
 import warnings, infomap
 warnings.simplefilter("ignore")
 from cftools.core import decoding
-from cftools.core.grammar import build_sequences
+from cftools.core.clusformer.grammar import build_sequences
 
 VARIANTS = {
     "directed (now)": dict(flow_model="directed"),

@@ -4,9 +4,11 @@ train() with the given options, links of D_U, Infomap at the thresholds cf-train
 from common import *
 import sys, json, time
 import torch
-from cftools.core.grammar import build_sequences
-from cftools.core.model import make_config
-from cftools.core.training import SequenceData, TrainConfig, train, predict
+from cftools.core.clusformer.grammar import build_sequences
+from cftools.core.clusformer.model import make_config
+from cftools.core.clusformer.sequences import SequenceData
+from cftools.core.clusformer.training import TrainConfig, train
+from cftools.core.clusformer.inference import predict
 
 name, L, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 epochs = int(sys.argv[4]) if len(sys.argv) > 4 else 8
@@ -27,7 +29,7 @@ pu = predict(res.model, torch.from_numpy(xu), ou, mu)
 out = {"data": name, "L": L, "seed": seed, "epochs": epochs, "kept": res.summary.get("kept_epoch"),
        "auc_model": v["model"]["roc_auc"], "auc_cos": v["cosine"]["roc_auc"],
        "train_s": round(time.time() - t0)}
-from cftools.core.decoding import link_weights
+from cftools.core.decoding.weights import link_weights
 for mode in ("reciprocal", "directed"):
     key = "infomap" if mode == "reciprocal" else "directed_infomap"
     t = res.thresholds.get(key)

@@ -5,10 +5,13 @@ Usage: round_core.py DATA SEED [EPOCHS] [key=value model options]."""
 from common import *
 import sys, json, time
 import torch
-from cftools.core.grammar import build_sequences
-from cftools.core.model import make_config
-from cftools.core.selection import choose_length, decode_with
-from cftools.core.training import SequenceData, TrainConfig, train, predict, cosine_to_centre
+from cftools.core.clusformer.grammar import build_sequences
+from cftools.core.clusformer.model import make_config
+from cftools.core.calibration.length import choose_length
+from cftools.core.calibration.thresholds import decode_with
+from cftools.core.clusformer.sequences import SequenceData
+from cftools.core.clusformer.training import TrainConfig, train
+from cftools.core.clusformer.inference import predict, cosine_to_centre
 
 name, seed = sys.argv[1], int(sys.argv[2])
 epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 8

@@ -7,12 +7,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import (atomic_outputs, check_hdf5_name, check_output_path, check_output_paths,
-                         create_rows, open_artifact, write_artifact)
 from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
 from ..data import demo
-from ..data.io import _load_npy, load_features, split_spec, write_bin, write_features, write_meta
 from ..errors import CfError
+from ..formats.artifacts import open_artifact
+from ..formats.features import load_features, split_spec, write_features
+from ..formats.interop import load_npy, write_bin, write_meta
+from ..formats.writing import (
+    atomic_outputs,
+    check_hdf5_name,
+    check_output_path,
+    check_output_paths,
+    create_rows,
+    write_artifact,
+)
 
 HELP = """Make, import, split and export cftools features files.
 
@@ -45,7 +53,7 @@ def main():
               help="Tight, well separated identities, no hard or noisy samples.")
 @seed_option
 @common_options
-def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, seed, quiet, debug):
+def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, seed, quiet):
     """Write a demo features file: identities as directions on the unit sphere, long-tailed
     identity sizes, hard and noisy samples, labels included. Streams any N to disk."""
     rep = Reporter(quiet)
@@ -80,7 +88,7 @@ def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, se
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @click.option("--strict", is_flag=True, help="Refuse rows that are not of unit norm.")
 @common_options
-def import_cmd(features, out, labels, names_file, dim, strict, quiet, debug):
+def import_cmd(features, out, labels, names_file, dim, strict, quiet):
     """Import features (.npy, learn-to-cluster .bin, FILE.h5:/dataset) and optional labels
     into a cftools features file, normalising rows that are not of unit norm."""
     rep = Reporter(quiet)
@@ -112,8 +120,7 @@ def import_cmd(features, out, labels, names_file, dim, strict, quiet, debug):
                    "is unlabelled.")
 @seed_option
 @common_options
-def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_file, seed, quiet,
-              debug):
+def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_file, seed, quiet):
     """Split a labelled features file BY IDENTITY (no identity on both sides) into a
     labelled and an unlabelled part. Both keep their labels, as ground truth for cf-eval."""
     rep = Reporter(quiet)
@@ -127,7 +134,7 @@ def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_fil
     if src.labels is None:
         raise CfError("has no labels to split by identity; pass --labels", src.path)
     if rows_file:
-        rows = _load_npy(Path(rows_file))
+        rows = load_npy(Path(rows_file))
         if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or \
                 (rows.size and (rows.min() < 0 or rows.max() >= src.n)):
             raise CfError(f"must be a 1-D array of row indices in [0, {src.n})", rows_file)
@@ -164,7 +171,7 @@ def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_fil
 @click.option("--meta", type=click.Path(dir_okay=False), default=None,
               help="Write the labels as learn-to-cluster .meta (one per line).")
 @common_options
-def export_cmd(source, npy, bin_out, meta, quiet, debug):
+def export_cmd(source, npy, bin_out, meta, quiet):
     """Export a features or clusters file to .npy, learn-to-cluster .bin and .meta."""
     rep = Reporter(quiet)
     if not (npy or bin_out or meta):

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import click
 
-from ..cli import (CONTEXT_SETTINGS, CfGroup, Reporter, batch_size_option, checkpoint_options,
-                   common_options, device_option, seed_option)
+from ..cli import (
+    CONTEXT_SETTINGS,
+    CfGroup,
+    Reporter,
+    batch_size_option,
+    checkpoint_options,
+    common_options,
+    device_option,
+    seed_option,
+)
 from ..errors import CfError
 
 
@@ -106,7 +114,7 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
           weight_decay,
           milestones, gamma, warmup_epochs, scale, margin, easy_margin, precision, workers,
           checkpoint, resume, keep_checkpoint, stop_after_epoch, max_warnings, device, seed,
-          quiet, debug):
+          quiet):
     """Train a backbone on labelled IMAGES (from scratch, or from --init) and write it to OUTPUT.
 
     Several IMAGES are trained on as one set, each in a label space of its own (e.g.
@@ -119,11 +127,16 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
     interrupted run. Run under torchrun for several processes (DDP; gloo on CPU, nccl on
     GPU). The backbone is saved as weights only: loading it never runs code.
     """
-    from ..artifacts import check_output_path
-    from ..core.backbone import BackboneConfig, count_parameters, model_summary, save_backbone
-    from ..core.device import keep_freed_memory, torch_device
-    from ..core.embed_training import TrainConfig, steps_of, train_backbone
+    from ..core.recognition.backbone import (
+        BackboneConfig,
+        count_parameters,
+        model_summary,
+    )
+    from ..core.recognition.training import TrainConfig, train_backbone
+    from ..core.runtime.device import torch_device
+    from ..core.runtime.memory import keep_freed_memory
     from ..data.images import BadImages, check_trainable, combine, open_images
+    from ..formats.writing import check_output_path
 
     report = Reporter(quiet or not _is_main_process())  # under torchrun, rank 0 talks
     if steps is not None and match_steps is not None:
@@ -133,29 +146,14 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     check_output_path(checkpoint, [*images, match_steps, out, init_model])
     if match_steps is not None:
-        reference = open_images(match_steps, require_labels=True)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        steps = steps_of(int((reference.labels >= 0).sum()), batch_size, epochs, world)
-        report.info(f"{steps} optimisation steps: as many as {epochs} epochs over the "
-                    f"{int((reference.labels >= 0).sum())} labelled images of {match_steps}")
+        steps = _matched_steps(match_steps, batch_size, epochs, report)
     check_trainable(image_set, image_size)  # not one image of a single identity, nor all broken
     if resume is False and checkpoint.exists() and stop_after_epoch is None:
         report.info(f"overwriting the old checkpoint {checkpoint} (use --resume to continue it)")
     bconf = BackboneConfig(depth=int(depth), width=width, dim=dim, image_size=image_size)
     init, init_art, init_steps = None, None, 0
     if init_model is not None:
-        from ..core.backbone import load_backbone
-
-        init, iconf, init_art = load_backbone(init_model, "cpu")
-        differ = [f"--{k.replace('_', '-')} {getattr(iconf, k)}"
-                  for k in ("depth", "width", "dim", "image_size")
-                  if getattr(iconf, k) != getattr(bconf, k)]
-        if differ:
-            raise CfError(f"is a backbone of another shape; train with {', '.join(differ)} to "
-                          "fine-tune it", init_model)
-        bconf = iconf
-        raw = init_art.json_attr("config")
-        init_steps = int(raw.get("total_steps") or raw.get("steps") or 0)
+        init, bconf, init_art, init_steps = _init(init_model, bconf)
         report.info(f"fine-tuning {init_model} ({init_steps} steps so far)")
     tconf = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                         milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs,
@@ -178,6 +176,34 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
         return 0
     if not _is_main_process():
         return 0
+    _save(out, result, images, image_set, init_art, init_model, init_steps, len(bad),
+          epochs=epochs, scale=scale, margin=margin, easy_margin=easy_margin, seed=seed)
+    if not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
+    report.info(f"wrote {out} ({count_parameters(result.model) / 1e6:.2f}M parameters)")
+    return 0
+
+
+def _matched_steps(match_steps, batch_size: int, epochs: int, report) -> int:
+    """--match-steps: as many optimisation steps as ``epochs`` epochs over the labelled
+    images of another set."""
+    from ..core.recognition.training import steps_of
+    from ..data.images import open_images
+
+    reference = open_images(match_steps, require_labels=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    labelled = int((reference.labels >= 0).sum())
+    steps = steps_of(labelled, batch_size, epochs, world)
+    report.info(f"{steps} optimisation steps: as many as {epochs} epochs over the {labelled} "
+                f"labelled images of {match_steps}")
+    return steps
+
+
+def _save(out, result, images, image_set, init_art, init_model, init_steps: int,
+          unreadable: int, **settings) -> None:
+    """The backbone file, with the run's settings and history in its config."""
+    from ..core.recognition.backbone import save_backbone
+
     inputs = {"images": image_set.artifact if image_set.artifact is not None
               else str(image_set.source)}
     if len(images) > 1:
@@ -186,15 +212,28 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
         inputs["init"] = init_art
     run_steps = int(sum(h.get("steps", 0) for h in result.history))
     save_backbone(out, result.model, inputs=inputs, extra={
-        "classes": result.classes, "train_images": result.images, "epochs": epochs,
-        "steps": run_steps, "total_steps": init_steps + run_steps,
+        "classes": result.classes, "train_images": result.images,
+        "epochs": settings["epochs"], "steps": run_steps, "total_steps": init_steps + run_steps,
         "init": str(init_model) if init_model is not None else None,
-        "scale": scale, "margin": margin, "easy_margin": easy_margin, "seed": seed,
-        "history": result.history, "unreadable_images": len(bad)})
-    if not keep_checkpoint:
-        checkpoint.unlink(missing_ok=True)
-    report.info(f"wrote {out} ({count_parameters(result.model) / 1e6:.2f}M parameters)")
-    return 0
+        "scale": settings["scale"], "margin": settings["margin"],
+        "easy_margin": settings["easy_margin"], "seed": settings["seed"],
+        "history": result.history, "unreadable_images": unreadable})
+
+
+def _init(init_model, bconf):
+    """(the backbone to fine-tune, its config, its artifact, the steps it has had),
+    refused when its shape is not the one asked for."""
+    from ..core.recognition.backbone import load_backbone
+
+    init, iconf, init_art = load_backbone(init_model, "cpu")
+    differ = [f"--{k.replace('_', '-')} {getattr(iconf, k)}"
+              for k in ("depth", "width", "dim", "image_size")
+              if getattr(iconf, k) != getattr(bconf, k)]
+    if differ:
+        raise CfError(f"is a backbone of another shape; train with {', '.join(differ)} to "
+                      "fine-tune it", init_model)
+    raw = init_art.json_attr("config")
+    return init, iconf, init_art, int(raw.get("total_steps") or raw.get("steps") or 0)
 
 
 def _is_main_process() -> bool:
@@ -221,7 +260,7 @@ def _is_main_process() -> bool:
 @device_option
 @common_options
 def extract(model, images, out, batch_size, workers, flip_test, precision, max_warnings, device,
-            quiet, debug):
+            quiet):
     """Embed IMAGES with the backbone MODEL and write a features file.
 
     The features are L2-normalised float32 rows, one per readable image, with 'labels'
@@ -231,12 +270,13 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
     """
     import numpy as np
 
-    from ..artifacts import check_output_path
-    from ..core import sharding
-    from ..core.backbone import load_backbone, model_summary
-    from ..core.device import keep_freed_memory, torch_device
-    from ..core.embed_training import extract_features
+    from ..core.recognition.backbone import load_backbone, model_summary
+    from ..core.recognition.extraction import extract_features
+    from ..core.runtime import sharding
+    from ..core.runtime.device import torch_device
+    from ..core.runtime.memory import keep_freed_memory
     from ..data.images import BadImages, open_images
+    from ..formats.writing import check_output_path
 
     dev = torch_device(device)
     sh = sharding.join(use_cuda=dev.type == "cuda")  # one process, or one rank of torchrun's
@@ -289,7 +329,7 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
 @seed_option
 @common_options
 def demo(outdir, identities, image_size, labelled_fraction, mean_images, test_identities, seed,
-         quiet, debug):
+         quiet):
     """Draw the synthetic demo image set into OUTDIR (which must not exist, or be empty).
 
     Each identity is a random pattern of coloured shapes and Gabor-like blobs; each of

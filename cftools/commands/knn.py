@@ -8,14 +8,24 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import check_output_path, create_rows, write_artifact
-from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, common_options, \
-    device_option, seed_option
-from ..core import neighbours as nb
-from ..core import sharding
-from ..core.device import faiss_use_gpu
-from ..data.io import load_features, split_spec, write_knn_npz
+from ..cli import (
+    CONTEXT_SETTINGS,
+    CfCommand,
+    Reporter,
+    batch_size_option,
+    common_options,
+    device_option,
+    seed_option,
+)
+from ..core.neighbours.index import METHODS, KnnParams, check_k
+from ..core.neighbours.policy import AUTO_EXACT_BELOW, RECALL_TARGET
+from ..core.neighbours.search import check_params, find_neighbours, plan_method
+from ..core.runtime import sharding
+from ..core.runtime.device import faiss_use_gpu
 from ..errors import CfError
+from ..formats.features import load_features, split_spec
+from ..formats.interop import write_knn_npz
+from ..formats.writing import check_output_path
 
 HELP = """Find the K nearest neighbours of every point by cosine similarity.
 
@@ -54,14 +64,14 @@ output file when all succeeded. See man cf-knn.
               help="Neighbours per point, the point itself included.")
 @click.option("--queries", default=None,
               help="Search these features against FEATURES instead of FEATURES themselves.")
-@click.option("--method", type=click.Choice(nb.METHODS), default="auto", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
               help="auto (exact when small, else IVF tuned to --recall-target), exact, ivf "
                    "or hnsw.")
-@click.option("--exact-below", type=click.IntRange(min=1), default=nb.AUTO_EXACT_BELOW,
+@click.option("--exact-below", type=click.IntRange(min=1), default=AUTO_EXACT_BELOW,
               show_default=True,
               help="auto: exact search up to this many points (queries x base <= its square).")
 @click.option("--recall-target", type=click.FloatRange(0, 1, min_open=True),
-              default=nb.RECALL_TARGET, show_default=True,
+              default=RECALL_TARGET, show_default=True,
               help="auto: raise nprobe until recall@k on the sample reaches this.")
 @click.option("--nlist", type=click.IntRange(min=1), default=None,
               help="IVF: number of inverted lists [default: ~4 sqrt(N)].")
@@ -84,8 +94,7 @@ output file when all succeeded. See man cf-knn.
 @seed_option
 @common_options
 def main(features, out, k, queries, method, exact_below, recall_target, nlist, nprobe, hnsw_m,
-         ef_search, gpu_shard, dim, recall_sample, strict, batch_size, device, seed, quiet,
-         debug):
+         ef_search, gpu_shard, dim, recall_sample, strict, batch_size, device, seed, quiet):
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5", ".npz"):
         raise CfError("output must end in .h5/.hdf5 (knn file) or .npz (learn-to-cluster)", out)
@@ -103,7 +112,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
 
     t0 = time.perf_counter()
     base = load_features(features, dim=dim, strict=strict, reporter=rep)
-    nb.check_k(k, base.n, base.path, self_search=not queries)
+    check_k(k, base.n, base.path, self_search=not queries)
     q = None
     if queries:
         q = load_features(queries, dim=dim, strict=strict, reporter=rep)
@@ -111,20 +120,15 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
             raise CfError(f"queries have dimension {q.dim}, the index features {base.path} "
                           f"have {base.dim}", q.path)
     t_load = time.perf_counter() - t0
-    self_search = q is None
-    all_queries = base.features if self_search else q.features
-    nq = all_queries.shape[0]
-
-    chosen = method
-    if method == "auto":
-        chosen = "exact" if nb.auto_uses_exact(base.n, nq, exact_below) else "ivf"
-    params = nb.KnnParams(method=chosen, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
-                          ef_search=ef_search, use_gpu=use_gpu, batch_size=batch_size, seed=seed,
-                          gpu=sh.dist.local_rank if sh.active else None, gpu_shard=gpu_shard)
-    resolved = params.resolved(base.n, k)
-    if chosen == "ivf" and resolved["nlist"] > base.n:  # faiss cannot train more lists than points
-        raise CfError(f"--nlist {resolved['nlist']} is more inverted lists than the {base.n} "
-                      "points to train them on; lower --nlist (or use --method exact)", base.path)
+    nq = base.n if q is None else q.n
+    chosen = plan_method(method, base.n, nq, exact_below)
+    params = KnnParams(method=chosen, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                       ef_search=ef_search, use_gpu=use_gpu, batch_size=batch_size, seed=seed,
+                       gpu=sh.dist.local_rank if sh.active else None, gpu_shard=gpu_shard)
+    try:
+        resolved = check_params(params, base.n, k)
+    except CfError as err:
+        raise CfError(str(err), base.path) from None
     where = "GPU" if use_gpu and chosen != "hnsw" else "CPU"
     rep.info(f"cf-knn: {method} k={k} over {base.n} x {base.dim} on {where}"
              + (f", {q.n} queries" if q else "")
@@ -132,92 +136,28 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
              + "".join(f", {key}={val}" for key, val in resolved.items()
                        if key != "method" and not (method == "auto" and key == "nprobe"
                                                    and nprobe is None)))
-    t1 = time.perf_counter()
-    index = nb.build_index(base.features, params, k)
-
-    rows = exact_ids = None  # the recall sample and its exact neighbours
-    auto = None
-    if method == "auto":
-        auto = {"exact_below": exact_below, "recall_target": recall_target, "chosen": chosen}
-        if chosen == "exact":
-            rep.info(f"cf-knn: auto: {nq} x {base.n} points, at most {exact_below}^2: exact "
-                     "search (cheap at this size)")
-        else:
-            rows = nb.sample_rows(nq, recall_sample, seed)
-            t_exact = time.perf_counter()
-            exact_ids = nb.exact_of(base.features, all_queries[rows], k,
-                                    centres=rows if self_search else None)
-            t_exact = time.perf_counter() - t_exact
-            if nprobe is None:
-                found, reached, trials = nb.tune_nprobe(
-                    index, all_queries[rows], exact_ids, k, n_base=base.n,
-                    nlist=resolved["nlist"], target=recall_target,
-                    centres=rows if self_search else None, use_gpu=use_gpu,
-                    exact_seconds=t_exact)
-                found, trials = sh.broadcast([found, trials])  # rank 0's choice, everywhere
-                # the file keeps what repeats (nprobe, recall); the timings go to stderr
-                auto["trials"] = [t[:2] for t in trials]
-                rep.info(f"cf-knn: auto: exact search of the {len(rows)} sample queries took "
-                         f"{t_exact:.2f} s; IVF (nprobe, recall, s): "
-                         + " ".join(f"{p}:{r:.3f}:{sec:.2f}" for p, r, sec in trials))
-                if found is None:
-                    chosen = auto["chosen"] = "exact"
-                    rep.info(f"cf-knn: auto: IVF reaches only recall@{k} {reached:.4f} "
-                             f"(nprobe {trials[-1][0] if trials else 0}) before it would cost "
-                             f"more than exact search (target {recall_target}; neighbourhoods "
-                             "not clustered at this k?): exact search")
-                    params.method = "exact"
-                    resolved = params.resolved(base.n, k)
-                    where = "GPU" if use_gpu else "CPU"
-                    del index
-                    index = nb.build_index(base.features, params, k)
-                    rows = exact_ids = None
-                else:
-                    resolved["nprobe"] = found
-                    nb.set_nprobe(index, found, use_gpu)
-                    rep.info(f"cf-knn: auto: {nq} x {base.n} points, above {exact_below}^2: "
-                             f"IVF nlist={resolved['nlist']}, nprobe {found} reaches recall@{k} "
-                             f"{reached:.4f} >= {recall_target} on {len(rows)} queries "
-                             f"(~{1 / nb.ivf_relative_cost(base.n, resolved['nlist'], found):.0f}"
-                             "x fewer operations than exact)")
-    start, stop = sh.rows(nq)
-    with rep.progress(total=stop - start, desc="searching", unit="pt") as bar:
-        indices, sims = nb.search(index, all_queries[start:stop], k, batch_size, bar)
-    del index
-    if self_search:
-        nb.put_self_first(indices, sims, centres=np.arange(start, stop))
-    t_search = time.perf_counter() - t1
-
-    recall = None
-    if chosen != "exact" and recall_sample > 0:
-        if rows is None:
-            rows = nb.sample_rows(nq, recall_sample, seed)
-        mine = (rows >= start) & (rows < stop)
-        if exact_ids is not None:
-            ex = exact_ids[mine]
-        else:
-            ex = nb.exact_of(base.features, all_queries[rows[mine]], k,
-                             centres=rows[mine] if self_search else None)
-        hits, slots = sh.sum([nb.recall_hits(indices[rows[mine] - start], ex), ex.size])
-        recall, checked = hits / max(slots, 1), len(rows)
-        rep.info(f"cf-knn: recall@{k} against exact search on {checked} queries: {recall:.4f}")
-    missing = int(sh.sum([(indices < 0).sum()])[0])
-    if missing:
-        rep.warn(f"{missing} neighbour slots could not be filled by the {chosen} index "
-                 "(id -1, similarity -inf); raise --nprobe or --ef-search")
+    found = find_neighbours(base.features, None if q is None else q.features, k, params,
+                            requested=method, exact_below=exact_below,
+                            recall_target=recall_target, recall_sample=recall_sample, sh=sh,
+                            log=rep.info, progress=rep.progress)
+    indices, sims = found.indices, found.similarities
+    where = "GPU" if use_gpu and found.method != "hnsw" else "CPU"
+    if found.missing:
+        rep.warn(f"{found.missing} neighbour slots could not be filled by the {found.method} "
+                 "index (id -1, similarity -inf); raise --nprobe or --ef-search")
 
     if out.suffix.lower() == ".npz":
         gathered = sharding.gather_rows(sh, [indices, sims])
         if sh.main:
             write_knn_npz(out, *gathered)
     else:
-        attrs = {"query_id": q.id if q else base.id, "base_id": base.id, "method": chosen,
-                 "self_first": self_search, "k": k, "params": resolved, "device": where,
+        attrs = {"query_id": q.id if q else base.id, "base_id": base.id, "method": found.method,
+                 "self_first": q is None, "k": k, "params": found.params, "device": where,
                  "base_n": base.n}
-        if auto is not None:
-            attrs.update(method_requested="auto", auto=auto)
-        if recall is not None:
-            attrs.update(recall_at_k=float(recall), recall_sample=int(checked))
+        if found.auto is not None:
+            attrs.update(method_requested="auto", auto=found.auto)
+        if found.recall is not None:
+            attrs.update(recall_at_k=float(found.recall), recall_sample=int(found.recall_sample))
         inputs_ref = {"features": base.provenance_ref}
         if q:
             inputs_ref["queries"] = q.provenance_ref
@@ -226,7 +166,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
             w.create_rows("similarities", sims.shape, np.float32, data=sims)
     sharding.leave(sh)
     rep.info(f"cf-knn: wrote {out} ({nq} x {k}) in {time.perf_counter() - t0:.1f} s "
-             f"(load {t_load:.1f} s, search {t_search:.1f} s)")
+             f"(load {t_load:.1f} s, search {found.seconds['search']:.1f} s)")
 
 
 if __name__ == "__main__":

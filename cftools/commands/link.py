@@ -8,16 +8,31 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import check_output_path, open_artifact, require_same_source
-from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option,
-                   bf16_inference_option, common_options, device_option)
-from ..core import sharding
-from ..core.device import keep_freed_memory, torch_device
-from ..core.linking import METHODS, cast_for_inference, check_fits, link_blocks
-from ..core.model import unit_rows
-from ..core.training import autocast_dtype
-from ..data.io import load_features, split_spec
+from ..cli import (
+    CONTEXT_SETTINGS,
+    CfCommand,
+    Reporter,
+    batch_size_option,
+    bf16_inference_option,
+    common_options,
+    device_option,
+)
+from ..core.calibration.guard import recorded_winner
+from ..core.clusformer.inference import (
+    METHODS,
+    cast_for_inference,
+    check_fits,
+    link_blocks,
+)
+from ..core.clusformer.model import load_model, unit_rows
+from ..core.runtime import sharding
+from ..core.runtime.device import torch_device
+from ..core.runtime.memory import keep_freed_memory
+from ..core.runtime.precision import autocast_dtype
 from ..errors import CfError
+from ..formats.artifacts import open_artifact, require_same_source
+from ..formats.features import load_features, split_spec
+from ..formats.writing import check_output_path
 
 HELP = """Link every point to its neighbours: for each position of its sequence (made by
 cf-seq), the probability that the neighbour there shares the point's identity.
@@ -64,7 +79,7 @@ longer sequence length is refused.
 @batch_size_option(256)
 @device_option
 @common_options
-def main(sequences, features, model_path, out, method, bf16, dim, batch_size, device, quiet, debug):
+def main(sequences, features, model_path, out, method, bf16, dim, batch_size, device, quiet):
     import torch
 
     rep = Reporter(quiet)  # until the process group is joined
@@ -89,28 +104,8 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     thresholds: dict = {}
     length = L
     if model_path:
-        from ..core.model import load_model
-
-        model, info = load_model(model_path, dev)
-        check_fits(model, feats.dim, L, model_path)
-        length = model.config.seq_len
-        training = info["training"]
-        winner = (training.get("guard") or {}).get("winner", "model")
-        if method == "auto":
-            method = winner
-            if winner == "cosine":
-                rep.warn(f"the model lost to cosine links on its held-out identities "
-                         f"(cf-train's guard): writing cosine links (--method model to "
-                         f"override)")
-        elif method == "model" and winner == "cosine":
-            rep.warn(f"{model_path} lost to cosine links on its held-out "
-                     f"identities (cf-train's guard); --method auto would use cosine links")
-        thresholds = info["thresholds"] if method == "model" else \
-            training.get("cosine_thresholds", {})
-        model_art = open_artifact(model_path, "model")
-        model_art.close()
-        if method == "cosine":
-            model = None
+        model, model_art, method, thresholds, winner, length = _model(model_path, method,
+                                                                     dev, feats.dim, L, rep)
         if length < L:
             rep.info(f"cf-link: sequences cut to the model's length {length}")
     elif method == "auto":
@@ -156,6 +151,30 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     took = time.perf_counter() - t1
     rep.info(f"cf-link: wrote {out} ({n} x {length}) in {time.perf_counter() - t0:.1f} s "
              f"({n / max(took, 1e-9):.0f} sequences/s)")
+
+
+def _model(model_path, method: str, dev, dim: int, seq_len: int, rep):
+    """(the model to run, or None for cosine links; its artifact, closed; the method; the
+    thresholds the links carry; the guard's winner; the length the model reads), as
+    --method and cf-train's guard decide."""
+    model, info = load_model(model_path, dev)
+    check_fits(model, dim, seq_len, model_path)
+    training = info["training"]
+    winner = recorded_winner(training)
+    if method == "auto":
+        method = winner
+        if winner == "cosine":
+            rep.warn("the model lost to cosine links on its held-out identities "
+                     "(cf-train's guard): writing cosine links (--method model to override)")
+    elif method == "model" and winner == "cosine":
+        rep.warn(f"{model_path} lost to cosine links on its held-out identities (cf-train's "
+                 "guard); --method auto would use cosine links")
+    thresholds = info["thresholds"] if method == "model" else \
+        training.get("cosine_thresholds", {})
+    art = open_artifact(model_path, "model")
+    art.close()
+    return (model if method == "model" else None), art, method, thresholds, winner, \
+        model.config.seq_len
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..artifacts import (check_hdf5_name, check_output_path, create_rows, open_artifact, require_same_source,
-                         row_blocks, write_artifact)
 from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options
-from ..core.grammar import build_sequences
-from ..data.io import load_features, split_spec
+from ..core.clusformer.grammar import build_sequences
 from ..errors import CfError
+from ..formats.artifacts import open_artifact, require_same_source, row_blocks
+from ..formats.features import load_features, split_spec
+from ..formats.writing import (
+    check_hdf5_name,
+    check_output_path,
+    create_rows,
+    write_artifact,
+)
 
 HELP = """Turn every point's nearest neighbours into a sequence: the point itself first (the
 centre), then its neighbours by falling cosine similarity, L positions in all (L <= k).
@@ -50,7 +55,7 @@ is computed from the features batch by batch by cf-train and cf-link.
 @click.option("--dim", type=click.IntRange(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @common_options
-def main(knn, features, out, length, min_sim, labels, dim, quiet, debug):
+def main(knn, features, out, length, min_sim, labels, dim, quiet):
     rep = Reporter(quiet)
     out = Path(out)
     if min_sim is not None and not -1.0 <= min_sim <= 1.0:  # NaN fails this too

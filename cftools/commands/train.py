@@ -6,16 +6,28 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 
-from ..artifacts import check_output_path, open_artifact, require_same_source
-from ..cli import (CONTEXT_SETTINGS, CfCommand, Reporter, batch_size_option, checkpoint_options,
-                   common_options, device_option, seed_option)
-from ..core.device import keep_freed_memory, torch_device
-from ..core.model import ENCODINGS, PRESETS, make_config, save_model
-from ..core.training import SequenceData, TrainConfig, init_distributed, train
-from ..data.io import load_features, split_spec
+from ..cli import (
+    CONTEXT_SETTINGS,
+    CfCommand,
+    Reporter,
+    batch_size_option,
+    checkpoint_options,
+    common_options,
+    device_option,
+    seed_option,
+)
+from ..core.clusformer.grammar import make_targets
+from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
+from ..core.clusformer.sequences import SequenceData, truncated
+from ..core.clusformer.training import TrainConfig, choose_data_length, train
+from ..core.runtime.device import torch_device
+from ..core.runtime.distributed import init_distributed
+from ..core.runtime.memory import keep_freed_memory
 from ..errors import CfError
+from ..formats.artifacts import open_artifact, require_same_source
+from ..formats.features import load_features, split_spec
+from ..formats.writing import check_output_path
 
 HELP = """Train Clusformer on the sequences of a labelled set (made by cf-seq with labels).
 
@@ -118,8 +130,9 @@ training summary as JSON attributes; loading it never runs code.
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
-         warmup, val_fraction, calibration_points, identity_cap, checkpoint, resume, bf16, stop_after_epoch, batch_size, device,
-         seed, quiet, debug):
+         warmup, val_fraction, calibration_points, identity_cap, checkpoint, resume, bf16,
+         stop_after_epoch, batch_size, device,
+         seed, quiet):
     import torch
 
     if length != "auto":
@@ -144,36 +157,10 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                           else torch.get_num_threads())
 
     t0 = time.perf_counter()
-    seq = open_artifact(sequences, "sequences")
-    feats = load_features(features, labels=labels, reporter=rep)
-    require_same_source(str(seq.attrs["features_id"]), feats.id, what="features", path=seq.path,
-                        other_path=feats.path)
-    if feats.labels is None or not (feats.labels >= 0).any():
-        if labels:
-            raise CfError("training needs identity labels: every label is -1 (unknown)", labels)
-        raise CfError("training needs identity labels: the features file has none; give --labels",
-                      feats.path)
-    if "targets" not in seq:
-        raise CfError("has no targets (made without labels); rerun cf-seq with labels", seq.path)
+    seq, feats, data = _read(sequences, features, labels, rep)
     n, L = seq.dims["N"], seq.dims["L"]
-    if n != feats.n:
-        raise CfError(f"has {n} rows but the features {feats.path} have {feats.n}", seq.path)
-    order = seq.read("order")
-    if order.min() < 0 or order.max() >= feats.n:
-        raise CfError(f"sequence ids out of range [0, {feats.n})", seq.path)
-    data = SequenceData(order, seq.read("mask"), seq.read("targets"), feats.labels)
-    if labels is not None:  # targets follow the labels given now, not those cf-seq saw
-        from ..core.grammar import make_targets
-        data.targets = make_targets(data.order, data.mask, feats.labels)
-
-    selection = None
-    if length == "auto":
-        selection = choose_data_length(data, feats.features, calibration_points, seed,
-                                       rep.info if dist.main else (lambda m: None))
-        length = selection["length"]
-    elif not 2 <= length <= L:
-        raise click.BadParameter(f"must be 'auto' or a length in [2, {L}] (the sequences' "
-                                 f"L), got {length}", param_hint="'-L' / '--length'")
+    length, selection = _length(length, data, feats.features, calibration_points, seed,
+                                rep.info if dist.main else (lambda m: None))
     if length < L:
         data = truncated(data, length)
         rep.info(f"cf-train: sequences cut to their first {length} positions (the centre and "
@@ -217,23 +204,43 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                          for k, v in result.thresholds.items()))
 
 
-def truncated(data: SequenceData, length: int) -> SequenceData:
-    """The first ``length`` positions of every sequence: the centre and its nearest
-    neighbours (sequences run by falling similarity)."""
-    cut = lambda a: np.ascontiguousarray(a[:, :length])  # noqa: E731
-    return SequenceData(cut(data.order), cut(data.mask), cut(data.targets), data.labels)
+def _read(sequences, features, labels, rep):
+    """(sequences artifact, features, the labelled sequences in memory), checked to belong
+    together and to carry labels."""
+    seq = open_artifact(sequences, "sequences")
+    feats = load_features(features, labels=labels, reporter=rep)
+    require_same_source(str(seq.attrs["features_id"]), feats.id, what="features", path=seq.path,
+                        other_path=feats.path)
+    if feats.labels is None or not (feats.labels >= 0).any():
+        if labels:
+            raise CfError("training needs identity labels: every label is -1 (unknown)", labels)
+        raise CfError("training needs identity labels: the features file has none; give --labels",
+                      feats.path)
+    if "targets" not in seq:
+        raise CfError("has no targets (made without labels); rerun cf-seq with labels", seq.path)
+    if seq.dims["N"] != feats.n:
+        raise CfError(f"has {seq.dims['N']} rows but the features {feats.path} have {feats.n}",
+                      seq.path)
+    order = seq.read("order")
+    if order.min() < 0 or order.max() >= feats.n:
+        raise CfError(f"sequence ids out of range [0, {feats.n})", seq.path)
+    data = SequenceData(order, seq.read("mask"), seq.read("targets"), feats.labels)
+    if labels is not None:  # targets follow the labels given now, not those cf-seq saw
+        data.targets = make_targets(data.order, data.mask, feats.labels)
+    return seq, feats, data
 
 
-def choose_data_length(data: SequenceData, features, max_points: int, seed: int, log) -> dict:
-    import torch
-
-    from ..core.selection import calibration_rows, choose_length
-    from ..core.training import cosine_to_centre
-
-    rows = calibration_rows(data.labels[data.order[:, 0]], max_points, seed)
-    order, mask = data.order[rows], data.mask[rows]
-    cosine = cosine_to_centre(torch.from_numpy(features), order, mask)
-    return choose_length(order, mask, cosine, data.labels, seed=seed, log=log)
+def _length(length, data: SequenceData, features, calibration_points: int, seed: int, log
+            ) -> tuple[int, dict | None]:
+    """The length the model reads (chosen on D_L for auto) and the choice's record."""
+    if length == "auto":
+        selection = choose_data_length(data, features, calibration_points, seed, log)
+        return selection["length"], selection
+    if not 2 <= length <= data.order.shape[1]:
+        raise click.BadParameter(f"must be 'auto' or a length in [2, {data.order.shape[1]}] "
+                                 f"(the sequences' L), got {length}",
+                                 param_hint="'-L' / '--length'")
+    return length, None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Clustering and kNN metrics: pure functions over integer label arrays.
+"""Clustering and link metrics: pure functions over label (and score) arrays.
 
 Conventions shared by every function here (scikit-learn style: ``f(pred, truth)``):
 
@@ -48,7 +48,7 @@ class Contingency:
         return int(self.pred_sizes.sum())
 
 
-def _as_labels(x, name: str) -> np.ndarray:
+def as_labels(x, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
@@ -75,8 +75,8 @@ def contingency(pred, truth) -> Contingency:
     """Build the sparse contingency table, applying the -1 conventions of this module.
 
     Raises ValueError when the arrays differ in length or no point has a known truth."""
-    pred = _as_labels(pred, "pred")
-    truth = _as_labels(truth, "truth")
+    pred = as_labels(pred, "pred")
+    truth = as_labels(truth, "truth")
     if pred.shape != truth.shape:
         raise ValueError(f"pred has {pred.shape[0]} labels but truth has {truth.shape[0]}")
     known = truth != -1
@@ -114,7 +114,7 @@ def _harmonic(p: float, r: float) -> float:
 # --------------------------------------------------------------------------- pairwise
 
 
-def _pairwise(c: Contingency) -> dict:
+def pairwise_counts(c: Contingency) -> dict:
     tp = _pairs(c.counts)
     pred_pairs = _pairs(c.pred_sizes)
     true_pairs = _pairs(c.true_sizes)
@@ -151,10 +151,10 @@ def pairwise_scores(pred, truth) -> dict:
     Returns a dict with pairwise_precision, pairwise_recall, pairwise_f, fmi and the three
     pair counts true_positive_pairs, predicted_pairs, true_pairs.
     """
-    return _pairwise(contingency(pred, truth))
+    return pairwise_counts(contingency(pred, truth))
 
 
-def capped_pairwise_f(pred, truth, cap: int = 30) -> float:
+def capped_pairwise_f(pred, truth, cap: int) -> float:
     """Pairwise F in which every identity weighs as if it had at most ``cap`` points: a
     point of identity j has weight w = min(1, cap / b_j), a pair the product of its two
     weights. Plain pairwise F counts pairs, so one identity of 500 images (125k pairs)
@@ -162,7 +162,7 @@ def capped_pairwise_f(pred, truth, cap: int = 30) -> float:
     lands; capped, it weighs like one identity of ``cap``. Where no identity exceeds ``cap``
     this is exactly pairwise F. Unknown truth (-1) is not scored; unassigned predictions
     (-1) are singletons, as everywhere here."""
-    pred, truth = _as_labels(pred, "pred"), _as_labels(truth, "truth")
+    pred, truth = as_labels(pred, "pred"), as_labels(truth, "truth")
     keep = truth >= 0
     pred, truth = pred[keep], truth[keep]
     if truth.size == 0:
@@ -186,7 +186,7 @@ def capped_pairwise_f(pred, truth, cap: int = 30) -> float:
 # --------------------------------------------------------------------------- BCubed
 
 
-def _bcubed(c: Contingency) -> dict:
+def bcubed_counts(c: Contingency) -> dict:
     n = c.n
     sq = c.counts.astype(np.float64) ** 2
     p = float((sq / c.pred_sizes[c.rows]).sum() / n)
@@ -206,7 +206,7 @@ def bcubed_scores(pred, truth) -> dict:
 
     Returns a dict with bcubed_precision, bcubed_recall, bcubed_f.
     """
-    return _bcubed(contingency(pred, truth))
+    return bcubed_counts(contingency(pred, truth))
 
 
 # --------------------------------------------------------------------------- NMI
@@ -305,207 +305,37 @@ def evaluate(pred, truth, nmi_average: str = "arithmetic") -> dict:
     plus ``nmi`` and ``nmi_average`` (the averaging used). One contingency table is built."""
     c = contingency(pred, truth)
     out = {}
-    out.update(_pairwise(c))
-    out.update(_bcubed(c))
+    out.update(pairwise_counts(c))
+    out.update(bcubed_counts(c))
     out["nmi"] = _nmi(c, nmi_average)
     out["nmi_average"] = nmi_average
     out.update(_counts(c))
     return out
 
 
-# --------------------------------------------------------------------------- kNN quality
+# --------------------------------------------------------------------------- links
 
 
-def _neighbours_without_self(block: np.ndarray, rows: np.ndarray, self_first: bool):
-    """Drop the point itself from each row of a kNN block (vectorised).
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN when
+    only one class is present."""
+    from scipy.stats import rankdata
 
-    With ``self_first`` each row holds the point and k-1 neighbours: the first occurrence
-    of the point is removed wherever it sits (with duplicate images it may not be first);
-    a row lacking it (approximate search) loses its last column instead, so every row keeps
-    k-1 ranks. Further occurrences of the point, and ids of -1 (no neighbour), are marked
-    invalid."""
-    if self_first:
-        k = block.shape[1]
-        is_self = block == rows[:, None]
-        has = is_self.any(axis=1)
-        pos = np.where(has, is_self.argmax(axis=1), k - 1)
-        cols = np.arange(k - 1)[None, :]
-        cols = cols + (cols >= pos[:, None])
-        neigh = np.take_along_axis(block, cols, axis=1)
-    else:
-        neigh = block
-    valid = (neigh >= 0) & (neigh != rows[:, None])
-    return neigh, valid
+    truth = np.asarray(truth).astype(bool)
+    pos, neg = int(truth.sum()), int((~truth).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def _drop_repeats(neigh: np.ndarray, match: np.ndarray) -> np.ndarray:
-    """Keep only the first (best-ranked) match of an id listed twice in a row."""
-    # cheap test first: non-matches get distinct negative ids, so only repeated matches tie
-    keyed = np.where(match, neigh, -1 - np.arange(neigh.shape[1])[None, :])
-    keyed.sort(axis=1)
-    rows = np.flatnonzero((keyed[:, 1:] == keyed[:, :-1]).any(axis=1))
-    if rows.size == 0:
-        return match
-    sub = np.where(match[rows], neigh[rows], -1 - np.arange(neigh.shape[1])[None, :])
-    srt = np.argsort(sub, axis=1, kind="stable")  # stable: the first occurrence stays first
-    ordered = np.take_along_axis(sub, srt, axis=1)
-    dup_sorted = np.zeros(ordered.shape, dtype=bool)
-    dup_sorted[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    dup = np.empty_like(dup_sorted)
-    np.put_along_axis(dup, srt, dup_sorted, axis=1)
-    match = match.copy()
-    match[rows] &= ~dup
-    return match
-
-
-EDGE_FLUSH = 1 << 24  # edges held before they are folded into component labels
-
-
-class _Components:
-    """Connected components of a graph whose edges arrive in batches, in bounded memory:
-    once EDGE_FLUSH edges are pending they are folded into a label per node."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self.comp = np.arange(n, dtype=np.int64)
-        self.src: list[np.ndarray] = []
-        self.dst: list[np.ndarray] = []
-        self.pending = 0
-
-    def add(self, src: np.ndarray, dst: np.ndarray) -> None:
-        self.src.append(src)
-        self.dst.append(dst)
-        self.pending += src.size
-        if self.pending >= EDGE_FLUSH:
-            self._fold()
-
-    def _fold(self) -> None:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        if not self.pending:
-            return
-        # edges between current components; a node's label is a node of its component
-        s = self.comp[np.concatenate(self.src)]
-        d = self.comp[np.concatenate(self.dst)]
-        self.src, self.dst, self.pending = [], [], 0
-        graph = coo_matrix((np.ones(s.size, dtype=np.int8), (s, d)), shape=(self.n, self.n)).tocsr()
-        _, lab = connected_components(graph, directed=True, connection="weak")
-        self.comp = lab[self.comp]
-
-    def labels(self) -> np.ndarray:
-        self._fold()
-        return self.comp
-
-
-def knn_quality(indices, truth, self_first: bool = True, block_rows: int | None = None) -> dict:
-    """How good a kNN graph is for clustering, measured against the true identities.
-
-    ``indices`` is (N, k): row i lists the neighbours of point i by falling similarity, ids
-    in [0, N) or -1 for "no neighbour". With ``self_first`` the point itself is among them
-    (normally first) and is removed, leaving K = k-1 ranks; otherwise K = k. Centres whose
-    truth is -1 are excluded; a neighbour counts as a *match* when it is a valid id, not the
-    point itself, and has the centre's (known) identity. m_i = b_j - 1 is the number of
-    mates of point i (other points of its identity). An id repeated in a row counts once,
-    at its first rank.
-
-    Returns a dict of plain floats/ints/lists:
-
-    - ranks: K; n_points: scored centres; n_excluded: centres with truth -1;
-      n_self_not_first (self_first only): rows whose first id is not the point itself
-    - same_at_rank[r-1]: share of scored centres whose r-th neighbour is a match
-    - precision_at_rank[r-1]: share of matches among the first r neighbours, over all
-      scored centres (mean of same_at_rank[:r])
-    - recall_at_rank[r-1]: mean over centres with m_i >= 1 of (matches among the first r)
-      / m_i; neighbour_recall = recall_at_rank[K-1]; n_with_mates: how many such centres
-    - upper_pairwise_recall, upper_pairwise_f: keep exactly the kNN edges that join two
-      points of the same identity (in either direction) and take the connected components
-      as clusters (scipy.sparse.csgraph): the best a decoder restricted to this kNN can do
-      without a single wrong merge. Pairwise precision is 1 by construction, so F =
-      2R/(1+R). upper_bcubed_recall, upper_bcubed_f likewise; upper_n_clusters: the
-      number of those components among the scored points; n_true_clusters: identities.
-
-    ``indices`` may be an h5py dataset: it is read in ``block_rows`` rows at a time, and
-    same-identity edges are folded into component labels every EDGE_FLUSH edges, so memory
-    stays O(N + block) whatever k.
-    """
-    if not (hasattr(indices, "shape") and hasattr(indices, "dtype")):
-        indices = np.asarray(indices)  # an h5py dataset stays on disk, read block by block
-    truth = _as_labels(truth, "truth")
-    if len(indices.shape) != 2:
-        raise ValueError(f"indices must be 2-D (N x k), got shape {indices.shape}")
-    if not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
-    n, k = indices.shape
-    if truth.shape[0] != n:
-        raise ValueError(f"indices has {n} rows but truth has {truth.shape[0]} labels")
-    kk = k - 1 if self_first else k
-    if kk < 1:
-        raise ValueError("no neighbours besides the point itself (k = 1)")
-
-    known = truth != -1
-    n_known = int(known.sum())
-    if n_known == 0:
-        raise ValueError("no point has a known truth label (all truth labels are -1)")
-    _, tcode_known = np.unique(truth[known], return_inverse=True)
-    tcode = np.full(n, -1, dtype=np.int64)
-    tcode[known] = tcode_known
-    class_size = np.bincount(tcode_known)
-    mates = np.where(known, class_size[np.maximum(tcode, 0)] - 1, 0)
-
-    same_count = np.zeros(kk, dtype=np.int64)
-    recall_sum = np.zeros(kk, dtype=np.float64)
-    n_self_not_first = 0
-    components = _Components(n)
-    step = block_rows or max(1, (1 << 22) // max(1, k))  # ~4M entries per block
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        rows = np.arange(start, stop, dtype=np.int64)
-        block = np.asarray(indices[start:stop], dtype=np.int64)
-        if block.min() < -1 or block.max() >= n:
-            bad = start + int(np.flatnonzero(((block < -1) | (block >= n)).any(axis=1))[0])
-            raise ValueError(f"neighbour ids must lie in [0, {n}) or be -1 (row {bad} does not)")
-        if self_first:
-            n_self_not_first += int((block[:, 0] != rows).sum())
-        neigh, valid = _neighbours_without_self(block, rows, self_first)
-        centre = tcode[start:stop]
-        match = valid & (tcode[np.where(valid, neigh, 0)] == centre[:, None]) & (centre[:, None] >= 0)
-        match = _drop_repeats(neigh, match)
-        same_count += match.sum(axis=0)
-        m = mates[start:stop]
-        has = m > 0
-        if has.any():
-            cum = np.cumsum(match[has], axis=1, dtype=np.int64)
-            recall_sum += (cum / m[has][:, None]).sum(axis=0)
-        r, c = np.nonzero(match)
-        components.add(rows[r], neigh[r, c])
-
-    n_with_mates = int((mates > 0).sum())
-    same_at = same_count / n_known
-    precision_at = np.cumsum(same_count) / (n_known * np.arange(1, kk + 1))
-    recall_at = recall_sum / n_with_mates if n_with_mates else np.ones(kk)
-
-    comp = components.labels()
-    # components hold one identity each; score them like any clustering
-    c = contingency(comp[known], truth[known])
-    pw, b3 = _pairwise(c), _bcubed(c)
-    out = {
-        "ranks": kk,
-        "n_points": n_known,
-        "n_excluded": n - n_known,
-        "same_at_rank": [float(x) for x in same_at],
-        "precision_at_rank": [float(x) for x in precision_at],
-        "recall_at_rank": [float(x) for x in recall_at],
-        "neighbour_recall": float(recall_at[-1]),
-        "n_with_mates": n_with_mates,
-        "upper_pairwise_recall": pw["pairwise_recall"],
-        "upper_pairwise_f": pw["pairwise_f"],
-        "upper_pairwise_precision": pw["pairwise_precision"],
-        "upper_bcubed_recall": b3["bcubed_recall"],
-        "upper_bcubed_f": b3["bcubed_f"],
-        "upper_n_clusters": int(c.pred_sizes.size),
-        "n_true_clusters": int(class_size.size),
-    }
-    if self_first:
-        out["n_self_not_first"] = n_self_not_first
-    return out
+def link_scores(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
+    """Precision, recall, F1 (harmonic) of 'score >= threshold' as a link, and ROC-AUC."""
+    truth = np.asarray(truth).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    tp = int((pred & truth).sum())
+    p = tp / max(1, int(pred.sum()))
+    r = tp / max(1, int(truth.sum()))
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "roc_auc": roc_auc(scores, truth),
+            "threshold": float(threshold), "positives": int(truth.sum()), "pairs": int(truth.size)}

@@ -108,7 +108,7 @@ def from_list(path) -> ImageSet:
 
 
 def from_features_file(path, *, require_labels: bool = False) -> ImageSet:
-    from ..artifacts import open_artifact
+    from ..formats.artifacts import open_artifact
 
     path = Path(path)
     with open_artifact(path, "features") as art:
@@ -214,7 +214,7 @@ def decode(path: str, size: int) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
 
 

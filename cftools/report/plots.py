@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..artifacts import atomic_path
+from ..formats.writing import atomic_path
 
 
 def _plt():
@@ -64,7 +64,7 @@ def cluster_sizes(png, pred, truth=None) -> None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     if truth is not None:
-        from .gallery import dense_clusters, truth_summary
+        from .cluster_view import dense_clusters, truth_summary
 
         cid, sizes, _ = dense_clusters(pred)
         maj, _, known, _ = truth_summary(cid, sizes.size, truth)

@@ -1,0 +1,141 @@
+"""cf-merge labels: clusters + labelled set -> the next round's training labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ...cli import CONTEXT_SETTINGS, Reporter, common_options
+from ...core.pseudo_labels import pseudo_labels
+from ...errors import CfError
+from ...formats.artifacts import require_same_source
+from ...formats.clusters import read_clusters
+from ...formats.features import load_features, split_spec
+from ...formats.interop import write_bin, write_meta
+from ...formats.writing import (
+    atomic_outputs,
+    check_output_paths,
+    create_rows,
+    write_artifact,
+    write_strings,
+)
+
+LABELS_HELP = """Make the training labels of the next round.
+
+CLUSTERS (cf-merge decode of D_U) gives pseudo-identities to the unlabelled features FU;
+together with the labelled set FL (which must carry labels, or take --labelled-labels)
+they become one features file for retraining the backbone (cf-embed train):
+
+\b
+  rows     FL rows with a known label (-1 dropped), then the FU rows whose cluster has at
+           least --min-size and at most --max-size points (unassigned points, smaller
+           and larger clusters dropped);
+  labels   FL's own ids, then pseudo-identities numbered from max(FL label) + 1 upward,
+           so they can never collide with real ones;
+  names    carried when either input has them (FILE#ROW for rows that have none).
+
+Datasets 'source' (0 = labelled, 1 = pseudo-labelled) and 'source_rows' (row in its input)
+keep where each row came from; the provenance records all three inputs. --meta and --bin
+also write the labels (one per line) and the features (raw float32) in learn-to-cluster's
+layout.
+"""
+
+
+def _max_size(value):
+    v = str(value).strip().lower()
+    if v in ("none", "0", ""):
+        return 0
+    if v == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise click.BadParameter(f"expected a positive integer, auto or none, got {value!r}",
+                                 param_hint="--max-size")
+    return n
+
+
+@click.command("labels", help=LABELS_HELP, context_settings=CONTEXT_SETTINGS)
+@click.argument("clusters")
+@click.option("--unlabelled-features", "fu_spec", required=True,
+              help="Features of the clustered points (D_U), row for row with CLUSTERS.")
+@click.option("--labelled-features", "fl_spec", required=True,
+              help="Features of the labelled set (D_L).")
+@click.option("--labelled-labels", default=None,
+              help="Labels of D_L when its features file carries none.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output features file (.h5).")
+@click.option("--min-size", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Drop pseudo-identities with fewer points.")
+@click.option("--max-size", default="none", show_default=True, metavar="N|auto|none",
+              help="Drop pseudo-identities with more points than N; auto: than the largest "
+                   "identity of the labelled set (a cluster bigger than any real identity is "
+                   "most likely several merged); none: no upper limit.")
+@click.option("--meta", type=click.Path(dir_okay=False), default=None,
+              help="Also write the labels as a learn-to-cluster .meta file.")
+@click.option("--bin", "bin_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the features as a learn-to-cluster .bin file.")
+@common_options
+def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_size, meta,
+               bin_out, quiet):
+    rep = Reporter(quiet, prog="cf-merge")
+    max_size = _max_size(max_size)
+    out = Path(out)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise CfError("output must be a features file ending in .h5/.hdf5", out)
+    inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0]]
+    check_output_paths((out, meta, bin_out), inputs)
+
+    pred, cl_attrs, cl_ref = read_clusters(clusters)
+    fu = load_features(fu_spec, reporter=rep)
+    if fu.n != pred.shape[0]:
+        raise CfError(f"has {pred.shape[0]} labels but the unlabelled features {fu.path} have "
+                      f"{fu.n} rows", clusters)
+    if cl_attrs.get("features_id") and fu.artifact is not None:
+        require_same_source(cl_attrs["features_id"], fu.id, what="features", path=clusters,
+                            other_path=fu.path)
+    fl = load_features(fl_spec, labels=labelled_labels, reporter=rep)
+    if fl.labels is None:
+        raise CfError("labelled features carry no labels; give --labelled-labels", fl.path)
+    if fl.dim != fu.dim:
+        raise CfError(f"has dimension {fl.dim} but the unlabelled features {fu.path} have "
+                      f"{fu.dim}", fl.path)
+    if fu.artifact is not None and fl.artifact is not None and fu.id == fl.id:
+        raise CfError("labelled and unlabelled features are the same file", fl.path)
+
+    chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size)
+    keep_l, keep_u, labels = chosen.labelled_rows, chosen.unlabelled_rows, chosen.labels
+    feats = np.concatenate([fl.features[keep_l], fu.features[keep_u]])
+    source = np.r_[np.zeros(keep_l.size, np.int8), np.ones(keep_u.size, np.int8)]
+    source_rows = np.r_[keep_l, keep_u].astype(np.int64)
+    names = None
+    if fl.names is not None or fu.names is not None:
+        names = fl.names_of(keep_l) + fu.names_of(keep_u)
+    attrs = {**chosen.counts, "clusters_id": cl_attrs.get("cftools_id", "")}
+    with atomic_outputs((out, meta, bin_out)) as (out_tmp, meta_tmp, bin_tmp):  # all or none
+        with write_artifact(out_tmp, "features",
+                            inputs={"clusters": cl_ref, "unlabelled": fu.provenance_ref,
+                                    "labelled": fl.provenance_ref}, attrs=attrs) as f:
+            create_rows(f, "features", feats.shape, np.float32, data=feats)
+            f.create_dataset("labels", data=labels)
+            if names is not None:
+                write_strings(f, "names", names)
+            f.create_dataset("source", data=source)
+            f.create_dataset("source_rows", data=source_rows)
+        if meta:
+            write_meta(meta_tmp, labels)
+        if bin_out:
+            write_bin(bin_tmp, feats)
+    c = chosen.counts
+    rep.info(f"cf-merge: {keep_l.size} labelled rows ({c['n_labelled_ids']} ids) + "
+             f"{keep_u.size} pseudo-labelled rows ({c['n_pseudo_ids']} pseudo-ids from "
+             f"{chosen.offset}); dropped {c['dropped_unassigned']} unassigned and "
+             f"{c['dropped_small']} in clusters of fewer than {min_size}"
+             + (f", {c['dropped_large']} in clusters of more than {chosen.max_size}"
+                if chosen.max_size else ""))
+    rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
+             (f", {bin_out}" if bin_out else ""))

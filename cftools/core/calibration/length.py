@@ -1,0 +1,48 @@
+"""The sequence length L: how many neighbours a point's links reach, chosen on D_L.
+
+Infomap over the (directed) cosine links of D_L is calibrated at every candidate length
+no longer than the sequences, and the best length by the calibration objective is kept;
+near ties go to the longer length (it reaches larger identities, which D_U may hold).
+Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity of hundreds of
+faces cannot be joined through that few, while where no identity is large, longer lists
+only add look-alikes.
+"""
+
+from __future__ import annotations
+
+from .guard import GUARD_DECODER
+from .thresholds import COSINE_MODES, calibrate_links, local_links
+
+CANDIDATE_LENGTHS = (11, 21, 31, 51, 81)  # the centre and k = 10 ... 80 neighbours
+
+
+LENGTH_TIE = 1e-3  # calibration scores this close are a tie (pairwise F on a 0-1 scale)
+
+
+
+
+def candidate_lengths(seq_len: int) -> list[int]:
+    """The lengths tried for sequences of ``seq_len`` positions: every candidate that
+    fits, and ``seq_len`` itself."""
+    return sorted({n for n in CANDIDATE_LENGTHS if n < seq_len} | {seq_len})
+
+
+def choose_length(order, mask, cosine, labels, *, seed: int = 0, log=print) -> dict:
+    """The sequence length (and link mode) under which Infomap over cosine links clusters
+    these labelled rows best. ``order``/``mask``/``cosine`` are the rows' sequences at
+    full length and their cosine to the centre; ``labels`` of all points."""
+    lengths = candidate_lengths(order.shape[1])
+    centre_labels = labels[order[:, 0]]
+    table = {}
+    for length in lengths:
+        idx, w = local_links(order[:, :length], mask[:, :length], cosine[:, :length],
+                             labels.shape[0])
+        _, scores = calibrate_links(idx, w, centre_labels, (GUARD_DECODER,), seed,
+                                    modes=COSINE_MODES)
+        table[length] = scores[GUARD_DECODER]
+    best = max(max(s.values()) for s in table.values())
+    chosen = max(n for n, s in table.items() if max(s.values()) >= best - LENGTH_TIE)
+    log("sequence length from cosine Infomap on the labelled set: " + ", ".join(
+        f"L {n}: {max(s.values()):.4f}" for n, s in table.items()) + f" -> L {chosen}")
+    return {"length": int(chosen), "candidates": lengths,
+            "scores": {str(n): s for n, s in table.items()}}

@@ -1,0 +1,85 @@
+"""Labelled sequences in memory, and what an epoch of training reads from them: the split
+of the centres by identity, the rows an epoch draws, the positions that count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import CfError
+from .grammar import TARGET_UNKNOWN
+
+
+@dataclass
+class SequenceData:
+    """Sequences of D_L in memory, with each centre's label (for the identity split)."""
+
+    order: np.ndarray  # (N, L) int64
+    mask: np.ndarray  # (N, L) bool
+    targets: np.ndarray  # (N, L) int8
+    labels: np.ndarray  # (P,) int64: labels of all points, -1 unknown
+
+
+def split_rows(data: SequenceData, val_fraction: float, seed: int):
+    """(train_rows, val_rows, val_identities): rows split by their centre's identity."""
+    centre_lab = data.labels[data.order[:, 0]]
+    ids = np.unique(centre_lab[centre_lab >= 0])
+    if ids.size == 0:
+        raise CfError("no centre has a known label: nothing to train on")
+    n_val = int(round(val_fraction * ids.size))
+    if val_fraction > 0 and ids.size >= 2:
+        n_val = min(max(1, n_val), ids.size - 1)
+    else:
+        n_val = 0
+    val_ids = np.sort(np.random.default_rng(seed).permutation(ids)[:n_val])
+    known = centre_lab >= 0
+    is_val = np.isin(centre_lab, val_ids)
+    return np.flatnonzero(known & ~is_val), np.flatnonzero(known & is_val), val_ids
+
+
+def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng) -> np.ndarray:
+    """Positions (into ``centre_labels``) of the centres one epoch trains on: every identity
+    gives at most ``cap`` of its centres, drawn afresh each epoch, so that a few identities
+    of hundreds of images do not make up most of what the model sees (lfw-dev: one of
+    2,867 identities holds 530 of 3,000-odd labelled faces). The count is the same every
+    epoch: sum over identities of min(size, cap)."""
+    n = centre_labels.size
+    if cap is None or n == 0:
+        return rng.permutation(n)
+    order = rng.permutation(n)
+    lab = centre_labels[order]
+    by_id = np.argsort(lab, kind="stable")  # a random order within each identity
+    sorted_lab = lab[by_id]
+    first = np.r_[True, sorted_lab[1:] != sorted_lab[:-1]]
+    rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    keep = order[by_id[rank < cap]]
+    return keep[rng.permutation(keep.size)]
+
+
+def training_view(data: SequenceData, rows: np.ndarray, val_ids: np.ndarray):
+    """order/mask/targets of the training rows with held-out identities masked out."""
+    order = data.order[rows]
+    mask = data.mask[rows].copy()
+    targets = data.targets[rows].copy()
+    if val_ids.size:
+        hidden = np.isin(data.labels[order], val_ids)
+        hidden[:, 0] = False
+        mask &= ~hidden
+        targets[hidden] = TARGET_UNKNOWN
+    return order, mask, targets
+
+
+def scored_positions(mask: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Positions that count in loss and metrics: real neighbours, known target, not the centre."""
+    use = mask & (targets != TARGET_UNKNOWN)
+    use[:, 0] = False
+    return use
+
+
+def truncated(data: SequenceData, length: int) -> SequenceData:
+    """The first ``length`` positions of every sequence: the centre and its nearest
+    neighbours (sequences run by falling similarity)."""
+    order, mask, targets = (np.ascontiguousarray(a[:, :length])
+                            for a in (data.order, data.mask, data.targets))
+    return SequenceData(order, mask, targets, data.labels)
