@@ -12,9 +12,9 @@ DATA   ?= demo
 ROUND  ?= 1
 WORK   ?= work/$(DATA)
 
-.PHONY: setup test round bench man clean-work help
+.PHONY: setup test test-fast lint round bench man clean-work help
 help:
-	@echo "make setup | test | round [DATA=name] [ROUND=n] | add NEW=dir [DATA=name] | bench [QUICK=1] | man"
+	@echo "make setup | test | test-fast | lint | round [DATA=name] [ROUND=n] | add NEW=dir [DATA=name] | bench [QUICK=1] | man"
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,15 @@ $(VENV)/.installed: pyproject.toml
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# the inner loop: every test not marked slow (a few minutes less than make test)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# ruff over the package, tests and benchmarks; mypy over the paths pyproject.toml names
+lint: setup
+	$(BIN)/python -m ruff check cftools tests bench
+	$(BIN)/python -m mypy
 
 include round.mk
 
