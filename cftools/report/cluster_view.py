@@ -32,9 +32,8 @@ PER_PAGE = 300        # images (or names) on one page at most
 SINGLES_PER_PAGE = 300
 
 
-# Strays: strength below this share of the cluster's median. Measured on the demo round
-# (1940 points, 417 members of another identity than their cluster's majority): links
-# 0.5 -> 303 marked, 67% of them truly of another identity; cosine 0.7 -> 104, 75%.
+# Strays: strength below this share of the cluster's median; link weights spread wider than
+# cosines, so their share is lower (what it marks on the demo round: bench/results/code-choices.md)
 STRAY_RATIO = {"link weight": 0.5, "cosine": 0.7}
 
 

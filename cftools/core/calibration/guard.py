@@ -51,8 +51,8 @@ def guard(order, mask, model_probs, cosine, labels, model_thresholds: dict,
     the labels (the mean of pairwise and BCubed F). The model wins only when it is ahead
     on the held-out identities as a whole AND on at least GUARD_CONFIDENCE of
     ``resamples`` random halves of them: a few dozen held-out identities are a noisy
-    jury (CelebA, 30 identities: the model led by 0.5 there and trailed by 0.8 on the
-    unlabelled half), and a model that loses costs more than cosine left in place."""
+    jury (a lead there has turned into a loss on D_U: bench/results/code-choices.md), and a model
+    that loses costs more than cosine left in place."""
     truth = labels[order[:, 0]]
     preds, scores = {}, {}
     for name, probs, thr in (("model", model_probs, model_thresholds),

@@ -32,8 +32,8 @@ from .objective import calibration_score, link_threshold
 PEAKS_TOLERANCES = (0.0, 0.003, 0.01, 0.03)  # calibration grid of the peaks tie tolerance
 INTIMACY_RATIOS = (0.2, 0.35, 0.5, 0.65, 0.8)  # calibration grid of the intimacy ratio
 # Cosine links are weighed as given: averaging both directions won D_L's calibration on
-# CelebA by a hair and then lost on D_U, and on lfw-dev it takes Infomap's F_P from 92.2
-# to 68.9 (bench results). Directed cosine Infomap is also the published baseline the
+# CelebA by a hair and then lost on D_U, and costs long-tailed faces most of Infomap's F_P
+# (bench/results/code-choices.md). Directed cosine Infomap is also the published baseline the
 # round must beat.
 COSINE_MODES = ("directed",)
 
@@ -194,8 +194,8 @@ def decode_with(idx, probs, thresholds: dict, decoder: str, seed: int = 0):
 def default_mode(method: str, stored: dict | None, link_method) -> str:
     """The link mode when none is asked for: the one cf-train's calibration found better
     for this decoder (link_mode_DECODER in the links' thresholds), else directed for cosine
-    links (averaging both directions hurts them: Infomap's F_P 92.2 -> 68.9 on long-tailed
-    faces) and reciprocal for model links."""
+    links (averaging both directions hurts them on long-tailed faces) and reciprocal for
+    model links."""
     mode = calibrated_mode(stored, method)
     if mode is not None:
         return mode

@@ -26,7 +26,7 @@ METHODS = ("model", "cosine")
 
 
 def cast_for_inference(model, dtype):
-    """A copy of the model with its weights in ``dtype`` (bf16: ~2x faster on CPUs with
+    """A copy of the model with its weights in ``dtype`` (bf16: faster on CPUs with
     AVX-512 BF16), except ``feature_mean``: centring and the CDE stay in float32."""
     out = copy.deepcopy(model).to(dtype)
     out.feature_mean = model.feature_mean.detach().clone().float()

@@ -107,7 +107,7 @@ class ClusformerConfig:
 # Presets: ``paper`` is the published shape (6+6 layers, 8 heads, width 512, tokens =
 # feature + CDE row); ``small`` trains in minutes on a laptop CPU, and its tokens are the
 # CDE row alone: with a small D_L the raw features mostly let it memorise the training
-# identities (measured on the demo set: held-out ROC-AUC fell below raw cosine with them).
+# identities (on the demo set its held-out ROC-AUC fell below raw cosine with them).
 PRESETS = {
     "small": dict(width=128, heads=4, encoder_layers=2, decoder_layers=2, ffn=256, dropout=0.1,
                   features=False, cosine_skip=True),
@@ -321,9 +321,8 @@ def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep) -> to
 
 def _attention_bmm(q, k, v, keep) -> torch.Tensor:
     """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
-    short sequences and small heads (64 x 32 at the small preset), 2.7x faster than the
-    flash kernel of scaled_dot_product_attention (measured: 3.1 against 8.3 ms for
-    256 x 4 heads). (B, H, L, dh) in and out."""
+    short sequences and small heads (64 x 32 at the small preset), faster than the flash
+    kernel of scaled_dot_product_attention (bench/results/code-choices.md). (B, H, L, dh) in and out."""
     B, H, Lq, dh = q.shape
     Lk = k.shape[2]
     q = q.reshape(B * H, Lq, dh)

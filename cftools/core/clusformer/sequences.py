@@ -41,8 +41,8 @@ def split_rows(data: SequenceData, val_fraction: float, seed: int):
 def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng) -> np.ndarray:
     """Positions (into ``centre_labels``) of the centres one epoch trains on: every identity
     gives at most ``cap`` of its centres, drawn afresh each epoch, so that a few identities
-    of hundreds of images do not make up most of what the model sees (lfw-dev: one of
-    2,867 identities holds 530 of 3,000-odd labelled faces). The count is the same every
+    of hundreds of images do not make up most of what the model sees (long-tailed sets:
+    one identity may hold a sixth of the labelled faces). The count is the same every
     epoch: sum over identities of min(size, cap)."""
     n = centre_labels.size
     if cap is None or n == 0:

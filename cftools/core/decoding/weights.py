@@ -37,9 +37,8 @@ def reciprocal(indices: np.ndarray, probabilities: np.ndarray,
                block_rows: int = BLOCK_ROWS) -> np.ndarray:
     """Symmetric link weights: w_ij = (p_ij + p_ji) / 2, with p_ji = 0 when i is not among
     j's links. A link counts as much as both ends agree on it: a stray point that ranks a
-    crowd's members highly, while none of them ranks it back, keeps only half its weight.
-    (CelebA standard split, links of one trained model: Infomap's pairwise F 94.3 -> 96.3;
-    every decoder gained 1-3 points.)
+    crowd's members highly, while none of them ranks it back, keeps only half its weight
+    (what it gained model links on CelebA: bench/results/code-choices.md).
 
     Invalid entries (-1) and self links keep their value. Memory is linear in the links:
     every row's ids are sorted once (int32/int64 + float32 copies of the arrays), then

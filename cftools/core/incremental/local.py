@@ -29,8 +29,8 @@ from ..decoding.singletons import settle_singletons
 from .links import edge_weights
 
 # a merge of two old clusters needs new links to reach, on each side, merge_links members
-# and this share of the cluster: on CelebA (cosine links at 0.93) new images reached 3-9
-# members of each of two clusters of different people (sizes 11-28), which merged them
+# and this share of the cluster: new images of look-alikes can reach a few members of each
+# of two clusters of different people (bench/results/code-choices.md)
 MERGE_SHARE = 0.75
 
 

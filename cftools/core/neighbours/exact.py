@@ -20,8 +20,8 @@ def exact_of(base: np.ndarray, queries: np.ndarray, k: int, centres: np.ndarray 
              block: int = 1 << 17) -> np.ndarray:
     """Exact neighbour ids of a few queries (centre first when ``centres`` is given), by
     blocked matrix products and a partial sort per block: no index, so no copy of the
-    base, and no per-query heap over every base row (faiss's brute force took 12.6 s for
-    300 queries x 1M at k 128 on one core, this ~1 s)."""
+    base, and no per-query heap over every base row (an order of magnitude faster than
+    faiss's brute force for a few hundred queries: bench/results/code-choices.md)."""
     nq = queries.shape[0]
     best_s = np.full((nq, 0), -np.inf, np.float32)
     best_i = np.zeros((nq, 0), np.int64)

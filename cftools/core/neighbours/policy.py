@@ -15,9 +15,9 @@ import numpy as np
 from .exact import exact_of, put_self_first, recall_at_k, sample_rows
 
 # --method auto: exact search while nq * n_base <= AUTO_EXACT_BELOW ** 2 (for a set searched
-# against itself: up to AUTO_EXACT_BELOW points), IVF above. Exact costs ~N^2 d: 50K x 256
-# takes ~9 s on 2 CPU cores (100K ~34 s, 584K ~20 min), where IVF's training and tuning
-# would cost about as much as they save. cf-knn --exact-below overrides it.
+# against itself: up to AUTO_EXACT_BELOW points), IVF above. Exact costs ~N^2 d; below this
+# size IVF's training and tuning cost about as much as they save (bench/results/code-choices.md).
+# cf-knn --exact-below overrides it.
 AUTO_EXACT_BELOW = 50_000
 
 
@@ -27,9 +27,8 @@ RECALL_TARGET = 0.95
 # A distance computed while scanning an inverted list costs more than one of exact
 # search's (BLAS, blocked over many queries), and the more lists a query visits the more
 # (heap updates, scattered lists): about IVF_DISTANCE_COST * sqrt(nprobe) of them, used to
-# stop raising nprobe where IVF would cost more than exact. Measured here (one thread,
-# d 256, k 80; bench/scale.py --calibrate): 100K, IVF1264: 6, 8, 10, 26 at nprobe 4, 8,
-# 16, 32; 1M, IVF4000: ~40 at nprobe 128-163 (where IVF took as long as exact).
+# stop raising nprobe where IVF would cost more than exact (bench/scale.py --calibrate
+# measures it; the figures behind 4.5: bench/results/code-choices.md).
 IVF_DISTANCE_COST = 4.5
 
 

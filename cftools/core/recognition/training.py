@@ -100,9 +100,6 @@ class _Net(nn.Module):
         return self.head(self.backbone(x), y)
 
 
-# --------------------------------------------------------------------------- distributed
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -416,8 +413,3 @@ class _BackboneRun:
                 "rng": _rng_state(), "history": json.dumps(self.history)})
         if ddp.world > 1:
             dist.barrier()
-
-
-# --------------------------------------------------------------------------- extraction
-
-

@@ -13,9 +13,9 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the
     kernel. Batched inference and training free and reallocate the same tens of MB of
     temporaries every batch; by default glibc unmaps or trims them each time, and the
-    kernel's page faults on the fresh pages cost as much as the arithmetic (cf-link, 100K
-    sequences on 2 cores: 55-80 s with 20-80 s of system time, against 27 s with 0.6 s).
-    Allocations up to 32 MiB come from the heap, and up to 1 GiB of free heap is kept.
+    kernel's page faults on the fresh pages can cost as much as the arithmetic
+    (bench/results/code-choices.md). Allocations up to 32 MiB come from the heap, and up to
+    1 GiB of free heap is kept.
     Returns whether it took effect (glibc only; elsewhere a no-op)."""
     import ctypes
     import ctypes.util
