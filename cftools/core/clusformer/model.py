@@ -40,6 +40,7 @@ from torch import nn
 
 from ...errors import CfError
 from ...formats.artifacts import open_artifact
+from ...formats.schema import model_subtype
 from ...formats.writing import write_artifact
 from .grammar import centre_cosine, cosine_encoding
 
@@ -387,6 +388,9 @@ def load_model(path, device="cpu"):
     import h5py
 
     with open_artifact(path, "model") as art:
+        if model_subtype(art.json_attr("config")) == "backbone":
+            raise CfError("is a backbone (made by cf-embed train), expected a Clusformer model "
+                          "(made by cf-train)", art.path)
         config = ClusformerConfig.from_json(art.attrs["config"], art.path)
         model = Clusformer(config)
         expected = model.state_dict()

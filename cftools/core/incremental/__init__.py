@@ -1,0 +1,1 @@
+"""cf-merge add: new points into an existing clustering, working only where they reach."""

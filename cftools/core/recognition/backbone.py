@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from ...errors import CfError
+from ...formats.schema import BACKBONE_ARCH, model_subtype
 
-ARCH = "resnet-backbone"
+ARCH = BACKBONE_ARCH
 STAGES = {18: ((2, 2, 2, 2), "basic"), 34: ((3, 4, 6, 3), "basic"), 50: ((3, 4, 6, 3), "bottleneck")}
 MAX_GRID = 7
 
@@ -160,6 +161,9 @@ def load_backbone(path, device="cpu") -> tuple[Backbone, BackboneConfig, object]
 
     with open_artifact(path, "model") as art:
         raw = art.json_attr("config")
+        if model_subtype(raw) == "clusformer":
+            raise CfError("is a Clusformer model (made by cf-train), expected a backbone (made "
+                          "by cf-embed train)", path)
         if not isinstance(raw, dict) or raw.get("arch") != ARCH:
             arch = raw.get("arch") if isinstance(raw, dict) else None
             raise CfError(f"is a model of arch {arch!r}, expected a {ARCH} (made by cf-embed train)",

@@ -1,0 +1,2 @@
+"""Where and how computing runs: devices, mixed precision, process groups and row sharding
+under torchrun, memory behaviour."""
