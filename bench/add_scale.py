@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 BIN = ROOT / ".venv" / "bin"
 
 
@@ -73,7 +72,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(1)
-    from cftools.core import decoding
+    from cftools.core.calibration.thresholds import calibrate_thresholds
     from cftools.core.clusformer.grammar import build_sequences
     from cftools.core.neighbours.index import knn
     from cftools.data.demo import make_demo_features
@@ -110,7 +109,7 @@ def main(argv=None):
         i, s = knn(xc, a.k)
         o, m, _ = build_sequences(i, s, a.k)
         probs = (np.einsum("nd,nld->nl", xc, xc[o]) * m).astype(np.float32)
-        th = decoding.calibrate_thresholds(o, probs, yc, ("infomap",))["infomap"]
+        th = calibrate_thresholds(o, probs, yc, ("infomap",))["infomap"]
         threshold_args, mode = ["--threshold", th, "--directed"], f"directed, {th:.4f}"
         model_args = ["--method", "cosine"]
     print(f"decoder threshold: {mode}", file=sys.stderr)
@@ -159,7 +158,8 @@ def timed_add(a, w: Path, saved: dict, relink: str | None) -> None:
            "ratio": round(ratio, 4), "cpus": os.cpu_count(), "reused_clustering": a.reuse,
            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    print(f"\n{a.links} links{'' if relink is None else f' (relink {relink})'}, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
+    relinked = "" if relink is None else f" (relink {relink})"
+    print(f"\n{a.links} links{relinked}, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
           f"(knn {once['knn']['seconds']}, seq {once['seq']['seconds']}, link "
           f"{once['link']['seconds']}, merge {once['merge']['seconds']}); adding {a.new}: "
           f"{add['seconds']:.1f} s = {100 * ratio:.2f}% (stages {entry.get('seconds')})")

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data" / "celeba-dlib128"
 
 
@@ -43,9 +42,9 @@ def main():
     ap.add_argument("--extra", default="", help="more cf-train options, space separated")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    from cftools.formats.artifacts import open_artifact
     from cftools.core.calibration.objective import best_f1_threshold
     from cftools.core.metrics import link_scores
+    from cftools.formats.artifacts import open_artifact
     from cftools.formats.features import write_features
 
     out = Path(a.out or tempfile.mkdtemp(prefix="cf-celeba-"))
@@ -95,8 +94,9 @@ def main():
     print(json.dumps(report, indent=1))
     for method in ("model", "cosine"):
         r = report[method]
-        print(f"{method:7s} unlabelled half: ROC-AUC {r['roc_auc']:.4f}  at calibrated t={r['threshold']:.4f}: "
-              f"P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f}  (oracle F1 {r['oracle_f1_on_U']:.4f})",
+        print(f"{method:7s} unlabelled half: ROC-AUC {r['roc_auc']:.4f}  "
+              f"at calibrated t={r['threshold']:.4f}: P {r['precision']:.4f} R {r['recall']:.4f} "
+              f"F1 {r['f1']:.4f}  (oracle F1 {r['oracle_f1_on_U']:.4f})",
               file=sys.stderr)
 
 

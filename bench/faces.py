@@ -23,19 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cftools.core import decoding as D  # noqa: E402
-from cftools.core.metrics import evaluate  # noqa: E402
-from cftools.core.neighbours.index import knn  # noqa: E402
+from cftools.core.calibration.thresholds import calibrate_thresholds
+from cftools.core.decoding.decoders import DECODERS, decode
+from cftools.core.metrics import evaluate
+from cftools.core.neighbours.index import knn
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "celeba-dlib128"
 
 
 def decode_all(rows, tag, k, iu, pu, yu, th, calib_seconds):
-    for method in D.DECODERS:
+    for method in DECODERS:
         t0 = time.perf_counter()
-        labels = D.decode(method, iu, pu, th[method], intimacy_ratio=th.get("intimacy_ratio", 0.5),
+        labels = decode(method, iu, pu, th[method], intimacy_ratio=th.get("intimacy_ratio", 0.5),
                           peaks_tolerance=th.get("peaks_tolerance", 0.0))
         dt = time.perf_counter() - t0
         e = evaluate(labels, yu)
@@ -56,10 +55,10 @@ def model_rows(rows, k, x, y, lab, unl, il, sl, iu, su, epochs, seed):
     import torch
 
     from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.inference import predict
     from cftools.core.clusformer.model import make_config
     from cftools.core.clusformer.sequences import SequenceData
     from cftools.core.clusformer.training import TrainConfig, train
-    from cftools.core.clusformer.inference import predict
 
     torch.set_num_threads(2)
     order, mask, targets = build_sequences(il, sl, k, labels=y[lab])
@@ -73,7 +72,7 @@ def model_rows(rows, k, x, y, lab, unl, il, sl, iu, su, epochs, seed):
     pl = predict(res.model, torch.from_numpy(x[lab]), order, mask)
     decode_all(rows, "model/train", k, ou, pu, y[unl], res.thresholds, 0.0)
     t0 = time.perf_counter()
-    th = D.calibrate_thresholds(order, pl, y[lab])
+    th = calibrate_thresholds(order, pl, y[lab])
     decode_all(rows, "model/D_L", k, ou, pu, y[unl], th, time.perf_counter() - t0)
 
 
@@ -96,7 +95,7 @@ def main(argv=None):
         il, sl = knn(x[lab], k)
         iu, su = knn(x[unl], k)
         t0 = time.perf_counter()
-        th = D.calibrate_thresholds(il, sl, y[lab], seed=args.seed)
+        th = calibrate_thresholds(il, sl, y[lab], seed=args.seed)
         decode_all(rows, "cosine", k, iu, su, y[unl], th, time.perf_counter() - t0)
         if args.train_epochs > 0:
             model_rows(rows, k, x, y, lab, unl, il, sl, iu, su, args.train_epochs, args.seed)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -30,15 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import MB, run  # noqa: E402
+from memory import MB, run
 
 SKIPS: list[str] = []
 T0 = time.perf_counter()
 
 PAPER_MODEL = """
 import sys, torch
-from cftools.core.model import Clusformer, make_config, save_model
+from cftools.core.clusformer.model import Clusformer, make_config, save_model
 torch.manual_seed(0)
 save_model(sys.argv[1], Clusformer(make_config("paper", int(sys.argv[2]), int(sys.argv[3]))))
 """
@@ -261,8 +259,9 @@ def main(argv=None):
 # cf-link refuses (rows != features); so cut both, and clip ids into range
 CUT = """
 import sys, numpy as np, h5py
-from cftools.artifacts import write_artifact, create_rows, open_artifact
-from cftools.data.io import load_features, write_features
+from cftools.formats.artifacts import open_artifact
+from cftools.formats.features import load_features, write_features
+from cftools.formats.writing import create_rows, write_artifact
 src, feats, out, fout, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 f = load_features(feats)
 rows = min(rows, f.n)

@@ -29,12 +29,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cftools.core.metrics import bcubed_scores, pairwise_scores
+from cftools.formats.features import write_features
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cftools.core.metrics import bcubed_scores, pairwise_scores  # noqa: E402
-from cftools.formats.features import write_features  # noqa: E402
-
 SHARED = ROOT.parent / "shared" / "data"
 BIN = ROOT / ".venv" / "bin"
 SETS = ("lfw-dev-dlib128", "celeba-dlib128", "demo")

@@ -13,17 +13,13 @@ peak is measured in the same run: torch.matmul of 4096 x 4096 in float32 and bf1
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cftools.core.clusformer.inference import cast_for_inference  # noqa: E402
-from cftools.core.clusformer.model import Clusformer, flops_per_sequence, make_config  # noqa: E402
-from cftools.core.runtime.precision import autocast_dtype  # noqa: E402
+from cftools.core.clusformer.inference import cast_for_inference
+from cftools.core.clusformer.model import Clusformer, flops_per_sequence, make_config
+from cftools.core.runtime.precision import autocast_dtype
 
 
 def sync(device):
@@ -98,7 +94,10 @@ def main():
         flops = flops_per_sequence(config)
         torch.manual_seed(0)
         model = Clusformer(config).to(device).eval()
-        batches = (1 if a.quick else 4) if preset == "paper" and device.type == "cpu" else (3 if a.quick else 10)
+        if preset == "paper" and device.type == "cpu":
+            batches = 1 if a.quick else 4
+        else:
+            batches = 3 if a.quick else 10
         for mode in modes:
             rows.append((preset, mode, flops, throughput(model, device, a.batch_size, d, L, mode, batches)))
     # the peak again after the models, and the better of the two: on a shared machine a

@@ -146,7 +146,7 @@ print(e)
 
 MAKE_MODEL = """
 import sys, torch
-from cftools.core.model import Clusformer, make_config, save_model
+from cftools.core.clusformer.model import Clusformer, make_config, save_model
 torch.manual_seed(0)
 save_model(sys.argv[1], Clusformer(make_config("small", int(sys.argv[2]), int(sys.argv[3]))))
 """

@@ -37,14 +37,12 @@ import multiprocessing as mp
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cftools.core import decoding as D  # noqa: E402
-from cftools.data.demo import identity_sizes  # noqa: E402
+from cftools.core.decoding.decoders import DECODERS, decode
+from cftools.core.decoding.weights import link_weights
+from cftools.data.demo import identity_sizes
 
 THRESHOLD = 0.5
 
@@ -97,9 +95,9 @@ def _child(n, k, method, seed, mode, queue):
         base = _current_rss_mb()
         links_mb = indices.nbytes / 2**20 + probs.nbytes / 2**20
         t1 = time.perf_counter()
-        probs = D.link_weights(indices, probs, mode)  # the input is dropped, as in cf-merge
+        probs = link_weights(indices, probs, mode)  # the input is dropped, as in cf-merge
         t_weigh = time.perf_counter() - t1
-        out = D.decode(method, indices, probs, THRESHOLD, max_size=None)
+        out = decode(method, indices, probs, THRESHOLD, max_size=None)
         t_dec = time.perf_counter() - t1
         peak = _rss_mb()
         row = {"n": n, "k": k, "method": method, "link_mode": mode, "seconds": round(t_dec, 2),
@@ -140,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="N = 100K only")
     ap.add_argument("--sizes", default=None, help="comma-separated N (default 1M,5M)")
     ap.add_argument("--k", type=int, default=64)
-    ap.add_argument("--decoders", default=",".join(D.DECODERS))
+    ap.add_argument("--decoders", default=",".join(DECODERS))
     ap.add_argument("--infomap-max", type=int, default=1_000_000,
                     help="skip Infomap above this N (it is far slower than the rest)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per run")

@@ -30,14 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cftools.core.decoding.decoders import decode_infomap
+from cftools.core.metrics import bcubed_scores, pairwise_scores
+from cftools.core.neighbours.index import knn
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from cftools.core.decoding.decoders import decode_infomap  # noqa: E402
-from cftools.core.metrics import bcubed_scores, pairwise_scores  # noqa: E402
-from cftools.core.neighbours.index import knn  # noqa: E402
-
 SHARED = ROOT.parent / "shared" / "data"
 SETS = ("lfw-dev-dlib128", "celeba-dlib128")
 
@@ -152,7 +149,7 @@ def quality_rows(sets=SETS, seeds=(0, 1, 2), baseline_ks=(10, 20, 30, 50, 80),
 
 def print_table(name, base, ours):
     print(f"\n{name} (D_U; every choice made on D_L)")
-    print(f"| method | F_P | F_B |\n|---|---|---|")
+    print("| method | F_P | F_B |\n|---|---|---|")
     for r in base:
         print(f"| {r['method']} | {r['F_P']:.2f} | {r['F_B']:.2f} |")
     for r in ours:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from cftools.commands.eval.report import collect, gain_recovered
 
-
 FOLDERS = {"round 1": "round1", "round 2": "round2", "baseline": "baseline",
            "upper bound": "upper-bound"}
 

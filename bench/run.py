@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 BIN = Path(sys.executable).parent
 SHARED = HERE.parents[1] / "shared" / "data" / "celeba-dlib128"
 DECODERS = ("peaks", "intimacy", "infomap", "components")
@@ -112,7 +111,7 @@ def _gemm_peaks_here() -> dict:
 def model_flops(model_path) -> float:
     """FLOPs of one sequence through the model, counted from its config (in a child
     process, for the same reason as gemm_peaks: torch here would inflate every peak)."""
-    code = ("import sys; from cftools.core.model import flops_per_sequence, load_model; "
+    code = ("import sys; from cftools.core.clusformer.model import flops_per_sequence, load_model; "
             "print(flops_per_sequence(load_model(sys.argv[1])[0].config))")
     proc = subprocess.run([sys.executable, "-c", code, str(model_path)], capture_output=True,
                           text=True, check=True)
@@ -263,8 +262,8 @@ def cosine_infomap_best_k(name, lab: Path, unl: Path, tmp: Path, args) -> dict:
     k chosen on D_L too (the pairwise F that D_L's own calibration reaches, for each k of
     --baseline-ks), then D_U clustered through the commands at that k. (Skipped by --quick:
     two dozen more commands.)"""
-    from cftools.formats.artifacts import open_artifact
     from cftools.core.calibration.thresholds import calibrate_thresholds
+    from cftools.formats.artifacts import open_artifact
 
     _, yl = read_features(lab)
     best, u_seconds = None, {}

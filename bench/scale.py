@@ -28,9 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import MB, cf, f_knn_exact, f_knn_ivf, f_link_model, f_merge, f_seq, kept_links, \
-    python  # noqa: E402
+from memory import MB, cf, f_knn_exact, f_knn_ivf, f_link_model, f_merge, f_seq, kept_links, python
 
 MS1M_N = 5_210_000
 
@@ -45,7 +43,7 @@ with h5py.File(sys.argv[1], "r") as f:
 DEMO_TAIL = """
 import sys
 from cftools.data.demo import make_demo_features
-from cftools.data.io import write_features
+from cftools.formats.features import write_features
 x, y = make_demo_features(int(sys.argv[2]), int(sys.argv[3]), seed=1, tail=float(sys.argv[4]))
 write_features(sys.argv[1], x, labels=y)
 """
@@ -81,6 +79,11 @@ for p in (4, 8, 16, 32):
     print(f"  nprobe {p:>3}: {ti:.2f} s, {te / ti:.1f}x faster, {1 / share:.0f}x fewer "
           f"distances: one scanned distance costs {ti / te / share:.1f} exact ones")
 """
+
+
+def fmt(v, div=1) -> str:
+    """A figure of the table, or "-" where there is none."""
+    return f"{v / div:.0f}" if v is not None else "-"
 
 
 def attrs(path) -> dict:
@@ -243,11 +246,11 @@ def main(argv=None):
         rows.append({"stage": name, **{k: v for k, v in res.items() if k != "params"},
                      "params": p, "predicted_peak": pred, "seconds_5_21M": t5,
                      "peak_5_21M": pred_5m})
-        fmt = lambda v, div=1: f"{v / div:.0f}" if v is not None else "-"  # noqa: E731
         print(f"{name:<24}{res['seconds']:>9.1f}{res['load']:>6.1f}{res['peak'] / MB:>9.0f}"
               f"{fmt(pred, MB):>9}{fmt(t5):>10}{fmt(pred_5m, MB):>10}")
     if check:
-        print(f"\nkNN check{' (demo tail ' + str(a.demo_tail) + ')' if a.demo_tail else ''}: defaults ({check['method']}) {check['auto_seconds']:.0f} s at "
+        tail = f" (demo tail {a.demo_tail})" if a.demo_tail else ""
+        print(f"\nkNN check{tail}: defaults ({check['method']}) {check['auto_seconds']:.0f} s at "
               f"recall@{a.k} {check['recall_at_k']}; exact {check['exact_subset_seconds']:.0f} s "
               f"at {a.exact_n} -> {check['exact_scaled_seconds']:.0f} s scaled to {a.n}: "
               f"{check['speedup']:.1f}x faster ({'passes' if check['passes'] else 'FAILS'} "
