@@ -1,14 +1,34 @@
-import sys, time, numpy as np
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
-from cftools.core.neighbours.index import knn
-from cftools.core.decoding.decoders import decode_infomap
-from cftools.core.decoding.weights import reciprocal
-from cftools.core.metrics import pairwise_scores, bcubed_scores
-SH = str(__import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data") + "/"
-def load(name):
-    d = SH + name + "/"
-    x = np.load(d + "features.npy"); y = np.load(d + "labels.npy")
-    li = np.load(d + "labelled_idx.npy"); ui = np.load(d + "unlabelled_idx.npy")
+"""The standard splits of ../shared/data's face sets and the scores this study prints.
+
+D_L is a set's labelled_idx rows, D_U its unlabelled_idx rows. The scripts next to this
+file import it by name: Python puts a script's own folder first on sys.path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cftools.core.metrics import bcubed_scores, pairwise_scores
+
+ROOT = Path(__file__).resolve().parents[3]  # the repository
+SHARED = ROOT.parent / "shared" / "data"
+SETS = ("lfw-dev-dlib128", "celeba-dlib128")
+
+
+def load(name: str):
+    """((features, labels) of D_L, (features, labels) of D_U) of ../shared/data/NAME."""
+    d = SHARED / name
+    if not (d / "features.npy").exists():
+        raise SystemExit(f"{d}: no features.npy (the study needs ../shared/data)")
+    x = np.load(d / "features.npy")
+    y = np.load(d / "labels.npy")
+    li = np.load(d / "labelled_idx.npy")
+    ui = np.load(d / "unlabelled_idx.npy")
     return (x[li], y[li]), (x[ui], y[ui])
-def score(pred, y):
-    return 100*pairwise_scores(pred, y)["pairwise_f"], 100*bcubed_scores(pred, y)["bcubed_f"]
+
+
+def score(pred, y) -> tuple[float, float]:
+    """(pairwise F, BCubed F) in points."""
+    return 100 * pairwise_scores(pred, y)["pairwise_f"], 100 * bcubed_scores(pred, y)["bcubed_f"]
