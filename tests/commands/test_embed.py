@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 
 from cftools.core.recognition.arcface import ArcFace
 from cftools.core.recognition.backbone import (
@@ -30,7 +31,6 @@ from cftools.data.demo_images import make_demo
 from cftools.errors import CfError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 
 

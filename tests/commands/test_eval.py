@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from cftools.core.metrics import evaluate, nmi
 from cftools.core.neighbours.quality import knn_quality
@@ -18,7 +19,6 @@ from cftools.formats.features import write_features
 from cftools.formats.interop import write_knn_npz, write_meta
 from cftools.formats.writing import create_rows, write_artifact
 
-REPO = Path(__file__).resolve().parents[1]
 MAN = REPO / "man" / "cf-eval.1"
 
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from cftools.formats.features import write_features
 from cftools.formats.writing import write_artifact
 from cftools.report import cluster_view as V
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def cf_eval(*args, cwd=None, timeout=300):
