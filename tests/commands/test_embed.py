@@ -1,11 +1,10 @@
-"""cf-embed: backbone, ArcFace, model file safety, train/extract/resume, identification."""
+"""cf-embed: train, extract and resume on the demo images, step-matched training and fine-tuning
+from a start (--init), the demo command, and real photographs (att-faces)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -14,21 +13,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED
+from conftest import SHARED, run_cmd
 
-from cftools.core.recognition.arcface import ArcFace
-from cftools.core.recognition.backbone import (
-    Backbone,
-    BackboneConfig,
-    load_backbone,
-    save_backbone,
-)
-from cftools.core.recognition.identification import (
-    identification_split,
-    top1_identification,
-)
+from cftools.core.recognition.backbone import Backbone, BackboneConfig, save_backbone
+from cftools.core.recognition.identification import top1_identification
+from cftools.core.recognition.training import steps_of
 from cftools.data.demo_images import make_demo
-from cftools.errors import CfError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
@@ -63,141 +53,6 @@ def cli(*args, ok=True, capsys=None):
 def weights(path) -> dict:
     with h5py.File(path, "r") as f:
         return {k: f["weights"][k][()] for k in f["weights"]}
-
-
-# --------------------------------------------------------------------------- backbone
-
-
-@pytest.mark.parametrize("depth,size", [(18, 16), (34, 40), (50, 112), (18, 224)])
-def test_backbone_embeds_any_size(depth, size):
-    cfg = BackboneConfig(depth=depth, width=4, dim=24, image_size=size)
-    m = Backbone(cfg).eval()
-    with torch.no_grad():
-        y = m(torch.randn(2, 3, size, size))
-    assert y.shape == (2, 24) and torch.isfinite(y).all()
-    blocks = [type(b).__name__ for b in m.stages[0]]
-    assert blocks[0] == ("Bottleneck" if depth == 50 else "BasicBlock")
-    assert sum(len(s) for s in m.stages) == {18: 8, 34: 16, 50: 16}[depth]
-
-
-def test_backbone_rejects_unknown_depth():
-    with pytest.raises(CfError, match="depth"):
-        BackboneConfig(depth=20)
-
-
-# --------------------------------------------------------------------------- ArcFace
-
-
-def test_arcface_margin_on_target_only_with_threshold_rule():
-    head = ArcFace(2, 3, s=10.0, m=0.5)
-    with torch.no_grad():
-        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
-    angles = torch.tensor([0.3, 1.2, 3.0])  # the last one: theta + m > pi
-    emb = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
-    labels = torch.tensor([0, 0, 0])
-    logits, cosine = head(emb, labels)
-    assert torch.allclose(cosine[:, 0], torch.cos(angles), atol=1e-6)
-    for i, t in enumerate(angles.tolist()):
-        want = math.cos(t + 0.5) if math.cos(t) > math.cos(math.pi - 0.5) else \
-            math.cos(t) - math.sin(math.pi - 0.5) * 0.5
-        assert logits[i, 0].item() == pytest.approx(10 * want, abs=1e-4)
-    assert torch.allclose(logits[:, 1:], 10 * cosine[:, 1:])  # other classes: no margin
-    easy = ArcFace(2, 3, s=10.0, m=0.5, easy_margin=True)
-    easy.weight.data.copy_(head.weight.data)
-    logits, _ = easy(emb, labels)
-    assert logits[2, 0].item() == pytest.approx(10 * math.cos(3.0), abs=1e-4)  # cos < 0: none
-    assert logits[0, 0].item() == pytest.approx(10 * math.cos(0.8), abs=1e-4)
-
-
-# --------------------------------------------------------------------------- model file
-
-
-@pytest.fixture()
-def model_file(tmp_path):
-    torch.manual_seed(0)
-    m = Backbone(BackboneConfig(depth=18, width=4, dim=8, image_size=16)).eval()
-    path = tmp_path / "m.h5"
-    save_backbone(path, m)
-    return path, m
-
-
-def test_model_file_round_trip(model_file):
-    path, m = model_file
-    loaded, cfg, art = load_backbone(path)
-    x = torch.randn(3, 3, 16, 16)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), m(x))
-    assert cfg.dim == 8 and cfg.image_size == 16 and cfg.mean == [0.5, 0.5, 0.5]
-    with h5py.File(path, "r") as f:
-        config = json.loads(f.attrs["config"])
-        assert f.attrs["cftools_kind"] == "model" and config["arch"] == "resnet-backbone"
-        assert config["depth"] == 18 and config["width"] == 4 and "std" in config
-
-
-def _edit(path, fn):
-    with h5py.File(path, "r+") as f:
-        fn(f)
-
-
-@pytest.mark.parametrize("damage,message", [
-    ("pickle", "non-numeric dtype"),
-    ("pickle-str", "non-numeric dtype"),
-    ("missing", "lack"),
-    ("extra", "model does not have"),
-    ("shape", "shape"),
-    ("nan", "NaN"),
-    ("arch", "arch"),
-    ("truncated", "truncated|corrupt|not an HDF5"),
-    ("whole-pickle", "not an HDF5"),
-])
-def test_model_file_damage_refused_in_one_line(model_file, damage, message):
-    path, _ = model_file
-    name = "fc.weight"
-    blob = pickle.dumps({"weights": np.zeros(3)})
-    if damage == "pickle":
-        def fn(f):
-            del f["weights"][name]
-            f["weights"][name] = np.void(blob)
-        _edit(path, fn)
-    elif damage == "pickle-str":
-        def fn(f):
-            del f["weights"][name]
-            f["weights"].create_dataset(name, data=blob.hex())
-        _edit(path, fn)
-    elif damage == "missing":
-        _edit(path, lambda f: f["weights"].__delitem__(name))
-    elif damage == "extra":
-        _edit(path, lambda f: f["weights"].create_dataset("evil.weight", data=np.zeros(2)))
-    elif damage == "shape":
-        def fn(f):
-            del f["weights"][name]
-            f["weights"][name] = np.zeros((3, 3), np.float32)
-        _edit(path, fn)
-    elif damage == "nan":
-        def fn(f):
-            f["weights"][name][0, 0] = np.nan
-        _edit(path, fn)
-    elif damage == "arch":
-        def fn(f):
-            f.attrs["config"] = json.dumps({"arch": "clusformer"})
-        _edit(path, fn)
-    elif damage == "truncated":
-        data = path.read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif damage == "whole-pickle":
-        path.write_bytes(blob)
-    with pytest.raises(CfError, match=message) as info:
-        load_backbone(path)
-    assert "\n" not in str(info.value) and str(path) in str(info.value)
-    if damage not in ("pickle", "truncated"):
-        return
-    # the command says the same in one line on stderr, exit status 1
-    r = run("extract", path, path.parent, "-o", path.parent / "o.h5", ok=False)
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "error:" in r.stderr and "Traceback" not in r.stderr
-
-
-# --------------------------------------------------------------------------- commands
 
 
 TINY = ["--width", "4", "--dim", "16", "--image-size", "16", "--batch-size", "16",
@@ -295,48 +150,6 @@ def test_output_checked_before_work(demo, tmp_path):
     assert r.returncode == 2
 
 
-# --------------------------------------------------------------------------- identification
-
-
-def test_identification_split_and_top1():
-    labels = np.array([0, 0, 0, 1, 1, 2, -1, 3])
-    mates, probes, singles = identification_split(labels)
-    assert mates.tolist() == [0, 3] and probes.tolist() == [1, 2, 4] and singles.tolist() == [5, 7]
-    e = np.eye(4, dtype=np.float32)
-    feats = np.stack([e[0], e[0], e[1], e[2], e[2], e[1], e[3], e[3]])
-    r = top1_identification(feats, labels)
-    # probe 1 -> gallery 0 (right); probe 2 = e1 -> distractor 5 (wrong); probe 4 -> 3 (right)
-    assert r["probes"] == 3 and r["gallery"] == 4 and r["distractors"] == 2
-    assert r["top1"] == pytest.approx(2 / 3) and r["unknown"] == 1
-    # a distractor closer than the true mate takes the probe away
-    r = top1_identification(feats, labels, distractors=np.array([[1, 0.01, 0, 0]], np.float32))
-    assert r["distractors"] == 3 and r["top1"] == pytest.approx(2 / 3)
-
-
-def test_identify_command(tmp_path):
-    from cftools.formats.features import write_features
-
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(5, 8))
-    labels = np.repeat(np.arange(5), 4)
-    x = centres[labels] + 0.05 * rng.normal(size=(20, 8))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    path = tmp_path / "f.h5"
-    write_features(path, x.astype(np.float32), labels=labels)
-    d = tmp_path / "d.h5"
-    write_features(d, (x[:3] / np.linalg.norm(x[:3], axis=1, keepdims=True)).astype(np.float32))
-    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval", "identify", str(path),
-                        "--distractors", str(d), "--json", "-q"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    assert out["probes"] == 15 and out["gallery"] == 8 and out["distractors"] == 3
-    assert out["top1"] < 1.0  # the distractors copy three rows exactly: some probes go astray
-    write_features(path, x.astype(np.float32))
-    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval", "identify", str(path)],
-                       capture_output=True, text=True)
-    assert r.returncode == 1 and "no labels" in r.stderr and len(r.stderr.splitlines()) == 1
-
-
 # --------------------------------------------------------------------------- real photographs
 
 
@@ -394,3 +207,100 @@ def test_bf16_autocast_on_cpu_trains_and_extracts(demo, tmp_path):
     assert x.dtype == np.float32 and np.isfinite(x).all()
     assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
     assert weights(model)["fc.weight"].dtype == np.float32  # weights stay fp32
+
+
+# --------------------------------------------------------------------------- --steps, --match-steps, --init
+
+
+def _tiny_demo(tmp_path):
+    """A 6-identity demo of 12-pixel images, cf-embed train's arguments for a tiny backbone
+    on it, and the environment to run it in: (folder, args, env)."""
+    demo = tmp_path / "demo"
+    make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
+    args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
+            "--workers", "0", "--epochs", "2", "-q"]
+    return demo, args, {"OMP_NUM_THREADS": "1"}
+
+
+def test_train_steps_and_match_steps(tmp_path):
+    demo, args, env = _tiny_demo(tmp_path)
+    model = tmp_path / "m.h5"
+    r = run_cmd("embed", "train", demo / "labelled", "-o", model, "--steps", "5", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(model, "r") as f:
+        cfg = json.loads(f.attrs["config"])
+    assert cfg["steps"] == 5 == sum(h["steps"] for h in cfg["history"])
+    # as many steps as 2 epochs over D_L + D_U would take, trained on D_L alone
+    both = tmp_path / "both.h5"
+    r = run_cmd("embed", "train", demo / "labelled", demo / "unlabelled", "-o", both, *args, env=env)
+    assert r.returncode == 0, r.stderr
+    matched = tmp_path / "matched.h5"
+    listing = tmp_path / "all.txt"
+    n_all = len(list((demo / "labelled").rglob("*.png"))) + len(list((demo / "unlabelled").rglob("*.png")))
+    listing.write_text("".join(f"{p}\t{i}\n" for i, p in enumerate(sorted(demo.rglob("*.png")))))
+    r = run_cmd("embed", "train", demo / "labelled", "-o", matched, "--match-steps", listing,
+                *args, env=env)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(both, "r") as f:
+        cfg_both = json.loads(f.attrs["config"])
+    with h5py.File(matched, "r") as f:
+        cfg_matched = json.loads(f.attrs["config"])
+    assert cfg_both["steps"] == steps_of(n_all, 4, 2) == cfg_matched["steps"]
+    assert cfg_both["classes"] == 6  # two folders, one label space each, none merged
+    assert cfg_matched["train_images"] == len(list((demo / "labelled").rglob("*.png")))
+
+
+def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
+    import torch
+
+    from cftools.core.recognition.backbone import load_backbone
+    from cftools.core.recognition.extraction import extract_features
+    from cftools.core.recognition.training import imprint_head
+
+    demo, args, env = _tiny_demo(tmp_path)
+    start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"
+    assert run_cmd("embed", "train", demo / "labelled", "-o", start, "--steps", "3", *args,
+                   env=env).returncode == 0
+    r = run_cmd("embed", "train", demo / "unlabelled", "--init", start, "-o", tuned,
+                "--steps", "4", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    with h5py.File(tuned, "r") as f:
+        cfg = json.loads(f.attrs["config"])
+        prov = json.loads(f.attrs["cftools_provenance"])
+    # this run's steps, and the steps from random weights that the report counts
+    assert cfg["steps"] == 4 and cfg["total_steps"] == 7 and cfg["init"] == str(start)
+    assert "init" in prov[-1]["inputs"]
+    # the imprinted head: each class's normalised mean embedding under the start
+    model, conf, _ = load_backbone(start)
+    paths = sorted(str(p) for p in (demo / "labelled").rglob("*.png"))
+    targets = np.array([int(Path(p).parent.name) for p in paths])
+    _, targets = np.unique(targets, return_inverse=True)
+    w = imprint_head(model, conf, paths, targets, int(targets.max()) + 1,
+                     device=torch.device("cpu"))
+    feats, _ = extract_features(model, conf, paths)
+    for c in range(int(targets.max()) + 1):
+        mean = feats[targets == c].mean(0)
+        np.testing.assert_allclose(w[c].numpy(), mean / np.linalg.norm(mean), atol=1e-5)
+    # a start of another shape is refused in one line, before any training
+    r = run_cmd("embed", "train", demo / "labelled", "--init", start, "-o", tmp_path / "x.h5",
+                *[a if a != "8" else "16" for a in args], env=env)
+    assert r.returncode != 0 and "--dim 8" in r.stderr and not (tmp_path / "x.h5").exists()
+
+
+# --------------------------------------------------------------------------- the demo set
+
+
+def test_demo_command(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.embed", "demo", str(out),
+                        "--identities", "6", "--image-size", "16", "--mean-images", "3", "-q"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "demo.json").read_text())
+    assert len(list(out.rglob("*.png"))) == (summary["labelled_images"] + summary["unlabelled_images"]
+                                             + summary["test_images"])
+    assert summary["test_identities"] == 2 == len(list((out / "test").iterdir()))
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.embed", "demo", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "not an empty folder" in r.stderr

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_cmd, unit_rows
 
+from cftools.commands.eval.report import collect, gain_recovered, markdown, recovered
 from cftools.core.metrics import evaluate, nmi
 from cftools.core.neighbours.quality import knn_quality
 from cftools.formats.features import write_features
@@ -239,3 +240,114 @@ def test_help_agrees_with_man_page():
                 "EXIT STATUS", "EXAMPLES", "SEE ALSO"):
         assert f".SH {sec}" in man, sec
     assert "cftools (7)" in man and "cf-knn (1)" in man
+
+
+# ----------------------------------------------------------------------------- report and identify
+
+
+def test_gain_recovered_arithmetic():
+    assert gain_recovered(0.634, 0.607, 0.699) == pytest.approx(0.027 / 0.092)
+    assert gain_recovered(0.699, 0.607, 0.699) == pytest.approx(1.0)
+    assert gain_recovered(0.607, 0.607, 0.699) == 0.0
+    assert gain_recovered(0.5, 0.6, 0.7) == pytest.approx(-1.0)  # worse than the baseline
+    assert gain_recovered(0.5, 0.6, 0.6) is None  # no gain to recover: undefined
+    assert gain_recovered(0.5, 0.7, 0.6) is None
+    assert gain_recovered(None, 0.6, 0.7) is None
+
+
+def _rec(top1, tar):
+    return {"top1": top1, "probes": 10,
+            "verification": {"tar_at_far": {"0.001": tar, "0.01": None}, "auc": 0.9}}
+
+
+def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
+    work = tmp_path / "work"
+    for folder, top1, tar, fp in (("round1", 0.55, 0.30, 0.70), ("round2", 0.634, 0.40, 0.80),
+                                  ("baseline", 0.607, 0.35, None), ("upper-bound", 0.699, 0.45, None)):
+        (work / folder).mkdir(parents=True)
+        if fp is None:
+            (work / folder / "recognition.json").write_text(json.dumps(_rec(top1, tar)))
+        else:
+            (work / folder / "eval.json").write_text(json.dumps(
+                {"pairwise_f": fp, "bcubed_f": fp - 0.1, "recognition": _rec(top1, tar)}))
+    (work / "round10").mkdir()  # an unscored round is left out; rounds sort by number
+    rows = collect(work)
+    assert [r["name"] for r in rows] == ["round 1", "round 2", "baseline", "upper bound"]
+    shares = {s["name"]: s for s in recovered(rows)}
+    assert shares["round 2"]["top1"] == pytest.approx((0.634 - 0.607) / (0.699 - 0.607))
+    assert shares["round 2"]["tar_at_far"]["0.001"] == pytest.approx(0.5)
+    assert shares["round 1"]["tar_at_far"]["0.001"] == pytest.approx(-0.5)
+    assert shares["round 2"]["tar_at_far"]["0.01"] is None
+    text = markdown(rows, list(shares.values()))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | - |" in text
+
+    png = tmp_path / "report.png"
+    r = run_cmd("eval", "report", work, "--png", png)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == text and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without the references: the rounds alone, and a hint on stderr
+    for folder in ("baseline", "upper-bound"):
+        (work / folder / "recognition.json").unlink()
+    r = run_cmd("eval", "report", work)
+    assert r.returncode == 0 and "baseline" not in r.stdout and "Share" not in r.stdout
+    assert "make baseline upper-bound" in r.stderr
+    # with leave-one-out top-1 scored: a column of its own, and its share
+    rows[1]["top1_loo"], rows[2]["top1_loo"], rows[3]["top1_loo"] = 0.7, 0.6, 0.8
+    text = markdown(rows, recovered(rows))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 70.0 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | 50% | - |" in text
+    rows[1]["top1_e"], rows[2]["top1_e"], rows[3]["top1_e"] = 0.65, 0.6, 0.7
+    text = markdown(rows, recovered(rows))
+    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 65.0 | 70.0 | 40.0 | - |" in text
+    assert "| round 2 | 29% | 50% | 50% | 50% | - |" in text
+
+
+def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
+    from cftools.formats.features import write_features
+
+    x = unit_rows(60, 8, seed=2)
+    y = np.repeat(np.arange(15), 4)
+    feats = tmp_path / "t.h5"
+    write_features(feats, x, labels=y)
+    out = tmp_path / "rec.json"
+    r = run_cmd("eval", "identify", feats, "-o", out, "--far", "0.01,0.1", "-q")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert set(rec["verification"]["tar_at_far"]) == {"0.01", "0.1"} and rec["probes"] == 45
+    # leave-one-out: every image a probe against all the others
+    s = x @ x.T
+    np.fill_diagonal(s, -np.inf)
+    assert rec["leave_one_out"] == {"top1": float((y[s.argmax(1)] == y).mean()), "probes": 60}
+    assert rec["expected"]["probes"] == 45 and 0 <= rec["expected"]["top1"] <= 1
+    write_features(tmp_path / "c.h5", x, labels=y)
+    clusters = tmp_path / "labels.npy"
+    np.save(clusters, y)
+    r = run_cmd("eval", clusters, "--truth", feats, "--json", "-q",
+                "--attach", f"recognition={out}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["recognition"] == rec
+
+
+def test_identify_command(tmp_path):
+    from cftools.formats.features import write_features
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 8))
+    labels = np.repeat(np.arange(5), 4)
+    x = centres[labels] + 0.05 * rng.normal(size=(20, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    path = tmp_path / "f.h5"
+    write_features(path, x.astype(np.float32), labels=labels)
+    d = tmp_path / "d.h5"
+    write_features(d, (x[:3] / np.linalg.norm(x[:3], axis=1, keepdims=True)).astype(np.float32))
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval", "identify", str(path),
+                        "--distractors", str(d), "--json", "-q"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["probes"] == 15 and out["gallery"] == 8 and out["distractors"] == 3
+    assert out["top1"] < 1.0  # the distractors copy three rows exactly: some probes go astray
+    write_features(path, x.astype(np.float32))
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.eval", "identify", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no labels" in r.stderr and len(r.stderr.splitlines()) == 1

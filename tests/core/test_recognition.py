@@ -1,48 +1,181 @@
-"""Recognition as the round's final score: the demo's test identities, verification,
-step-matched training, and the report's arithmetic (cf-eval report)."""
+"""core.recognition: the backbone, the ArcFace head, the backbone's model file (never
+unpickled), and the identification and verification scores of a features file."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import math
+import pickle
 
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import run_cmd, unit_rows
 
-from cftools.commands.eval.report import collect, gain_recovered, markdown, recovered
-from cftools.core.recognition.identification import recognition, verification
-from cftools.core.recognition.training import steps_of
-from cftools.data.demo_images import make_demo
+from cftools.core.recognition.arcface import ArcFace
+from cftools.core.recognition.backbone import (
+    Backbone,
+    BackboneConfig,
+    load_backbone,
+    save_backbone,
+)
+from cftools.core.recognition.identification import (
+    identification_split,
+    recognition,
+    top1_identification,
+    verification,
+)
+from cftools.errors import CfError
+
+# --------------------------------------------------------------------------- backbone
 
 
-def _tree(root: Path, part: str) -> dict:
-    return {str(p.relative_to(root / part)): p.read_bytes()
-            for p in sorted((root / part).rglob("*.png"))}
+@pytest.mark.parametrize("depth,size", [(18, 16), (34, 40), (50, 112), (18, 224)])
+def test_backbone_embeds_any_size(depth, size):
+    cfg = BackboneConfig(depth=depth, width=4, dim=24, image_size=size)
+    m = Backbone(cfg).eval()
+    with torch.no_grad():
+        y = m(torch.randn(2, 3, size, size))
+    assert y.shape == (2, 24) and torch.isfinite(y).all()
+    blocks = [type(b).__name__ for b in m.stages[0]]
+    assert blocks[0] == ("Bottleneck" if depth == 50 else "BasicBlock")
+    assert sum(len(s) for s in m.stages) == {18: 8, 34: 16, 50: 16}[depth]
 
 
-def test_demo_test_identities_are_in_neither_d_l_nor_d_u(tmp_path):
-    with_test, without = tmp_path / "a", tmp_path / "b"
-    summary = make_demo(with_test, identities=10, image_size=12, seed=3, mean_images=3,
-                        test_identities=4)
-    make_demo(without, identities=10, image_size=12, seed=3, mean_images=3, test_identities=0)
-    ids = {part: {p.name for p in (with_test / part).iterdir()}
-           for part in ("labelled", "unlabelled", "test")}
-    assert len(ids["test"]) == 4 == summary["test_identities"]
-    assert not ids["test"] & ids["labelled"] and not ids["test"] & ids["unlabelled"]
-    assert sorted(int(i) for i in ids["test"]) == [10, 11, 12, 13]  # ids after the others'
-    assert summary["test_images"] == len(list((with_test / "test").rglob("*.png")))
-    # the test part is drawn beside D_L and D_U, which stay what they were without it
-    assert not (without / "test").exists()
-    for part in ("labelled", "unlabelled"):
-        assert _tree(with_test, part) == _tree(without, part)
-    # and its images are no copies of any D_L or D_U image
-    seen = set(_tree(with_test, "labelled").values()) | set(_tree(with_test, "unlabelled").values())
-    assert not seen & set(_tree(with_test, "test").values())
-    # by default a fifth as many test identities, at least 2
-    assert make_demo(tmp_path / "c", identities=6, image_size=8, mean_images=1)[
-        "test_identities"] == 2
+def test_backbone_rejects_unknown_depth():
+    with pytest.raises(CfError, match="depth"):
+        BackboneConfig(depth=20)
+
+
+# --------------------------------------------------------------------------- ArcFace
+
+
+def test_arcface_margin_on_target_only_with_threshold_rule():
+    head = ArcFace(2, 3, s=10.0, m=0.5)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    angles = torch.tensor([0.3, 1.2, 3.0])  # the last one: theta + m > pi
+    emb = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    labels = torch.tensor([0, 0, 0])
+    logits, cosine = head(emb, labels)
+    assert torch.allclose(cosine[:, 0], torch.cos(angles), atol=1e-6)
+    for i, t in enumerate(angles.tolist()):
+        want = math.cos(t + 0.5) if math.cos(t) > math.cos(math.pi - 0.5) else \
+            math.cos(t) - math.sin(math.pi - 0.5) * 0.5
+        assert logits[i, 0].item() == pytest.approx(10 * want, abs=1e-4)
+    assert torch.allclose(logits[:, 1:], 10 * cosine[:, 1:])  # other classes: no margin
+    easy = ArcFace(2, 3, s=10.0, m=0.5, easy_margin=True)
+    easy.weight.data.copy_(head.weight.data)
+    logits, _ = easy(emb, labels)
+    assert logits[2, 0].item() == pytest.approx(10 * math.cos(3.0), abs=1e-4)  # cos < 0: none
+    assert logits[0, 0].item() == pytest.approx(10 * math.cos(0.8), abs=1e-4)
+
+
+# --------------------------------------------------------------------------- model file
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    m = Backbone(BackboneConfig(depth=18, width=4, dim=8, image_size=16)).eval()
+    path = tmp_path / "m.h5"
+    save_backbone(path, m)
+    return path, m
+
+
+def test_model_file_round_trip(model_file):
+    path, m = model_file
+    loaded, cfg, art = load_backbone(path)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+    assert cfg.dim == 8 and cfg.image_size == 16 and cfg.mean == [0.5, 0.5, 0.5]
+    with h5py.File(path, "r") as f:
+        config = json.loads(f.attrs["config"])
+        assert f.attrs["cftools_kind"] == "model" and config["arch"] == "resnet-backbone"
+        assert config["depth"] == 18 and config["width"] == 4 and "std" in config
+
+
+def _edit(path, fn):
+    with h5py.File(path, "r+") as f:
+        fn(f)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("pickle", "non-numeric dtype"),
+    ("pickle-str", "non-numeric dtype"),
+    ("missing", "lack"),
+    ("extra", "model does not have"),
+    ("shape", "shape"),
+    ("nan", "NaN"),
+    ("arch", "arch"),
+    ("truncated", "truncated|corrupt|not an HDF5"),
+    ("whole-pickle", "not an HDF5"),
+])
+def test_model_file_damage_refused_in_one_line(model_file, damage, message):
+    path, _ = model_file
+    name = "fc.weight"
+    blob = pickle.dumps({"weights": np.zeros(3)})
+    if damage == "pickle":
+        def fn(f):
+            del f["weights"][name]
+            f["weights"][name] = np.void(blob)
+        _edit(path, fn)
+    elif damage == "pickle-str":
+        def fn(f):
+            del f["weights"][name]
+            f["weights"].create_dataset(name, data=blob.hex())
+        _edit(path, fn)
+    elif damage == "missing":
+        _edit(path, lambda f: f["weights"].__delitem__(name))
+    elif damage == "extra":
+        _edit(path, lambda f: f["weights"].create_dataset("evil.weight", data=np.zeros(2)))
+    elif damage == "shape":
+        def fn(f):
+            del f["weights"][name]
+            f["weights"][name] = np.zeros((3, 3), np.float32)
+        _edit(path, fn)
+    elif damage == "nan":
+        def fn(f):
+            f["weights"][name][0, 0] = np.nan
+        _edit(path, fn)
+    elif damage == "arch":
+        def fn(f):
+            f.attrs["config"] = json.dumps({"arch": "clusformer"})
+        _edit(path, fn)
+    elif damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "whole-pickle":
+        path.write_bytes(blob)
+    with pytest.raises(CfError, match=message) as info:
+        load_backbone(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    if damage not in ("pickle", "truncated"):
+        return
+    # the command says the same in one line on stderr, exit status 1
+    r = run_cmd("embed", "extract", path, path.parent, "-o", path.parent / "o.h5")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- identification
+
+
+def test_identification_split_and_top1():
+    labels = np.array([0, 0, 0, 1, 1, 2, -1, 3])
+    mates, probes, singles = identification_split(labels)
+    assert mates.tolist() == [0, 3] and probes.tolist() == [1, 2, 4] and singles.tolist() == [5, 7]
+    e = np.eye(4, dtype=np.float32)
+    feats = np.stack([e[0], e[0], e[1], e[2], e[2], e[1], e[3], e[3]])
+    r = top1_identification(feats, labels)
+    # probe 1 -> gallery 0 (right); probe 2 = e1 -> distractor 5 (wrong); probe 4 -> 3 (right)
+    assert r["probes"] == 3 and r["gallery"] == 4 and r["distractors"] == 2
+    assert r["top1"] == pytest.approx(2 / 3) and r["unknown"] == 1
+    # a distractor closer than the true mate takes the probe away
+    r = top1_identification(feats, labels, distractors=np.array([[1, 0.01, 0, 0]], np.float32))
+    assert r["distractors"] == 3 and r["top1"] == pytest.approx(2 / 3)
 
 
 def test_verification_tar_at_far_and_auc_against_brute_force():
@@ -95,162 +228,3 @@ def test_expected_top1_is_the_mean_over_every_gallery_draw():
                      if p not in gallery and len(groups[y[p]]) >= 2]
         r = top1_expected(x, y)
         assert r["top1"] == pytest.approx(np.mean(hits)) and r["probes"] == 6
-
-
-def test_gain_recovered_arithmetic():
-    assert gain_recovered(0.634, 0.607, 0.699) == pytest.approx(0.027 / 0.092)
-    assert gain_recovered(0.699, 0.607, 0.699) == pytest.approx(1.0)
-    assert gain_recovered(0.607, 0.607, 0.699) == 0.0
-    assert gain_recovered(0.5, 0.6, 0.7) == pytest.approx(-1.0)  # worse than the baseline
-    assert gain_recovered(0.5, 0.6, 0.6) is None  # no gain to recover: undefined
-    assert gain_recovered(0.5, 0.7, 0.6) is None
-    assert gain_recovered(None, 0.6, 0.7) is None
-
-
-def _rec(top1, tar):
-    return {"top1": top1, "probes": 10,
-            "verification": {"tar_at_far": {"0.001": tar, "0.01": None}, "auc": 0.9}}
-
-
-def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
-    work = tmp_path / "work"
-    for folder, top1, tar, fp in (("round1", 0.55, 0.30, 0.70), ("round2", 0.634, 0.40, 0.80),
-                                  ("baseline", 0.607, 0.35, None), ("upper-bound", 0.699, 0.45, None)):
-        (work / folder).mkdir(parents=True)
-        if fp is None:
-            (work / folder / "recognition.json").write_text(json.dumps(_rec(top1, tar)))
-        else:
-            (work / folder / "eval.json").write_text(json.dumps(
-                {"pairwise_f": fp, "bcubed_f": fp - 0.1, "recognition": _rec(top1, tar)}))
-    (work / "round10").mkdir()  # an unscored round is left out; rounds sort by number
-    rows = collect(work)
-    assert [r["name"] for r in rows] == ["round 1", "round 2", "baseline", "upper bound"]
-    shares = {s["name"]: s for s in recovered(rows)}
-    assert shares["round 2"]["top1"] == pytest.approx((0.634 - 0.607) / (0.699 - 0.607))
-    assert shares["round 2"]["tar_at_far"]["0.001"] == pytest.approx(0.5)
-    assert shares["round 1"]["tar_at_far"]["0.001"] == pytest.approx(-0.5)
-    assert shares["round 2"]["tar_at_far"]["0.01"] is None
-    text = markdown(rows, list(shares.values()))
-    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 40.0 | - |" in text
-    assert "| round 2 | 29% | 50% | - |" in text
-
-    png = tmp_path / "report.png"
-    r = run_cmd("eval", "report", work, "--png", png)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == text and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # without the references: the rounds alone, and a hint on stderr
-    for folder in ("baseline", "upper-bound"):
-        (work / folder / "recognition.json").unlink()
-    r = run_cmd("eval", "report", work)
-    assert r.returncode == 0 and "baseline" not in r.stdout and "Share" not in r.stdout
-    assert "make baseline upper-bound" in r.stderr
-    # with leave-one-out top-1 scored: a column of its own, and its share
-    rows[1]["top1_loo"], rows[2]["top1_loo"], rows[3]["top1_loo"] = 0.7, 0.6, 0.8
-    text = markdown(rows, recovered(rows))
-    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 70.0 | 40.0 | - |" in text
-    assert "| round 2 | 29% | 50% | 50% | - |" in text
-    rows[1]["top1_e"], rows[2]["top1_e"], rows[3]["top1_e"] = 0.65, 0.6, 0.7
-    text = markdown(rows, recovered(rows))
-    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 65.0 | 70.0 | 40.0 | - |" in text
-    assert "| round 2 | 29% | 50% | 50% | 50% | - |" in text
-
-
-def test_identify_writes_verification_and_clusters_attach_it(tmp_path):
-    from cftools.formats.features import write_features
-
-    x = unit_rows(60, 8, seed=2)
-    y = np.repeat(np.arange(15), 4)
-    feats = tmp_path / "t.h5"
-    write_features(feats, x, labels=y)
-    out = tmp_path / "rec.json"
-    r = run_cmd("eval", "identify", feats, "-o", out, "--far", "0.01,0.1", "-q")
-    assert r.returncode == 0, r.stderr
-    rec = json.loads(out.read_text())
-    assert set(rec["verification"]["tar_at_far"]) == {"0.01", "0.1"} and rec["probes"] == 45
-    # leave-one-out: every image a probe against all the others
-    s = x @ x.T
-    np.fill_diagonal(s, -np.inf)
-    assert rec["leave_one_out"] == {"top1": float((y[s.argmax(1)] == y).mean()), "probes": 60}
-    assert rec["expected"]["probes"] == 45 and 0 <= rec["expected"]["top1"] <= 1
-    write_features(tmp_path / "c.h5", x, labels=y)
-    clusters = tmp_path / "labels.npy"
-    np.save(clusters, y)
-    r = run_cmd("eval", clusters, "--truth", feats, "--json", "-q",
-                "--attach", f"recognition={out}")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["recognition"] == rec
-
-
-def _tiny_demo(tmp_path):
-    """A 6-identity demo of 12-pixel images, cf-embed train's arguments for a tiny backbone
-    on it, and the environment to run it in: (folder, args, env)."""
-    demo = tmp_path / "demo"
-    make_demo(demo, identities=6, image_size=12, seed=1, mean_images=5, test_identities=0)
-    args = ["--width", "4", "--dim", "8", "--image-size", "12", "--batch-size", "4",
-            "--workers", "0", "--epochs", "2", "-q"]
-    return demo, args, {"OMP_NUM_THREADS": "1"}
-
-
-def test_train_steps_and_match_steps(tmp_path):
-    demo, args, env = _tiny_demo(tmp_path)
-    model = tmp_path / "m.h5"
-    r = run_cmd("embed", "train", demo / "labelled", "-o", model, "--steps", "5", *args, env=env)
-    assert r.returncode == 0, r.stderr
-    with h5py.File(model, "r") as f:
-        cfg = json.loads(f.attrs["config"])
-    assert cfg["steps"] == 5 == sum(h["steps"] for h in cfg["history"])
-    # as many steps as 2 epochs over D_L + D_U would take, trained on D_L alone
-    both = tmp_path / "both.h5"
-    r = run_cmd("embed", "train", demo / "labelled", demo / "unlabelled", "-o", both, *args, env=env)
-    assert r.returncode == 0, r.stderr
-    matched = tmp_path / "matched.h5"
-    listing = tmp_path / "all.txt"
-    n_all = len(list((demo / "labelled").rglob("*.png"))) + len(list((demo / "unlabelled").rglob("*.png")))
-    listing.write_text("".join(f"{p}\t{i}\n" for i, p in enumerate(sorted(demo.rglob("*.png")))))
-    r = run_cmd("embed", "train", demo / "labelled", "-o", matched, "--match-steps", listing,
-                *args, env=env)
-    assert r.returncode == 0, r.stderr
-    with h5py.File(both, "r") as f:
-        cfg_both = json.loads(f.attrs["config"])
-    with h5py.File(matched, "r") as f:
-        cfg_matched = json.loads(f.attrs["config"])
-    assert cfg_both["steps"] == steps_of(n_all, 4, 2) == cfg_matched["steps"]
-    assert cfg_both["classes"] == 6  # two folders, one label space each, none merged
-    assert cfg_matched["train_images"] == len(list((demo / "labelled").rglob("*.png")))
-
-
-def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
-    import torch
-
-    from cftools.core.recognition.backbone import load_backbone
-    from cftools.core.recognition.extraction import extract_features
-    from cftools.core.recognition.training import imprint_head
-
-    demo, args, env = _tiny_demo(tmp_path)
-    start, tuned = tmp_path / "start.h5", tmp_path / "tuned.h5"
-    assert run_cmd("embed", "train", demo / "labelled", "-o", start, "--steps", "3", *args,
-                   env=env).returncode == 0
-    r = run_cmd("embed", "train", demo / "unlabelled", "--init", start, "-o", tuned,
-                "--steps", "4", *args, env=env)
-    assert r.returncode == 0, r.stderr
-    with h5py.File(tuned, "r") as f:
-        cfg = json.loads(f.attrs["config"])
-        prov = json.loads(f.attrs["cftools_provenance"])
-    # this run's steps, and the steps from random weights that the report counts
-    assert cfg["steps"] == 4 and cfg["total_steps"] == 7 and cfg["init"] == str(start)
-    assert "init" in prov[-1]["inputs"]
-    # the imprinted head: each class's normalised mean embedding under the start
-    model, conf, _ = load_backbone(start)
-    paths = sorted(str(p) for p in (demo / "labelled").rglob("*.png"))
-    targets = np.array([int(Path(p).parent.name) for p in paths])
-    _, targets = np.unique(targets, return_inverse=True)
-    w = imprint_head(model, conf, paths, targets, int(targets.max()) + 1,
-                     device=torch.device("cpu"))
-    feats, _ = extract_features(model, conf, paths)
-    for c in range(int(targets.max()) + 1):
-        mean = feats[targets == c].mean(0)
-        np.testing.assert_allclose(w[c].numpy(), mean / np.linalg.norm(mean), atol=1e-5)
-    # a start of another shape is refused in one line, before any training
-    r = run_cmd("embed", "train", demo / "labelled", "--init", start, "-o", tmp_path / "x.h5",
-                *[a if a != "8" else "16" for a in args], env=env)
-    assert r.returncode != 0 and "--dim 8" in r.stderr and not (tmp_path / "x.h5").exists()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,17 +145,29 @@ def test_demo_set_layout_split_and_determinism(tmp_path):
         make_demo(tmp_path / "d1", identities=4)
 
 
-def test_demo_command(tmp_path):
-    out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "cftools.commands.embed", "demo", str(out),
-                        "--identities", "6", "--image-size", "16", "--mean-images", "3", "-q"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    summary = json.loads((out / "demo.json").read_text())
-    assert len(list(out.rglob("*.png"))) == (summary["labelled_images"] + summary["unlabelled_images"]
-                                             + summary["test_images"])
-    assert summary["test_identities"] == 2 == len(list((out / "test").iterdir()))
-    r = subprocess.run([sys.executable, "-m", "cftools.commands.embed", "demo", str(out)],
-                       capture_output=True, text=True)
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
-    assert "not an empty folder" in r.stderr
+def _tree(root: Path, part: str) -> dict:
+    return {str(p.relative_to(root / part)): p.read_bytes()
+            for p in sorted((root / part).rglob("*.png"))}
+
+
+def test_demo_test_identities_are_in_neither_d_l_nor_d_u(tmp_path):
+    with_test, without = tmp_path / "a", tmp_path / "b"
+    summary = make_demo(with_test, identities=10, image_size=12, seed=3, mean_images=3,
+                        test_identities=4)
+    make_demo(without, identities=10, image_size=12, seed=3, mean_images=3, test_identities=0)
+    ids = {part: {p.name for p in (with_test / part).iterdir()}
+           for part in ("labelled", "unlabelled", "test")}
+    assert len(ids["test"]) == 4 == summary["test_identities"]
+    assert not ids["test"] & ids["labelled"] and not ids["test"] & ids["unlabelled"]
+    assert sorted(int(i) for i in ids["test"]) == [10, 11, 12, 13]  # ids after the others'
+    assert summary["test_images"] == len(list((with_test / "test").rglob("*.png")))
+    # the test part is drawn beside D_L and D_U, which stay what they were without it
+    assert not (without / "test").exists()
+    for part in ("labelled", "unlabelled"):
+        assert _tree(with_test, part) == _tree(without, part)
+    # and its images are no copies of any D_L or D_U image
+    seen = set(_tree(with_test, "labelled").values()) | set(_tree(with_test, "unlabelled").values())
+    assert not seen & set(_tree(with_test, "test").values())
+    # by default a fifth as many test identities, at least 2
+    assert make_demo(tmp_path / "c", identities=6, image_size=8, mean_images=1)[
+        "test_identities"] == 2
