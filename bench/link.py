@@ -17,8 +17,9 @@ import time
 
 import torch
 
+from cftools.core.clusformer.grammar import centre_cosine
 from cftools.core.clusformer.inference import cast_for_inference
-from cftools.core.clusformer.model import Clusformer, flops_per_sequence, make_config
+from cftools.core.clusformer.model import Clusformer, flops_per_sequence, make_config, unit_rows
 from cftools.core.runtime.precision import autocast_dtype
 
 
@@ -52,12 +53,15 @@ def throughput(model, device, batch, d, L, mode, batches):
     if mode.startswith("bf16-weights"):
         model = cast_for_inference(model, torch.bfloat16)
     prepared = model.prepare(feats)
+    unit = unit_rows(feats) if model.needs_cosine else None  # as cf-link: a cosine-skip model's input
 
     def step():
+        # the raw cosine to the centre, outside autocast, as cf-link's run_batch computes it
+        cosine = None if unit is None or mode.endswith("nn-forward") else centre_cosine(unit[order])
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             if mode.endswith("nn-forward"):
                 return model(feats[order], mask)
-            return model.infer(prepared, order, mask)
+            return model.infer(prepared, order, mask, cosine)
 
     step()  # warm-up: allocations, kernel selection
     sync(device)
