@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 from conftest import one_line_error, run_cmd, unit_rows
 
-from cftools.core.neighbours.exact import (
-    exact_of,
-    put_self_first,
-    recall_at_k,
-    sample_rows,
-)
-from cftools.core.neighbours.index import KnnParams, build_index, knn, set_nprobe
-from cftools.core.neighbours.policy import ivf_relative_cost, max_nprobe, tune_ivf
+from cftools.core.neighbours.exact import recall_at_k
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
 from cftools.formats.features import load_features
@@ -59,24 +52,6 @@ def test_queries_against_another_set(tmp_path):
         assert art.dims["N"] == 50
         np.testing.assert_allclose(art.read("similarities"), ref_s, atol=1e-5)
         assert (art.read("indices")[:, 0] == ref_i[:, 0]).all()
-
-
-def test_centre_first_even_with_duplicates():
-    x = unit_rows(300, 8, seed=4)
-    x[[10, 20, 30]] = x[5]  # four identical vectors: faiss may return any of them first
-    idx, sims = knn(x, 6)
-    assert (idx[:, 0] == np.arange(300)).all()
-    for i in (5, 10, 20, 30):
-        assert set(idx[i, :4]) == {5, 10, 20, 30}
-        np.testing.assert_allclose(sims[i, :4], 1.0, atol=1e-5)
-
-
-def test_put_self_first_inserts_a_missing_centre_and_keeps_order():
-    idx = np.array([[4, 3, 0, 2], [2, 3, 4, 0], [3, 1, 4, 0]])
-    sims = np.array([[.9, .8, .7, .6], [.9, .8, .7, .6], [.9, .8, .7, .6]], np.float32)
-    put_self_first(idx, sims)
-    assert idx.tolist() == [[0, 4, 3, 2], [1, 2, 3, 4], [2, 3, 1, 4]]
-    assert sims[:, 0].tolist() == [1, 1, 1] and sims[0, 1:].tolist() == pytest.approx([.9, .8, .6])
 
 
 @pytest.mark.parametrize("method", ["ivf", "hnsw"])
@@ -206,24 +181,3 @@ def test_auto_picks_ivf_above_the_switch_point_and_reaches_the_target(tmp_path):
     # an independent check on other queries than the tuning sample
     ref_i, _ = brute_force(x, x[5000:5300], 20)
     assert recall_at_k(idx[5000:5300], ref_i) > 0.93
-
-
-def test_tune_nprobe_gives_up_where_ivf_would_cost_more_than_exact():
-    # uniform random points: no clusters, IVF cannot reach 0.95 cheaply -> None
-    x = unit_rows(4000, 32, seed=8)
-    params = KnnParams(method="ivf", nlist=60)
-    index = build_index(x, params, 10)
-    rows = sample_rows(4000, 200, 0)
-    exact = exact_of(x, x[rows], 10, centres=rows)
-    def search_ids(q, p):
-        set_nprobe(index, p)
-        return index.search(q, 10)[1]
-
-    tuning = tune_ivf(search_ids, x, x, 10, max_nprobe(4000, 60), sample=200, seed=0,
-                      centres=np.arange(4000))
-    assert (tuning.rows == rows).all() and (tuning.exact_ids == exact).all()
-    found, reached, trials = tuning.nprobe, tuning.recall, tuning.trials
-    assert found is None and reached < 0.95
-    assert trials[-1][0] == max_nprobe(4000, 60)
-    assert ivf_relative_cost(4000, 60, max_nprobe(4000, 60)) < 1
-    assert ivf_relative_cost(4000, 60, max_nprobe(4000, 60) + 1) >= 1

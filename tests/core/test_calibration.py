@@ -1,6 +1,7 @@
-"""Choices cf-train makes on D_L (core.selection): the calibration objective that one giant
-identity cannot dominate, the sequence length, and the guard that sends a model which
-lost to cosine links back to cosine links in cf-link and says so in cf-merge."""
+"""Choices cf-train makes on D_L (core.calibration): the best-F link threshold, the
+calibration objective that one giant identity cannot dominate, the sequence length, and the
+guard that sends a model which lost to cosine links back to cosine links in cf-link and says
+so in cf-merge."""
 
 import json
 import os
@@ -14,6 +15,7 @@ import pytest
 from cftools.core.calibration import thresholds as thresholds_module
 from cftools.core.calibration.guard import GUARD_CONFIDENCE, guard
 from cftools.core.calibration.length import choose_length
+from cftools.core.calibration.objective import best_f1_threshold
 from cftools.core.calibration.thresholds import (
     COSINE_MODES,
     calibrate_links,
@@ -22,7 +24,7 @@ from cftools.core.calibration.thresholds import (
 )
 from cftools.core.clusformer.grammar import build_sequences, centre_cosine
 from cftools.core.clusformer.model import Clusformer, make_config, save_model
-from cftools.core.metrics import capped_pairwise_f, pairwise_scores
+from cftools.core.metrics import capped_pairwise_f, link_scores, pairwise_scores, roc_auc
 from cftools.core.neighbours.index import knn
 from cftools.formats.artifacts import open_artifact
 from cftools.formats.features import load_features, write_features
@@ -52,6 +54,16 @@ def _infomap_threshold(x, y, plain=False, monkeypatch=None):
     t = calibrate_thresholds(i, s, y, decoders=("infomap",))["infomap"]
     monkeypatch.undo() if plain else None
     return t
+
+
+def test_roc_auc_and_best_threshold():
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    t = np.array([0, 0, 1, 1])
+    assert roc_auc(s, t) == pytest.approx(0.75)
+    assert roc_auc(np.ones(4), t) == pytest.approx(0.5)
+    th = best_f1_threshold(s, t)
+    assert link_scores(s, t, th)["f1"] == pytest.approx(max(
+        link_scores(s, t, x)["f1"] for x in (0.1, 0.35, 0.4, 0.8)))
 
 
 def test_capped_pairwise_f_is_pairwise_f_below_the_cap_and_caps_above():

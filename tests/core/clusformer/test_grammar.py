@@ -1,21 +1,9 @@
-"""cf-seq and the visual grammar: centre first, masking, targets, the CDE."""
-
-import os
-import subprocess
-import sys
+"""The visual grammar (core.clusformer.grammar): centre first, masking, targets, the CDE."""
 
 import numpy as np
-import pytest
 import torch
 
-from cftools.core.clusformer.grammar import (
-    build_sequences,
-    cosine_encoding,
-    make_targets,
-)
-from cftools.data.demo import make_demo_features
-from cftools.formats.artifacts import open_artifact
-from cftools.formats.features import write_features
+from cftools.core.clusformer.grammar import build_sequences, cosine_encoding, make_targets
 
 
 def test_centre_first_even_when_a_duplicate_comes_first():
@@ -72,56 +60,3 @@ def test_cosine_encoding_is_the_gram_matrix_with_masked_columns_zero():
                 want = float(x[b, i] @ x[b, j]) if mask[b, i] and mask[b, j] else 0.0
                 assert abs(float(cde[b, i, j]) - want) < 1e-5
     assert torch.allclose(torch.diagonal(cde[0]), torch.ones(5))
-
-
-def _cmd(*args):
-    # one OpenMP thread: on a shared 2-core machine two spinning threads per process
-    # slowed these runs ~20x (measured)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("CF_TEST_THREADS", "1")}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env)
-
-
-@pytest.fixture()
-def demo_files(tmp_path):
-    f, l = make_demo_features(400, 16, seed=1)
-    write_features(tmp_path / "f.h5", f, labels=l)
-    g, _ = make_demo_features(400, 16, seed=2)
-    write_features(tmp_path / "g.h5", g)
-    r = _cmd("cftools.commands.knn", str(tmp_path / "f.h5"), "-o", str(tmp_path / "knn.h5"), "-k", "12", "-q")
-    assert r.returncode == 0, r.stderr
-    return tmp_path, f, l
-
-
-def test_cf_seq_writes_sequences_with_targets(demo_files):
-    tmp, f, l = demo_files
-    r = _cmd("cftools.commands.seq", str(tmp / "knn.h5"), "--features", str(tmp / "f.h5"),
-             "-o", str(tmp / "seq.h5"), "-L", "8", "--min-sim", "0.3", "-q")
-    assert r.returncode == 0, r.stderr
-    with open_artifact(tmp / "seq.h5", "sequences") as s, open_artifact(tmp / "knn.h5", "knn") as k:
-        order, mask, targets = s.read("order"), s.read("mask"), s.read("targets")
-        assert order.shape == (400, 8)
-        assert (order[:, 0] == np.arange(400)).all()
-        assert s.attrs["knn_id"] == k.id
-        idx, sim = k.read("indices"), k.read("similarities")
-    cos = np.einsum("nd,nld->nl", f, f[order])
-    assert (mask[:, 1:] == (cos[:, 1:] >= 0.3 - 1e-6)).all()
-    assert ((targets == 1) == (mask & (l[order] == l[:, None]))).all()
-    # the sequence's neighbours are the kNN row's, in the same (falling) order
-    assert (order[:, 1:] == idx[:, 1:8]).all()
-
-
-def test_cf_seq_refuses_knn_of_other_features(demo_files):
-    tmp, _, _ = demo_files
-    r = _cmd("cftools.commands.seq", str(tmp / "knn.h5"), "--features", str(tmp / "g.h5"),
-             "-o", str(tmp / "seq.h5"))
-    assert r.returncode != 0
-    assert len(r.stderr.strip().splitlines()) == 1
-    assert "knn.h5" in r.stderr and "g.h5" in r.stderr
-    assert not (tmp / "seq.h5").exists()
-
-
-def test_cf_seq_refuses_L_longer_than_k(demo_files):
-    tmp, _, _ = demo_files
-    r = _cmd("cftools.commands.seq", str(tmp / "knn.h5"), "--features", str(tmp / "f.h5"),
-             "-o", str(tmp / "seq.h5"), "-L", "13")
-    assert r.returncode != 0 and "-L 13" in r.stderr
