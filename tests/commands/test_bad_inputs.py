@@ -136,7 +136,10 @@ def _make_files(tmp_path_factory):
     raw = (t / "f.h5").read_bytes()
     (t / "trunc.h5").write_bytes(raw[: len(raw) // 2])
     p.update(notes=t / "notes.h5", trunc=t / "trunc.h5")
-    future = lambda f: f.attrs.__setitem__("cftools_format", np.int64(99))  # noqa: E731
+
+    def future(f):
+        f.attrs["cftools_format"] = np.int64(99)
+
     p["future"] = _copy_with(t / "f.h5", t / "future.h5", future)
     p["knn_future"] = _copy_with(t / "k.h5", t / "kfuture.h5", future)
     p["links_future"] = _copy_with(t / "l.h5", t / "lfuture.h5", future)
@@ -494,7 +497,8 @@ def G(F, tmp_path_factory):
     ro.mkdir()
     ro.chmod(0o555)
     return {"bin": t / "s.bin", "knn_nan": knn_nan, "links_big": links_big,
-            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy", "ro": ro, "dir2": t,
+            "knn_npz": t / "k.npz", "dup_rows": t / "dup_rows.npy", "unknown": t / "unknown.npy",
+            "ro": ro, "dir2": t,
             "two_rows": t / "two_rows.npy", "one_image": t / "one_image",
             "one_readable": t / "one_readable", "pickle_npy": t / "pickle.npy",
             "objects_npy": t / "objects.npy", "hdf5_npy": t / "hdf5.npy",

@@ -13,12 +13,12 @@ def test_cf_data_demo_split_export_round_trip(tmp_path):
     run_cmd("data", "split", tmp_path / "d.h5", "-L", tmp_path / "l.h5", "-U", tmp_path / "u.h5",
             "-q", check=True)
     with open_artifact(tmp_path / "d.h5", "features") as d, \
-            open_artifact(tmp_path / "l.h5", "features") as l, \
+            open_artifact(tmp_path / "l.h5", "features") as lab, \
             open_artifact(tmp_path / "u.h5", "features") as u:
         assert d.dims == {"N": 5000, "d": 16}
-        assert l.dims["N"] + u.dims["N"] == 5000
-        assert not set(l.read("labels")) & set(u.read("labels"))
-        assert l.provenance[0]["output"] == d.id  # the history travels with the split
+        assert lab.dims["N"] + u.dims["N"] == 5000
+        assert not set(lab.read("labels")) & set(u.read("labels"))
+        assert lab.provenance[0]["output"] == d.id  # the history travels with the split
     run_cmd("data", "export", tmp_path / "u.h5", "--bin", tmp_path / "u.bin", "--meta",
             tmp_path / "u.meta", check=True)
     back = load_features(tmp_path / "u.bin", labels=tmp_path / "u.meta")
@@ -45,7 +45,7 @@ def test_the_standard_split_of_the_real_faces(tmp_path, celeba):
             tmp_path / "c.h5", "-q", check=True)
     run_cmd("data", "split", tmp_path / "c.h5", "--rows", celeba / "labelled_idx.npy",
             "-L", tmp_path / "l.h5", "-U", tmp_path / "u.h5", "-q", check=True)
-    with open_artifact(tmp_path / "l.h5", "features") as l, \
+    with open_artifact(tmp_path / "l.h5", "features") as lab, \
             open_artifact(tmp_path / "u.h5", "features") as u:
-        assert len(np.unique(l.read("labels"))) == 149 == len(np.unique(u.read("labels")))
-        assert l.dims["N"] == len(np.load(CELEBA / "labelled_idx.npy"))
+        assert len(np.unique(lab.read("labels"))) == 149 == len(np.unique(u.read("labels")))
+        assert lab.dims["N"] == len(np.load(CELEBA / "labelled_idx.npy"))

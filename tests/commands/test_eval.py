@@ -222,7 +222,7 @@ def test_help_agrees_with_man_page():
     # the subcommands whose options are documented here (sweep has its own text)
     helps = {sub: cf_eval(*([sub] if sub else []), "--help")
              for sub in ("", "clusters", "knn", "gallery", "identify", "report")}
-    for sub, res in helps.items():
+    for res in helps.values():
         assert res.returncode == 0 and res.stdout.startswith("Usage: cf-eval"), res
     options = set()
     for res in helps.values():
@@ -299,7 +299,8 @@ def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
     assert "| round 2 | 29% | 50% | 50% | - |" in text
     rows[1]["top1_e"], rows[2]["top1_e"], rows[3]["top1_e"] = 0.65, 0.6, 0.7
     text = markdown(rows, recovered(rows))
-    assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 65.0 | 70.0 | 40.0 | - |" in text
+    assert ("| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 65.0 | 70.0 | 40.0 | - |"
+            in text)
     assert "| round 2 | 29% | 50% | 50% | 50% | - |" in text
 
 

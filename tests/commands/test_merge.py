@@ -91,7 +91,6 @@ def test_decode_is_the_default_and_matches_the_core(rounds, tmp_path):
 def test_link_mode_follows_calibration(rounds, tmp_path):
     """The mode calibration chose for a decoder (link_mode_DECODER in the links' thresholds)
     is the default; model links with no recorded mode are weighed reciprocally."""
-    d = rounds["dir"]
     for stored, method, want in (({"components": 0.7, "directed_components": 0.7,
                                    "link_mode_components": "reciprocal"}, "cosine", "reciprocal"),
                                  ({"components": 0.7, "directed_components": 0.7}, "model",
@@ -280,7 +279,8 @@ def test_next_round_labels_max_size(rounds, tmp_path):
         assert np.array_equal(rows[source == 1], np.flatnonzero(keep))
         assert size.min() >= 2 and (cap is None or size.max() <= cap)
         assert attrs["max_size"] == (cap or 0)
-        assert attrs["dropped_large"] == int(((pred >= 0) & (sizes[np.maximum(pred, 0)] > (cap or 10**9))).sum())
+        too_large = (pred >= 0) & (sizes[np.maximum(pred, 0)] > (cap or 10**9))
+        assert attrs["dropped_large"] == int(too_large.sum())
     r = run_cmd("merge", "labels", clusters, "--unlabelled-features", d / "fu.h5",
                 "--labelled-features", d / "fl.h5", "-o", tmp_path / "bad.h5", "--max-size", "x")
     assert r.returncode != 0 and "--max-size" in r.stderr

@@ -207,7 +207,7 @@ def _random_model_links(demo):
     mask = order != np.arange(N0)[:, None]
     mask[:, 0] = True
     probs = link_rows(x[:N0], order, mask, method="model", model=model,
-                                  bf16=False)
+                      bf16=False)
     return x, model, order, probs, float(np.median(probs[:, 1:][mask[:, 1:]]))
 
 
@@ -224,7 +224,7 @@ def test_model_links_relink_only_rows_an_entrant_reaches_the_floor_in(demo):
               mode="directed", bf16=False, relink="model")
     res = add_points(x[:N0], new, order, probs, labels, **kw)
     every = add_points(x[:N0], new, order, probs, labels, cosine_quantile=0,
-                                   **kw)
+                       **kw)
     floor = res.counts["cosine_floor"]["floor"]
     assert "cosine_floor" not in every.counts
     assert every.counts["relinked_old_rows"] == every.counts["entered_old_rows"]
@@ -252,8 +252,8 @@ def test_model_links_mirrored_into_entered_rows_by_default(demo):
     x, model, order, probs, th = _random_model_links(demo)
     new = x[N0:N0 + N1]
     res = add_points(x[:N0], new, order, probs, np.arange(N0),
-                                 link_method="model", model=model, decoder="components",
-                                 threshold=th, mode="reciprocal", bf16=False)
+                     link_method="model", model=model, decoder="components",
+                     threshold=th, mode="reciprocal", bf16=False)
     assert res.counts["relink"] == "mirror"
     assert res.counts["relinked_old_rows"] == res.counts["entered_old_rows"] > 0
     n_rows = res.indices[N0:]

@@ -21,17 +21,17 @@ def _cmd(*args):
 
 @pytest.fixture()
 def demo_files(tmp_path):
-    f, l = make_demo_features(400, 16, seed=1)
-    write_features(tmp_path / "f.h5", f, labels=l)
+    f, y = make_demo_features(400, 16, seed=1)
+    write_features(tmp_path / "f.h5", f, labels=y)
     g, _ = make_demo_features(400, 16, seed=2)
     write_features(tmp_path / "g.h5", g)
     r = _cmd("cftools.commands.knn", str(tmp_path / "f.h5"), "-o", str(tmp_path / "knn.h5"), "-k", "12", "-q")
     assert r.returncode == 0, r.stderr
-    return tmp_path, f, l
+    return tmp_path, f, y
 
 
 def test_cf_seq_writes_sequences_with_targets(demo_files):
-    tmp, f, l = demo_files
+    tmp, f, y = demo_files
     r = _cmd("cftools.commands.seq", str(tmp / "knn.h5"), "--features", str(tmp / "f.h5"),
              "-o", str(tmp / "seq.h5"), "-L", "8", "--min-sim", "0.3", "-q")
     assert r.returncode == 0, r.stderr
@@ -40,10 +40,10 @@ def test_cf_seq_writes_sequences_with_targets(demo_files):
         assert order.shape == (400, 8)
         assert (order[:, 0] == np.arange(400)).all()
         assert s.attrs["knn_id"] == k.id
-        idx, sim = k.read("indices"), k.read("similarities")
+        idx = k.read("indices")
     cos = np.einsum("nd,nld->nl", f, f[order])
     assert (mask[:, 1:] == (cos[:, 1:] >= 0.3 - 1e-6)).all()
-    assert ((targets == 1) == (mask & (l[order] == l[:, None]))).all()
+    assert ((targets == 1) == (mask & (y[order] == y[:, None]))).all()
     # the sequence's neighbours are the kNN row's, in the same (falling) order
     assert (order[:, 1:] == idx[:, 1:8]).all()
 

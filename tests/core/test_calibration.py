@@ -146,7 +146,8 @@ def test_guard_keeps_cosine_when_the_model_leads_by_luck():
     rows = y[order[:, 0]] == worst
     lucky[rows] = (targets[rows] == 1) * mask[rows]  # perfect on one identity only
     verdict = guard(order, mask, lucky, cos, y, cos_t, cos_t)
-    both = {k: (getattr(verdict, k)["pairwise_f"] + getattr(verdict, k)["bcubed_f"]) / 2 for k in ("model", "cosine")}
+    both = {k: (getattr(verdict, k)["pairwise_f"] + getattr(verdict, k)["bcubed_f"]) / 2
+            for k in ("model", "cosine")}
     assert both["model"] >= both["cosine"], verdict
     assert verdict.model_ahead < GUARD_CONFIDENCE and verdict.winner == "cosine", verdict
 

@@ -115,7 +115,9 @@ def tiny_links(edges, n, k=None, prob=0.9):
 
 
 def test_intimacy_cuts_the_bridge_between_two_cliques():
-    clique = lambda nodes: [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:]]  # noqa: E731
+    def clique(nodes):
+        return [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:]]
+
     edges = clique([0, 1, 2, 3, 4]) + clique([5, 6, 7, 8, 9]) + [(4, 5)]
     idx, probs = tiny_links(edges, 10)
     assert np.unique(decode("components", idx, probs, 0.5)).size == 1  # the bridge merges
@@ -202,7 +204,10 @@ def test_calibration_picks_the_best_threshold_of_its_grid(noisy):
     th, scores = calibrate_thresholds(indices, sims, y, return_scores=True)
     assert set(th) >= set(DECODERS) | {"link", "intimacy_ratio", "peaks_tolerance"}
     tol = th["peaks_tolerance"]
-    objective = lambda pred: capped_pairwise_f(pred, y, IDENTITY_CAP)  # noqa: E731
+
+    def objective(pred):
+        return capped_pairwise_f(pred, y, IDENTITY_CAP)
+
     for method in ("components", "peaks", "infomap"):
         best = objective(decode(method, indices, sims, th[method], peaks_tolerance=tol))
         assert best == pytest.approx(scores[method])
@@ -213,7 +218,10 @@ def test_calibration_picks_the_best_threshold_of_its_grid(noisy):
     valid = indices[:, 1:]
     same = (y[valid] == y[:, None]).ravel()
     pos = sims[:, 1:].ravel()
-    f1 = lambda t: 2 * (same & (pos >= t)).sum() / ((pos >= t).sum() + same.sum())  # noqa: E731
+
+    def f1(t):
+        return 2 * (same & (pos >= t)).sum() / ((pos >= t).sum() + same.sum())
+
     assert f1(th["link"]) >= max(f1(t) for t in np.quantile(pos, [0.3, 0.6, 0.9]))
 
 

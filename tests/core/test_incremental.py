@@ -29,7 +29,7 @@ def test_new_points_only_join_or_form(tmp_path):
     labels = decode("components", order, probs, 0.8)
     assert labels.max() == 1
     res = add_points(old, new, order, probs, labels, link_method="cosine",
-                                 decoder="components", threshold=0.8, mode="directed")
+                     decoder="components", threshold=0.8, mode="directed")
     assert (res.labels[:12] == labels).all()
     assert res.labels[12] == labels[0] and res.labels[13] == labels[6]
     assert res.labels[14] == 2 and res.counts["new_clusters"] == 1
@@ -54,14 +54,14 @@ def test_a_split_identity_is_merged_and_recorded():
     probs = (np.einsum("nd,nld->nl", old, old[order]) * mask).astype(np.float32)
     labels = np.repeat([0, 1, 2], [4, 4, 8]).astype(np.int64)  # identity 0 split in two
     res = add_points(old, new, order, probs, labels, link_method="cosine",
-                                 decoder="components", threshold=0.8, mode="directed")
+                     decoder="components", threshold=0.8, mode="directed")
     assert res.merges == [(0, 1, 4)]
     assert (res.labels[:8] == 0).all() and (res.labels[8:16] == 2).all()
     assert (res.labels[16:] == 0).all()
     # without the evidence (a bar above the clusters' size) nothing old moves
     res = add_points(old, new, order, probs, labels, link_method="cosine",
-                                 decoder="components", threshold=0.8, mode="directed",
-                                 merge_links=5)
+                     decoder="components", threshold=0.8, mode="directed",
+                     merge_links=5)
     assert res.merges == [] and (res.labels[:16] == labels).all()
 
 

@@ -171,7 +171,7 @@ def test_input_checks():
 
 def test_agrees_with_sklearn_on_random_labelings():
     rng = np.random.default_rng(1)
-    for trial in range(20):
+    for _ in range(20):
         n = int(rng.integers(20, 400))
         truth = rng.integers(0, int(rng.integers(1, 40)), n)
         pred = rng.integers(0, int(rng.integers(1, 40)), n)

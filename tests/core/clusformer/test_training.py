@@ -16,20 +16,20 @@ def test_split_holds_out_identities_and_hides_them_from_training():
     )
     from cftools.core.neighbours.index import knn
 
-    f, l = make_demo_features(1500, 16, seed=2)
-    l = l.copy()
-    l[::17] = -1  # some unknown labels
+    f, y = make_demo_features(1500, 16, seed=2)
+    y = y.copy()
+    y[::17] = -1  # some unknown labels
     idx, sim = knn(f, 12)
-    data = SequenceData(*build_sequences(idx, sim, 10, labels=l), l)
+    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
     train_rows, val_rows, val_ids = split_rows(data, 0.25, seed=1)
     assert np.intersect1d(train_rows, val_rows).size == 0
-    assert (l[data.order[val_rows, 0]][:, None] == val_ids[None]).any(axis=1).all()
-    assert not np.isin(l[data.order[train_rows, 0]], val_ids).any()
-    assert (l[data.order[np.r_[train_rows, val_rows], 0]] >= 0).all()
-    ids = np.unique(l[l >= 0])
+    assert (y[data.order[val_rows, 0]][:, None] == val_ids[None]).any(axis=1).all()
+    assert not np.isin(y[data.order[train_rows, 0]], val_ids).any()
+    assert (y[data.order[np.r_[train_rows, val_rows], 0]] >= 0).all()
+    ids = np.unique(y[y >= 0])
     assert abs(val_ids.size - 0.25 * ids.size) <= 1
     order, mask, targets = training_view(data, train_rows, val_ids)
-    seen = l[order][mask]
+    seen = y[order][mask]
     assert not np.isin(seen, val_ids).any()
     assert (targets[~mask] == -1).all()
     # same seed, same split
@@ -53,9 +53,9 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     from cftools.formats.thresholds import LINK_MODES, threshold_key
 
     torch.set_num_threads(1)
-    f, l = make_demo_features(800, 16, seed=4, max_size=40)
+    f, y = make_demo_features(800, 16, seed=4, max_size=40)
     idx, sim = knn(f, 10)
-    data = SequenceData(*build_sequences(idx, sim, 10, labels=l), l)
+    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
     config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
                          decoder_layers=1, ffn=32)
     logs = []
