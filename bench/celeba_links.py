@@ -60,12 +60,14 @@ def main():
             "-o", str(out / f"seq{name}.h5"), "-L", str(a.L), "-q")
     t0 = time.time()
     run("cftools.commands.train", str(out / "seqL.h5"), "--features", str(out / "L.h5"), "-o",
-        str(out / "model.h5"), "--preset", a.preset, "--epochs", str(a.epochs), "--lr", a.lr,
-        "--batch-size", a.batch_size, *a.extra.split())
+        str(out / "model.h5"), "--preset", a.preset, "-L", str(a.L), "--epochs", str(a.epochs),
+        "--lr", a.lr, "--batch-size", a.batch_size, *a.extra.split())
     train_s = time.time() - t0
     for method in ("model", "cosine"):
         for part in ("L", "U"):
-            extra = ["--model", str(out / "model.h5")] if method == "model" else ["--method", "cosine"]
+            # --method model: the model's links even where cf-train's guard chose cosine
+            extra = ["--model", str(out / "model.h5")] if method == "model" else []
+            extra += ["--method", method]
             run("cftools.commands.link", str(out / f"seq{part}.h5"), "--features",
                 str(out / f"{part}.h5"), "-o", str(out / f"links_{method}_{part}.h5"), "-q", *extra)
 
