@@ -13,6 +13,9 @@ import pytest
 
 from cftools.formats.artifacts import check_finite, open_artifact
 
+# every test here runs commands in processes it kills and reruns: seconds each
+pytestmark = pytest.mark.slow
+
 KIND_OF_DATASET = {"features": "features", "knn": "similarities", "links": "probabilities"}
 
 

@@ -66,6 +66,7 @@ def demo(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_train_and_extract_on_demo_images_with_a_corrupt_image(demo, tmp_path, capsys):
     labelled = tmp_path / "labelled"
     import shutil
@@ -117,6 +118,7 @@ def test_train_and_extract_on_demo_images_with_a_corrupt_image(demo, tmp_path, c
         assert json.loads(f.attrs["config"])["train_images"] == int((labels >= 0).sum())
 
 
+@pytest.mark.slow
 def test_resume_gives_the_weights_of_an_uninterrupted_run(demo, tmp_path, capsys):
     args = ["--epochs", "2", "--seed", "5", "--milestones", "1", *TINY]
     full, part = tmp_path / "full.h5", tmp_path / "part.h5"
@@ -141,6 +143,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(demo, tmp_path, capsys
     assert not np.array_equal(a["fc.weight"], c["fc.weight"])
 
 
+@pytest.mark.slow
 def test_output_checked_before_work(demo, tmp_path):
     r = run("train", demo / "labelled", "-o", tmp_path / "no" / "m.h5", *TINY, ok=False)
     assert r.returncode == 1 and "does not exist" in r.stderr
@@ -153,6 +156,7 @@ def test_output_checked_before_work(demo, tmp_path):
 # --------------------------------------------------------------------------- real photographs
 
 
+@pytest.mark.slow
 def test_att_faces_train_20_identities_identify_20_unseen(tmp_path, capsys):
     att = SHARED / "data" / "att-faces"
     if not (att / "s40").is_dir():
@@ -222,6 +226,7 @@ def _tiny_demo(tmp_path):
     return demo, args, {"OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_train_steps_and_match_steps(tmp_path):
     demo, args, env = _tiny_demo(tmp_path)
     model = tmp_path / "m.h5"
@@ -250,6 +255,7 @@ def test_train_steps_and_match_steps(tmp_path):
     assert cfg_matched["train_images"] == len(list((demo / "labelled").rglob("*.png")))
 
 
+@pytest.mark.slow
 def test_init_fine_tunes_a_backbone_with_an_imprinted_head(tmp_path):
     import torch
 

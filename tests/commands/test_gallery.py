@@ -152,6 +152,7 @@ def browse(url: str, *extra, timeout=120) -> str:
     return res.stdout
 
 
+@pytest.mark.slow
 def test_gallery_in_headless_chromium(tmp_path):
     chromium()
     pred, truth = small_round(tmp_path, n_ids=8, per_id=6)

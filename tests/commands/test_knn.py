@@ -54,7 +54,7 @@ def test_queries_against_another_set(tmp_path):
         assert (art.read("indices")[:, 0] == ref_i[:, 0]).all()
 
 
-@pytest.mark.parametrize("method", ["ivf", "hnsw"])
+@pytest.mark.parametrize("method", ["ivf", pytest.param("hnsw", marks=pytest.mark.slow)])
 def test_approximate_methods_report_recall_above_095_on_the_demo_set(tmp_path, method):
     x, _ = make_demo_features(20000, 256, seed=5)
     np.save(tmp_path / "x.npy", x)

@@ -323,6 +323,7 @@ def test_sweep_is_an_oracle_diagnosis(rounds, tmp_path):
     assert "A:B:N" in line
 
 
+@pytest.mark.slow
 def test_model_links_beat_cosine_components(tmp_path):
     """A small Clusformer trained on D_L (core API) links D_U. Infomap and peaks over those
     links (default, reciprocal weights) beat connected components over raw cosine links

@@ -14,6 +14,9 @@ import h5py
 import pytest
 from conftest import REPO
 
+# a whole round through make, twice: about a minute each
+pytestmark = pytest.mark.slow
+
 TINY = {
     "DEMO_ARGS": "--identities 16 --image-size 24 --mean-images 6",
     "EMBED_ARGS": "--depth 18 --width 4 --image-size 24 --dim 16 --epochs 1 --workers 0 "

@@ -81,6 +81,7 @@ def feats(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["exact", "ivf", "auto"])
 def test_knn_two_ranks_equal_one_process(feats, method):
     tmp = feats
@@ -99,6 +100,7 @@ def test_knn_two_ranks_equal_one_process(feats, method):
     assert not leftovers(tmp)
 
 
+@pytest.mark.slow
 def test_knn_npz_two_ranks_equal_one_process(feats):
     tmp = feats
     one("knn", tmp / "f.h5", "-k", 6, "-o", tmp / "k1.npz", "-q")
@@ -117,6 +119,7 @@ def linkset(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["--bf16", "--no-bf16"])
 def test_link_two_ranks_equal_one_process(linkset, precision):
     tmp = linkset
@@ -130,6 +133,7 @@ def test_link_two_ranks_equal_one_process(linkset, precision):
     assert not leftovers(tmp)
 
 
+@pytest.mark.slow
 def test_link_cosine_two_ranks_equal_one_process(linkset):
     tmp = linkset
     args = [tmp / "seq.h5", "--features", tmp / "f.h5", "--method", "cosine", "-q"]
@@ -138,6 +142,7 @@ def test_link_cosine_two_ranks_equal_one_process(linkset):
     same_artifact(tmp / "c1.h5", tmp / "c2.h5", "links", close=("probabilities",), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_extract_two_ranks_equal_one_process(tmp_path):
     root = tmp_path / "images"
     make_demo(root, identities=4, image_size=16, seed=1, mean_images=4)
@@ -161,6 +166,7 @@ def test_extract_two_ranks_equal_one_process(tmp_path):
     assert not leftovers(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, dead", [("knn", "1"), ("knn", "0"), ("link", "1")])
 def test_a_killed_rank_leaves_nothing_published(feats, linkset, module, dead):
     if module == "knn":

@@ -43,6 +43,7 @@ def _scored(tmp, links, seq, length=None):
     return p[use], t[use] == 1
 
 
+@pytest.mark.slow
 def test_end_to_end_model_beats_cosine_on_held_out_identities(tmp_path):
     """knn -> seq -> train -> link through the commands, on a demo set with hard and noisy
     samples; identities of the unlabelled half are never seen in training."""
@@ -96,6 +97,7 @@ def _weights(path):
         return {k: f["weights"][k][()] for k in f["weights"]}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights(tiny):
     base = ["cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
             "--epochs", "3", *TINY]
@@ -120,6 +122,7 @@ def test_resume_gives_the_same_weights(tiny):
         assert a.json_attr("thresholds") == b.json_attr("thresholds")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     args = [str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"), "--epochs", "3",
             "--dropout", "0", "--no-bf16", *TINY]
@@ -141,6 +144,7 @@ def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     assert worst < 1e-3, worst
 
 
+@pytest.mark.slow
 def test_undefined_validation_is_refused(tmp_path):
     """Held-out identities whose links are all of one kind leave ROC-AUC, the kept epoch and
     the link threshold undefined: cf-train refuses in one line and writes no model."""

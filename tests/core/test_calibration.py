@@ -179,6 +179,7 @@ def losing_model(tmp_path_factory):
     return tmp, sim * mask
 
 
+@pytest.mark.slow
 def test_a_model_that_lost_is_reported_and_not_used(losing_model):
     tmp, cos = losing_model
     r = _cmd("cftools.commands.link", tmp / "seq.h5", "--features", tmp / "f.h5", "--model",
