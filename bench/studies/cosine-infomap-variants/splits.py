@@ -1,7 +1,7 @@
 """The standard splits of ../shared/data's face sets and the scores this study prints.
 
 D_L is a set's labelled_idx rows, D_U its unlabelled_idx rows. The scripts next to this
-file import it by name: Python puts a script's own folder first on sys.path.
+file import it by name: Python puts a script's own folder first on its module search path.
 """
 
 from __future__ import annotations

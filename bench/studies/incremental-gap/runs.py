@@ -4,8 +4,8 @@ bench/incremental.py --sets SET --seed S runs the default round in
 work/incremental/SET/w/round1 (D_U all at once: clusters.h5, or clusters-model.h5 with
 --links model) and the 80% + 4 batches in work/incremental/SET/inc-seedS[-model...]
 (clusters0.h5 the 80% from scratch, clusters4.h5 and links4.h5 after the last add). The
-scripts next to this file import it by name: Python puts a script's own folder first on
-sys.path.
+scripts next to this file import it by name: Python puts a script's own folder first on its
+module search path.
 """
 
 from __future__ import annotations
