@@ -1,4 +1,9 @@
-"""Shared test helpers: run a command as a user would, find ../shared, small data."""
+"""Shared test helpers: run a command as a user would, find ../shared, small data.
+
+tests/ mirrors cftools/ (commands/, core/, data/, formats/, report/) in folders without
+__init__.py, under pytest's default (prepend) import mode: every test file's name must be
+unique across tests/, and the helpers here import as ``from conftest import ...`` from any
+folder."""
 
 from __future__ import annotations
 
