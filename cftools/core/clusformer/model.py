@@ -389,8 +389,8 @@ def load_model(path, device="cpu"):
 
     with open_artifact(path, "model") as art:
         if model_subtype(art.json_attr("config")) == "backbone":
-            raise CfError("is a backbone (made by cf-embed train), expected a Clusformer model "
-                          "(made by cf-train)", art.path)
+            raise CfError("is a backbone (its config names the backbone's arch; made by cf-embed "
+                          "train), expected a Clusformer model (made by cf-train)", art.path)
         config = ClusformerConfig.from_json(art.attrs["config"], art.path)
         model = Clusformer(config)
         expected = model.state_dict()

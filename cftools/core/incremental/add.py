@@ -100,12 +100,8 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     secs["rows"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    if cosine:  # cosine links are the similarities: no model, no second gather
-        n_probs = (np.einsum("nd,nld->nl", new_feats, feats[n_order]) * n_mask
-                   ).astype(np.float32)
-    else:
-        n_probs = link_rows(feats, n_order, n_mask, method=link_method, model=model,
-                            batch_size=batch_size, device=device, bf16=bf16)
+    n_probs = _new_links(feats, new_feats, n_order, n_mask, link_method=link_method,
+                         model=model, batch_size=batch_size, device=device, bf16=bf16)
     candidates = affected.size
     cos_floor = None
     if not cosine and relink == "mirror":
@@ -141,6 +137,15 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     if cos_floor is not None:
         counts.update(cosine_floor=cos_floor)
     return AddResult(labels, indices, probs, affected, merges, counts, knn_info, secs)
+
+
+def _new_links(feats, new_feats, n_order, n_mask, *, link_method, model, batch_size, device,
+               bf16):
+    """Links of the new points' rows, by the path that made the old ones."""
+    if link_method == "cosine":  # cosine links are the similarities: no model, no gather
+        return (np.einsum("nd,nld->nl", new_feats, feats[n_order]) * n_mask).astype(np.float32)
+    return link_rows(feats, n_order, n_mask, method=link_method, model=model,
+                     batch_size=batch_size, device=device, bf16=bf16)
 
 
 def _assemble(old_indices, old_probs, rebuilt, new_rows):

@@ -162,8 +162,8 @@ def load_backbone(path, device="cpu") -> tuple[Backbone, BackboneConfig, object]
     with open_artifact(path, "model") as art:
         raw = art.json_attr("config")
         if model_subtype(raw) == "clusformer":
-            raise CfError("is a Clusformer model (made by cf-train), expected a backbone (made "
-                          "by cf-embed train)", path)
+            raise CfError("is a Clusformer model (made by cf-train; its config names no arch), "
+                          "expected a backbone (made by cf-embed train)", path)
         if not isinstance(raw, dict) or raw.get("arch") != ARCH:
             arch = raw.get("arch") if isinstance(raw, dict) else None
             raise CfError(f"is a model of arch {arch!r}, expected a {ARCH} (made by cf-embed train)",
