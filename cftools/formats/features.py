@@ -164,7 +164,8 @@ def _validated_unit_rows(raw: np.ndarray, path: Path, *, strict: bool, reporter)
             # were made with), except where that norm is past float32's range (rows of
             # ~1e38: it would be Inf and the row would turn into zeros) or below it: there
             # in float64 (the array was read for us)
-            n32 = norms.astype(np.float32)
+            with np.errstate(over="ignore"):  # a norm past float32's range: Inf, handled
+                n32 = norms.astype(np.float32)
             exact = fix & (np.isinf(n32) | (n32 < np.finfo(np.float32).tiny))
             plain = fix & ~exact
             block[plain] /= n32[plain, None]

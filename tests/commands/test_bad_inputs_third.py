@@ -176,6 +176,8 @@ def _files(t: Path) -> dict:  # noqa: PLR0915 - one fixture, many small files
     p["m_width_huge"] = _edit(t / "m.h5", t / "mwh.h5", _model_config(width=2 ** 40))
     p["m_width_other"] = _edit(t / "m.h5", t / "mwo.h5", _model_config(width=64, heads=4))
     p["m_bool_dim"] = _edit(t / "m.h5", t / "mbd.h5", _model_config(dim=True))
+    p["m_history"] = _edit(t / "m.h5", t / "mhist.h5", _set_attr("training",
+                                                                '{"history": "x"}'))
     # root attributes
     p["fmt_array"] = _edit(t / "f.h5", t / "fa.h5", _set_attr("cftools_format", np.array([1, 1])))
     p["kind_array"] = _edit(t / "f.h5", t / "ka.h5", _set_attr(
@@ -394,6 +396,8 @@ CASES = [
      "not the output of cf-eval sweep --json", "sweep_bad", 1),
     ("eval", "gallery {clusters} -f {feats} -o {dir}/gal --knn-eval {knn_bad}",
      "not the output of cf-eval knn --json", "knn_bad", 1),
+    ("eval", "gallery {clusters} -f {feats} -o {dir}/gal --model {m_history}",
+     "'history' must be a list", "m_history", 1),
 ]
 
 

@@ -137,6 +137,7 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
     target = AtomicDir(out, marker=G.MARKER, inputs=[*inputs.values(), images_root])
     sweep_doc = read_sweep_json(sweep_json) if sweep_json else None
     knn_doc = read_knn_json(knn_json) if knn_json else None
+    training = _training(model) if model else None
     labels, pred_attrs = _predicted(clusters)
     n = labels.shape[0]
     art, names, label_names = _read_features(features, n)
@@ -177,8 +178,8 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
                          f"instead); first: {first[0]}: {first[1]}")
             data.thumbs = thumbs
             data.links = [Path(p).as_uri() for p in paths]
-        plots = _plots(tmp, rep, labels=labels, truth=truth, model=model, sweep_doc=sweep_doc,
-                       knn_doc=knn_doc)
+        plots = _plots(tmp, rep, labels=labels, truth=truth, model=model, training=training,
+                       sweep_doc=sweep_doc, knn_doc=knn_doc)
         figures = G.build(tmp, data, title=title or Path(clusters).name, plots=plots,
                           summary=_scores(labels, truth), per_page=per_page,
                           progress=rep.progress)
@@ -241,7 +242,15 @@ def _printable(name) -> str:
     return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _plots(tmp, rep, *, labels, truth, model, sweep_doc, knn_doc) -> dict:
+def _training(model) -> dict:
+    """A model's training summary, checked before any work (it is plotted)."""
+    with open_artifact(model, "model") as m:
+        training = m.json_attr("training", {}) or {}
+    check_training(training, model)
+    return training
+
+
+def _plots(tmp, rep, *, labels, truth, model, training, sweep_doc, knn_doc) -> dict:
     """Draw the plots there are inputs for into tmp/plots; {title: relative path}."""
     from ...report import plots as P
 
@@ -260,9 +269,6 @@ def _plots(tmp, rep, *, labels, truth, model, sweep_doc, knn_doc) -> dict:
         P.knn_from_json(target("knn.png"), knn_doc)
         out["kNN precision and recall per rank"] = "plots/knn.png"
     if model:
-        with open_artifact(model, "model") as m:
-            training = m.json_attr("training", {}) or {}
-        check_training(training, model)
         if not training.get("history"):
             rep.warn(f"{model}: holds no training history; no training plot")
         else:
