@@ -11,6 +11,7 @@ import numpy as np
 from ..cli import (
     CONTEXT_SETTINGS,
     CfCommand,
+    Count,
     Reporter,
     batch_size_option,
     bf16_inference_option,
@@ -32,7 +33,8 @@ from ..core.runtime.precision import autocast_dtype
 from ..errors import CfError
 from ..formats.artifacts import open_artifact, require_same_source
 from ..formats.features import load_features, split_spec
-from ..formats.writing import check_output_path
+from ..formats.sequences import check_sequences
+from ..formats.writing import check_hdf5_name, check_output_path
 
 HELP = """Link every point to its neighbours: for each position of its sequence (made by
 cf-seq), the probability that the neighbour there shares the point's identity.
@@ -74,7 +76,7 @@ longer sequence length is refused.
                    "model lost; cosine without --model); model: Clusformer's probabilities; "
                    "cosine: raw similarity.")
 @bf16_inference_option
-@click.option("--dim", type=click.IntRange(min=1), default=None,
+@click.option("--dim", type=Count(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @batch_size_option(256)
 @device_option
@@ -85,9 +87,9 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     rep = Reporter(quiet)  # until the process group is joined
     out = Path(out)
     if method == "model" and not model_path:
-        raise CfError("--method model needs --model (or use --method cosine)")
+        raise click.UsageError("--method model needs --model (or use --method cosine)")
     winner = None
-    check_output_path(out, [sequences, split_spec(features)[0], model_path])
+    check_output_path(check_hdf5_name(out), [sequences, split_spec(features)[0], model_path])
     dev = torch_device(device)
     sh = sharding.join(use_cuda=dev.type == "cuda")  # one process, or one rank of torchrun's
     rep = Reporter(quiet or not sh.main)  # under torchrun, rank 0 talks
@@ -100,6 +102,7 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
     n, L = seq.dims["N"], seq.dims["L"]
     if n != feats.n:
         raise CfError(f"has {n} rows but the features {feats.path} have {feats.n}", seq.path)
+    check_sequences(seq, feats.n)
     model = model_art = None
     thresholds: dict = {}
     length = L

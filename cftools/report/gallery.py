@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CfError
 from .cluster_view import PER_PAGE, display_order, largest_splits, paginate, truth_summary
 
 SHARD_ROWS = 20000    # names in one search shard (~1 MB)
@@ -354,42 +350,3 @@ def _write_index(out_dir, data, figures, pages, singles, title, summary, plots):
             f"title=\"{_esc(name)}\"></a>" for name, rel in plots.items()) + "</div>")
     parts.append(_tail())
     (out_dir / "index.html").write_text("".join(parts), encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- atomic folder
-
-
-class AtomicDir:
-    """Build a folder beside its final name, then swap it in: a failed or interrupted
-    build leaves DIR as it was. DIR may be replaced only if it is missing, empty, or a
-    gallery written before (it holds the MARKER file)."""
-
-    def __init__(self, out):
-        self.out = Path(out)
-        parent = self.out.parent if str(self.out.parent) else Path(".")
-        if not parent.is_dir():
-            raise CfError(f"output directory {parent} does not exist", self.out)
-        if self.out.exists():
-            if not self.out.is_dir():
-                raise CfError("exists and is not a folder", self.out)
-            if any(self.out.iterdir()) and not (self.out / MARKER).exists():
-                raise CfError("exists, is not empty and is not a cftools gallery; "
-                              "choose another folder", self.out)
-        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp = self.out.with_name(f".{self.out.name}.cf-tmp-{tag}")
-        self.old = self.out.with_name(f".{self.out.name}.cf-old-{tag}")
-        self.previous = self.out if (self.out / MARKER).exists() else None
-
-    def __enter__(self):
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.out.exists():
-            os.replace(self.out, self.old)
-        os.replace(self.tmp, self.out)
-        shutil.rmtree(self.old, ignore_errors=True)
-        return False

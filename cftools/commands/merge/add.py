@@ -11,6 +11,8 @@ import numpy as np
 
 from ...cli import (
     CONTEXT_SETTINGS,
+    Count,
+    FiniteFloat,
     Reporter,
     batch_size_option,
     bf16_inference_option,
@@ -19,13 +21,17 @@ from ...cli import (
     seed_option,
 )
 from ...core.calibration.thresholds import default_mode
+from ...core.decoding.decoders import DECODERS
 from ...core.decoding.setting import DecoderSetting
+from ...core.decoding.singletons import SINGLETON_POLICIES
 from ...core.runtime.device import torch_device
 from ...errors import CfError
 from ...formats.artifacts import open_artifact, require_same_source
 from ...formats.clusters import read_clusters
 from ...formats.features import load_features, split_spec
+from ...formats.inputs import check_distinct_inputs
 from ...formats.links import read_links
+from ...formats.thresholds import LINK_MODES
 from ...formats.writing import check_output_paths
 
 ADD_HELP = """Add new points to an existing clustering, without clustering everything again.
@@ -103,7 +109,7 @@ FEATURES that did not make LINKS.
               help="Output links file of old + new (.h5).")
 @click.option("--features-out", required=True, type=click.Path(dir_okay=False),
               help="Output features file of old + new (.h5).")
-@click.option("--merge-links", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--merge-links", type=Count(min=1), default=3, show_default=True,
               help="Members of each of two existing clusters that new links must reach "
                    "(and 3/4 of each) to merge them.")
 @click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
@@ -112,7 +118,7 @@ FEATURES that did not make LINKS.
               show_default=True,
               help="Model links of the old rows new points enter: mirror the entrants' own "
                    "links (no model pass), or run the model on those rows.")
-@click.option("--cosine-quantile", type=click.FloatRange(0, 0.5), default=0.005,
+@click.option("--cosine-quantile", type=FiniteFloat(0, 0.5), default=0.005,
               show_default=True,
               help="With --relink model: relink an entered old row only where an entrant's "
                    "cosine reaches this quantile of the cosines of kept links (a sample of "
@@ -133,6 +139,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
     for o in outs:
         if Path(o).suffix.lower() not in (".h5", ".hdf5"):
             raise CfError("output must be an HDF5 file ending in .h5/.hdf5", o)
+    check_distinct_inputs({"--new": new_spec, "--features": features_spec})
     check_output_paths(outs, [clusters, links_path, split_spec(features_spec)[0],
                               split_spec(new_spec)[0], model_path])
     t0 = time.perf_counter()
@@ -142,8 +149,9 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
     if new.dim != old.features.dim:
         raise CfError(f"new features have dimension {new.dim}, the existing features "
                       f"{old.features.path} have {old.features.dim}", new.path)
-    if new.artifact is not None and new.id == old.features.id:
-        raise CfError("new features are the existing features", new.path)
+    if new.id == old.features.id:
+        raise CfError(f"new features are the existing features {old.features.path} (the same "
+                      "values): nothing to add", new.path)
 
     # the decoder CLUSTERS was made with, as it was made
     link_method = str(old.links_attrs.get("method"))
@@ -188,6 +196,11 @@ def _existing(clusters, links_path, features_spec, model_path, device, rep):
         if attr not in cl_attrs:
             raise CfError(f"has no attribute '{attr}': not made by cf-merge decode or add",
                           clusters)
+    for attr, allowed in (("method", DECODERS), ("link_mode", LINK_MODES),
+                          ("singletons", SINGLETON_POLICIES)):
+        if attr in cl_attrs and cl_attrs[attr] not in allowed:
+            raise CfError(f"attribute '{attr}' is {str(cl_attrs[attr])[:40]!r}, not one of "
+                          f"{', '.join(allowed)}", clusters)
     indices, probs, l_attrs, stored, l_art = read_links(links_path)
     require_same_source(str(cl_attrs["links_id"]), l_art.id, what="links", path=clusters,
                         other_path=links_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ...cli import CONTEXT_SETTINGS, Reporter, common_options, seed_option
+from ...cli import CONTEXT_SETTINGS, Count, FiniteFloat, Reporter, common_options, seed_option
 from ...core.calibration.objective import IDENTITY_CAP
 from ...core.calibration.thresholds import calibrate_links, default_mode
 from ...core.decoding.decoders import (
@@ -19,8 +19,9 @@ from ...core.decoding.decoders import (
 from ...core.decoding.setting import DecoderSetting
 from ...core.decoding.singletons import SINGLETON_POLICIES, cluster_summary
 from ...core.decoding.weights import link_weights
-from ...errors import CfError
+from ...errors import CfError, CfUsageError
 from ...formats.features import load_labels
+from ...formats.inputs import check_distinct_inputs
 from ...formats.links import read_links
 from ...formats.thresholds import (
     LINK_MODES,
@@ -87,7 +88,7 @@ the file (attribute singleton_counts).
               help="Output clusters file (.h5).")
 @click.option("--method", type=click.Choice(DECODERS), default="peaks",
               show_default=True, help="Decoder.")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=FiniteFloat(-1, 1), default=None,
               help="Keep links with p >= this [default: calibrated, see above].")
 @click.option("--calibrate", "calibrate", default=None, type=click.Path(dir_okay=False),
               help="Labelled links file to choose the threshold on (never the set to cluster).")
@@ -96,20 +97,20 @@ the file (attribute singleton_counts).
 @click.option("--reciprocal/--directed", "reciprocal", default=None,
               help="Weigh each link by the mean of both directions (p_ji = 0 when absent), "
                    "or by p_ij alone [default: the mode calibration chose (see above)].")
-@click.option("--max-size", type=click.IntRange(min=1), default=None,
+@click.option("--max-size", type=Count(min=1), default=None,
               help="components: split clusters larger than this.")
-@click.option("--size-step", type=click.FloatRange(min=0, min_open=True),
+@click.option("--size-step", type=FiniteFloat(min=1e-6),
               default=DEFAULT_SIZE_STEP, show_default=True,
               help="components: threshold raise per split round.")
-@click.option("--intimacy-ratio", type=click.FloatRange(0, 1), default=None,
+@click.option("--intimacy-ratio", type=FiniteFloat(0, 1), default=None,
               help="intimacy: cut links of lower node intimacy [default: calibrated, else "
                    f"{DEFAULT_INTIMACY_RATIO}].")
-@click.option("--peaks-tolerance", type=click.FloatRange(min=0), default=None,
+@click.option("--peaks-tolerance", type=FiniteFloat(min=0), default=None,
               help="peaks: join neighbours with confidence >= own - this [default: "
                    "calibrated, else 0].")
 @click.option("--singletons", type=click.Choice(SINGLETON_POLICIES), default="keep",
               show_default=True, help="What to do with clusters of one point.")
-@click.option("--attach-threshold", type=float, default=None,
+@click.option("--attach-threshold", type=FiniteFloat(-1, 1), default=None,
               help="attach: least link probability to attach a singleton by [default: the "
                    "links file's thresholds['attach']].")
 @seed_option
@@ -121,13 +122,17 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a clusters file ending in .h5/.hdf5", out)
-    check_output_path(out, [links, calibrate])
     if calibrate and not calibrate_truth:
-        raise CfError("--calibrate needs --calibrate-truth LABELS (the identities of its points)")
+        raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
+                               "its points)")
     if calibrate_truth and not calibrate:
-        raise CfError("--calibrate-truth needs --calibrate LABELLED_LINKS")
+        raise click.UsageError("--calibrate-truth needs --calibrate LABELLED_LINKS")
     if calibrate and threshold is not None:
-        raise CfError("give either --threshold or --calibrate, not both")
+        raise click.UsageError("give either --threshold or --calibrate, not both")
+    check_distinct_inputs({"LINKS": links, "--calibrate": calibrate}, why={
+        ("LINKS", "--calibrate"): "calibrate on labelled data (D_L), never on the set to "
+                                  "cluster"})
+    check_output_path(out, [links, calibrate, calibrate_truth])
     if max_size and method != "components":
         rep.warn(f"--max-size applies to --method components only; ignored by {method}")
 
@@ -135,6 +140,7 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
     indices, probs, attrs, stored, art = read_links(links)
     n, k = indices.shape
     link_method = attrs.get("method")
+    _check_range(link_method, threshold=threshold, attach_threshold=attach_threshold)
     mode = None if reciprocal is None else ("reciprocal" if reciprocal else "directed")
     if mode is None and not calibrate:
         mode = default_mode(method, stored, link_method)
@@ -142,15 +148,12 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
         rep.warn("these model links come from a model that lost to cosine links on its "
                  "held-out identities (cf-train's guard); cf-link --method auto would have "
                  "written cosine links")
-    if attach_threshold is not None and not np.isfinite(attach_threshold):
-        raise CfError(f"--attach-threshold must be a finite number, got {attach_threshold}")
     if singletons == "attach" and attach_threshold is None:
         attach_threshold = (stored or {}).get("attach")
         if attach_threshold is None:
-            raise CfError("--singletons attach needs --attach-threshold P (the least link "
-                          "probability to attach a singleton by)")
-    if threshold is not None and not np.isfinite(threshold):
-        raise CfError(f"--threshold must be a finite number, got {threshold}")
+            raise CfUsageError("--singletons attach needs --attach-threshold P (the least link "
+                               "probability to attach a singleton by): the links file "
+                               "carries none", links)
 
     threshold, source, extra, c_art, mode = _threshold(threshold, calibrate, calibrate_truth,
                                                        method, mode, stored, art, link_method,
@@ -208,6 +211,18 @@ def _threshold(threshold, calibrate, calibrate_truth, method, mode, stored, art,
         None, mode
 
 
+def _check_range(link_method, **given) -> None:
+    """Thresholds given on the command line lie where the links' values do: [0, 1] for
+    model probabilities, [-1, 1] for cosine (the option's own range); past it every link
+    is kept, or none, without a word."""
+    low = -1.0 if link_method == "cosine" else 0.0
+    for name, value in given.items():
+        if value is not None and not low <= value <= 1.0:
+            option = "--" + name.replace("_", "-")
+            raise click.BadParameter(f"{value:g} lies outside [{low:g}, 1], where the "
+                                     f"{link_method} links' values lie", param_hint=option)
+
+
 def _second(given, name: str, calibrated_now: dict, stored, mode: str, default: float) -> float:
     """A decoder's second parameter: as given, else as --calibrate chose it, else as the
     links file carries it, else the default."""
@@ -240,6 +255,11 @@ def _calibrate(path, truth_spec, method, mode, art, link_method, seed, rep):
     truth = load_labels(truth_spec, n=c_idx.shape[0], for_path=path)
     if not (truth >= 0).any():
         raise CfError("no known label (all are -1)", truth_spec)
+    _, counts = np.unique(truth[truth >= 0], return_counts=True)
+    if not (counts >= 2).any():
+        raise CfError("no two points share an identity: a threshold cannot be calibrated "
+                      "without pairs of the same identity (pairwise F would be 0 at any)",
+                      truth_spec)
     rep.info(f"cf-merge: calibrating {method} on {path} ({c_idx.shape[0]} labelled points)")
     modes = (mode,) if mode else LINK_MODES
     found, scores = calibrate_links(c_idx, c_raw, truth, (method,), seed, modes=modes)

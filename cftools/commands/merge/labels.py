@@ -7,15 +7,17 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ...cli import CONTEXT_SETTINGS, Reporter, common_options
+from ...cli import CONTEXT_SETTINGS, Count, Reporter, common_options
 from ...core.pseudo_labels import pseudo_labels
 from ...errors import CfError
 from ...formats.artifacts import require_same_source
 from ...formats.clusters import read_clusters
 from ...formats.features import load_features, split_spec
+from ...formats.inputs import check_distinct_inputs
 from ...formats.interop import write_bin, write_meta
 from ...formats.writing import (
     atomic_outputs,
+    check_format_name,
     check_output_paths,
     create_rows,
     write_artifact,
@@ -69,7 +71,7 @@ def _max_size(value):
               help="Labels of D_L when its features file carries none.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output features file (.h5).")
-@click.option("--min-size", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--min-size", type=Count(min=1), default=2, show_default=True,
               help="Drop pseudo-identities with fewer points.")
 @click.option("--max-size", default="none", show_default=True, metavar="N|auto|none",
               help="Drop pseudo-identities with more points than N; auto: than the largest "
@@ -87,8 +89,20 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a features file ending in .h5/.hdf5", out)
-    inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0]]
+    check_distinct_inputs({"CLUSTERS": clusters, "--unlabelled-features": fu_spec,
+                           "--labelled-features": fl_spec, "--labelled-labels": labelled_labels},
+                          may_share=[("--labelled-features", "--labelled-labels"),
+                                     ("CLUSTERS", "--unlabelled-features"),
+                                     ("CLUSTERS", "--labelled-features")],
+                          why={("--unlabelled-features", "--labelled-features"):
+                               "the same file cannot be both the labelled and the unlabelled "
+                               "set"})
+    inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0],
+              labelled_labels and split_spec(labelled_labels)[0]]
     check_output_paths((out, meta, bin_out), inputs)
+    for path, fmt in ((meta, "meta"), (bin_out, "bin")):
+        if path:
+            check_format_name(path, fmt)
 
     pred, cl_attrs, cl_ref = read_clusters(clusters)
     fu = load_features(fu_spec, reporter=rep)
@@ -104,8 +118,15 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     if fl.dim != fu.dim:
         raise CfError(f"has dimension {fl.dim} but the unlabelled features {fu.path} have "
                       f"{fu.dim}", fl.path)
-    if fu.artifact is not None and fl.artifact is not None and fu.id == fl.id:
-        raise CfError("labelled and unlabelled features are the same file", fl.path)
+    if fu.id == fl.id:
+        raise CfError(f"labelled features are the unlabelled features {fu.path} (the same "
+                      "values): a set cannot be both", fl.path)
+    known = fl.labels[fl.labels >= 0]
+    room = np.iinfo(np.int64).max - (int(known.max()) if known.size else -1)
+    if room <= np.unique(pred[pred >= 0]).size:
+        raise CfError(f"its largest label {int(known.max())} leaves no room for the "
+                      "pseudo-identities numbered after it within int64; renumber the labels",
+                      labelled_labels or fl.path)
 
     chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size)
     keep_l, keep_u, labels = chosen.labelled_rows, chosen.unlabelled_rows, chosen.labels
