@@ -226,3 +226,42 @@ def lineage(art, *ids) -> set[str]:
                 if step.get("output"):
                     out.add(str(step["output"]))
     return out
+
+
+QUESTIONS_KIND = "questions"
+
+
+def write_questions(out, doc: dict) -> None:
+    """Write a questions file (cf-eval review) atomically: one JSON document."""
+    doc = {"cftools_kind": QUESTIONS_KIND, "cftools_format": VERSION, **doc}
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def read_questions(path, n: int, features_id: str | None = None) -> dict:
+    """A questions file, checked to be about a set of ``n`` points (and these features
+    when both know their id); refused with one line naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise CfError("no such file" if not p.exists() else "is not a regular file", path)
+    if p.stat().st_size > MAX_BYTES:
+        raise CfError(f"is larger than {MAX_BYTES >> 20} MiB: not a questions file", path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise CfError(f"not a questions file (invalid JSON: {str(err).splitlines()[0]})",
+                      path) from None
+    if not isinstance(doc, dict) or doc.get("cftools_kind") != QUESTIONS_KIND:
+        raise CfError("not a questions file (cftools_kind is not 'questions'; made by "
+                      "cf-eval review)", path)
+    if doc.get("n_points") != n:
+        raise CfError(f"asks about {doc.get('n_points')} points, the clusters have {n}", path)
+    if features_id and doc.get("features_id") and doc["features_id"] != features_id:
+        raise CfError("asks about other features than the gallery's", path)
+    qs = doc.get("questions")
+    if not isinstance(qs, list) or not all(
+            isinstance(q, dict) and isinstance(q.get("a"), list) and isinstance(q.get("b"), list)
+            and all(isinstance(r, int) and 0 <= r < n for r in q["a"] + q["b"]) and q["a"]
+            and q["b"] for q in qs):
+        raise CfError("'questions' must be a list of questions about rows of the set", path)
+    return doc

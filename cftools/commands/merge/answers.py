@@ -52,6 +52,7 @@ class Outcome:
     attrs: dict = field(default_factory=dict)
     answers: list[str] = field(default_factory=list)  # one JSON text per answer
     changes: np.ndarray | None = None  # id_changes rows of this step
+    ref: str | None = None  # how provenance names the corrections file honoured
 
 
 def load_answers(path, n: int, ids: set[str], against, names=None, recorded=None,
@@ -135,6 +136,7 @@ def record(answers: Answers | None, enforced: Enforced, labels: np.ndarray, out:
     texts = [json.dumps({"answer": a.number, **a.to_json()}, sort_keys=True)
              for a in answers.all]
     out.answers = list(dict.fromkeys(texts))  # an answer recorded and given again: once
+    out.ref = answers.ref
     return out
 
 
