@@ -3,7 +3,8 @@
 ``enforce`` takes any decoder's labels and, in this order:
 
 1. must-links: the clusters a must-link group spans are merged into the largest of them
-   (an unassigned member joins it; a group with no cluster becomes one);
+   (an unassigned member joins it; a group with no cluster, or a named point left
+   unassigned, becomes one);
 2. cannot-links: a cluster holding two cannot-linked groups is split along its weakest
    links. Its members' links (every link between two members, whatever its weight) are
    taken strongest first, each must-link group one node, and a link is kept unless it
@@ -87,7 +88,10 @@ def _merge_groups(out: Enforced, cons: Constraints, fresh: int) -> int:
     labels = out.labels
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, np.int64)
     pairs_a, pairs_b = [], []
-    for pts in cons.members().values():
+    groups = cons.members()
+    for root in cons.names:  # a named point left unassigned is a cluster: it has a name
+        groups.setdefault(int(root), np.array([root], np.int64))
+    for pts in groups.values():
         labs = np.unique(labels[pts])
         labs = labs[labs >= 0]
         if labs.size == 0:  # no member in a cluster: the group is one
