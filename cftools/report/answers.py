@@ -62,7 +62,8 @@ function el(tag,attrs,text){var e=document.createElement(tag);for(var k in attrs
 if(text!==undefined)e.textContent=text;return e;}
 function bar(){var b=el('div',{id:'cf-bar'});b.appendChild(el('span',{id:'cf-count'}));
 var s=el('button',{id:'cf-save'},'save corrections');s.onclick=save;b.appendChild(s);
-var c=el('button',{id:'cf-clear'},'clear');c.onclick=function(){if(window.confirm('Forget every answer?'))store([]);};
+var c=el('button',{id:'cf-clear'},'clear');
+c.onclick=function(){if(window.confirm('Forget every answer?'))store([]);};
 b.appendChild(c);document.body.appendChild(b);}
 function cards(){var cs=document.querySelectorAll('section.card[data-core]');
 for(var i=0;i<cs.length;i++)card(cs[i]);}
