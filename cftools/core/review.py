@@ -68,7 +68,7 @@ def link_scale(weights: np.ndarray, threshold: float) -> float:
 
 
 def p_same(w, threshold: float, scale: float):
-    return 1.0 / (1.0 + np.exp(-(np.asarray(w, np.float64) - threshold) / scale))
+    return 1.0 / (1.0 + np.exp(-np.clip((np.asarray(w, np.float64) - threshold) / scale, -50, 50)))
 
 
 def _dense(labels: np.ndarray):
@@ -286,7 +286,7 @@ class Calibration:
 
     def p(self, rule: str, evidence, threshold: float):
         x = self.alpha[rule] * (np.asarray(evidence, np.float64) - threshold) + self.beta[rule]
-        return 1.0 / (1.0 + np.exp(-x))
+        return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
     def to_json(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "source": self.source,
@@ -317,23 +317,36 @@ def fit_calibration(pool: list[Question], truth: np.ndarray, threshold: float, s
     return cal
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, alpha0: float, ridge: float = 1e-3):
-    """(alpha, beta) of p = sigmoid(alpha x + beta) by Newton's method (a small ridge)."""
-    theta = np.array([alpha0, 0.0])
-    design = np.column_stack([x, np.ones_like(x)])
-    for _ in range(50):
+def _logistic(x: np.ndarray, y: np.ndarray, alpha0: float, prior: float = 1.0):
+    """(alpha, beta) of p = sigmoid(alpha x + beta) by Newton's method, in units of the
+    links' scale (x alpha0) and drawn towards the links' own model (alpha0, 0) by a
+    Gaussian prior of weight ``prior``: separable answers (every "yes" above every "no")
+    give a steep, finite slope instead of an infinite one."""
+    z = x * alpha0
+    theta0 = np.array([1.0, 0.0])
+    theta = theta0.copy()
+    design = np.column_stack([z, np.ones_like(z)])
+    for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-np.clip(design @ theta, -30, 30)))
-        grad = design.T @ (p - y) + ridge * theta
-        hess = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        grad = design.T @ (p - y) + prior * (theta - theta0)
+        hess = (design * (p * (1 - p))[:, None]).T @ design + prior * np.eye(2)
         step = np.linalg.solve(hess, grad)
         theta = theta - step
-        if np.abs(step).max() < 1e-8:
+        if np.abs(step).max() < 1e-9:
             break
-    return float(theta[0]), float(theta[1])
+    return float(theta[0] * alpha0), float(theta[1])
 
 
-def score(pool: list[Question], threshold: float, cal: Calibration) -> None:
-    """p(same) and the expected gain of every question: pairs x P(decided wrong)."""
+OBJECTIVES = ("bcubed", "pairs")
+
+
+def score(pool: list[Question], threshold: float, cal: Calibration,
+          objective: str = OBJECTIVES[0]) -> None:
+    """p(same) and the expected gain of every question: what it decides x P(decided
+    wrong). What it decides: the point pairs (|A| |B|: pairwise F counts pairs), or under
+    "bcubed" each point's share of them, 2 |A| |B| / (|A| + |B|) (BCubed F averages over
+    points: a singleton joining a cluster of 300 changes one point's recall a lot and the
+    300 others' a little)."""
     for rule in RULES:
         qs = [q for q in pool if q.rule == rule]
         if not qs:
@@ -341,7 +354,9 @@ def score(pool: list[Question], threshold: float, cal: Calibration) -> None:
         p = cal.p(rule, [q.weight for q in qs], threshold)
         for q, pi in zip(qs, p.tolist()):
             q.p_same = pi
-            q.gain = q.pairs * (pi if q.kind == "join" else 1.0 - pi)
+            wrong = pi if q.kind == "join" else 1.0 - pi
+            decided = q.pairs if objective == "pairs" else 2.0 * q.pairs / (q.size_a + q.size_b)
+            q.gain = decided * wrong
 
 
 def candidates(labels: np.ndarray, indices: np.ndarray, weights: np.ndarray,
@@ -361,13 +376,14 @@ def candidates(labels: np.ndarray, indices: np.ndarray, weights: np.ndarray,
 
 def review(labels: np.ndarray, indices: np.ndarray, weights: np.ndarray, threshold: float,
            *, calibration: Calibration | None = None, scale: float | None = None,
-           answered: Constraints | None = None) -> tuple[list[Question], Calibration]:
+           answered: Constraints | None = None, objective: str = OBJECTIVES[0]
+           ) -> tuple[list[Question], Calibration]:
     """Every candidate question, best first (falling expected gain; ties: kind, rows), and
     the calibration used (default: the links' own scale). ``answered``: constraints
     already known; questions they decide are left out."""
     pool, s = candidates(labels, indices, weights, threshold, scale)
     cal = calibration or from_links(s)
-    score(pool, threshold, cal)
+    score(pool, threshold, cal, objective)
     if answered is not None and pool:
         first_a = np.array([q.a[0] for q in pool])
         first_b = np.array([q.b[0] for q in pool])

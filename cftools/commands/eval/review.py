@@ -26,8 +26,11 @@ a candidate question, "is this the same person as that?":
           spanning tree (where a cluster of a size out of line most often comes apart); a
           "no" splits it there.
 
-Each is ordered by the expected gain of an answer: the point pairs it decides (size of
-one side x size of the other) times the probability that the decoder decided them wrong.
+Each is ordered by the expected gain of an answer: what it decides times the probability
+that the decoder decided it wrong. What it decides (--objective): the point pairs (size
+of one side x size of the other; pairwise F counts pairs), or by default each point's
+share of them, 2 |A| |B| / (|A| + |B|) (BCubed F averages over points: a singleton joining
+a cluster of 300 changes one point's recall much and the 300 others' little).
 That probability comes from the links: p(same) = 1 / (1 + exp(-(alpha (e - t) + beta)))
 at the decoder's threshold t for the question's evidence e (a join: the median, over the
 smaller cluster, of each member's strongest link into the other; a member: its strongest
@@ -61,13 +64,17 @@ already decide (review again after cf-merge --corrections).
               help="Labelled links to fit p(same) on (never the links under review).")
 @click.option("--calibrate-truth", default=None,
               help="Labels of --calibrate's points (.npy, .meta, features .h5, f.h5:/path).")
+@click.option("--objective", type=click.Choice(("bcubed", "pairs")), default="bcubed",
+              show_default=True,
+              help="What an answer decides: the point pairs (pairwise F) or each point's "
+                   "share of them (BCubed F).")
 @click.option("--corrections", "corrections_path", default=None,
               type=click.Path(dir_okay=False),
               help="Answers already given: the questions they decide are left out.")
 @seed_option
 @common_options
-def review(clusters, links, out, top, features, calibrate, calibrate_truth, corrections_path,
-           seed, quiet):
+def review(clusters, links, out, top, features, calibrate, calibrate_truth, objective,
+           corrections_path, seed, quiet):
     from ...core.corrections import constraints_from
     from ...core.decoding.weights import link_weights
     from ...core.review import review as rank
@@ -100,11 +107,13 @@ def review(clusters, links, out, top, features, calibrate, calibrate_truth, corr
     cal = _calibration(calibrate, calibrate_truth, attrs, mode, l_art, seed, rep) \
         if calibrate else None
     weights = link_weights(indices, probs, mode)
-    pool, cal = rank(labels, indices, weights, threshold, calibration=cal, answered=answered)
+    pool, cal = rank(labels, indices, weights, threshold, calibration=cal, answered=answered,
+                     objective=objective)
     chosen = pool[:top]
     doc = {"clusters_id": c_art.id, "links_id": l_art.id,
            "features_id": str(l_attrs.get("features_id", "")), "n_points": int(n),
            "threshold": threshold, "link_mode": mode, "calibration": cal.to_json(),
+           "objective": objective,
            "pool": len(pool), "expected_gain": round(sum(q.gain for q in chosen), 3),
            "questions": [q.to_json(i + 1) for i, q in enumerate(chosen)]}
     if names is not None:
