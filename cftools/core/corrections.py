@@ -169,3 +169,48 @@ def answered_pairs(cons: Constraints, rows: np.ndarray, cols: np.ndarray) -> np.
         a, b = np.minimum(gi, gj), np.maximum(gi, gj)
         out[np.isin(a * np.int64(cons.n) + b, key)] = 0
     return out
+
+
+def train_on_answers(data, path, feats, log=None):
+    """cf-train --corrections: the answered pairs of a corrections file become labelled
+    pairs of the training sequences ``data`` (core.clusformer.sequences.SequenceData) over
+    the features ``feats``. The answers name rows of the set they were given about: FEATURES
+    itself (or a set it grew from), or, for a training set cf-merge labels wrote (datasets
+    source, source_rows), its pseudo-labelled rows. A position (centre i, neighbour j) the
+    answers decide gets target 1 (one identity) or 0 (two); an answered centre of unknown
+    label joins training under its must-link group (a label above every known one).
+    Returns the new data; ``log`` gets one line of counts."""
+    from ..formats.corrections import check_fits, lineage, read_corrections
+
+    corr = read_corrections(path)
+    art = feats.artifact
+    if art is not None and "source_rows" in art and "source" in art:
+        src, src_rows = art.read("source"), art.read("source_rows")
+        n_set = int(src_rows[src == 1].max()) + 1 if (src == 1).any() else 0
+        check_fits(corr, max(n_set, corr.n_points), lineage(art, feats.id), against=feats.path)
+        answered_row = np.where(src == 1, src_rows, -1)  # training row -> answered set's row
+        n_set = max(n_set, corr.n_points)
+    else:
+        check_fits(corr, feats.n, lineage(art, feats.id), against=feats.path, names=feats.names)
+        answered_row, n_set = np.arange(feats.n), feats.n
+    cons = constraints_from(corr.answers, n_set, path)
+    order, mask = data.order, data.mask
+    rows = np.where(order >= 0, answered_row[np.maximum(order, 0)], -1)
+    centre = np.broadcast_to(rows[:, :1], rows.shape)
+    ok = mask & (rows >= 0) & (centre >= 0)
+    ok[:, 0] = False
+    said = np.full(order.shape, -1, np.int8)
+    said[ok] = answered_pairs(cons, centre[ok], rows[ok])
+    targets = np.where(said >= 0, said, data.targets).astype(np.int8)
+    labels = data.labels.copy()
+    named = np.zeros(n_set, bool)
+    named[cons.constrained_rows()] = True
+    train_rows = np.flatnonzero((answered_row >= 0) & named[np.maximum(answered_row, 0)]
+                                & (labels < 0))
+    top = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+    labels[train_rows] = top + cons.group[answered_row[train_rows]]
+    if log is not None:
+        log(f"cf-train: {len(corr.answers)} answers: {int((said == 1).sum())} positions of one "
+            f"identity and {int((said == 0).sum())} of two; {train_rows.size} points of unknown "
+            "label join training")
+    return type(data)(order, mask, targets, labels)

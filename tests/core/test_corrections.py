@@ -123,3 +123,48 @@ def test_new_points_get_new_ids_in_order():
     new = np.array([2, 2, 0, 0, 1, 3])  # rows 3..5 are new points
     out = carry_ids(new, old, 2)
     assert out.labels.tolist() == [0, 0, 1, 1, 2, 3]
+
+
+def test_answered_pairs_become_training_targets(tmp_path):
+    import json
+
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.corrections import train_on_answers
+    from cftools.formats.features import load_features, write_features
+    from cftools.formats.writing import write_artifact
+
+    x = np.eye(6, dtype=np.float32)
+    write_features(tmp_path / "du.h5", x)  # no labels: only the answers teach
+    fu = load_features(tmp_path / "du.h5")
+    order = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0], [3, 2, 1], [4, 5, 0], [5, 4, 1]])
+    data = SequenceData(order, np.ones(order.shape, bool), np.full(order.shape, -1, np.int8),
+                        np.full(6, -1, np.int64))
+    (tmp_path / "c.json").write_text(json.dumps({
+        "cftools_kind": "corrections", "cftools_format": 1, "features_id": fu.id,
+        "n_points": 6, "answers": [{"kind": "same", "a": [0], "b": [1]},
+                                   {"kind": "different", "a": [0], "b": [2]}]}))
+    out = train_on_answers(data, tmp_path / "c.json", fu)
+    assert out.targets[0].tolist() == [-1, 1, 0] and out.targets[1].tolist() == [-1, 1, -1]
+    assert out.targets[2].tolist() == [-1, -1, 0] and (out.targets[4:] == -1).all()
+    assert out.labels[0] == out.labels[1] != out.labels[2] and (out.labels[3:] == -1).all()
+    # the same answers through a training set cf-merge labels wrote: rows follow source_rows
+    with write_artifact(tmp_path / "r.h5", "features",
+                        inputs={"unlabelled": fu.artifact}) as f:
+        f.create_dataset("features", data=x[[5, 2, 1, 0]])
+        f.create_dataset("labels", data=np.array([7, 8, 8, 9]))
+        f.create_dataset("source", data=np.array([0, 1, 1, 1], np.int8))
+        f.create_dataset("source_rows", data=np.array([5, 2, 1, 0]))
+    fr = load_features(tmp_path / "r.h5")
+    data = SequenceData(np.array([[3, 2, 1], [2, 3, 0]]), np.ones((2, 3), bool),
+                        np.full((2, 3), -1, np.int8), fr.labels)
+    out = train_on_answers(data, tmp_path / "c.json", fr)
+    assert out.targets.tolist() == [[-1, 1, 0], [-1, 1, -1]]
+    with pytest.raises(CfError, match="another data set"):
+        train_on_answers(data, tmp_path / "c.json", _other(tmp_path))
+
+
+def _other(tmp_path):
+    from cftools.formats.features import load_features, write_features
+
+    write_features(tmp_path / "other.h5", np.eye(6, dtype=np.float32)[::-1].copy())
+    return load_features(tmp_path / "other.h5")
