@@ -174,7 +174,8 @@ def _shown(first: int, other: int) -> list[int]:
 
 
 def _adjacency(cid, u, v, w, n):
-    """The links inside clusters as a symmetric CSR matrix of weight + 3 (all positive)."""
+    """The links inside clusters as a symmetric CSR matrix of weight + 3: every stored
+    value positive (a sparse matrix drops zeros), cosine weights of -1 included."""
     import scipy.sparse as sp
 
     inside = cid[u] == cid[v]
@@ -235,8 +236,8 @@ def cut_questions(cid, sizes, label_of, core, strength, adj, threshold, scale,
     xs = xs[ok]
     if not xs.size:
         return []
-    link_w = np.asarray(tree[xs, parent[xs]]).ravel()
-    link_w = np.where(link_w > 0, 5.0 - link_w - 3.0 + 0.0, NO_LINK)
+    cost_up = np.asarray(tree[xs, parent[xs]]).ravel()
+    link_w = np.where(cost_up > 0, 2.0 - cost_up, NO_LINK)  # back from the cost 2 - w
     rough = sub[xs] * (sizes[cid[xs]] - sub[xs]) * (1.0 - p_same(link_w, threshold, scale))
     out = []
     for i in np.argsort(-rough, kind="stable")[:top].tolist():
