@@ -229,6 +229,7 @@ def test_answering_in_the_browser_splits_the_cluster(tmp_path):
     assert names == {str(after[0]): "Alice"}
 
 
+@pytest.mark.slow
 def test_the_site_holds_what_answering_needs(tmp_path):
     truth, _ = look_alikes(tmp_path)
     run_cmd("eval", "review", tmp_path / "c.h5", "--links", tmp_path / "links.h5", "-o",

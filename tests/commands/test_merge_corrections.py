@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from conftest import one_line_error, run_cmd
 
+# every test reads a demo set linked by the commands (about 15 s to make) and runs several
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -56,7 +59,6 @@ def largest(lab):
     return big, np.flatnonzero(lab == big)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["peaks", "intimacy", "infomap", "components"])
 def test_add_puts_exact_duplicates_with_their_originals(demo, tmp_path, method):
     """Issue 28 case 1: each twin's link to its original weighs 1.0 both ways; before the
@@ -162,7 +164,6 @@ def test_bad_answers_are_refused_with_one_line(demo, tmp_path, case):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"], name
 
 
-@pytest.mark.slow
 def test_adds_honour_answers_and_carry_them(demo, tmp_path):
     """An add honours --corrections and the answers its input recorded; --redecode may
     split an old cluster, and records every id change."""

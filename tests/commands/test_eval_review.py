@@ -38,6 +38,7 @@ def sets(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_questions_file(sets, tmp_path):
     d = sets
     res = run_cmd("eval", "review", d / "c.h5", "--links", d / "links_u.h5", "-o",
@@ -65,6 +66,7 @@ def test_questions_file(sets, tmp_path):
     assert again["pool"] == doc["pool"] - 5
 
 
+@pytest.mark.slow
 def test_calibration_on_a_labelled_set(sets, tmp_path):
     d = sets
     res = run_cmd("eval", "review", d / "c.h5", "--links", d / "links_u.h5", "-o",
