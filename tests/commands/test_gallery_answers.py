@@ -228,6 +228,29 @@ def test_answering_in_the_browser_splits_the_cluster(tmp_path):
     assert set(after[:8]) == {after[0]} and after[0] == before[0]  # A keeps its id
     assert names == {str(after[0]): "Alice"}
 
+    # merging two clusters by clicking: "merge" on one card, "merge here" on the other
+    browser = Browser(exe, tmp_path / "profile2", tmp_path / "downloads2")
+    try:
+        browser.open(site / "pages" / "c00001.html")
+        one, two = browser.js("Array.from(document.querySelectorAll('section.card[data-core]'))"
+                              ".map(function(c){return c.getAttribute('data-label');})")[:2]
+        browser.click(f"section#c{one} button.cf-merge")
+        assert browser.js(f"document.querySelector('section#c{two} button.cf-merge')"
+                          ".textContent") == "merge here"
+        browser.click(f"section#c{two} button.cf-merge")
+        browser.click("#cf-save")
+        while browser.event("Browser.downloadProgress")["params"]["state"] != "completed":
+            pass
+    finally:
+        browser.close()
+    merged = tmp_path / "downloads2" / "corrections.json"
+    assert [a["action"] for a in json.loads(merged.read_text())["answers"]] == ["merge"]
+    run_cmd("merge", tmp_path / "links.h5", "-o", tmp_path / "c3.h5", "--method", "components",
+            "--threshold", threshold, "--corrections", merged, check=True)
+    with h5py.File(tmp_path / "c3.h5") as f:
+        joined = f["labels"][()]
+    assert joined[before == int(one)][0] == joined[before == int(two)][0]
+
 
 @pytest.mark.slow
 def test_the_site_holds_what_answering_needs(tmp_path):
