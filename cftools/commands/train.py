@@ -126,6 +126,9 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
                    "it use fp16 with a gradient scaler].")
+@click.option("--corrections", default=None, type=click.Path(dir_okay=False),
+              help="A corrections file (cf-eval gallery): its answered pairs become labelled "
+                   "pairs of these sequences (cf-merge(1), ANSWERS).")
 @click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
 @batch_size_option(128)
 @device_option
@@ -134,7 +137,7 @@ training summary as JSON attributes; loading it never runs code.
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
          warmup, val_fraction, calibration_points, identity_cap, checkpoint, resume, bf16,
-         stop_after_epoch, batch_size, device,
+         corrections, stop_after_epoch, batch_size, device,
          seed, quiet):
     import torch
 
@@ -161,6 +164,9 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
 
     t0 = time.perf_counter()
     seq, feats, data = _read(sequences, features, labels, rep)
+    if corrections:  # answered pairs as labelled pairs (core/corrections.py)
+        from ..core.corrections import train_on_answers
+        data = train_on_answers(data, corrections, feats, rep.info)
     n, L = seq.dims["N"], seq.dims["L"]
     length, selection = _length(length, data, feats.features, calibration_points, seed,
                                 rep.info if dist.main else (lambda m: None))

@@ -119,6 +119,8 @@ _FEATURES = KindSpec(
         AttrSpec("dropped_unlabelled_rows_of_labelled_set",
                  "cf-merge labels: labelled-set rows of unknown label left out", type="int"),
         AttrSpec("clusters_id", "cf-merge labels: id of the clusters file"),
+        AttrSpec("corrections", "cf-merge labels --corrections: the file honoured and what it "
+                 "changed", json=True),
     ),
 )
 
@@ -204,6 +206,10 @@ _CLUSTERS = KindSpec(
                     "by the b-th add", required=False),
         DatasetSpec("merges", "int64", ("M", "4"), "(cf-merge add) batch, kept id, merged id, "
                     "members reached", required=False),
+        DatasetSpec("id_changes", "int64", ("I", "5"), "(--previous, add) step, kind (1 split, "
+                    "2 merged), old id, new id, points", required=False),
+        DatasetSpec("answers", "str", ("A",), "(--corrections) every answer honoured, one JSON "
+                    "object each", required=False),
     ),
     (
         AttrSpec("method", "the decoder"),
@@ -224,6 +230,10 @@ _CLUSTERS = KindSpec(
         AttrSpec("attach_threshold", "attach: the least link weight", type="float"),
         AttrSpec("batches", "cf-merge add: one entry per batch (source, time, counts, timings)",
                  json=True),
+        AttrSpec("corrections", "--corrections: the file honoured and what it changed", json=True),
+        AttrSpec("cluster_names", "{cluster id: name} from the answers", json=True),
+        AttrSpec("next_id", "the least cluster id never used (ids are never given again)"),
+        AttrSpec("previous_id", "--previous: id of the clustering whose ids were kept"),
     ),
 )
 

@@ -62,6 +62,17 @@ true (log-log; with --truth), the threshold sweep of cf-eval sweep --json (--swe
 kNN precision and recall per rank of cf-eval knn --json (--knn-eval), and the
 training curves stored in a model file (--model).
 
+\b
+Answering: every cluster card lets a person mark a member "not this identity" (the x
+beside it), merge the cluster with another ("merge", then "merge here" on the other
+card) and name it; with --questions (cf-eval review's output) review.html shows each
+question with its images, to answer "same person" or "different". The answers stay in
+the browser (local storage, shared by every page of galleries of the same features) and
+"save corrections" downloads them as corrections.json, the --corrections of cf-merge,
+cf-merge add and cf-merge labels. The site stays static (a download, not a server): it
+opens from disk as before, nothing listens on a port, and the file lands where the
+browser saves downloads.
+
 DIR is built beside itself and swapped in when complete; an existing DIR is
 replaced only if it is empty or an earlier gallery. The path of index.html goes to
 stdout.
@@ -122,9 +133,12 @@ def _image_paths(names, features_path, images_root):
 @click.option("--title", default=None, metavar="T", help="Title of the site [default: CLUSTERS' name].")
 @click.option("--workers", type=Count(min=1, max=MAX_WORKERS), default=None, metavar="W",
               help="Processes making thumbnails [default: the CPUs].")
+@click.option("--questions", "questions_path", default=None, metavar="JSON",
+              help="cf-eval review's questions: shown on review.html, to answer.")
 @common_options
 def gallery(clusters, out, features, links, truth_spec, images_root, names_only, model,
-            sweep_json, knn_json, stray_ratio, stray_below, per_page, title, workers, quiet):
+            sweep_json, knn_json, stray_ratio, stray_below, per_page, title, workers,
+            questions_path, quiet):
     from ...formats.clusters import read_predicted as _predicted
 
     rep = Reporter(quiet, prog="cf-eval gallery")
@@ -162,10 +176,17 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
         truth_names = _label_names(truth_spec) or label_names
     if names is None:
         names = np.array([str(i) for i in range(n)], dtype=object)
+    questions = None
+    if questions_path:
+        from ...formats.corrections import read_questions
+
+        questions = read_questions(questions_path, n, art.id)
     shown = np.array([_printable(s) for s in names], dtype=object)
     data = G.GalleryData(names=shown, cid=cid, sizes=sizes, label_of=label_of,
                          strength=strength, stray=stray, truth=truth,
-                         truth_names=truth_names, strength_kind=kind)
+                         truth_names=truth_names, strength_kind=kind, features_id=art.id,
+                         clusters_id=str((pred_attrs or {}).get("cftools_id", "")),
+                         questions=questions)
     paths = None if names_only else _image_paths(names, features, images_root)
     with target as tmp:
         if paths is not None:
