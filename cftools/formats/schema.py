@@ -232,7 +232,8 @@ _CLUSTERS = KindSpec(
                  json=True),
         AttrSpec("corrections", "--corrections: the file honoured and what it changed", json=True),
         AttrSpec("cluster_names", "{cluster id: name} from the answers", json=True),
-        AttrSpec("next_id", "the least cluster id never used (ids are never given again)"),
+        AttrSpec("next_id", "the least cluster id never used (ids are never given again)",
+                 type="int"),
         AttrSpec("previous_id", "--previous: id of the clustering whose ids were kept"),
     ),
 )

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ...cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options, seed_option
+from ...cli import CONTEXT_SETTINGS, CfCommand, Count, Reporter, common_options, seed_option
 from ...errors import CfError
 from ...formats.artifacts import open_artifact, require_same_source
+from ...formats.inputs import check_distinct_inputs
 from ...formats.writing import check_output_path
 
 HELP = """Rank the decisions of a clustering most likely wrong, as yes/no questions.
@@ -56,7 +57,7 @@ already decide (review again after cf-merge --corrections).
 @click.option("--links", required=True, help="The links CLUSTERS was decoded from.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output questions file (.json).")
-@click.option("--top", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--top", type=Count(min=1), default=200, show_default=True,
               help="Questions written, best first.")
 @click.option("--features", default=None,
               help="The clustered points' features: their names go into the questions.")
@@ -89,6 +90,9 @@ def review(clusters, links, out, top, features, calibrate, calibrate_truth, obje
     check_output_path(out, [clusters, links, calibrate, corrections_path])
     if bool(calibrate) != bool(calibrate_truth):
         raise click.UsageError("--calibrate and --calibrate-truth go together")
+    check_distinct_inputs({"--links": links, "--calibrate": calibrate}, why={
+        ("--links", "--calibrate"): "calibrate on labelled data (D_L), never on the set the "
+                                    "questions are about"})
     labels, attrs, c_art = read_clusters(clusters)
     for attr in ("links_id", "threshold", "method"):
         if attr not in attrs:
