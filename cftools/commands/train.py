@@ -21,7 +21,7 @@ from ..cli import (
 )
 from ..core.clusformer.grammar import make_targets
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
-from ..core.clusformer.sequences import SequenceData, truncated
+from ..core.clusformer.sequences import EPOCH_BUDGET, PATIENCE, SequenceData, truncated
 from ..core.clusformer.training import TrainConfig, choose_data_length, train
 from ..core.runtime.device import torch_device
 from ..core.runtime.distributed import init_distributed
@@ -122,6 +122,13 @@ training summary as JSON attributes; loading it never runs code.
               help="Most labelled rows the decoders' thresholds are calibrated on.")
 @click.option("--identity-cap", type=Count(min=0), default=30, show_default=True,
               help="Most centres one identity gives an epoch (0: no cap).")
+@click.option("--epoch-budget", type=Count(min=0), default=EPOCH_BUDGET,
+              show_default=True,
+              help="Most centres an epoch reads, stratified by identity (0: all the capped "
+                   "centres): an epoch costs the same at any size of the labelled set.")
+@click.option("--patience", type=Count(min=0), default=PATIENCE, show_default=True,
+              help="Stop once the held-out ROC-AUC has not risen for this many epochs "
+                   "(0: train every --epochs).")
 @checkpoint_options("MODEL.h5.ckpt, beside -o")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
@@ -136,8 +143,8 @@ training summary as JSON attributes; loading it never runs code.
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
-         warmup, val_fraction, calibration_points, identity_cap, checkpoint, resume, bf16,
-         corrections, stop_after_epoch, batch_size, device,
+         warmup, val_fraction, calibration_points, identity_cap, epoch_budget, patience,
+         checkpoint, resume, bf16, corrections, stop_after_epoch, batch_size, device,
          seed, quiet):
     import torch
 
@@ -183,7 +190,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
                        bf16=bf16, stop_after_epoch=stop_after_epoch,
                        calibration_points=calibration_points,
-                       identity_cap=identity_cap or None)
+                       identity_cap=identity_cap or None, epoch_budget=epoch_budget or None,
+                       patience=patience or None)
     rep.info(f"cf-train: {n} sequences (L={L}, d={feats.dim}), preset {preset}, "
              f"{epochs} epochs on {dev}" + (f" x {dist.world} processes" if dist.world > 1 else ""))
     try:

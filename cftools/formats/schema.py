@@ -174,7 +174,7 @@ _MODEL = KindSpec(
         AttrSpec("thresholds", "Clusformer: thresholds calibrated on labelled data (keys: "
                  "formats.thresholds)", json=True),
         AttrSpec("training", "Clusformer: training summary (epochs, validation, guard, "
-                 "cosine_thresholds, length_selection)", json=True),
+                 "gate, cosine_thresholds, length_selection)", json=True),
     ),
     groups=("weights",),
 )
@@ -195,6 +195,10 @@ _LINKS = KindSpec(
         AttrSpec("thresholds", "the calibrated thresholds cf-merge uses by default", json=True),
         AttrSpec("guard_winner", 'model, cosine, or "none": the verdict of cf-train\'s guard'),
         AttrSpec("min_sim", "cf-seq --min-sim of the sequences, which cf-merge add follows", type="sim"),
+        AttrSpec("model_rows", "rows the model read (the others kept calibrated cosine, "
+                 "outside the gate); 0 for cosine links", type="int"),
+        AttrSpec("gate", "the gate cf-link read model links with (decoder, mode, threshold, "
+                 "reach, flip_distance); {} for none", json=True),
     ),
 )
 
