@@ -18,6 +18,7 @@ a point of unknown identity are skipped by both.
 
     python bench/review.py                                  # lfw-dev, CelebA, demo; seeds 0-2
     python bench/review.py --sets lfw-dev-dlib128 --seeds 0
+    python bench/review.py --collect bench/results/review-*-seed*.json   # table, plot again
 
 Writes bench/results/review-<set>-seed<S>-<time>.json, prints a markdown table, and draws
 bench/results/review-<time>.png (F_B and F_P against answers, per set).
@@ -192,11 +193,19 @@ def main(argv=None):
     ap.add_argument("--calibrate", choices=("auto", "yes", "no"), default="auto",
                     help="Fit p(same) on D_L (auto: where the features were not learned on "
                          "D_L, i.e. not on the demo's images).")
+    ap.add_argument("--collect", nargs="+", default=None, metavar="JSON",
+                    help="Print the table and draw the plot of results written before.")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     results = []
-    for name in args.sets:
+    for path in args.collect or []:
+        res = json.loads(Path(path).read_text())
+        for order in ("ranked", "random"):
+            res[order]["scores"] = {int(k): v for k, v in res[order]["scores"].items()}
+        results.append(res)
+    results.sort(key=lambda r: (r["set"], r["seed"]))
+    for name in [] if args.collect else args.sets:
         if not available(name):
             print(f"(skipping {name}: no data)", file=sys.stderr)
             continue
