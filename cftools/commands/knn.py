@@ -103,7 +103,7 @@ output file when all succeeded. See man cf-knn.
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="torch: the products' precision; fp16 and bf16 candidates are re-scored in "
                    "fp32 (exact result) [auto: fp16 on CUDA, fp32 on the CPU].")
-@click.option("--tile", type=click.IntRange(min=1), default=None,
+@click.option("--tile", type=Count(min=1), default=None,
               help="torch: base rows multiplied at once; lower it (or --batch-size) to use "
                    "less memory [default: 65536].")
 @click.option("--gpu-shard", is_flag=True,
@@ -114,7 +114,7 @@ output file when all succeeded. See man cf-knn.
 @click.option("--recall-sample", type=Count(min=0), default=1000, show_default=True,
               help="Queries checked against exact search for approximate methods (0: skip).")
 @click.option("--strict", is_flag=True, help="Refuse rows that are not of unit norm.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=Count(min=1), default=None,
               help="Queries searched at once; lower it to use less memory [default: 16384; "
                    "torch: 8192 on CUDA, 1024 on the CPU].")
 @device_option
@@ -129,15 +129,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
     check_distinct_inputs({"FEATURES": features, "--queries": queries})
     inputs = [split_spec(features)[0]] + ([split_spec(queries)[0]] if queries else [])
     check_output_path(out, inputs)
-    if k < 1:  # a usage error, refused before any reading
-        raise click.BadParameter("k must be at least 1", param_hint="'-k'")
-    if method == "auto" and recall_sample == 0:
-        raise click.BadParameter("--method auto measures recall on --recall-sample queries; "
-                                 "give it at least 1 (or choose --method ivf)",
-                                 param_hint="'--recall-sample'")
-    if backend == "torch" and method not in ("auto", "exact"):
-        raise click.BadParameter(f"--backend torch searches exactly; --method {method} needs "
-                                 "--backend faiss", param_hint="'--method'")
+    _check_usage(k, method, recall_sample, backend)
     backend, use_gpu = plan_backend(backend, method, device)
     sh = sharding.join(use_cuda=use_gpu)  # one process, or one rank of torchrun's
     rep = Reporter(quiet or not sh.main)  # under torchrun, rank 0 talks
@@ -145,15 +137,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
     t0 = time.perf_counter()
     base = load_features(features, dim=dim, strict=strict, reporter=rep)
     check_k(k, base.n, base.path, self_search=not queries)
-    q = None
-    if queries:
-        q = load_features(queries, dim=dim, strict=strict, reporter=rep)
-        if q.dim != base.dim:
-            raise CfError(f"queries have dimension {q.dim}, the index features {base.path} "
-                          f"have {base.dim}", q.path)
-        if q.id == base.id:
-            raise CfError(f"queries are the features {base.path} themselves (the same "
-                          "values); drop --queries to search a set within itself", q.path)
+    q = _load_queries(queries, base, dim=dim, strict=strict, rep=rep) if queries else None
     t_load = time.perf_counter() - t0
     nq = base.n if q is None else q.n
     chosen = plan_method(method, base.n, nq, exact_below, backend)
@@ -207,6 +191,31 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
     sharding.leave(sh)
     rep.info(f"cf-knn: wrote {out} ({nq} x {k}) in {time.perf_counter() - t0:.1f} s "
              f"(load {t_load:.1f} s, search {found.seconds['search']:.1f} s)")
+
+
+def _check_usage(k: int, method: str, recall_sample: int, backend: str) -> None:
+    """Usage errors, refused before any reading."""
+    if k < 1:
+        raise click.BadParameter("k must be at least 1", param_hint="'-k'")
+    if method == "auto" and recall_sample == 0:
+        raise click.BadParameter("--method auto measures recall on --recall-sample queries; "
+                                 "give it at least 1 (or choose --method ivf)",
+                                 param_hint="'--recall-sample'")
+    if backend == "torch" and method not in ("auto", "exact"):
+        raise click.BadParameter(f"--backend torch searches exactly; --method {method} needs "
+                                 "--backend faiss", param_hint="'--method'")
+
+
+def _load_queries(queries, base, *, dim, strict, rep):
+    """--queries' features: of the base's dimension, and not the base itself."""
+    q = load_features(queries, dim=dim, strict=strict, reporter=rep)
+    if q.dim != base.dim:
+        raise CfError(f"queries have dimension {q.dim}, the index features {base.path} "
+                      f"have {base.dim}", q.path)
+    if q.id == base.id:
+        raise CfError(f"queries are the features {base.path} themselves (the same "
+                      "values); drop --queries to search a set within itself", q.path)
+    return q
 
 
 def _mark_missing(found, out: Path, rep) -> None:

@@ -153,16 +153,7 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a clusters file ending in .h5/.hdf5", out)
-    if calibrate and not calibrate_truth:
-        raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
-                               "its points)")
-    if calibrate_truth and not calibrate:
-        raise click.UsageError("--calibrate-truth needs --calibrate LABELLED_LINKS")
-    if calibrate and threshold is not None:
-        raise click.UsageError("give either --threshold or --calibrate, not both")
-    check_distinct_inputs({"LINKS": links, "--calibrate": calibrate}, why={
-        ("LINKS", "--calibrate"): "calibrate on labelled data (D_L), never on the set to "
-                                  "cluster"})
+    _check_calibration_usage(links, calibrate, calibrate_truth, threshold)
     check_output_path(out, [links, calibrate, calibrate_truth, corrections_path, previous_path])
     if max_size and method != "components":
         rep.warn(f"--max-size applies to --method components only; ignored by {method}")
@@ -228,6 +219,20 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
              f"clusters, {counts['unassigned']} unassigned, {counts['attached']} attached "
              f"(--singletons {singletons})")
     rep.info(f"cf-merge: wrote {out} in {time.perf_counter() - t0:.1f} s (decode {t_decode:.1f} s)")
+
+
+def _check_calibration_usage(links, calibrate, calibrate_truth, threshold) -> None:
+    """--calibrate and --calibrate-truth go together, apart from --threshold, on D_L."""
+    if calibrate and not calibrate_truth:
+        raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
+                               "its points)")
+    if calibrate_truth and not calibrate:
+        raise click.UsageError("--calibrate-truth needs --calibrate LABELLED_LINKS")
+    if calibrate and threshold is not None:
+        raise click.UsageError("give either --threshold or --calibrate, not both")
+    check_distinct_inputs({"LINKS": links, "--calibrate": calibrate}, why={
+        ("LINKS", "--calibrate"): "calibrate on labelled data (D_L), never on the set to "
+                                  "cluster"})
 
 
 def _honoured(labels, answers, previous, indices, weights, rep):
