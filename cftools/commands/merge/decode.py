@@ -63,6 +63,11 @@ Decoders (--method), each keeping the links i -> j with p_ij >= threshold:
   infomap     Infomap (two-level, directed) on the kept links weighted by p_ij.
   components  connected components; --max-size splits larger ones by raising their
               threshold in steps of --size-step.
+  propagation label propagation over the kept links (each point takes the label with
+              the most link weight around it), in torch, on the GPU where there is one:
+              the decoder for sizes where Infomap's one thread is too slow. Against
+              Infomap on the round's links, mean of 3 seeds on CelebA, lfw-dev and the
+              demo: F_P -0.17 to +0.31, F_B +0.06 to +1.24; slower on a CPU below 20K.
 
 Link weights (--reciprocal or --directed): reciprocal replaces every p_ij by
 (p_ij + p_ji) / 2, where p_ji = 0 when i is not among j's links, before anything else
