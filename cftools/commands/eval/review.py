@@ -91,8 +91,8 @@ def review(clusters, links, out, top, features, calibrate, calibrate_truth, obje
     if bool(calibrate) != bool(calibrate_truth):
         raise click.UsageError("--calibrate and --calibrate-truth go together")
     check_distinct_inputs({"--links": links, "--calibrate": calibrate}, why={
-        ("--links", "--calibrate"): "calibrate on labelled data (D_L), never on the set the "
-                                    "questions are about"})
+        ("--links", "--calibrate"): "calibrate on labelled data (D_L), never on the set "
+                                    "reviewed"})
     labels, attrs, c_art = read_clusters(clusters)
     for attr in ("links_id", "threshold", "method"):
         if attr not in attrs:

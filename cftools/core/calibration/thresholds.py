@@ -115,7 +115,7 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
 
     digest = _digest(indices, probabilities, labels)
     for method in decoders:
-        key = (digest, method, coarse, fine, seed)
+        key = (digest, method, coarse, fine, seed, calibration_score)  # the objective too
         if key not in _CALIBRATED:
             _CALIBRATED[key] = _calibrate_one(method, indices, probabilities, labels, grid,
                                               fine, seed)
