@@ -32,6 +32,27 @@ def run_cmd(module: str, *args, check: bool = False, timeout: float = 600, env=N
     return proc
 
 
+class InProcess:
+    """What a command run in this process left: its exit status, stderr and stdout."""
+
+    def __init__(self, returncode, stderr, stdout=""):
+        self.returncode, self.stderr, self.stdout = returncode, stderr, stdout
+
+
+def call(capsys, module, *args) -> InProcess:
+    """Run cf-<module> in this process, as its console script does (faster than run_cmd;
+    ``capsys`` is pytest's fixture)."""
+    import importlib
+
+    main = importlib.import_module(f"cftools.commands.{module}").main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
+    code = info.value.code
+    out = capsys.readouterr()
+    return InProcess(code if isinstance(code, int) else 1, out.err, out.out)
+
+
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """Assert a failed run said exactly one line on stderr, and return it."""
     assert proc.returncode != 0, f"expected failure, got success:\n{proc.stderr}"

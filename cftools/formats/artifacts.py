@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CfError
-from .inputs import regular_file
+from .inputs import human_size, regular_file
 from .schema import FORMAT_VERSION, KINDS, ROOT_ATTRS, ROW_CHUNK_BYTES, AttrSpec
 
 
@@ -260,14 +260,6 @@ def _validate(path, f: h5py.File, kinds: tuple[str, ...]) -> Artifact:
     return Artifact(path, f, got, dims, attrs, parsed)
 
 
-def _bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n}"  # pragma: no cover
-
-
 def check_stored(ds: h5py.Dataset, path, name: str) -> None:
     """Refuse, before anything is allocated for it, a dataset whose declared shape the
     file does not hold: chunks never written (a 237 KB file may declare 10^8 rows, read
@@ -302,7 +294,7 @@ def check_stored(ds: h5py.Dataset, path, name: str) -> None:
                       f"{_first_line(err)}", path) from err
     if end > size:
         raise CfError(f"dataset '{name}' declares {declared} stored up to byte {end}, past the "
-                      f"end of the {_bytes(size)} file (truncated?)", path)
+                      f"end of the {human_size(size)} file (truncated?)", path)
 
 
 def check_finite(art: Artifact, name: str) -> None:

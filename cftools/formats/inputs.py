@@ -31,7 +31,8 @@ MAX_IMAGE_BYTES = 256 << 20  # a 16-bit 8K x 8K TIFF is 400 MB raw; compressed, 
 MAX_TEXT_BYTES = 4 << 30  # names of 10M images at ~400 bytes a path
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """A byte count for messages: 512 bytes, 1.5 KiB, 3.2 GiB."""
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -70,7 +71,7 @@ def regular_file(path, what: str = "file", max_bytes: int | None = None, *,
         raise CfError(f"is {_kind(st.st_mode)}, not a regular file (cftools reads every "
                       f"{what} from a regular file only)", path)
     if max_bytes is not None and st.st_size > max_bytes:
-        raise CfError(f"is {_size(st.st_size)}, more than the {_size(max_bytes)} a {what} "
+        raise CfError(f"is {human_size(st.st_size)}, more than the {human_size(max_bytes)} a {what} "
                       "may be", path)
     return st.st_size
 
@@ -85,7 +86,7 @@ def read_bytes(path, what: str, max_bytes: int, *, settle_commit: bool = True) -
     except OSError as err:
         raise CfError(f"cannot read it ({err.strerror or err})", path) from None
     if len(data) > max_bytes:
-        raise CfError(f"grew past the {_size(max_bytes)} a {what} may be while read", path)
+        raise CfError(f"grew past the {human_size(max_bytes)} a {what} may be while read", path)
     return data
 
 

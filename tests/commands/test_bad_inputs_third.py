@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import one_line_error, run_cmd
+from conftest import call, one_line_error, run_cmd
 
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
@@ -31,24 +31,6 @@ from cftools.formats.writing import write_artifact
 
 N, D, K, L = 600, 16, 12, 8
 COMMANDS = ("data", "knn", "seq", "train", "link", "merge", "eval", "embed")
-
-
-class Result:
-    def __init__(self, returncode, stderr, stdout=""):
-        self.returncode, self.stderr, self.stdout = returncode, stderr, stdout
-
-
-def call(capsys, module, *args) -> Result:
-    """Run cf-<module> in this process, as its console script does."""
-    import importlib
-
-    main = importlib.import_module(f"cftools.commands.{module}").main
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
-    code = info.value.code
-    out = capsys.readouterr()
-    return Result(code if isinstance(code, int) else 1, out.err, out.out)
 
 
 def _run(module, *args):
