@@ -53,6 +53,32 @@ def call(capsys, module, *args) -> InProcess:
     return InProcess(code if isinstance(code, int) else 1, out.err, out.out)
 
 
+def run_ok(module, *args) -> str:
+    """Run cf-<module> in this process and insist that it succeeds; -> its stderr."""
+    import contextlib
+    import importlib
+    import io
+
+    main = importlib.import_module(f"cftools.commands.{module}").main
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
+    assert info.value.code in (0, None), f"cf-{module} {args}: {err.getvalue()}"
+    return err.getvalue()
+
+
+def edited_copy(src: Path, dst: Path, edit) -> Path:
+    """dst: a copy of the HDF5 file src with ``edit(h5py.File)`` applied to it."""
+    import shutil
+
+    import h5py
+
+    shutil.copyfile(src, dst)
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """Assert a failed run said exactly one line on stderr, and return it."""
     assert proc.returncode != 0, f"expected failure, got success:\n{proc.stderr}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import call, one_line_error, run_cmd
+from conftest import call, edited_copy, one_line_error, run_cmd
 
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
@@ -31,13 +31,6 @@ def _ok(capsys, module, *args):
     r = call(capsys, module, *args)
     assert r.returncode == 0, f"cf-{module} {args}: {r.stderr}"
     return r
-
-
-def _copy_with(src: Path, dst: Path, edit) -> Path:
-    shutil.copyfile(src, dst)
-    with h5py.File(dst, "r+") as f:
-        edit(f)
-    return dst
 
 
 def _replace(name, data):
@@ -109,10 +102,10 @@ def _make_files(tmp_path_factory):
         first = sorted(f["weights"].keys())[0]
     opaque = np.void(blob)
     p["pickle"] = t / "pickle.h5"
-    p["opaque"] = _copy_with(t / "m.h5", t / "opaque.h5", _replace(f"weights/{first}", opaque))
-    p["extra"] = _copy_with(t / "m.h5", t / "extra.h5",
+    p["opaque"] = edited_copy(t / "m.h5", t / "opaque.h5", _replace(f"weights/{first}", opaque))
+    p["extra"] = edited_copy(t / "m.h5", t / "extra.h5",
                             lambda f: f["weights"].create_dataset("payload", data=opaque))
-    p["bytes_w"] = _copy_with(t / "m.h5", t / "bytesw.h5", _replace(
+    p["bytes_w"] = edited_copy(t / "m.h5", t / "bytesw.h5", _replace(
         f"weights/{first}", np.frombuffer(blob, dtype=np.uint8)))
     # broken files
     (t / "notes.h5").write_text("just some text, not HDF5\n")
@@ -123,13 +116,13 @@ def _make_files(tmp_path_factory):
     def future(f):
         f.attrs["cftools_format"] = np.int64(99)
 
-    p["future"] = _copy_with(t / "f.h5", t / "future.h5", future)
-    p["knn_future"] = _copy_with(t / "k.h5", t / "kfuture.h5", future)
-    p["links_future"] = _copy_with(t / "l.h5", t / "lfuture.h5", future)
-    p["nofeat"] = _copy_with(t / "f.h5", t / "nofeat.h5", lambda f: f.__delitem__("features"))
-    p["knn_noidx"] = _copy_with(t / "k.h5", t / "knoidx.h5", lambda f: f.__delitem__("indices"))
-    p["f64"] = _copy_with(t / "f.h5", t / "f64.h5", _replace("features", x.astype(np.float64)))
-    p["rank3"] = _copy_with(t / "f.h5", t / "rank3.h5", _replace("features", x[:, :, None]))
+    p["future"] = edited_copy(t / "f.h5", t / "future.h5", future)
+    p["knn_future"] = edited_copy(t / "k.h5", t / "kfuture.h5", future)
+    p["links_future"] = edited_copy(t / "l.h5", t / "lfuture.h5", future)
+    p["nofeat"] = edited_copy(t / "f.h5", t / "nofeat.h5", lambda f: f.__delitem__("features"))
+    p["knn_noidx"] = edited_copy(t / "k.h5", t / "knoidx.h5", lambda f: f.__delitem__("indices"))
+    p["f64"] = edited_copy(t / "f.h5", t / "f64.h5", _replace("features", x.astype(np.float64)))
+    p["rank3"] = edited_copy(t / "f.h5", t / "rank3.h5", _replace("features", x[:, :, None]))
     with h5py.File(t / "k.h5", "r") as f:
         kidx, ksim = f["indices"][()], f["similarities"][()]
 
@@ -137,22 +130,22 @@ def _make_files(tmp_path_factory):
         _replace("indices", kidx[:-1])(f)
         _replace("similarities", ksim[:-1])(f)
 
-    p["knn_short"] = _copy_with(t / "k.h5", t / "kshort.h5", shorten)
-    p["knn_f64"] = _copy_with(t / "k.h5", t / "kf64.h5", _replace("similarities",
+    p["knn_short"] = edited_copy(t / "k.h5", t / "kshort.h5", shorten)
+    p["knn_f64"] = edited_copy(t / "k.h5", t / "kf64.h5", _replace("similarities",
                                                                  ksim.astype(np.float64)))
     with h5py.File(t / "s.h5", "r") as f:
         order = f["order"][()]
-    p["seq_f64"] = _copy_with(t / "s.h5", t / "sf64.h5", _replace("order", order.astype(np.float64)))
-    p["seq_short"] = _copy_with(t / "s.h5", t / "sshort.h5", _replace("mask", np.ones((N - 1, L), bool)))
+    p["seq_f64"] = edited_copy(t / "s.h5", t / "sf64.h5", _replace("order", order.astype(np.float64)))
+    p["seq_short"] = edited_copy(t / "s.h5", t / "sshort.h5", _replace("mask", np.ones((N - 1, L), bool)))
     with h5py.File(t / "l.h5", "r") as f:
         probs = f["probabilities"][()]
     probs_nan = probs.copy()
     probs_nan[7, 3] = np.nan
-    p["links_nan"] = _copy_with(t / "l.h5", t / "lnan.h5", _replace("probabilities", probs_nan))
-    p["links_rank"] = _copy_with(t / "l.h5", t / "lrank.h5", _replace("probabilities", probs[:, 0]))
-    p["clusters_short"] = _copy_with(t / "c.h5", t / "cshort.h5",
+    p["links_nan"] = edited_copy(t / "l.h5", t / "lnan.h5", _replace("probabilities", probs_nan))
+    p["links_rank"] = edited_copy(t / "l.h5", t / "lrank.h5", _replace("probabilities", probs[:, 0]))
+    p["clusters_short"] = edited_copy(t / "c.h5", t / "cshort.h5",
                                      _replace("labels", np.arange(N - 1, dtype=np.int64)))
-    p["empty_h5"] = _copy_with(t / "f.h5", t / "empty.h5", lambda f: [
+    p["empty_h5"] = edited_copy(t / "f.h5", t / "empty.h5", lambda f: [
         f.__delitem__("features"), f.__delitem__("labels"),
         f.create_dataset("features", shape=(0, D), dtype=np.float32)])
     # bad arrays
@@ -449,11 +442,11 @@ def G(F, tmp_path_factory):
     with h5py.File(F["knn"], "r") as f:
         sim = f["similarities"][()]
     sim[4, 2] = np.nan
-    knn_nan = _copy_with(F["knn"], t / "knan.h5", _replace("similarities", sim))
+    knn_nan = edited_copy(F["knn"], t / "knan.h5", _replace("similarities", sim))
     with h5py.File(F["links"], "r") as f:
         probs = f["probabilities"][()]
     probs[3, 1] = 1.5
-    links_big = _copy_with(F["links"], t / "lbig.h5", _replace("probabilities", probs))
+    links_big = edited_copy(F["links"], t / "lbig.h5", _replace("probabilities", probs))
     from cftools.formats.interop import write_knn_npz
     with h5py.File(F["knn"], "r") as f:
         write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])

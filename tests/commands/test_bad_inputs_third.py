@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import call, one_line_error, run_cmd
+from conftest import call, edited_copy, one_line_error, run_cmd, run_ok
 
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
@@ -33,28 +33,9 @@ N, D, K, L = 600, 16, 12, 8
 COMMANDS = ("data", "knn", "seq", "train", "link", "merge", "eval", "embed")
 
 
-def _run(module, *args):
-    import contextlib
-    import importlib
-    import io
-
-    main = importlib.import_module(f"cftools.commands.{module}").main
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
-        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
-    assert info.value.code in (0, None), f"cf-{module} {args}: {err.getvalue()}"
-
-
 def _snapshot(folder: Path) -> dict:
     return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")
             if p.is_file() and not p.is_fifo()}
-
-
-def _edit(src: Path, dst: Path, edit) -> Path:
-    shutil.copyfile(src, dst)
-    with h5py.File(dst, "r+") as f:
-        edit(f)
-    return dst
 
 
 def _set_attr(name, value):
@@ -109,21 +90,21 @@ def _files(t: Path) -> dict:  # noqa: PLR0915 - one fixture, many small files
     np.save(t / "y.npy", y)
     p.update(feats=t / "f.h5", f2=t / "f2.h5", npy=t / "x.npy", npy_copy=t / "x_copy.npy",
              labels=t / "y.npy")
-    _run("knn", t / "f.h5", "-o", t / "k.h5", "-k", K, "-q")
-    _run("seq", t / "k.h5", "--features", t / "f.h5", "-o", t / "s.h5", "-L", L, "-q")
-    _run("train", t / "s.h5", "--features", t / "f.h5", "-o", t / "m.h5", "--epochs", 1,
+    run_ok("knn", t / "f.h5", "-o", t / "k.h5", "-k", K, "-q")
+    run_ok("seq", t / "k.h5", "--features", t / "f.h5", "-o", t / "s.h5", "-L", L, "-q")
+    run_ok("train", t / "s.h5", "--features", t / "f.h5", "-o", t / "m.h5", "--epochs", 1,
          "--width", 32, "--ffn", 64, "--batch-size", 64, "--device", "cpu", "-L", L, "-q")
     (t / "m.h5.ckpt").unlink(missing_ok=True)
-    _run("link", t / "s.h5", "--features", t / "f.h5", "--model", t / "m.h5", "-o",
+    run_ok("link", t / "s.h5", "--features", t / "f.h5", "--model", t / "m.h5", "-o",
          t / "l.h5", "--method", "model", "--device", "cpu", "-q")
-    _run("link", t / "s.h5", "--features", t / "f.h5", "--method", "cosine", "-o",
+    run_ok("link", t / "s.h5", "--features", t / "f.h5", "--method", "cosine", "-o",
          t / "lc.h5", "-q")
-    _run("knn", t / "f2.h5", "-o", t / "k2.h5", "-k", K, "-q")
-    _run("seq", t / "k2.h5", "--features", t / "f2.h5", "-o", t / "s2.h5", "-L", L, "-q")
-    _run("link", t / "s2.h5", "--features", t / "f2.h5", "--method", "cosine", "-o",
+    run_ok("knn", t / "f2.h5", "-o", t / "k2.h5", "-k", K, "-q")
+    run_ok("seq", t / "k2.h5", "--features", t / "f2.h5", "-o", t / "s2.h5", "-L", L, "-q")
+    run_ok("link", t / "s2.h5", "--features", t / "f2.h5", "--method", "cosine", "-o",
          t / "lc2.h5", "-q")
-    _run("merge", t / "l.h5", "-o", t / "c.h5", "--method", "peaks", "--threshold", 0.5, "-q")
-    _run("knn", t / "f.h5", "--queries", t / "f2.h5", "-o", t / "kq.h5", "-k", K, "-q")
+    run_ok("merge", t / "l.h5", "-o", t / "c.h5", "--method", "peaks", "--threshold", 0.5, "-q")
+    run_ok("knn", t / "f.h5", "--queries", t / "f2.h5", "-o", t / "kq.h5", "-k", K, "-q")
     p.update(knn=t / "k.h5", seq=t / "s.h5", model=t / "m.h5", links=t / "l.h5",
              clinks=t / "lc.h5", clinks2=t / "lc2.h5", clusters=t / "c.h5",
              knn_queries=t / "kq.h5")
@@ -148,28 +129,28 @@ def _files(t: Path) -> dict:  # noqa: PLR0915 - one fixture, many small files
     p.update({k: t / f"{k}.json" for k in ("ok", "list", "nan", "notjson", "sweep_bad",
                                            "knn_bad")})
     # thresholds in links files and models that are not numbers of their range
-    p["links_peaks_nan"] = _edit(t / "l.h5", t / "lpn.h5", _thresholds(peaks=float("nan")))
-    p["links_peaks_str"] = _edit(t / "l.h5", t / "lps.h5", _thresholds(peaks="0.5"))
-    p["links_peaks_big"] = _edit(t / "l.h5", t / "lpb.h5", _thresholds(peaks=2.5))
-    p["links_mode_bad"] = _edit(t / "l.h5", t / "lmb.h5", _thresholds(link_mode_peaks="both"))
-    p["model_thr_nan"] = _edit(t / "m.h5", t / "mtn.h5", _thresholds(link=float("nan")))
+    p["links_peaks_nan"] = edited_copy(t / "l.h5", t / "lpn.h5", _thresholds(peaks=float("nan")))
+    p["links_peaks_str"] = edited_copy(t / "l.h5", t / "lps.h5", _thresholds(peaks="0.5"))
+    p["links_peaks_big"] = edited_copy(t / "l.h5", t / "lpb.h5", _thresholds(peaks=2.5))
+    p["links_mode_bad"] = edited_copy(t / "l.h5", t / "lmb.h5", _thresholds(link_mode_peaks="both"))
+    p["model_thr_nan"] = edited_copy(t / "m.h5", t / "mtn.h5", _thresholds(link=float("nan")))
     # hostile model configs
-    p["m_seq_huge"] = _edit(t / "m.h5", t / "msh.h5", _model_config(seq_len=10 ** 9))
-    p["m_width_huge"] = _edit(t / "m.h5", t / "mwh.h5", _model_config(width=2 ** 40))
-    p["m_width_other"] = _edit(t / "m.h5", t / "mwo.h5", _model_config(width=64, heads=4))
-    p["m_bool_dim"] = _edit(t / "m.h5", t / "mbd.h5", _model_config(dim=True))
-    p["m_history"] = _edit(t / "m.h5", t / "mhist.h5", _set_attr("training",
+    p["m_seq_huge"] = edited_copy(t / "m.h5", t / "msh.h5", _model_config(seq_len=10 ** 9))
+    p["m_width_huge"] = edited_copy(t / "m.h5", t / "mwh.h5", _model_config(width=2 ** 40))
+    p["m_width_other"] = edited_copy(t / "m.h5", t / "mwo.h5", _model_config(width=64, heads=4))
+    p["m_bool_dim"] = edited_copy(t / "m.h5", t / "mbd.h5", _model_config(dim=True))
+    p["m_history"] = edited_copy(t / "m.h5", t / "mhist.h5", _set_attr("training",
                                                                 '{"history": "x"}'))
     # root attributes
-    p["fmt_array"] = _edit(t / "f.h5", t / "fa.h5", _set_attr("cftools_format", np.array([1, 1])))
-    p["kind_array"] = _edit(t / "f.h5", t / "ka.h5", _set_attr(
+    p["fmt_array"] = edited_copy(t / "f.h5", t / "fa.h5", _set_attr("cftools_format", np.array([1, 1])))
+    p["kind_array"] = edited_copy(t / "f.h5", t / "ka.h5", _set_attr(
         "cftools_kind", np.array([b"features", b"knn"])))
-    p["prov_json"] = _edit(t / "f.h5", t / "pj.h5", _set_attr("cftools_provenance", "[{"))
-    p["prov_obj"] = _edit(t / "f.h5", t / "po.h5", _set_attr("cftools_provenance", "{}"))
-    p["fmt0"] = _edit(t / "f.h5", t / "f0.h5", _set_attr("cftools_format", np.int64(0)))
-    p["fmt_neg"] = _edit(t / "f.h5", t / "fn.h5", _set_attr("cftools_format", np.int64(-3)))
-    p["thr_nan"] = _edit(t / "c.h5", t / "ctn.h5", _set_attr("threshold", np.nan))
-    p["self_first_arr"] = _edit(t / "k.h5", t / "ksf.h5", _set_attr("self_first", np.arange(3)))
+    p["prov_json"] = edited_copy(t / "f.h5", t / "pj.h5", _set_attr("cftools_provenance", "[{"))
+    p["prov_obj"] = edited_copy(t / "f.h5", t / "po.h5", _set_attr("cftools_provenance", "{}"))
+    p["fmt0"] = edited_copy(t / "f.h5", t / "f0.h5", _set_attr("cftools_format", np.int64(0)))
+    p["fmt_neg"] = edited_copy(t / "f.h5", t / "fn.h5", _set_attr("cftools_format", np.int64(-3)))
+    p["thr_nan"] = edited_copy(t / "c.h5", t / "ctn.h5", _set_attr("threshold", np.nan))
+    p["self_first_arr"] = edited_copy(t / "k.h5", t / "ksf.h5", _set_attr("self_first", np.arange(3)))
     # data that declares more than the file holds
     with open(t / "huge_header.npy", "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False,
@@ -195,17 +176,17 @@ def _files(t: Path) -> dict:  # noqa: PLR0915 - one fixture, many small files
     low[3, 4] = -5
     inf[6, 2] = np.inf
     five[7, 1] = 5.0
-    p["knn_low"] = _edit(t / "k.h5", t / "klow.h5", _replace("indices", low))
-    p["knn_inf"] = _edit(t / "k.h5", t / "kinf.h5", _replace("similarities", inf))
-    p["knn_five"] = _edit(t / "k.h5", t / "kfive.h5", _replace("similarities", five))
+    p["knn_low"] = edited_copy(t / "k.h5", t / "klow.h5", _replace("indices", low))
+    p["knn_inf"] = edited_copy(t / "k.h5", t / "kinf.h5", _replace("similarities", inf))
+    p["knn_five"] = edited_copy(t / "k.h5", t / "kfive.h5", _replace("similarities", five))
     with h5py.File(t / "s.h5", "r") as f:
         order, targets = f["order"][()], f["targets"][()]
     t7 = targets.copy()
     t7[9, 3] = 7
     rolled = order.copy()
     rolled[11] = np.roll(rolled[11], 1)
-    p["seq_t7"] = _edit(t / "s.h5", t / "st7.h5", _replace("targets", t7))
-    p["seq_centre"] = _edit(t / "s.h5", t / "sctr.h5", _replace("order", rolled))
+    p["seq_t7"] = edited_copy(t / "s.h5", t / "st7.h5", _replace("targets", t7))
+    p["seq_centre"] = edited_copy(t / "s.h5", t / "sctr.h5", _replace("order", rolled))
     # rows of a split that leave a side empty
     np.save(t / "rows_empty.npy", np.zeros(0, np.int64))
     np.save(t / "rows_all.npy", np.arange(N))

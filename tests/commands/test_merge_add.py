@@ -11,25 +11,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_ok
 
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
 from cftools.formats.features import write_features
 
 N0, N1, D, K, L = 1200, 150, 16, 10, 8
-
-
-def _run(module, *args):
-    import contextlib
-    import importlib
-    import io
-
-    main = importlib.import_module(f"cftools.commands.{module}").main
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
-        main.main(args=[str(a) for a in args], prog_name=f"cf-{module}")
-    assert info.value.code in (0, None), f"cf-{module} {args}: {err.getvalue()}"
-    return err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +31,11 @@ def demo(tmp_path_factory):
     for b in (1, 2):
         part = slice(N0 + (b - 1) * N1, N0 + b * N1)
         write_features(t / f"new{b}.h5", x[part], labels=y[part])
-    _run("knn", t / "old.h5", "-o", t / "k.h5", "-k", K, "-q")
-    _run("seq", t / "k.h5", "--features", t / "old.h5", "-o", t / "s.h5", "-L", L, "-q")
-    _run("link", t / "s.h5", "--features", t / "old.h5", "-o", t / "l0.h5", "--method",
+    run_ok("knn", t / "old.h5", "-o", t / "k.h5", "-k", K, "-q")
+    run_ok("seq", t / "k.h5", "--features", t / "old.h5", "-o", t / "s.h5", "-L", L, "-q")
+    run_ok("link", t / "s.h5", "--features", t / "old.h5", "-o", t / "l0.h5", "--method",
          "cosine", "-q")
-    _run("merge", t / "l0.h5", "-o", t / "c0.h5", "--method", "infomap", "--threshold", 0.7,
+    run_ok("merge", t / "l0.h5", "-o", t / "c0.h5", "--method", "infomap", "--threshold", 0.7,
          "--directed", "-q")
     return t, x, y
 
@@ -55,7 +43,7 @@ def demo(tmp_path_factory):
 def _add(t, b, merge_links=3, model=None, prefix=""):
     src = {"c": t / f"{prefix}c{b - 1}.h5", "l": t / f"{prefix}l{b - 1}.h5",
            "f": t / ("old.h5" if b == 1 else f"{prefix}f{b - 1}.h5")}
-    err = _run("merge", "add", src["c"], "--new", t / f"new{b}.h5", "--links", src["l"],
+    err = run_ok("merge", "add", src["c"], "--new", t / f"new{b}.h5", "--links", src["l"],
                "--features", src["f"], "-o", t / f"{prefix}c{b}.h5", "--links-out",
                t / f"{prefix}l{b}.h5", "--features-out", t / f"{prefix}f{b}.h5",
                "--merge-links", merge_links, *(["--model", model, "--no-bf16"] if model else []))
@@ -105,10 +93,10 @@ def test_new_rows_are_the_links_cf_link_gives_from_scratch(demo, tmp_path):
     t, x, y = demo
     if not (t / "c2.h5").exists():
         pytest.skip("needs the adds of the test above")
-    _run("knn", t / "f2.h5", "-o", tmp_path / "k.h5", "-k", K, "-q", "--method", "exact")
-    _run("seq", tmp_path / "k.h5", "--features", t / "f2.h5", "-o", tmp_path / "s.h5", "-L", L,
+    run_ok("knn", t / "f2.h5", "-o", tmp_path / "k.h5", "-k", K, "-q", "--method", "exact")
+    run_ok("seq", tmp_path / "k.h5", "--features", t / "f2.h5", "-o", tmp_path / "s.h5", "-L", L,
          "-q")
-    _run("link", tmp_path / "s.h5", "--features", t / "f2.h5", "-o", tmp_path / "l.h5",
+    run_ok("link", tmp_path / "s.h5", "--features", t / "f2.h5", "-o", tmp_path / "l.h5",
          "--method", "cosine", "-q")
     with open_artifact(tmp_path / "l.h5", "links") as a, open_artifact(t / "l2.h5", "links") as b:
         ia, pa, ib, pb = a.read("indices"), a.read("probabilities"), b.read("indices"), \
@@ -127,12 +115,12 @@ def test_close_to_clustering_everything_at_once(demo, tmp_path):
     t, x, y = demo
     if not (t / "c2.h5").exists():
         pytest.skip("needs the adds of the test above")
-    _run("knn", t / "f2.h5", "-o", tmp_path / "k.h5", "-k", K, "-q")
-    _run("seq", tmp_path / "k.h5", "--features", t / "f2.h5", "-o", tmp_path / "s.h5", "-L", L,
+    run_ok("knn", t / "f2.h5", "-o", tmp_path / "k.h5", "-k", K, "-q")
+    run_ok("seq", tmp_path / "k.h5", "--features", t / "f2.h5", "-o", tmp_path / "s.h5", "-L", L,
          "-q")
-    _run("link", tmp_path / "s.h5", "--features", t / "f2.h5", "-o", tmp_path / "l.h5",
+    run_ok("link", tmp_path / "s.h5", "--features", t / "f2.h5", "-o", tmp_path / "l.h5",
          "--method", "cosine", "-q")
-    _run("merge", tmp_path / "l.h5", "-o", tmp_path / "c.h5", "--method", "infomap",
+    run_ok("merge", tmp_path / "l.h5", "-o", tmp_path / "c.h5", "--method", "infomap",
          "--threshold", 0.7, "--directed", "-q")
     truth = y[:N0 + 2 * N1]
     with open_artifact(tmp_path / "c.h5", "clusters") as a:
@@ -144,7 +132,7 @@ def test_close_to_clustering_everything_at_once(demo, tmp_path):
     # default --merge-links 3; 2 would merge more and lose 2.8 F_P here)
     assert abs(fp[0] - fp[1]) < 1.0 and abs(fb[0] - fb[1]) < 1.0, (fp, fb)
     # the chained outputs read as any other: cf-eval scores them
-    _run("eval", t / "c2.h5", "--truth", t / "f2.h5", "-q")
+    run_ok("eval", t / "c2.h5", "--truth", t / "f2.h5", "-q")
 
 
 def test_model_links_through_the_model_that_made_them(demo, tmp_path):
@@ -155,11 +143,11 @@ def test_model_links_through_the_model_that_made_them(demo, tmp_path):
     t, x, y = demo
     torch.manual_seed(0)
     save_model(tmp_path / "m.h5", Clusformer(make_config("small", D, L, width=32, ffn=64)))
-    _run("link", t / "s.h5", "--features", t / "old.h5", "--model", tmp_path / "m.h5", "-o",
+    run_ok("link", t / "s.h5", "--features", t / "old.h5", "--model", tmp_path / "m.h5", "-o",
          tmp_path / "ml0.h5", "--method", "model", "--no-bf16", "--device", "cpu", "-q")
-    _run("merge", tmp_path / "ml0.h5", "-o", tmp_path / "mc0.h5", "--method", "peaks",
+    run_ok("merge", tmp_path / "ml0.h5", "-o", tmp_path / "mc0.h5", "--method", "peaks",
          "--threshold", 0.5, "-q")
-    err = _run("merge", "add", tmp_path / "mc0.h5", "--new", t / "new1.h5", "--links",
+    err = run_ok("merge", "add", tmp_path / "mc0.h5", "--new", t / "new1.h5", "--links",
                tmp_path / "ml0.h5", "--features", t / "old.h5", "--model", tmp_path / "m.h5",
                "-o", tmp_path / "mc1.h5", "--links-out", tmp_path / "ml1.h5", "--features-out",
                tmp_path / "mf1.h5", "--no-bf16", "--device", "cpu")
@@ -285,16 +273,16 @@ def test_min_sim_of_the_sequences_holds_in_added_rows(demo, tmp_path):
     every kept position is the centre, masked (0) or a cosine at or above min_sim."""
     t, x, y = demo
     k, s, lk, c = (tmp_path / f"{n}.h5" for n in ("k", "s", "l", "c"))
-    _run("knn", t / "old.h5", "-o", k, "-k", K, "-q")
+    run_ok("knn", t / "old.h5", "-o", k, "-k", K, "-q")
     with open_artifact(k, "knn") as a:
         min_sim = float(np.median(a.read("similarities")[:, 1:]))
-    _run("seq", k, "--features", t / "old.h5", "-o", s, "-L", L, "--min-sim", min_sim, "-q")
-    _run("link", s, "--features", t / "old.h5", "-o", lk, "--method", "cosine", "-q")
-    _run("merge", lk, "-o", c, "--method", "infomap", "--threshold", 0.7, "--directed", "-q")
+    run_ok("seq", k, "--features", t / "old.h5", "-o", s, "-L", L, "--min-sim", min_sim, "-q")
+    run_ok("link", s, "--features", t / "old.h5", "-o", lk, "--method", "cosine", "-q")
+    run_ok("merge", lk, "-o", c, "--method", "infomap", "--threshold", 0.7, "--directed", "-q")
     with open_artifact(lk, "links") as a:
         assert float(a.attrs["min_sim"]) == min_sim
     out = [tmp_path / f"{n}2.h5" for n in ("c", "l", "f")]
-    _run("merge", "add", c, "--new", t / "new1.h5", "--links", lk, "--features", t / "old.h5",
+    run_ok("merge", "add", c, "--new", t / "new1.h5", "--links", lk, "--features", t / "old.h5",
          "-o", out[0], "--links-out", out[1], "--features-out", out[2], "-q")
     with open_artifact(out[1], "links") as a:
         assert float(a.attrs["min_sim"]) == min_sim
