@@ -79,6 +79,26 @@ def edited_copy(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
+def replaced_dataset(name: str, data):
+    """An edit for edited_copy: dataset ``name`` replaced by ``data``."""
+    def edit(f):
+        del f[name]
+        f.create_dataset(name, data=data)
+    return edit
+
+
+def chromium(what: str) -> str:
+    """The headless browser's executable, else skip the test, saying ``what`` is skipped."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip(f"no chromium on PATH (Debian: apt-get install chromium); the browser check "
+                f"of {what} is skipped")
+
+
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
     """Assert a failed run said exactly one line on stderr, and return it."""
     assert proc.returncode != 0, f"expected failure, got success:\n{proc.stderr}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import call, edited_copy, one_line_error, run_cmd
+from conftest import call, edited_copy, one_line_error, replaced_dataset, run_cmd
 
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
@@ -31,13 +31,6 @@ def _ok(capsys, module, *args):
     r = call(capsys, module, *args)
     assert r.returncode == 0, f"cf-{module} {args}: {r.stderr}"
     return r
-
-
-def _replace(name, data):
-    def edit(f):
-        del f[name]
-        f.create_dataset(name, data=data)
-    return edit
 
 
 class Payload:
@@ -102,10 +95,10 @@ def _make_files(tmp_path_factory):
         first = sorted(f["weights"].keys())[0]
     opaque = np.void(blob)
     p["pickle"] = t / "pickle.h5"
-    p["opaque"] = edited_copy(t / "m.h5", t / "opaque.h5", _replace(f"weights/{first}", opaque))
+    p["opaque"] = edited_copy(t / "m.h5", t / "opaque.h5", replaced_dataset(f"weights/{first}", opaque))
     p["extra"] = edited_copy(t / "m.h5", t / "extra.h5",
                             lambda f: f["weights"].create_dataset("payload", data=opaque))
-    p["bytes_w"] = edited_copy(t / "m.h5", t / "bytesw.h5", _replace(
+    p["bytes_w"] = edited_copy(t / "m.h5", t / "bytesw.h5", replaced_dataset(
         f"weights/{first}", np.frombuffer(blob, dtype=np.uint8)))
     # broken files
     (t / "notes.h5").write_text("just some text, not HDF5\n")
@@ -121,30 +114,31 @@ def _make_files(tmp_path_factory):
     p["links_future"] = edited_copy(t / "l.h5", t / "lfuture.h5", future)
     p["nofeat"] = edited_copy(t / "f.h5", t / "nofeat.h5", lambda f: f.__delitem__("features"))
     p["knn_noidx"] = edited_copy(t / "k.h5", t / "knoidx.h5", lambda f: f.__delitem__("indices"))
-    p["f64"] = edited_copy(t / "f.h5", t / "f64.h5", _replace("features", x.astype(np.float64)))
-    p["rank3"] = edited_copy(t / "f.h5", t / "rank3.h5", _replace("features", x[:, :, None]))
+    p["f64"] = edited_copy(t / "f.h5", t / "f64.h5", replaced_dataset("features", x.astype(np.float64)))
+    p["rank3"] = edited_copy(t / "f.h5", t / "rank3.h5", replaced_dataset("features", x[:, :, None]))
     with h5py.File(t / "k.h5", "r") as f:
         kidx, ksim = f["indices"][()], f["similarities"][()]
 
     def shorten(f):  # a knn file of 599 rows that claims to be of f.h5
-        _replace("indices", kidx[:-1])(f)
-        _replace("similarities", ksim[:-1])(f)
+        replaced_dataset("indices", kidx[:-1])(f)
+        replaced_dataset("similarities", ksim[:-1])(f)
 
     p["knn_short"] = edited_copy(t / "k.h5", t / "kshort.h5", shorten)
-    p["knn_f64"] = edited_copy(t / "k.h5", t / "kf64.h5", _replace("similarities",
+    p["knn_f64"] = edited_copy(t / "k.h5", t / "kf64.h5", replaced_dataset("similarities",
                                                                  ksim.astype(np.float64)))
     with h5py.File(t / "s.h5", "r") as f:
         order = f["order"][()]
-    p["seq_f64"] = edited_copy(t / "s.h5", t / "sf64.h5", _replace("order", order.astype(np.float64)))
-    p["seq_short"] = edited_copy(t / "s.h5", t / "sshort.h5", _replace("mask", np.ones((N - 1, L), bool)))
+    p["seq_f64"] = edited_copy(t / "s.h5", t / "sf64.h5", replaced_dataset("order", order.astype(np.float64)))
+    p["seq_short"] = edited_copy(t / "s.h5", t / "sshort.h5",
+                                 replaced_dataset("mask", np.ones((N - 1, L), bool)))
     with h5py.File(t / "l.h5", "r") as f:
         probs = f["probabilities"][()]
     probs_nan = probs.copy()
     probs_nan[7, 3] = np.nan
-    p["links_nan"] = edited_copy(t / "l.h5", t / "lnan.h5", _replace("probabilities", probs_nan))
-    p["links_rank"] = edited_copy(t / "l.h5", t / "lrank.h5", _replace("probabilities", probs[:, 0]))
+    p["links_nan"] = edited_copy(t / "l.h5", t / "lnan.h5", replaced_dataset("probabilities", probs_nan))
+    p["links_rank"] = edited_copy(t / "l.h5", t / "lrank.h5", replaced_dataset("probabilities", probs[:, 0]))
     p["clusters_short"] = edited_copy(t / "c.h5", t / "cshort.h5",
-                                     _replace("labels", np.arange(N - 1, dtype=np.int64)))
+                                     replaced_dataset("labels", np.arange(N - 1, dtype=np.int64)))
     p["empty_h5"] = edited_copy(t / "f.h5", t / "empty.h5", lambda f: [
         f.__delitem__("features"), f.__delitem__("labels"),
         f.create_dataset("features", shape=(0, D), dtype=np.float32)])
@@ -442,11 +436,11 @@ def G(F, tmp_path_factory):
     with h5py.File(F["knn"], "r") as f:
         sim = f["similarities"][()]
     sim[4, 2] = np.nan
-    knn_nan = edited_copy(F["knn"], t / "knan.h5", _replace("similarities", sim))
+    knn_nan = edited_copy(F["knn"], t / "knan.h5", replaced_dataset("similarities", sim))
     with h5py.File(F["links"], "r") as f:
         probs = f["probabilities"][()]
     probs[3, 1] = 1.5
-    links_big = edited_copy(F["links"], t / "lbig.h5", _replace("probabilities", probs))
+    links_big = edited_copy(F["links"], t / "lbig.h5", replaced_dataset("probabilities", probs))
     from cftools.formats.interop import write_knn_npz
     with h5py.File(F["knn"], "r") as f:
         write_knn_npz(t / "k.npz", f["indices"][()], f["similarities"][()])

@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import call, edited_copy, one_line_error, run_cmd, run_ok
+from conftest import call, edited_copy, one_line_error, replaced_dataset, run_cmd, run_ok
 
 from cftools.data.demo import make_demo_features
 from cftools.formats.artifacts import open_artifact
@@ -41,13 +41,6 @@ def _snapshot(folder: Path) -> dict:
 def _set_attr(name, value):
     def edit(f):
         f.attrs[name] = value
-    return edit
-
-
-def _replace(name, data):
-    def edit(f):
-        del f[name]
-        f.create_dataset(name, data=data)
     return edit
 
 
@@ -176,17 +169,17 @@ def _files(t: Path) -> dict:  # noqa: PLR0915 - one fixture, many small files
     low[3, 4] = -5
     inf[6, 2] = np.inf
     five[7, 1] = 5.0
-    p["knn_low"] = edited_copy(t / "k.h5", t / "klow.h5", _replace("indices", low))
-    p["knn_inf"] = edited_copy(t / "k.h5", t / "kinf.h5", _replace("similarities", inf))
-    p["knn_five"] = edited_copy(t / "k.h5", t / "kfive.h5", _replace("similarities", five))
+    p["knn_low"] = edited_copy(t / "k.h5", t / "klow.h5", replaced_dataset("indices", low))
+    p["knn_inf"] = edited_copy(t / "k.h5", t / "kinf.h5", replaced_dataset("similarities", inf))
+    p["knn_five"] = edited_copy(t / "k.h5", t / "kfive.h5", replaced_dataset("similarities", five))
     with h5py.File(t / "s.h5", "r") as f:
         order, targets = f["order"][()], f["targets"][()]
     t7 = targets.copy()
     t7[9, 3] = 7
     rolled = order.copy()
     rolled[11] = np.roll(rolled[11], 1)
-    p["seq_t7"] = edited_copy(t / "s.h5", t / "st7.h5", _replace("targets", t7))
-    p["seq_centre"] = edited_copy(t / "s.h5", t / "sctr.h5", _replace("order", rolled))
+    p["seq_t7"] = edited_copy(t / "s.h5", t / "st7.h5", replaced_dataset("targets", t7))
+    p["seq_centre"] = edited_copy(t / "s.h5", t / "sctr.h5", replaced_dataset("order", rolled))
     # rows of a split that leave a side empty
     np.save(t / "rows_empty.npy", np.zeros(0, np.int64))
     np.save(t / "rows_all.npy", np.arange(N))

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, chromium
 
 from cftools.formats.features import write_features
 from cftools.formats.writing import write_artifact
@@ -134,18 +133,9 @@ def test_gallery_refuses_features_of_another_size(tmp_path):
 # --------------------------------------------------------------------------- a real browser
 
 
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium on PATH (Debian: apt-get install chromium); the browser check "
-                "of the gallery is skipped")
-
-
 def browse(url: str, *extra, timeout=120) -> str:
     """The DOM of url after its load event, from headless chromium."""
-    res = subprocess.run([chromium(), "--headless", "--disable-gpu", "--no-sandbox",
+    res = subprocess.run([chromium("the gallery"), "--headless", "--disable-gpu", "--no-sandbox",
                           "--virtual-time-budget=10000",
                           *extra, url], capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -154,7 +144,7 @@ def browse(url: str, *extra, timeout=120) -> str:
 
 @pytest.mark.slow
 def test_gallery_in_headless_chromium(tmp_path):
-    chromium()
+    chromium("the gallery")
     pred, truth = small_round(tmp_path, n_ids=8, per_id=6)
     res = cf_eval("gallery", "clusters.h5", "-f", "feat.h5", "-t", "feat.h5", "-o", "site",
                   "--per-page", "12", "-q", cwd=tmp_path)

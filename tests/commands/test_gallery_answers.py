@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import run_cmd
+from conftest import chromium, run_cmd
 
 from cftools.formats.features import write_features
 from cftools.formats.writing import write_artifact
@@ -103,6 +102,12 @@ class Browser:
             self.call("Input.dispatchMouseEvent", page=True, type=kind, x=box[0], y=box[1],
                       button="left", clickCount=1)
 
+    def save(self) -> None:
+        """Click the gallery's "save corrections" and wait until its download is written."""
+        self.click("#cf-save")
+        while self.event("Browser.downloadProgress")["params"]["state"] != "completed":
+            pass
+
     def type(self, text: str) -> None:
         self.call("Input.insertText", page=True, text=text)
 
@@ -117,15 +122,6 @@ class Browser:
             self.proc.kill()
         for fd in (self._cmd_w, self._evt_r):
             os.close(fd)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium on PATH (Debian: apt-get install chromium); the browser check "
-                "of answering is skipped")
 
 
 def look_alikes(d: Path):
@@ -172,7 +168,7 @@ def look_alikes(d: Path):
 
 @pytest.mark.slow
 def test_answering_in_the_browser_splits_the_cluster(tmp_path):
-    exe = chromium()
+    exe = chromium("answering")
     truth, threshold = look_alikes(tmp_path)
     with h5py.File(tmp_path / "c.h5") as f:
         before = f["labels"][()]
@@ -210,9 +206,7 @@ def test_answering_in_the_browser_splits_the_cluster(tmp_path):
         assert marked == 4
         # answers survive going to another page, and the save downloads them
         browser.open(site / "index.html")
-        browser.click("#cf-save")
-        while browser.event("Browser.downloadProgress")["params"]["state"] != "completed":
-            pass
+        browser.save()
     finally:
         browser.close()
     saved = tmp_path / "downloads" / "corrections.json"
@@ -238,9 +232,7 @@ def test_answering_in_the_browser_splits_the_cluster(tmp_path):
         assert browser.js(f"document.querySelector('section#c{two} button.cf-merge')"
                           ".textContent") == "merge here"
         browser.click(f"section#c{two} button.cf-merge")
-        browser.click("#cf-save")
-        while browser.event("Browser.downloadProgress")["params"]["state"] != "completed":
-            pass
+        browser.save()
     finally:
         browser.close()
     merged = tmp_path / "downloads2" / "corrections.json"
