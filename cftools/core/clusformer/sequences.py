@@ -18,6 +18,7 @@ from .grammar import TARGET_UNKNOWN
 EPOCH_BUDGET = 8192
 PATIENCE = 2
 AUC_RISE = 1e-4  # a smaller rise of the held-out ROC-AUC is noise, not progress
+HARD_MARGIN = 0.02  # a pair this close to cosine's cut is nearly decided wrongly
 
 
 @dataclass
@@ -48,7 +49,7 @@ def split_rows(data: SequenceData, val_fraction: float, seed: int):
 
 
 def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
-                      budget: int | None = None) -> np.ndarray:
+                      budget: int | None = None, first: np.ndarray | None = None) -> np.ndarray:
     """Positions (into ``centre_labels``) of the centres one epoch trains on, in the order
     it reads them. Every identity gives at most ``cap`` of its centres, drawn afresh each
     epoch, so that a few identities of hundreds of images do not make up most of what the
@@ -71,9 +72,21 @@ def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
     keep = rank < cap if cap is not None else np.ones(n, dtype=bool)
     rows, rank = order[by_id[keep]], rank[keep]
     if budget is not None and rows.size > budget:
-        take = np.argsort(rank + rng.random(rank.size), kind="stable")[:budget]
+        key = rank + rng.random(rank.size)
+        if first is not None:  # these rows before any other, stratified among themselves
+            key = key + np.where(first[rows], 0.0, n + 1.0)
+        take = np.argsort(key, kind="stable")[:budget]
         rows = rows[take]
     return rows[rng.permutation(rows.size)]
+
+
+def hard_rows(cosine: np.ndarray, use: np.ndarray, truth: np.ndarray, cut: float,
+              margin: float = HARD_MARGIN) -> np.ndarray:
+    """Rows (bool per row) where cosine cut at ``cut`` decides a scored pair wrongly, or
+    nearly: within ``margin`` of the cut. These are the rows the model can change (the
+    others it reads only as calibrated cosine), and what a budgeted epoch reads first."""
+    wrong_or_near = use & (((cosine >= cut) != truth) | (np.abs(cosine - cut) < margin))
+    return wrong_or_near.any(axis=1)
 
 
 def plateaued(aucs: list[float], patience: int | None) -> bool:

@@ -66,6 +66,7 @@ from .sequences import (
     PATIENCE,
     SequenceData,
     capped_epoch_rows,
+    hard_rows,
     plateaued,
     scored_positions,
     split_rows,
@@ -90,6 +91,7 @@ class TrainConfig:
     identity_cap: int | None = IDENTITY_CAP  # most centres an identity gives an epoch (None: all)
     epoch_budget: int | None = EPOCH_BUDGET  # most centres an epoch reads (None: all)
     patience: int | None = PATIENCE  # epochs without a better held-out AUC before stopping
+    hard_first: bool = True  # a budgeted epoch reads the rows cosine gets wrong or nearly first
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -180,6 +182,7 @@ class _Run:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
         self.t_centre_labels = self.data.labels[self.t_order[:, 0]]
+        self.t_hard = self._hard_rows() if cfg.hard_first and cfg.epoch_budget else None
         rows_per_epoch = capped_epoch_rows(self.t_centre_labels, cfg.identity_cap,
                                            np.random.default_rng(0), cfg.epoch_budget).size
         self.n_batches = math.ceil(rows_per_epoch / cfg.batch_size)
@@ -191,6 +194,17 @@ class _Run:
         if dist.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+
+    def _hard_rows(self) -> np.ndarray:
+        """The training rows cosine decides wrongly or nearly (sequences.hard_rows), at the
+        cut that maximises F1 of cosine's links on the training rows."""
+        use = scored_positions(self.t_mask, self.t_targets)
+        cosine = cosine_to_centre(self.features_t, self.t_order, self.t_mask)
+        truth = self.t_targets == 1
+        hard = hard_rows(cosine, use, truth, best_f1_threshold(cosine[use], truth[use]))
+        self.log(f"{int(hard.sum())} of {hard.size} training rows hold a pair cosine decides "
+                 f"wrongly or nearly: budgeted epochs read them first")
+        return hard
 
     def resume(self, path) -> None:
         ck = load_checkpoint(path)
@@ -275,7 +289,8 @@ class _Run:
         self.net.train()
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout
         perm = capped_epoch_rows(self.t_centre_labels, cfg.identity_cap,
-                                 np.random.default_rng([cfg.seed, epoch]), cfg.epoch_budget)
+                                 np.random.default_rng([cfg.seed, epoch]), cfg.epoch_budget,
+                                 self.t_hard)
         t0, loss_sum, loss_n = time.time(), 0.0, 0
         bar = self.progress(total=self.n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                             unit="batch") if self.progress and dist.main else None
