@@ -17,7 +17,7 @@ from ..cli import (
     common_options,
     device_option,
 )
-from ..core.calibration.guard import recorded_winner
+from ..core.calibration.guard import recorded_cosine_length, recorded_winner
 from ..core.clusformer.inference import (
     METHODS,
     cast_for_inference,
@@ -50,7 +50,8 @@ follows cf-train's guard: the model's links where the model clustered its held-o
 identities at least as well as cosine links, else cosine links, said on stderr.
 
 A model reads sequences of its own length L (cf-train -L auto chooses it); longer
-sequences are cut to their first L positions, for cosine links too when --model is given.
+sequences are cut to their first L positions. Cosine links with --model are cut to the
+length cf-train chose for cosine links (chosen apart from the model's, on D_L).
 
 Inference is batched and streamed: sequences are read and links written in row blocks,
 on the GPU when there is one, in bfloat16 where the hardware supports it (the weights are
@@ -107,7 +108,7 @@ def main(sequences, features, model_path, out, method, bf16, dim, batch_size, de
         model, model_art, method, thresholds, winner, length = _model(model_path, method,
                                                                      dev, feats.dim, L, rep)
         if length < L:
-            rep.info(f"cf-link: sequences cut to the model's length {length}")
+            rep.info(f"cf-link: sequences cut to the {method} links' length {length}")
     elif method == "auto":
         method = "cosine"
     amp = autocast_dtype(dev, bf16) if method == "model" else None
@@ -173,8 +174,9 @@ def _model(model_path, method: str, dev, dim: int, seq_len: int, rep):
         training.get("cosine_thresholds", {})
     art = open_artifact(model_path, "model")
     art.close()
-    return (model if method == "model" else None), art, method, thresholds, winner, \
-        model.config.seq_len
+    length = model.config.seq_len if method == "model" else \
+        min(seq_len, recorded_cosine_length(training, model.config.seq_len))
+    return (model if method == "model" else None), art, method, thresholds, winner, length
 
 
 if __name__ == "__main__":
