@@ -13,6 +13,10 @@ separate labelled sample of the same generator (untimed), never on the set clust
     python bench/add_scale.py                              # 1M + 10K, cosine links
     python bench/add_scale.py --n 100000 --new 1000 --links model
     python bench/add_scale.py --links model --relink mirror model   # both ways, one run
+    python bench/add_scale.py --reuse --redecode yes   # the add that decodes again alone
+
+Each add is timed both ways by default (--redecode both): keeping old clusters whole, and
+with --redecode (the old clusters the new links touch decoded again, issue 26).
 
 Writes bench/results/add-scale-<links>-<n>-<time>.json.
 """
@@ -64,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--relink", nargs="+", choices=("mirror", "model"), default=["mirror"],
                     help="cf-merge add --relink (model links); several: each timed in turn "
                          "against the same clustering.")
+    ap.add_argument("--redecode", choices=("no", "yes", "both"), default="both",
+                    help="Time cf-merge add without --redecode, with it, or both in turn.")
     ap.add_argument("--work", default=str(ROOT / "work" / "add_scale"))
     ap.add_argument("--reuse", action="store_true",
                     help="Keep the data and the clustering of an earlier run in --work (its "
@@ -129,12 +135,14 @@ def main(argv=None):
 
 
 def timed_adds(a, w: Path, saved: dict) -> None:
-    """One timed add per --relink mode (cosine links: one add) against the same clustering."""
+    """One timed add per --relink mode (cosine links: one add) and --redecode choice
+    against the same clustering."""
     for relink in (a.relink if a.links == "model" else [None]):
-        timed_add(a, w, saved, relink)
+        for redecode in {"no": [False], "yes": [True], "both": [False, True]}[a.redecode]:
+            timed_add(a, w, saved, relink, redecode)
 
 
-def timed_add(a, w: Path, saved: dict, relink: str | None) -> None:
+def timed_add(a, w: Path, saved: dict, relink: str | None, redecode: bool = False) -> None:
     once, mode = saved["stages"], saved["threshold"]
     total = sum(s["seconds"] for s in once.values())
     print(f"adding {a.new} points:", file=sys.stderr)
@@ -143,14 +151,14 @@ def timed_add(a, w: Path, saved: dict, relink: str | None) -> None:
               *(["--model", w / "model.h5", "--relink", relink] if a.links == "model"
                 else []),
               "-o", w / "clusters2.h5", "--links-out", w / "links2.h5", "--features-out",
-              w / "features2.h5")
+              w / "features2.h5", *(["--redecode"] if redecode else []))
     import h5py
 
     with h5py.File(w / "clusters2.h5", "r") as f:
         entry = json.loads(f.attrs["batches"])[-1]
     ratio = add["seconds"] / total
     res = {"n": a.n, "new": a.new, "d": a.d, "k": a.k, "L": a.k, "tail": a.tail,
-           "links": a.links, "relink": relink,
+           "links": a.links, "relink": relink, "redecode": redecode,
            "decoder": "infomap", "threshold": mode,
            "cluster_again": once, "cluster_again_seconds": round(total, 2), "add": add,
            "add_stages": entry.get("seconds"), "add_counts": {k: v for k, v in entry.items()
@@ -158,13 +166,15 @@ def timed_add(a, w: Path, saved: dict, relink: str | None) -> None:
            "ratio": round(ratio, 4), "cpus": os.cpu_count(), "reused_clustering": a.reuse,
            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    relinked = "" if relink is None else f" (relink {relink})"
+    relinked = ("" if relink is None else f" (relink {relink})") + \
+        (" --redecode" if redecode else "")
     print(f"\n{a.links} links{relinked}, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
           f"(knn {once['knn']['seconds']}, seq {once['seq']['seconds']}, link "
           f"{once['link']['seconds']}, merge {once['merge']['seconds']}); adding {a.new}: "
           f"{add['seconds']:.1f} s = {100 * ratio:.2f}% (stages {entry.get('seconds')})")
     out = ROOT / "bench" / "results" / (f"add-scale-{a.links}-{a.n}-"
                                         + (f"{relink}-" if relink else "")
+                                        + ("redecode-" if redecode else "")
                                         + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
                                         + ".json")
     out.write_text(json.dumps(res, indent=1))

@@ -11,6 +11,10 @@ merges, checked) and the merges.
     python bench/incremental.py                       # lfw-dev, CelebA, demo
     python bench/incremental.py --sets lfw-dev-dlib128
     python bench/incremental.py --sets celeba-dlib128 --links model   # the model's links
+    python bench/incremental.py --redecode --seed 1   # adds that decode again where new links land
+
+With --redecode every old point whose id changed must be accounted for by the batch's
+rows of dataset id_changes (same old id, new id and count): checked per batch.
 
 Writes bench/results/incremental-<set>-<time>.json.
 """
@@ -28,14 +32,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from rounds import ROOT, SETS, SHARED
+from rounds import the_round as shared_round
 
 from cftools.core.metrics import bcubed_scores, pairwise_scores
 from cftools.formats.features import write_features
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 BIN = ROOT / ".venv" / "bin"
-SETS = ("lfw-dev-dlib128", "celeba-dlib128", "demo")
 
 
 def scores(pred, truth) -> dict:
@@ -53,22 +56,10 @@ def run(*args, quiet=True):
 
 
 def the_round(name: str, work: Path, seed: int) -> Path:
-    """Run (or reuse) the default round; returns its round1 folder."""
-    args = ["make", "-s", "round", f"DATA={name}", f"WORK={work / 'w'}", f"SEED={seed}",
-            "QUIET=-q"]
-    if name != "demo":
-        data = work / "data"
-        if not (data / "unlabelled.npy").exists():
-            d = SHARED / name
-            x, y = np.load(d / "features.npy"), np.load(d / "labels.npy")
-            li, ui = np.load(d / "labelled_idx.npy"), np.load(d / "unlabelled_idx.npy")
-            data.mkdir(parents=True, exist_ok=True)
-            for part, idx in (("labelled", li), ("unlabelled", ui)):
-                np.save(data / f"{part}.npy", x[idx])
-                np.save(data / f"{part}_labels.npy", y[idx])
-        args.append(f"DATADIR={data}")
-    subprocess.run(args, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return work / "w" / "round1"
+    """The default round of the set at ``seed`` (bench/rounds.py, shared with the other
+    benchmarks); ``work`` holds this benchmark's own files."""
+    work.mkdir(parents=True, exist_ok=True)
+    return shared_round(name, seed)
 
 
 def labels_of(path) -> np.ndarray:
@@ -78,7 +69,7 @@ def labels_of(path) -> np.ndarray:
 
 def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
             k: int, length: int, links: str = "auto", cosine_quantile: float | None = None,
-            relink: str | None = None) -> dict:
+            relink: str | None = None, redecode: bool = False) -> dict:
     work = ROOT / "work" / "incremental" / name
     r = the_round(name, work, 0)
     with h5py.File(r / "unlabelled.h5", "r") as f:
@@ -102,7 +93,7 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
     parts = np.array_split(perm[n0:], batches)
     inc = work / (f"inc-seed{seed}" + ("" if links == "auto" else f"-{links}")
                   + ("" if cosine_quantile is None else f"-q{cosine_quantile}")
-                  + ("" if relink is None else f"-{relink}"))
+                  + ("" if relink is None else f"-{relink}") + ("-redecode" if redecode else ""))
     inc.mkdir(parents=True, exist_ok=True)
     for p in inc.glob("*"):
         p.unlink()
@@ -134,13 +125,15 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
                         "--links-out", out[1], "--features-out", out[2], "--merge-links",
                         merge_links, *([] if cosine_quantile is None else
                                        ["--cosine-quantile", cosine_quantile]),
-                        *([] if relink is None else ["--relink", relink]), quiet=False)
+                        *([] if relink is None else ["--relink", relink]),
+                        *(["--redecode"] if redecode else []), quiet=False)
         clusters, links, feats = out
         order = np.concatenate([order, part])
         now = labels_of(clusters)
         with h5py.File(clusters, "r") as f:
             merges = f["merges"][()]
             entry = json.loads(f.attrs["batches"])[-1]
+            id_changes = f["id_changes"][()] if "id_changes" in f else np.zeros((0, 5))
         mine = merges[merges[:, 0] == b]
         # old points change cluster only by the recorded merges
         expect = before.copy()
@@ -148,9 +141,12 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
             expect[expect == gone] = kept
         changed = int((now[:before.size] != before).sum())
         unexplained = int((now[:before.size] != expect).sum())
+        unrecorded = unrecorded_changes(before, now[:before.size], id_changes, b)
         row = {"batch": b, "n": int(part.size), "seconds": round(secs, 2),
                "stages": entry.get("seconds"), "merges": int(mine.shape[0]),
                "old_points_changed": changed, "old_points_changed_unrecorded": unexplained,
+               "id_changes_unrecorded": unrecorded,
+               "region_points": entry.get("region_points"),
                "joined_existing": entry["joined_existing"], "new_clusters": entry["new_clusters"],
                "relinked_old_rows": entry["relinked_old_rows"],
                "entered_old_rows": entry["entered_old_rows"],
@@ -174,6 +170,19 @@ def one_set(name: str, seed: int, batches: int, share: float, merge_links: int,
     return result
 
 
+def unrecorded_changes(before, now, id_changes, batch: int) -> int:
+    """Old points whose id changed that the batch's id_changes rows do not account for
+    (each (old id, new id) pair's count must match)."""
+    moved = before != now
+    pairs, counts = np.unique(np.stack([before[moved], now[moved]], 1), axis=0,
+                              return_counts=True)
+    seen = {(int(o), int(n)): int(c) for o, n, c in zip(pairs[:, 0], pairs[:, 1], counts)}
+    rows = id_changes[id_changes[:, 0] == batch]
+    told = {(int(r[2]), int(r[3])): int(r[4]) for r in rows}
+    return int(sum(c for key, c in seen.items() if told.get(key) != c)
+               + sum(c for key, c in told.items() if key not in seen))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", nargs="+", default=list(SETS))
@@ -190,6 +199,8 @@ def main(argv=None):
                     help="cf-merge add --cosine-quantile (model links; default: its own).")
     ap.add_argument("--relink", choices=("mirror", "model"), default=None,
                     help="cf-merge add --relink (model links; default: its own).")
+    ap.add_argument("--redecode", action="store_true",
+                    help="cf-merge add --redecode: decode again where the new links land.")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
@@ -198,22 +209,24 @@ def main(argv=None):
             print(f"(skipping {name}: {SHARED / name} not found)", file=sys.stderr)
             continue
         res = one_set(name, args.seed, args.batches, args.share, args.merge_links, args.k,
-                      args.L, args.links, args.cosine_quantile, args.relink)
+                      args.L, args.links, args.cosine_quantile, args.relink, args.redecode)
         print(f"\n{name}: all at once F_P {res['once']['F_P']:.2f} F_B {res['once']['F_B']:.2f}")
         print("| batch | points | add s | F_P inc | F_P once | F_B inc | F_B once | merges | "
-              "old changed |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "old changed | unrecorded |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in res["rows"]:
             print(f"| {r['batch']} | {r['n']} | {r['seconds']} | {r['inc_F_P']:.2f} | "
                   f"{r['once_F_P']:.2f} | {r['inc_F_B']:.2f} | {r['once_F_B']:.2f} | "
-                  f"{r.get('merges', '')} | {r.get('old_points_changed', '')} |")
+                  f"{r.get('merges', '')} | {r.get('old_points_changed', '')} | "
+                  f"{r.get('id_changes_unrecorded', '')} |")
         print(f"final gap (incremental - at once): F_P {res['final_gap']['F_P']:+.2f}, "
               f"F_B {res['final_gap']['F_B']:+.2f}; of which the 80% clustering alone "
               f"(batch 0) {res['base_gap']['F_P']:+.2f}, {res['base_gap']['F_B']:+.2f} and "
               f"the 4 adds {res['adds_drift']['F_P']:+.2f}, {res['adds_drift']['F_B']:+.2f}")
         tag = ("" if args.links == "auto" else f"-{args.links}-links") + \
             ("" if args.cosine_quantile is None else f"-q{args.cosine_quantile}") + \
-            ("" if args.relink is None else f"-{args.relink}")
+            ("" if args.relink is None else f"-{args.relink}") + \
+            ("-redecode" if args.redecode else "")
         out = ROOT / "bench" / "results" / f"incremental-{name}{tag}-{stamp}.json"
         res.update(time=stamp, cpus=os.cpu_count(), args=vars(args))
         out.write_text(json.dumps(res, indent=1))

@@ -18,6 +18,12 @@ d dimensions, k neighbours, L sequence length, B batch rows, E kept links):
   cf-knn ivf     8Nd + 8N + 14Nk + T features + the inverted lists' vectors and ids; result
                                      and masks as exact; T = 4d*64*nlist, the training
                                      sample, when N > 64*nlist (else 0: it is a view)
+  cf-knn hnsw    8Nd + 8NM + 14Nk    features + faiss's copy; the graph's level-0 links (2M
+                                     int32 a point); result and masks as exact
+  cf-knn auto    as the method it chose; where it tuned IVF and fell back to exact, the
+                 IVF index lives on beside the flat one (+ 4Nd + 8N)
+  (approximate methods also search the --recall-sample S queries exactly: at most 16 MiB
+  of temporaries, core/neighbours/exact.py, in the fixed cost since it does not grow)
   cf-seq         4Nd + 8N + 40R(k+L) features + labels; knn rows streamed in blocks of
                                      R = min(N, 4 MiB / 8k) rows, ~40 bytes an entry of
                                      sorting temporaries (keys, permutation, gathers)
@@ -41,6 +47,9 @@ d dimensions, k neighbours, L sequence length, B batch rows, E kept links):
   cf-eval        80N                 pred and truth as read (8N each), their int64 codes
                                      and np.unique's sorted copies and inverses for pred,
                                      truth and the contingency cell keys (~8 more N x 8)
+
+--knn measures cf-knn alone, every method (exact, ivf, hnsw, auto) at --n points (default
+100000, d 32, k 32 with --knn: the sizes of issue 28), against these formulas.
 
 The exact kNN is quadratic in time (N^2 d): it is measured on --exact-n points (default
 min(N, 100000)); cf-link's model on --link-n rows (default min(N, 20000)), as both would
@@ -95,6 +104,16 @@ def f_knn_exact(N, d, k, B, **_):
 def f_knn_ivf(N, d, k, nlist, **_):
     sample = 4 * d * 64 * nlist if N > 64 * nlist else 0  # neighbours.IVF_TRAIN_PER_LIST
     return 8 * N * d + 8 * N + 14 * N * k + sample
+
+
+def f_knn_hnsw(N, d, k, M, **_):
+    return 8 * N * d + 8 * N * M + 14 * N * k
+
+
+def f_knn_auto(N, d, k, chosen, fell_back=False, nlist=0, B=16384, **_):
+    if chosen == "exact":
+        return f_knn_exact(N, d, k, B) + ((4 * N * d + 8 * N) if fell_back else 0)
+    return f_knn_ivf(N, d, k, nlist)
 
 
 def f_seq(N, d, k, L, **_):
@@ -214,7 +233,42 @@ def pipeline(tmp: Path, n: int, a) -> dict:
     return out
 
 
-FORMULA = {"cf-knn exact": f_knn_exact, "cf-knn ivf": f_knn_ivf, "cf-seq": f_seq,
+def knn_attrs(path: Path) -> dict:
+    """The method and parameters a knn file records (read in a process of its own)."""
+    code = ("import sys, json, h5py; f = h5py.File(sys.argv[1], 'r'); "
+            "print(json.dumps({'method': str(f.attrs['method']), "
+            "'params': json.loads(f.attrs['params']), "
+            "'auto': json.loads(f.attrs['auto']) if 'auto' in f.attrs else None}))")
+    return json.loads(python(code, path))
+
+
+def knn_methods(tmp: Path, n: int, a) -> dict:
+    """cf-knn by every method at n points (default options otherwise: --recall-sample
+    1000, --batch-size 16384); {name: {"seconds", "peak", "params"}}."""
+    d, k = a.dim, a.k
+    f = tmp / f"kf{n}.h5"
+    cf("data", "demo", f, "-n", n, "-d", d, "--seed", 1)
+    out: dict = {}
+    for method in ("exact", "ivf", "hnsw", "auto"):
+        knn = tmp / f"k{method}{n}.h5"
+        res = cf("knn", f, "-o", knn, "-k", k, "--method", method, "--batch-size", a.batch)
+        got = knn_attrs(knn)
+        params = dict(N=n, d=d, k=k, B=a.batch)
+        if method == "ivf":
+            params["nlist"] = got["params"]["nlist"]
+        elif method == "hnsw":
+            params["M"] = got["params"]["hnsw_m"]
+        elif method == "auto":
+            params.update(chosen=got["method"], nlist=got["params"].get("nlist", 0),
+                          fell_back=bool(got["auto"] and got["auto"].get("trials")
+                                         and got["method"] == "exact"))
+        out[f"cf-knn {method}"] = {**res, "params": params}
+        knn.unlink()
+    return out
+
+
+FORMULA = {"cf-knn exact": f_knn_exact, "cf-knn ivf": f_knn_ivf, "cf-knn hnsw": f_knn_hnsw,
+           "cf-knn auto": f_knn_auto, "cf-seq": f_seq,
            "cf-link cosine": f_link_cosine, "cf-link model": f_link_model, "cf-eval": f_eval}
 for _dec in DECODERS:
     FORMULA[f"cf-merge {_dec}"] = f_merge
@@ -235,16 +289,24 @@ def main(argv=None):
     ap.add_argument("--threshold", type=float, default=0.6, help="cf-merge (cosine links)")
     ap.add_argument("--exact-n", type=int, default=100_000)
     ap.add_argument("--link-n", type=int, default=20_000)
+    ap.add_argument("--knn", action="store_true",
+                    help="cf-knn alone, every method (default N 100000, d 32, k 32)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="keep files here")
     a = ap.parse_args(argv)
+    given = {x.split("=")[0] for x in (argv or sys.argv[1:])}
+    if a.knn:  # the sizes of issue 28 unless given
+        a.n = a.n if "--n" in given else 100_000
+        a.dim = a.dim if "--dim" in given else 32
+        a.k = a.k if "-k" in given else 32
     n = 100_000 if a.quick else a.n
     env_threads = os.environ.setdefault("OMP_NUM_THREADS", "2")
+    run_at = knn_methods if a.knn else pipeline
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        small = pipeline(tmp, a.n0, a)
-        big = pipeline(tmp, n, a)
+        small = run_at(tmp, a.n0, a)
+        big = run_at(tmp, n, a)
         took = time.perf_counter() - t0
     rows = []
     print(f"peak RSS vs formula: N={n}, d={a.dim}, k={a.k}, L={a.length}, "
@@ -268,6 +330,12 @@ def main(argv=None):
         print(f"{name:<20}{res['params']['N']:>9}{fixed / MB:>10.0f}{var_n / MB:>10.0f}"
               f"{pred / MB:>10.0f}{res['peak'] / MB:>10.0f}{res['peak'] / pred:>10.2f}"
               f"{res['seconds']:>8.1f}")
+    if a.knn:
+        if a.json:
+            a.json.write_text(json.dumps({"n": n, "dim": a.dim, "k": a.k, "n0": a.n0,
+                                          "omp_num_threads": env_threads, "rows": rows},
+                                         indent=2))
+        return
     e = big["cf-merge peaks"]["params"]["E"]
     inf = big["cf-merge infomap"]
     e0 = small["cf-merge infomap"]["params"]["E"]

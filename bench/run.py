@@ -25,6 +25,12 @@ round per --quality-seeds value, against Infomap over directed cosine links with
 the threshold chosen on D_L by pairwise F, and average linkage cut on D_L. About 6
 minutes a round on a quiet 2-core machine; skipped by --quick and --skip-quality.
 
+Table 4, cftools against the free baseline (bench/cost.py): the round's steps with
+round.mk's defaults and the peer (exact faiss kNN + Infomap, k and min_sim chosen on D_L)
+side by side on the demo split at 125K and 31K points (D_U 100K and 25K), per stage, wall
+clock and CPU time, with the load average, and both sides' F_P / F_B; its own results file
+bench/results/cost-*.json. --quick runs it at 6K points; --skip-peer-cost skips it.
+
 Results go to stdout as tables and, with --json, to a file, so runs can be compared.
 """
 
@@ -367,6 +373,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes: about 3 minutes")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-peer-cost", action="store_true",
+                    help="skip table 4 (cftools against the free baseline, bench/cost.py)")
     ap.add_argument("--skip-quality", action="store_true",
                     help="skip table 3 (the default round on real faces)")
     ap.add_argument("--quality-seeds", type=lambda t: [int(v) for v in t.split(",")],
@@ -401,6 +409,10 @@ def main(argv=None):
         from quality import quality_rows
 
         result["quality"] = quality_rows(seeds=args.quality_seeds)
+    if not args.skip_peer_cost:
+        from cost import main as peer_cost
+
+        result["peer_cost"] = peer_cost(["--sizes", "6250" if args.quick else "125000,31250"])
     result["total_seconds"] = time.perf_counter() - t0
     if args.json is None:
         stamp = result["time"].replace(":", "").replace("+0000", "Z")

@@ -7,7 +7,10 @@ stdout carries data only; messages, warnings, tables and progress go to stderr.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,38 +18,70 @@ from pathlib import Path
 import click
 
 from .errors import CfError, brief
+from .process import Terminated, command_process, printable
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it; SIGTERM 143, SIGHUP 129
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _say(text: str) -> None:
+    click.echo(printable(text), err=True)
 
 
 def _prog() -> str:
     return Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "cftools"
 
 
-def _report_failure(prog: str, err: BaseException, debug: bool) -> int:
+def _has_batch_size(command: click.Command, args: list) -> bool:
+    """Whether the (sub)command these arguments run takes --batch-size."""
+    if isinstance(command, click.Group):
+        sub = next((command.commands[a] for a in args if a in command.commands), None)
+        default = getattr(command, "default_command", None)
+        if sub is None and default:
+            sub = command.commands.get(default)
+        return sub is not None and _has_batch_size(sub, [])
+    return any(p.name == "batch_size" for p in command.params)
+
+
+def _no_space_message(err: OSError) -> str:
+    name = getattr(err, "filename", None)
+    return "no space left on device" + (f" writing {name}" if name else "")
+
+
+def _report_failure(prog: str, err: BaseException, debug: bool, batch_size: bool = False) -> int:
     if debug:
         import traceback
 
         traceback.print_exception(err)
     if isinstance(err, KeyboardInterrupt):
-        click.echo(f"{prog}: interrupted", err=True)
+        _say(f"{prog}: interrupted")
         return EXIT_INTERRUPTED
+    if isinstance(err, Terminated):
+        _say(f"{prog}: terminated by {signal.Signals(err.signum).name}")
+        return 128 + err.signum
     if isinstance(err, click.ClickException):
         message = " ".join(err.format_message().split())
-        click.echo(f"{prog}: error: {message} (see {prog} --help)", err=True)
+        _say(f"{prog}: error: {message} (see {prog} --help)")
         return err.exit_code
     if isinstance(err, CfError):
-        click.echo(f"{prog}: error: {err}", err=True)
-        return EXIT_ERROR
+        _say(f"{prog}: error: {err}")
+        return err.exit_code
     if isinstance(err, MemoryError):
-        click.echo(f"{prog}: error: out of memory; try a smaller --batch-size", err=True)
+        # what the files declare is checked before they are read (formats/artifacts.py,
+        # interop.py): what is left is the work itself
+        hint = "; try a smaller --batch-size" if batch_size else ""
+        what = brief(err, 160)
+        _say(f"{prog}: error: out of memory" + (f" ({what})" if what else "") + hint)
+        return EXIT_ERROR
+    if isinstance(err, OSError) and err.errno in NO_SPACE:
+        _say(f"{prog}: error: {_no_space_message(err)}")
         return EXIT_ERROR
     first = brief(err, 300)
-    click.echo(f"{prog}: internal error: {type(err).__name__}: {first} "
-               f"(rerun with --debug for the traceback)", err=True)
+    _say(f"{prog}: internal error: {type(err).__name__}: {first} "
+         f"(rerun with --debug for the traceback)")
     return EXIT_ERROR
 
 
@@ -69,26 +104,52 @@ class _OneLineErrors(click.Command):
                                         help="Print the cftools version and exit."))
 
     def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]
+        as_process = args is None  # the console script (or python -m): this process is ours
         args = list(sys.argv[1:] if args is None else args)
         # the command's own name (cf-knn), also when run as python -m cftools.commands.knn
         prog = str(prog_name or (self.name if (self.name or "").startswith("cf-") else _prog()))
         debug = "--debug" in args or os.environ.get("CFTOOLS_DEBUG") == "1"
+        code: int = 0
+        process = command_process(prog).__enter__()  # signals and warnings as cftools says
         try:
             rv = super().main(args=args, prog_name=prog, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
         except click.exceptions.Exit as ex:
-            sys.exit(ex.exit_code)
+            code = ex.exit_code
         except click.exceptions.Abort:
-            click.echo(f"{prog}: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _say(f"{prog}: interrupted")
+            code = EXIT_INTERRUPTED
         except BaseException as err:  # noqa: BLE001 - the whole point is to catch all
             if isinstance(err, SystemExit):
                 raise
-            sys.exit(_report_failure(prog, err, debug))
-        sys.exit(rv if isinstance(rv, int) else 0)
+            code = _report_failure(prog, err, debug, _has_batch_size(self, args))
+            if as_process and getattr(err, "hard_exit", False):
+                # a library (HDF5 after a failed write) would crash in its own clean-up at
+                # exit: the temporaries are gone already, so end here
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        finally:
+            process.__exit__(None, None, None)
+        sys.exit(code)
+
+
+def _refuse_both_of_a_pair(command: click.Command, args: list) -> None:
+    """An on/off flag pair (--reciprocal/--directed) given both ways is a usage error,
+    not "the last one wins"."""
+    args = args[:args.index("--")] if "--" in args else args
+    for p in command.params:
+        if isinstance(p, click.Option) and p.is_flag and p.secondary_opts:
+            on = [a for a in args if a in p.opts]
+            off = [a for a in args if a in p.secondary_opts]
+            if on and off:
+                raise click.UsageError(f"{on[0]} and {off[0]} exclude each other; give one")
 
 
 class CfCommand(_OneLineErrors, click.Command):
-    pass
+    def parse_args(self, ctx, args):
+        _refuse_both_of_a_pair(self, args)
+        return super().parse_args(ctx, args)
 
 
 class CfGroup(_OneLineErrors, click.Group):
@@ -107,7 +168,74 @@ class CfGroup(_OneLineErrors, click.Group):
         if (self.default_command and args and args[0] not in self.commands
                 and args[0] not in ("-h", "--help", "--version")):
             args = [self.default_command] + list(args)
+        if args and args[0] in self.commands:
+            _refuse_both_of_a_pair(self.commands[args[0]], args[1:])
         return super().parse_args(ctx, args)
+
+
+# ----------------------------------------------------------------- option types
+
+# the largest count an option takes: the C int that faiss and torch read many of them into
+MAX_COUNT = 2 ** 31 - 1
+MAX_WORKERS = 256  # processes a command may start: more only thrash (and each costs memory)
+MAX_DIM = 1 << 16  # a feature dimension or an embedding's: far above any face or image model
+MAX_SEED = 2 ** 31 - 1  # faiss's k-means seed is a C int; numpy's and torch's take more
+
+
+class FiniteFloat(click.FloatRange):
+    """Every float option's type: a finite number (NaN and +-Inf refused: NaN passes every
+    comparison of a range check, Inf makes sums NaN), within [min, max] where given
+    (open ends with min_open/max_open). A bad value is a usage error (exit 2)."""
+
+    name = "float"
+
+    def span(self) -> str:
+        """The values taken, as the messages and --help say them: [0, 1], > 0, ..."""
+        lo, hi = self.min, self.max
+        if lo is not None and hi is not None:
+            return (f"{'(' if self.min_open else '['}{lo:g}, {hi:g}"
+                    f"{')' if self.max_open else ']'}")
+        if lo is not None:
+            return f"{'>' if self.min_open else '>='} {lo:g}"
+        if hi is not None:
+            return f"{'<' if self.max_open else '<='} {hi:g}"
+        return ""
+
+    def convert(self, value, param, ctx):
+        try:
+            rv = float(value)
+        except (TypeError, ValueError):
+            rv = None
+        span = self.span()
+        want = "a finite number" + (f" {'in ' if span.startswith(('[', '(')) else ''}{span}"
+                                    if span else "")
+        if rv is None or not math.isfinite(rv) or not self._inside(rv):
+            self.fail(f"must be {want}, got {value!r}", param, ctx)
+        return rv
+
+    def _inside(self, x: float) -> bool:
+        if self.min is not None and (x <= self.min if self.min_open else x < self.min):
+            return False
+        return self.max is None or not (x >= self.max if self.max_open else x > self.max)
+
+
+class Count(click.IntRange):
+    """Every integer option's type: within [min, max], max at most MAX_COUNT (larger
+    values overflow the C ints of faiss and torch)."""
+
+    name = "integer"
+
+    def __init__(self, min=None, max=None, **kwargs):
+        super().__init__(min=min, max=MAX_COUNT if max is None else max, **kwargs)
+
+
+class Seed(click.IntRange):
+    """--seed: an integer in [0, 2^31), which every random generator cftools seeds takes."""
+
+    name = "seed"
+
+    def __init__(self):
+        super().__init__(min=0, max=MAX_SEED)
 
 
 # ----------------------------------------------------------------- shared options
@@ -137,13 +265,14 @@ def bf16_inference_option(f):
 
 
 def seed_option(f):
-    return click.option("--seed", type=int, default=0, show_default=True,
-                        help="Seed of every random choice, so runs repeat exactly.")(f)
+    return click.option("--seed", type=Seed(), default=0, show_default=True,
+                        help="Seed of every random choice, so runs repeat exactly "
+                             "(0 to 2^31-1).")(f)
 
 
 def batch_size_option(default: int):
     def deco(f):
-        return click.option("--batch-size", type=click.IntRange(min=1), default=default,
+        return click.option("--batch-size", type=Count(min=1), default=default,
                             show_default=True,
                             help="Rows processed at once; lower it to use less memory.")(f)
     return deco
@@ -179,10 +308,10 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            click.echo(message, err=True)
+            _say(message)
 
     def warn(self, message: str) -> None:
-        click.echo(f"{self.prog}: warning: {message}", err=True)
+        _say(f"{self.prog}: warning: {message}")
 
     def progress(self, iterable=None, *, total=None, desc: str = "", unit: str = "it"):
         """A progress bar on a terminal; where stderr is not one (a log file, a pipe), a

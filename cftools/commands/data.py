@@ -7,14 +7,25 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli import CONTEXT_SETTINGS, CfGroup, Reporter, common_options, seed_option
+from ..cli import (
+    CONTEXT_SETTINGS,
+    MAX_DIM,
+    CfGroup,
+    Count,
+    FiniteFloat,
+    Reporter,
+    common_options,
+    seed_option,
+)
 from ..data import demo
 from ..errors import CfError
 from ..formats.artifacts import open_artifact
 from ..formats.features import load_features, split_spec, write_features
+from ..formats.inputs import check_distinct_inputs, read_lines
 from ..formats.interop import load_npy, write_bin, write_meta
 from ..formats.writing import (
     atomic_outputs,
+    check_format_name,
     check_hdf5_name,
     check_output_path,
     check_output_paths,
@@ -39,15 +50,15 @@ def main():
 
 @main.command("demo", context_settings=CONTEXT_SETTINGS)
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("-n", "n", type=click.IntRange(min=1), default=100_000, show_default=True,
+@click.option("-n", "n", type=Count(min=1), default=100_000, show_default=True,
               help="Number of points.")
-@click.option("-d", "--dim", type=click.IntRange(min=2), default=256, show_default=True,
+@click.option("-d", "--dim", type=Count(min=2, max=MAX_DIM), default=256, show_default=True,
               help="Feature dimension.")
-@click.option("--hard-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--hard-fraction", type=FiniteFloat(0, 1), default=0.1, show_default=True,
               help="Share of samples far from their identity's centre.")
-@click.option("--noise-fraction", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option("--noise-fraction", type=FiniteFloat(0, 1), default=0.05, show_default=True,
               help="Share of samples nearer another identity's centre than their own.")
-@click.option("--max-size", type=click.IntRange(min=1), default=300, show_default=True,
+@click.option("--max-size", type=Count(min=1), default=300, show_default=True,
               help="Largest identity.")
 @click.option("--separable", is_flag=True,
               help="Tight, well separated identities, no hard or noisy samples.")
@@ -84,7 +95,7 @@ def demo_cmd(out, n, dim, hard_fraction, noise_fraction, max_size, separable, se
 @click.option("--labels", default=None, help="Labels: .npy, .meta, FILE.h5:/path.")
 @click.option("--names", "names_file", default=None, type=click.Path(dir_okay=False),
               help="Text file, one name (e.g. image path) per line.")
-@click.option("--dim", type=click.IntRange(min=1), default=None,
+@click.option("--dim", type=Count(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @click.option("--strict", is_flag=True, help="Refuse rows that are not of unit norm.")
 @common_options
@@ -92,12 +103,13 @@ def import_cmd(features, out, labels, names_file, dim, strict, quiet):
     """Import features (.npy, learn-to-cluster .bin, FILE.h5:/dataset) and optional labels
     into a cftools features file, normalising rows that are not of unit norm."""
     rep = Reporter(quiet)
+    check_distinct_inputs({"FEATURES": features, "--labels": labels, "--names": names_file})
     inputs = [split_spec(features)[0], labels and split_spec(labels)[0], names_file]
     out = check_hdf5_name(check_output_path(out, inputs))
     src = load_features(features, labels=labels, dim=dim, strict=strict, reporter=rep)
     names = None
     if names_file:
-        names = [line.rstrip("\n") for line in open(names_file, encoding="utf-8")]
+        names = read_lines(names_file, "names file")
         if len(names) != src.n:
             raise CfError(f"has {len(names)} names but the features have {src.n} rows", names_file)
     write_features(out, src.features, labels=src.labels, names=names if names else src.names,
@@ -112,7 +124,7 @@ def import_cmd(features, out, labels, names_file, dim, strict, quiet):
               help="Output: the labelled part (D_L).")
 @click.option("-U", "--unlabelled", "unlabelled_out", required=True,
               type=click.Path(dir_okay=False), help="Output: the unlabelled part (D_U).")
-@click.option("--fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--fraction", type=FiniteFloat(0, 1), default=0.5, show_default=True,
               help="Share of identities that go to the labelled part.")
 @click.option("--labels", default=None, help="Labels, if FEATURES has none.")
 @click.option("--rows", "rows_file", default=None, type=click.Path(dir_okay=False),
@@ -124,12 +136,13 @@ def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_fil
     """Split a labelled features file BY IDENTITY (no identity on both sides) into a
     labelled and an unlabelled part. Both keep their labels, as ground truth for cf-eval."""
     rep = Reporter(quiet)
-    inputs = [split_spec(features)[0], labels and split_spec(labels)[0], rows_file]
-    check_output_paths((labelled_out, unlabelled_out), inputs,
-                       hdf5=(labelled_out, unlabelled_out))
     ctx = click.get_current_context()
     if rows_file and ctx.get_parameter_source("fraction") != click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--rows and --fraction exclude each other: --rows gives the split")
+    check_distinct_inputs({"FEATURES": features, "--labels": labels, "--rows": rows_file})
+    inputs = [split_spec(features)[0], labels and split_spec(labels)[0], rows_file]
+    check_output_paths((labelled_out, unlabelled_out), inputs,
+                       hdf5=(labelled_out, unlabelled_out))
     src = load_features(features, labels=labels, reporter=rep)
     if src.labels is None:
         raise CfError("has no labels to split by identity; pass --labels", src.path)
@@ -146,7 +159,11 @@ def split_cmd(features, labelled_out, unlabelled_out, fraction, labels, rows_fil
     else:
         lab_rows, unl_rows = demo.split_by_identity(src.labels, fraction, seed=seed)
     if lab_rows.size == 0 or unl_rows.size == 0:
-        raise CfError("the split leaves one side empty; change --fraction", src.path)
+        side = "labelled" if lab_rows.size == 0 else "unlabelled"
+        if rows_file:
+            raise CfError(f"leaves the {side} part empty: --rows must name some rows of "
+                          f"{src.path}, and not all {src.n}", rows_file)
+        raise CfError(f"the split leaves the {side} part empty; change --fraction", src.path)
     shared = np.intersect1d(src.labels[lab_rows], src.labels[unl_rows])
     shared = shared[shared >= 0]
     if shared.size:
@@ -177,6 +194,9 @@ def export_cmd(source, npy, bin_out, meta, quiet):
     if not (npy or bin_out or meta):
         raise click.UsageError("name at least one of --npy, --bin, --meta")
     check_output_paths((npy, bin_out, meta), [source])
+    for out, fmt in ((npy, "npy"), (bin_out, "bin"), (meta, "meta")):
+        if out:
+            check_format_name(out, fmt)
     with open_artifact(source, ("features", "clusters")) as art:
         if art.kind == "clusters":
             if bin_out:

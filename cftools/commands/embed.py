@@ -14,7 +14,11 @@ import click
 
 from ..cli import (
     CONTEXT_SETTINGS,
+    MAX_DIM,
+    MAX_WORKERS,
     CfGroup,
+    Count,
+    FiniteFloat,
     Reporter,
     batch_size_option,
     checkpoint_options,
@@ -60,14 +64,14 @@ def main():
               help="Backbone model file to write (HDF5, kind 'model').")
 @click.option("--depth", type=click.Choice(["18", "34", "50"]), default="18", show_default=True,
               help="ResNet depth: 18 and 34 use basic blocks, 50 bottlenecks.")
-@click.option("--width", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--width", type=Count(min=1, max=1024), default=64, show_default=True,
               help="Channels of the first stage (then x2, x4, x8); 16 is a tiny CPU model.")
-@click.option("--dim", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--dim", type=Count(min=1, max=MAX_DIM), default=256, show_default=True,
               help="Dimension of the embedding.")
-@click.option("--image-size", type=click.IntRange(min=8), default=112, show_default=True,
+@click.option("--image-size", type=Count(min=8, max=4096), default=112, show_default=True,
               help="Images are resized to this square: 112 for faces, 224 for landmarks.")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=Count(min=1), default=20, show_default=True)
+@click.option("--steps", type=Count(min=1), default=None,
               help="Train for exactly this many optimisation steps, with the learning-rate "
                    "schedule of an --epochs run laid out on them [default: --epochs epochs].")
 @click.option("--match-steps", type=click.Path(path_type=Path), default=None, metavar="IMAGES",
@@ -80,18 +84,18 @@ def main():
                    "--dim, --image-size) instead of starting from random weights; the ArcFace "
                    "head starts at each class's mean embedding under it.")
 @batch_size_option(128)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=0.1, show_default=True,
               help="Peak learning rate of SGD (momentum 0.9).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=5e-4, show_default=True)
 @click.option("--milestones", callback=_milestones, default="", metavar="E1,E2,...",
               help="Epochs after which the learning rate is multiplied by --gamma "
                    "[default: 60% and 85% of --epochs].")
-@click.option("--gamma", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
-@click.option("--warmup", "warmup_epochs", type=click.FloatRange(min=0), default=1.0,
+@click.option("--gamma", type=FiniteFloat(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--warmup", "warmup_epochs", type=FiniteFloat(min=0), default=1.0,
               show_default=True, help="Epochs of linear learning-rate warm-up.")
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=64.0,
+@click.option("--scale", type=FiniteFloat(min=0, min_open=True), default=64.0,
               show_default=True, help="ArcFace scale s.")
-@click.option("--margin", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--margin", type=FiniteFloat(min=0), default=0.5, show_default=True,
               help="ArcFace additive angular margin m (radians).")
 @click.option("--easy-margin", is_flag=True,
               help="Apply the margin only where cos(theta) > 0 (else the reference "
@@ -99,12 +103,12 @@ def main():
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True,
               help="auto: fp16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast anywhere.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--workers", type=Count(min=0, max=MAX_WORKERS), default=2, show_default=True,
               help="Image-decoding worker processes.")
 @checkpoint_options("OUTPUT.h5.ckpt, beside -o")
 @click.option("--keep-checkpoint", is_flag=True, help="Keep the checkpoint after success.")
-@click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True)
-@click.option("--max-warnings", type=click.IntRange(min=0), default=20, show_default=True,
+@click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
+@click.option("--max-warnings", type=Count(min=0), default=20, show_default=True,
               help="Unreadable images listed one by one before only counting them.")
 @device_option
 @seed_option
@@ -136,13 +140,17 @@ def train(images, out, depth, width, dim, image_size, epochs, steps, match_steps
     from ..core.runtime.device import torch_device
     from ..core.runtime.memory import keep_freed_memory
     from ..data.images import BadImages, check_trainable, combine, open_images
-    from ..formats.writing import check_output_path
+    from ..formats.inputs import check_distinct_inputs
+    from ..formats.writing import check_hdf5_name, check_output_path
 
     report = Reporter(quiet or not _is_main_process())  # under torchrun, rank 0 talks
     if steps is not None and match_steps is not None:
         raise click.UsageError("give --steps or --match-steps, not both")
+    roles = {f"IMAGES ({i + 1} of {len(images)})" if len(images) > 1 else "IMAGES": x
+             for i, x in enumerate(images)}
+    check_distinct_inputs(roles)
     image_set = combine([open_images(i, require_labels=True) for i in images])
-    check_output_path(out, [*images, match_steps, init_model])
+    check_output_path(check_hdf5_name(out), [*images, match_steps, init_model])
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt")
     check_output_path(checkpoint, [*images, match_steps, out, init_model])
     if match_steps is not None:
@@ -201,8 +209,16 @@ def _matched_steps(match_steps, batch_size: int, epochs: int, report) -> int:
 
 def _save(out, result, images, image_set, init_art, init_model, init_steps: int,
           unreadable: int, **settings) -> None:
-    """The backbone file, with the run's settings and history in its config."""
+    """The backbone file, with the run's settings and history in its config; refused when
+    training diverged (a learning rate far too high: NaN weights no command could use)."""
+    import torch
+
     from ..core.recognition.backbone import save_backbone
+
+    if not all(bool(torch.isfinite(t).all()) for t in result.model.state_dict().values()
+               if t.is_floating_point()):
+        raise CfError("training diverged: the weights hold NaN or Inf; nothing was written "
+                      "(lower --lr or --scale)", out)
 
     inputs = {"images": image_set.artifact if image_set.artifact is not None
               else str(image_set.source)}
@@ -248,14 +264,14 @@ def _is_main_process() -> bool:
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True,
               help="Features file to write (HDF5: features, labels, names).")
 @batch_size_option(256)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--workers", type=Count(min=0, max=MAX_WORKERS), default=2, show_default=True,
               help="Image-decoding worker processes.")
 @click.option("--flip-test", is_flag=True,
               help="Embed each image and its mirror image and average the two.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True,
               help="auto: fp16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast anywhere.")
-@click.option("--max-warnings", type=click.IntRange(min=0), default=20, show_default=True,
+@click.option("--max-warnings", type=Count(min=0), default=20, show_default=True,
               help="Unreadable images listed one by one before only counting them.")
 @device_option
 @common_options
@@ -276,7 +292,7 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
     from ..core.runtime.device import torch_device
     from ..core.runtime.memory import keep_freed_memory
     from ..data.images import BadImages, open_images
-    from ..formats.writing import check_output_path
+    from ..formats.writing import check_hdf5_name, check_output_path
 
     dev = torch_device(device)
     sh = sharding.join(use_cuda=dev.type == "cuda")  # one process, or one rank of torchrun's
@@ -284,7 +300,7 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
     keep_freed_memory()  # no page-fault storm from per-batch temporaries
     backbone, config, model_art = load_backbone(model, dev)
     image_set = open_images(images)
-    check_output_path(out, [model, images])
+    check_output_path(check_hdf5_name(out), [model, images])
     first, last = sh.rows(len(image_set))  # this rank's images (all of them in one process)
     paths = image_set.paths[first:last]
     report.info(f"embedding {len(image_set)} images with {model_summary(config)} on {dev}"
@@ -316,14 +332,14 @@ def extract(model, images, out, batch_size, workers, flip_test, precision, max_w
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("outdir", type=click.Path(path_type=Path))
-@click.option("--identities", type=click.IntRange(min=2), default=300, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True)
-@click.option("--labelled-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--identities", type=Count(min=2, max=1_000_000), default=300, show_default=True)
+@click.option("--image-size", type=Count(min=8, max=4096), default=64, show_default=True)
+@click.option("--labelled-fraction", type=FiniteFloat(0, 1, min_open=True, max_open=True),
               default=0.5, show_default=True,
               help="Fraction of the identities that form the labelled part.")
-@click.option("--mean-images", type=click.FloatRange(min=1), default=12.0, show_default=True,
+@click.option("--mean-images", type=FiniteFloat(min=1, max=10_000), default=12.0, show_default=True,
               help="Mean images per identity (counts are long-tailed).")
-@click.option("--test-identities", type=click.IntRange(min=0), default=None,
+@click.option("--test-identities", type=Count(min=0, max=1_000_000), default=None,
               help="Identities of the test part (OUTDIR/test), drawn apart from D_L and D_U "
                    "[default: a fifth of --identities, at least 2; 0: none].")
 @seed_option

@@ -11,6 +11,8 @@ import numpy as np
 from ..cli import (
     CONTEXT_SETTINGS,
     CfCommand,
+    Count,
+    FiniteFloat,
     Reporter,
     batch_size_option,
     common_options,
@@ -24,6 +26,7 @@ from ..core.runtime import sharding
 from ..core.runtime.device import faiss_use_gpu
 from ..errors import CfError
 from ..formats.features import load_features, split_spec
+from ..formats.inputs import check_distinct_inputs
 from ..formats.interop import write_knn_npz
 from ..formats.writing import check_output_path
 
@@ -60,33 +63,33 @@ output file when all succeeded. See man cf-knn.
 @click.argument("features")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output knn file (.h5) or learn-to-cluster .npz.")
-@click.option("-k", "k", type=int, default=80, show_default=True,
+@click.option("-k", "k", type=Count(), default=80, show_default=True,
               help="Neighbours per point, the point itself included.")
 @click.option("--queries", default=None,
               help="Search these features against FEATURES instead of FEATURES themselves.")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
               help="auto (exact when small, else IVF tuned to --recall-target), exact, ivf "
                    "or hnsw.")
-@click.option("--exact-below", type=click.IntRange(min=1), default=AUTO_EXACT_BELOW,
+@click.option("--exact-below", type=Count(min=1), default=AUTO_EXACT_BELOW,
               show_default=True,
               help="auto: exact search up to this many points (queries x base <= its square).")
-@click.option("--recall-target", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--recall-target", type=FiniteFloat(0, 1, min_open=True),
               default=RECALL_TARGET, show_default=True,
               help="auto: raise nprobe until recall@k on the sample reaches this.")
-@click.option("--nlist", type=click.IntRange(min=1), default=None,
+@click.option("--nlist", type=Count(min=1), default=None,
               help="IVF: number of inverted lists [default: ~4 sqrt(N)].")
-@click.option("--nprobe", type=click.IntRange(min=1), default=None,
+@click.option("--nprobe", type=Count(min=1), default=None,
               help="IVF: lists visited per query [default: max(16, nlist/64); auto: tuned].")
-@click.option("--hnsw-m", type=click.IntRange(min=2), default=32, show_default=True,
+@click.option("--hnsw-m", type=Count(min=2, max=512), default=32, show_default=True,
               help="HNSW: links per node.")
-@click.option("--ef-search", type=click.IntRange(min=1), default=None,
+@click.option("--ef-search", type=Count(min=1, max=1 << 16), default=None,
               help="HNSW: search breadth [default: max(128, 2k)].")
 @click.option("--gpu-shard", is_flag=True,
               help="GPU: split the index across all GPUs of the host (for a set larger than "
                    "one GPU) instead of one copy per process.")
-@click.option("--dim", type=click.IntRange(min=1), default=None,
+@click.option("--dim", type=Count(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
-@click.option("--recall-sample", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--recall-sample", type=Count(min=0), default=1000, show_default=True,
               help="Queries checked against exact search for approximate methods (0: skip).")
 @click.option("--strict", is_flag=True, help="Refuse rows that are not of unit norm.")
 @batch_size_option(16384)
@@ -98,6 +101,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5", ".npz"):
         raise CfError("output must end in .h5/.hdf5 (knn file) or .npz (learn-to-cluster)", out)
+    check_distinct_inputs({"FEATURES": features, "--queries": queries})
     inputs = [split_spec(features)[0]] + ([split_spec(queries)[0]] if queries else [])
     check_output_path(out, inputs)
     if k < 1:  # a usage error, refused before any reading
@@ -119,6 +123,9 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
         if q.dim != base.dim:
             raise CfError(f"queries have dimension {q.dim}, the index features {base.path} "
                           f"have {base.dim}", q.path)
+        if q.id == base.id:
+            raise CfError(f"queries are the features {base.path} themselves (the same "
+                          "values); drop --queries to search a set within itself", q.path)
     t_load = time.perf_counter() - t0
     nq = base.n if q is None else q.n
     chosen = plan_method(method, base.n, nq, exact_below)
@@ -142,9 +149,7 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
                             log=rep.info, progress=rep.progress)
     indices, sims = found.indices, found.similarities
     where = "GPU" if use_gpu and found.method != "hnsw" else "CPU"
-    if found.missing:
-        rep.warn(f"{found.missing} neighbour slots could not be filled by the {found.method} "
-                 "index (id -1, similarity -inf); raise --nprobe or --ef-search")
+    _mark_missing(found, out, rep)
 
     if out.suffix.lower() == ".npz":
         gathered = sharding.gather_rows(sh, [indices, sims])
@@ -167,6 +172,22 @@ def main(features, out, k, queries, method, exact_below, recall_target, nlist, n
     sharding.leave(sh)
     rep.info(f"cf-knn: wrote {out} ({nq} x {k}) in {time.perf_counter() - t0:.1f} s "
              f"(load {t_load:.1f} s, search {found.seconds['search']:.1f} s)")
+
+
+def _mark_missing(found, out: Path, rep) -> None:
+    """Neighbour slots the search left unfilled: in a .h5 knn file id -1 and similarity -1
+    (finite, as the format wants every similarity; faiss leaves -inf or -FLT_MAX there);
+    a .npz, whose layout cannot mark them, is refused."""
+    if not found.missing:
+        return
+    if out.suffix.lower() == ".npz":
+        raise CfError(f"{found.missing} neighbour slots were not filled by the {found.method} "
+                      "search, and learn-to-cluster's .npz cannot mark a missing neighbour: "
+                      "raise --nprobe or --ef-search, use --method exact, or write a .h5 knn "
+                      "file", out)
+    rep.warn(f"{found.missing} neighbour slots could not be filled by the {found.method} "
+             "index (id -1, similarity -1); raise --nprobe or --ef-search")
+    found.similarities[found.indices < 0] = -1.0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options
+from ..cli import CONTEXT_SETTINGS, CfCommand, Count, FiniteFloat, Reporter, common_options
 from ..core.clusformer.grammar import build_sequences
 from ..errors import CfError
 from ..formats.artifacts import open_artifact, require_same_source, row_blocks
@@ -45,22 +45,19 @@ is computed from the features batch by batch by cf-train and cf-link.
               help="The features the kNN was computed from (.h5, FILE.h5:/path, .npy, .bin).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output sequences file (.h5).")
-@click.option("-L", "--length", "length", type=click.IntRange(min=2), default=64,
+@click.option("-L", "--length", "length", type=Count(min=2), default=64,
               show_default=True, help="Sequence length, the centre included (at most k).")
-@click.option("--min-sim", type=float, default=None,
+@click.option("--min-sim", type=FiniteFloat(-1, 1), default=None,
               help="Mask neighbours whose cosine similarity is below this.")
 @click.option("--labels", default=None,
               help="Identity labels (-1 unknown) for the targets, instead of the features "
                    "file's own (.npy, .meta, .h5, FILE.h5:/path).")
-@click.option("--dim", type=click.IntRange(min=1), default=None,
+@click.option("--dim", type=Count(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @common_options
 def main(knn, features, out, length, min_sim, labels, dim, quiet):
     rep = Reporter(quiet)
     out = Path(out)
-    if min_sim is not None and not -1.0 <= min_sim <= 1.0:  # NaN fails this too
-        raise click.BadParameter(f"must be a cosine similarity in [-1, 1], got {min_sim}",
-                                 param_hint="'--min-sim'")
     if Path(knn).suffix.lower() == ".npz":
         raise CfError("is a learn-to-cluster kNN .npz, which does not say which features it "
                       "was made from; cf-seq needs a cftools knn file: make one with "
@@ -69,6 +66,10 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet):
     check_output_path(out, [knn, split_spec(features)[0]] + ([split_spec(labels)[0]] if labels else []))
     t0 = time.perf_counter()
     knn_art = open_artifact(knn, "knn")
+    if str(knn_art.attrs["query_id"]) != str(knn_art.attrs["base_id"]):
+        raise CfError("holds the neighbours of queries searched in another set (cf-knn "
+                      "--queries: query_id != base_id); cf-seq needs the kNN of a set within "
+                      "itself (cf-knn FEATURES without --queries)", knn_art.path)
     feats = load_features(features, labels=labels, dim=dim, reporter=rep)
     for attr in ("base_id", "query_id"):
         require_same_source(str(knn_art.attrs[attr]), feats.id, what="features", path=knn_art.path,
@@ -94,13 +95,7 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet):
             for start, stop in row_blocks(knn_art["indices"]):
                 idx = knn_art.read("indices", slice(start, stop))
                 sim = knn_art.read("similarities", slice(start, stop))
-                if np.isnan(sim).any():
-                    row = start + int(np.argwhere(np.isnan(sim))[0][0])
-                    raise CfError(f"dataset 'similarities' holds NaN (first at row {row})",
-                                  knn_art.path)
-                if idx.max() >= feats.n:
-                    raise CfError(f"neighbour ids beyond the {feats.n} features in rows "
-                                  f"{start}..{stop - 1}", knn_art.path)
+                _check_block(idx, sim, start, feats.n, knn_art.path)
                 order, mask, targets = build_sequences(
                     idx, sim, length, centres=np.arange(start, stop), min_sim=min_sim,
                     labels=feats.labels if has_labels else None)
@@ -123,6 +118,28 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet):
     if has_labels:
         msg += f"; {positives} of {known} labelled neighbour positions share the centre's identity"
     rep.info(msg + f") in {time.perf_counter() - t0:.1f} s")
+
+
+def _check_block(idx, sim, start: int, n: int, path) -> None:
+    """Refuse a block of a knn file that is not one: a similarity NaN, infinite or outside
+    [-1, 1] (cosine; 1e-4 of float32 rounding) where a neighbour was found, an id below -1
+    (-1: not found; older files hold -inf there) or past the features."""
+    found = idx >= 0
+    bad = ~np.isfinite(sim) & found
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        what = "NaN" if np.isnan(sim[r, c]) else "Inf"
+        raise CfError(f"dataset 'similarities' holds {what} (first at row {start + r})", path)
+    bad = (np.abs(sim) > 1.0 + 1e-4) & found
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise CfError(f"dataset 'similarities' holds {float(sim[r, c]):g} at row {start + r}, "
+                      "not a cosine similarity in [-1, 1]", path)
+    bad = (idx < -1) | (idx >= n)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise CfError(f"dataset 'indices' holds {int(idx[r, c])} at row {start + r}: ids lie "
+                      f"in [0, {n}) (-1: not found)", path)
 
 
 if __name__ == "__main__":

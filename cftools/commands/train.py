@@ -11,6 +11,8 @@ import numpy as np
 from ..cli import (
     CONTEXT_SETTINGS,
     CfCommand,
+    Count,
+    FiniteFloat,
     Reporter,
     batch_size_option,
     checkpoint_options,
@@ -24,7 +26,13 @@ from ..core.calibration.length import choose_model_length, model_lengths
 from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
 from ..core.clusformer.grammar import make_targets
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
-from ..core.clusformer.sequences import SequenceData, split_rows, truncated
+from ..core.clusformer.sequences import (
+    EPOCH_BUDGET,
+    PATIENCE,
+    SequenceData,
+    split_rows,
+    truncated,
+)
 from ..core.clusformer.training import TrainConfig, TrainResult, choose_data_length, train
 from ..core.runtime.device import torch_device
 from ..core.runtime.distributed import init_distributed
@@ -32,7 +40,8 @@ from ..core.runtime.memory import keep_freed_memory
 from ..errors import CfError
 from ..formats.artifacts import open_artifact, require_same_source
 from ..formats.features import load_features, split_spec
-from ..formats.writing import check_output_path
+from ..formats.sequences import check_sequence_rows
+from ..formats.writing import check_hdf5_name, check_output_path
 
 HELP = """Train Clusformer on the sequences of a labelled set (made by cf-seq with labels).
 
@@ -90,14 +99,14 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="small", show_default=True,
               help="small: 2+2 layers, width 128, CDE-only tokens (minutes on a CPU); "
                    "paper: 6+6 layers, 8 heads, width 512, feature + CDE tokens.")
-@click.option("--width", type=click.IntRange(min=1), default=None, help="Override: model width.")
-@click.option("--heads", type=click.IntRange(min=1), default=None, help="Override: attention heads.")
-@click.option("--encoder-layers", type=click.IntRange(min=0), default=None,
+@click.option("--width", type=Count(min=1), default=None, help="Override: model width.")
+@click.option("--heads", type=Count(min=1), default=None, help="Override: attention heads.")
+@click.option("--encoder-layers", type=Count(min=0), default=None,
               help="Override: encoder layers.")
-@click.option("--decoder-layers", type=click.IntRange(min=1), default=None,
+@click.option("--decoder-layers", type=Count(min=1), default=None,
               help="Override: decoder layers.")
-@click.option("--ffn", type=click.IntRange(min=1), default=None, help="Override: FFN size.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--ffn", type=Count(min=1), default=None, help="Override: FFN size.")
+@click.option("--dropout", type=FiniteFloat(0, 1, max_open=True), default=None,
               help="Override: dropout.")
 @click.option("--encoding", type=click.Choice(ENCODINGS), default=None,
               help="Position/context encoding (the paper's ablation) [default: cde].")
@@ -109,34 +118,44 @@ training summary as JSON attributes; loading it never runs code.
               help="Sequence length the model reads (centre + L-1 neighbours), at most the "
                    "sequences' own: auto = chosen on this labelled set by Infomap over its "
                    "cosine links (see above); cf-link cuts longer sequences to it.")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+@click.option("--epochs", type=Count(min=1), default=20, show_default=True)
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=1e-4, show_default=True)
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear",
               show_default=True, help="Decay after warm-up.")
-@click.option("--warmup", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option("--warmup", type=FiniteFloat(0, 1), default=0.05, show_default=True,
               help="Share of all steps spent warming up.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+@click.option("--val-fraction", type=FiniteFloat(0, 1, max_open=True), default=0.2,
               show_default=True, help="Share of identities held out for validation (0: none).")
-@click.option("--calibration-points", type=click.IntRange(min=2), default=100_000,
+@click.option("--calibration-points", type=Count(min=2), default=100_000,
               show_default=True,
               help="Most labelled rows the decoders' thresholds are calibrated on.")
-@click.option("--identity-cap", type=click.IntRange(min=0), default=30, show_default=True,
+@click.option("--identity-cap", type=Count(min=0), default=30, show_default=True,
               help="Most centres one identity gives an epoch (0: no cap).")
+@click.option("--epoch-budget", type=Count(min=0), default=EPOCH_BUDGET,
+              show_default=True,
+              help="Most centres an epoch reads, stratified by identity (0: all the capped "
+                   "centres): an epoch costs the same at any size of the labelled set.")
+@click.option("--patience", type=Count(min=0), default=PATIENCE, show_default=True,
+              help="Stop once the held-out ROC-AUC has not risen for this many epochs "
+                   "(0: train every --epochs).")
 @checkpoint_options("MODEL.h5.ckpt, beside -o")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
                    "it use fp16 with a gradient scaler].")
-@click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True)
+@click.option("--corrections", default=None, type=click.Path(dir_okay=False),
+              help="A corrections file (cf-eval gallery): its answered pairs become labelled "
+                   "pairs of these sequences (cf-merge(1), ANSWERS).")
+@click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
 @batch_size_option(128)
 @device_option
 @seed_option
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
-         warmup, val_fraction, calibration_points, identity_cap, checkpoint, resume, bf16,
-         stop_after_epoch, batch_size, device,
+         warmup, val_fraction, calibration_points, identity_cap, epoch_budget, patience,
+         checkpoint, resume, bf16, corrections, stop_after_epoch, batch_size, device,
          seed, quiet):
     import torch
 
@@ -150,7 +169,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
     checkpoint = str(checkpoint or out.with_name(out.name + ".ckpt"))
-    check_output_path(out, [sequences, split_spec(features)[0]])
+    check_output_path(check_hdf5_name(out), [sequences, split_spec(features)[0]])
     if resume and not (Path(checkpoint).is_file()
                        or any(Path(checkpoint).parent.glob(Path(checkpoint).name + ".L*"))):
         raise CfError("no checkpoint to resume from (see --checkpoint)", checkpoint)
@@ -163,12 +182,16 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
 
     t0 = time.perf_counter()
     seq, feats, data = _read(sequences, features, labels, rep)
+    if corrections:  # answered pairs as labelled pairs (core/corrections.py)
+        from ..core.corrections import train_on_answers
+        data = train_on_answers(data, corrections, feats, rep.info)
     log = rep.info if dist.main else (lambda m: None)
     tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
                        bf16=bf16, stop_after_epoch=stop_after_epoch,
                        calibration_points=calibration_points,
-                       identity_cap=identity_cap or None)
+                       identity_cap=identity_cap or None, epoch_budget=epoch_budget or None,
+                       patience=patience or None)
     cosine_sel, lengths = _lengths(length, data, feats.features, tcfg, log)
     checkpoints = {n: checkpoint if len(lengths) == 1 else f"{checkpoint}.L{n}" for n in lengths}
     for path in checkpoints.values():
@@ -245,10 +268,9 @@ def _read(sequences, features, labels, rep):
     if seq.dims["N"] != feats.n:
         raise CfError(f"has {seq.dims['N']} rows but the features {feats.path} have {feats.n}",
                       seq.path)
-    order = seq.read("order")
-    if order.min() < 0 or order.max() >= feats.n:
-        raise CfError(f"sequence ids out of range [0, {feats.n})", seq.path)
-    data = SequenceData(order, seq.read("mask"), seq.read("targets"), feats.labels)
+    order, mask, targets = seq.read("order"), seq.read("mask"), seq.read("targets")
+    check_sequence_rows(order, mask, targets, 0, feats.n, seq.path)
+    data = SequenceData(order, mask, targets, feats.labels)
     if labels is not None:  # targets follow the labels given now, not those cf-seq saw
         data.targets = make_targets(data.order, data.mask, feats.labels)
     return seq, feats, data

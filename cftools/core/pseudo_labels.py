@@ -20,6 +20,7 @@ class PseudoLabels:
     offset: int  # the first pseudo-identity
     max_size: int  # the size limit applied (0: none)
     counts: dict  # what was kept and left out
+    label_names: dict[str, str] | None = None  # names of the labels (named clusters)
 
 
 def largest_identity(labels: np.ndarray) -> int:
@@ -29,11 +30,14 @@ def largest_identity(labels: np.ndarray) -> int:
 
 
 def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
-                  max_size: int | str) -> PseudoLabels:
+                  max_size: int | str, names: dict[str, str] | None = None,
+                  labelled_names: dict[str, str] | None = None) -> PseudoLabels:
     """The retraining rows and labels from cluster labels ``pred`` of D_U (-1 unassigned)
     and D_L's labels (-1 unknown). ``max_size``: a number (0: no limit) or "auto", the
     largest identity of D_L (a cluster bigger than any real identity is most likely
-    several merged)."""
+    several merged). ``names``: {cluster id: name} a person gave; a named cluster whose
+    name is one of D_L's identities (``labelled_names``: {label: name}) takes that label,
+    the others keep their pseudo-identity under the name (``label_names`` of the result)."""
     keep_l = np.flatnonzero(labelled >= 0)
     assigned = pred >= 0
     sizes = np.bincount(pred[assigned]) if assigned.any() else np.zeros(0, np.int64)
@@ -58,5 +62,28 @@ def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
         "dropped_large": int(assigned.sum() - keep_u.size - dropped_small),
         "dropped_unlabelled_rows_of_labelled_set": int(labelled.size - keep_l.size),
     }
+    label_names = None
+    if names:
+        pseudo, label_names = _named(pred[keep_u], pseudo, names, labelled_names or {})
+        counts["named_clusters"] = len(label_names)
     return PseudoLabels(keep_l, keep_u, np.concatenate([labelled[keep_l], pseudo]), offset,
-                        int(max_size or 0), counts)
+                        int(max_size or 0), counts, label_names)
+
+
+def _named(pred_kept: np.ndarray, pseudo: np.ndarray, names: dict[str, str],
+           labelled_names: dict[str, str]):
+    """Pseudo-labels with named clusters put under the labelled set's label of that name,
+    and the names of the labels used."""
+    by_name = {v: int(k) for k, v in labelled_names.items()}
+    pseudo = pseudo.copy()
+    out = {k: v for k, v in labelled_names.items()}
+    for cluster, name in names.items():
+        rows = pred_kept == int(cluster)
+        if not rows.any():
+            continue
+        if name in by_name:
+            pseudo[rows] = by_name[name]
+            out[str(by_name[name])] = name
+        else:
+            out[str(int(pseudo[rows][0]))] = name
+    return pseudo, out

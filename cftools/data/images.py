@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import CfError, brief
 
+LABEL_MAX = 2 ** 63 - 1
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pnm", ".pbm", ".tif",
                   ".tiff", ".webp", ".gif"}
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -56,8 +57,17 @@ def from_folder(root) -> ImageSet:
         raise CfError(f"no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})", root)
     top = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in files]
     names = sorted({t for t in top if t is not None})
-    if names and all(n.isdigit() for n in names):
+    if names and all(n.isascii() and n.isdigit() for n in names):
         mapping = {n: int(n) for n in names}
+        seen: dict[int, str] = {}
+        for n, label in mapping.items():
+            if label > LABEL_MAX:
+                raise CfError(f"identity folder {n!r} is a number beyond int64 (at most "
+                              "2^63 - 1)", root)
+            if label in seen:  # "17" and "017": one label for two identities
+                raise CfError(f"identity folders {seen[label]!r} and {n!r} name the same "
+                              f"identity {label}; rename one", root)
+            seen[label] = n
     else:
         mapping = {n: i for i, n in enumerate(names)}
     labels = np.array([mapping[t] if t is not None else -1 for t in top], dtype=np.int64)
@@ -82,12 +92,11 @@ def _walk(root: Path):
 
 
 def from_list(path) -> ImageSet:
+    from ..formats.inputs import read_lines
+
     path = Path(path)
     paths, labels = [], []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise CfError(f"cannot read the list file: {err.__class__.__name__}", path) from None
+    lines = read_lines(path, "list file of images")
     for lineno, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -98,8 +107,9 @@ def from_list(path) -> ImageSet:
                 label = int(text)
             except ValueError:
                 raise CfError(f"line {lineno}: label {text[:30]!r} is not an integer", path) from None
-            if label < -1:
-                raise CfError(f"line {lineno}: labels must be >= 0, or -1 for unknown", path)
+            if not -1 <= label <= LABEL_MAX:
+                raise CfError(f"line {lineno}: label {label} is outside [-1, 2^63 - 1] (-1: "
+                              "unknown)", path)
         paths.append(_resolve(line.strip(), path.parent))
         labels.append(label)
     if not paths:
@@ -206,9 +216,17 @@ def check_trainable(images: ImageSet, size: int) -> None:
 
 def decode(path: str, size: int) -> np.ndarray:
     """Read an image as RGB uint8 (size, size, 3), resized (aspect not kept: face crops and
-    landmark photos are framed already). Raises OSError/ValueError for bad files."""
+    landmark photos are framed already). Raises OSError/ValueError for bad files: also for
+    a device, FIFO or socket, and a file past MAX_IMAGE_BYTES (formats.inputs), which are
+    never opened."""
     from PIL import Image
 
+    from ..formats.inputs import MAX_IMAGE_BYTES, regular_file
+
+    try:
+        regular_file(path, "image", MAX_IMAGE_BYTES, settle_commit=False)
+    except CfError as err:
+        raise ValueError(str(err)[len(err.path) + 2:] if err.path else str(err)) from None
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as im:

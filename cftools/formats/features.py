@@ -20,11 +20,19 @@ import numpy as np
 
 from ..errors import CfError
 from .artifacts import Artifact, open_artifact, row_blocks
+from .inputs import split_spec
 from .interop import load_bin, load_meta, load_npy, read_hdf5_dataset, require_file
 from .schema import HDF5_SUFFIXES
 from .writing import create_rows, write_artifact, write_strings
 
 NORM_TOLERANCE = 1e-3
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# labels are int64 (-1 unknown); float labels must be whole numbers a float64 holds exactly
+LABEL_MAX = np.iinfo(np.int64).max
+FLOAT_LABEL_MAX = 2 ** 53
+
+__all__ = ["Features", "fingerprint", "load_features", "load_labels", "split_spec",
+           "write_features"]
 
 
 @dataclass
@@ -56,17 +64,6 @@ class Features:
         if self.names is not None:
             return [str(s) for s in self.names[rows]]
         return [f"{self.path}#{r}" for r in rows]
-
-
-def split_spec(spec: str) -> tuple[Path, str | None]:
-    """``file.h5:/a/b`` -> (file.h5, "/a/b"); anything else -> (path, None)."""
-    text = str(spec)
-    for suffix in HDF5_SUFFIXES:
-        marker = suffix + ":"
-        pos = text.find(marker)
-        if pos > 0:
-            return Path(text[: pos + len(suffix)]), text[pos + len(marker):] or "/"
-    return Path(text), None
 
 
 def fingerprint(array: np.ndarray) -> str:
@@ -132,6 +129,14 @@ def _validated_unit_rows(raw: np.ndarray, path: Path, *, strict: bool, reporter)
         raise CfError(f"empty features (shape {raw.shape})", path)
     if not np.issubdtype(raw.dtype, np.floating):
         raise CfError(f"features must be floating point, got {raw.dtype}", path)
+    if raw.dtype.itemsize > 4:  # values a float32 cannot hold would become Inf
+        for start, stop in row_blocks(raw):
+            block = raw[start:stop]
+            big = np.isfinite(block) & (np.abs(block) > FLOAT32_MAX)
+            if big.any():
+                row = start + int(np.argwhere(big)[0][0])
+                raise CfError(f"row {row} holds values beyond float32's range (|x| > "
+                              f"{FLOAT32_MAX:.3g}); scale the features down", path)
     feats = np.ascontiguousarray(raw, dtype=np.float32)
     renormalised = 0
     for start, stop in row_blocks(feats.shape):
@@ -155,7 +160,17 @@ def _validated_unit_rows(raw: np.ndarray, path: Path, *, strict: bool, reporter)
         # exported and read back keeps its content (and fingerprint)
         fix = np.abs(norms - 1.0) > 1e-5
         if fix.any():
-            block[fix] /= norms[fix, None].astype(np.float32)  # the array was read for us
+            # divided by the float32 norm (what the fingerprints of features from outside
+            # were made with), except where that norm is past float32's range (rows of
+            # ~1e38: it would be Inf and the row would turn into zeros) or below it: there
+            # in float64 (the array was read for us)
+            with np.errstate(over="ignore"):  # a norm past float32's range: Inf, handled
+                n32 = norms.astype(np.float32)
+            exact = fix & (np.isinf(n32) | (n32 < np.finfo(np.float32).tiny))
+            plain = fix & ~exact
+            block[plain] /= n32[plain, None]
+            if exact.any():
+                block[exact] = (block[exact] / norms[exact, None]).astype(np.float32)
     if renormalised and reporter is not None:
         reporter.warn(f"{path}: {renormalised} of {feats.shape[0]} rows were not of unit norm; "
                       "normalised them (use --strict to refuse such input)")
@@ -182,18 +197,43 @@ def load_labels(spec, *, n: int | None = None, for_path=None) -> np.ndarray:
     raw = np.asarray(raw)
     if raw.ndim != 1:
         raise CfError(f"labels must be 1-D, got shape {raw.shape}", path)
-    if raw.size and not np.issubdtype(raw.dtype, np.integer):
-        if (np.issubdtype(raw.dtype, np.floating) and np.all(np.isfinite(raw))
-                and np.all(raw == np.round(raw))):
-            raw = raw.astype(np.int64)
-        else:
-            raise CfError(f"labels must be integers, got {raw.dtype}", path)
     if n is not None and raw.shape[0] != n:
         other = f" of {for_path}" if for_path is not None else ""
         raise CfError(f"has {raw.shape[0]} labels but the features{other} have {n} rows", path)
-    if (raw < -1).any():
-        raise CfError("labels must be >= 0, or -1 for unknown", path)
-    return raw.astype(np.int64, copy=False)
+    return checked_labels(raw, path)
+
+
+def checked_labels(raw: np.ndarray, path) -> np.ndarray:
+    """Labels as int64, refused (never wrapped or truncated) unless every one is an
+    integer in [-1, 2^63 - 1]: unsigned labels past int64 would turn negative, float labels
+    past 2^53 are no longer whole numbers one by one."""
+    if raw.size == 0:
+        return raw.astype(np.int64)
+    if np.issubdtype(raw.dtype, np.floating):
+        bad = ~np.isfinite(raw) | (raw != np.round(raw))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise CfError(f"labels must be integers, got {raw[row]!r} at row {row}", path)
+        big = np.abs(raw) > FLOAT_LABEL_MAX
+        if big.any():
+            row = int(np.argmax(big))
+            raise CfError(f"label {raw[row]:.6g} at row {row} is too large for a float label "
+                          f"(at most 2^53); store labels as integers", path)
+    elif np.issubdtype(raw.dtype, np.unsignedinteger):
+        big = raw > LABEL_MAX
+        if big.any():
+            row = int(np.argmax(big))
+            raise CfError(f"label {int(raw[row])} at row {row} is beyond int64 (at most "
+                          "2^63 - 1)", path)
+    elif raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer):
+        raise CfError(f"labels must be integers, got {raw.dtype}", path)
+    labels = raw.astype(np.int64)
+    low = labels < -1
+    if low.any():
+        row = int(np.argmax(low))
+        raise CfError(f"labels must be >= 0, or -1 for unknown (row {row} holds "
+                      f"{int(labels[row])})", path)
+    return labels
 
 
 def write_features(out, features: np.ndarray, *, labels=None, names=None, inputs=None,

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import CfError
 from .artifacts import Artifact, check_finite, open_artifact
+from .thresholds import check_thresholds
 
 
 def check_links(indices: np.ndarray, probabilities: np.ndarray) -> None:
@@ -61,4 +62,8 @@ def read_links(path) -> Links:
         raise CfError(str(err), path) from None
     if thresholds is not None and not isinstance(thresholds, dict):
         raise CfError("attribute 'thresholds' must be a JSON object of decoder -> threshold", path)
+    try:
+        check_thresholds(thresholds or {}, low)
+    except ValueError as err:
+        raise CfError(f"attribute 'thresholds': {err}", path) from None
     return Links(indices, probabilities, attrs, thresholds, art)

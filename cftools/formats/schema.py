@@ -33,6 +33,12 @@ class DatasetSpec:
     since: int = 1  # the format version that introduced it
 
 
+# What an attribute holds, checked when a file is opened (artifacts.py reads them all):
+# "str" a string; "int" an integer; "float" a finite number; "bool" true/false; "json" a
+# JSON text (the value JSON_TYPES says, where it says); "sim" a number or "none".
+ATTR_TYPES = ("str", "int", "float", "bool", "json", "sim")
+
+
 @dataclass(frozen=True)
 class AttrSpec:
     """One root attribute of a kind. JSON attributes hold a JSON text."""
@@ -42,6 +48,19 @@ class AttrSpec:
     required: bool = False  # checked when the file is opened
     json: bool = False
     since: int = 1
+    type: str = "str"  # one of ATTR_TYPES ("json" when json)
+
+    @property
+    def holds(self) -> str:
+        return "json" if self.json else self.type
+
+    @property
+    def json_list(self) -> bool:
+        """A JSON attribute holding a list (the others hold an object)."""
+        return self.name in JSON_LISTS
+
+
+JSON_LISTS = ("cftools_provenance", "batches")
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,7 @@ class KindSpec:
 
 ROOT_ATTRS = (
     AttrSpec("cftools_kind", "features, knn, sequences, model, links or clusters", True),
-    AttrSpec("cftools_format", "integer format version of the kind", True),
+    AttrSpec("cftools_format", "integer format version of the kind", True, type="int"),
     AttrSpec("cftools_id", "32 random hex digits, new for every file written", True),
     AttrSpec("cftools_provenance", "list of steps, oldest first: {command, version, time, "
              "inputs: {role: id}, output: id}", True, json=True),
@@ -83,23 +102,25 @@ _FEATURES = KindSpec(
         AttrSpec("demo", "cf-data demo's parameters", json=True),
         AttrSpec("split_rows_of", "id of the file a split was taken from"),
         AttrSpec("label_names", "{label: folder name} of images (cf-embed extract)", json=True),
-        AttrSpec("flip_test", "cf-embed extract: features averaged with the mirrored image"),
-        AttrSpec("skipped_images", "cf-embed extract: unreadable images left out"),
+        AttrSpec("flip_test", "cf-embed extract: features averaged with the mirrored image", type="bool"),
+        AttrSpec("skipped_images", "cf-embed extract: unreadable images left out", type="int"),
         AttrSpec("batches", "cf-merge add: [{batch, n}] of the rows, oldest first", json=True),
         # cf-merge labels: what the retraining set holds and what was left out
-        AttrSpec("n_labelled", "cf-merge labels: rows of the labelled set"),
-        AttrSpec("n_pseudo", "cf-merge labels: pseudo-labelled rows"),
-        AttrSpec("n_labelled_ids", "cf-merge labels: identities of the labelled set"),
-        AttrSpec("n_pseudo_ids", "cf-merge labels: pseudo-identities"),
-        AttrSpec("pseudo_label_offset", "cf-merge labels: the first pseudo-identity"),
-        AttrSpec("min_size", "cf-merge labels: smallest cluster kept"),
-        AttrSpec("max_size", "cf-merge labels: largest cluster kept (0: no limit)"),
-        AttrSpec("dropped_unassigned", "cf-merge labels: unassigned points left out"),
-        AttrSpec("dropped_small", "cf-merge labels: points of smaller clusters left out"),
-        AttrSpec("dropped_large", "cf-merge labels: points of larger clusters left out"),
+        AttrSpec("n_labelled", "cf-merge labels: rows of the labelled set", type="int"),
+        AttrSpec("n_pseudo", "cf-merge labels: pseudo-labelled rows", type="int"),
+        AttrSpec("n_labelled_ids", "cf-merge labels: identities of the labelled set", type="int"),
+        AttrSpec("n_pseudo_ids", "cf-merge labels: pseudo-identities", type="int"),
+        AttrSpec("pseudo_label_offset", "cf-merge labels: the first pseudo-identity", type="int"),
+        AttrSpec("min_size", "cf-merge labels: smallest cluster kept", type="int"),
+        AttrSpec("max_size", "cf-merge labels: largest cluster kept (0: no limit)", type="int"),
+        AttrSpec("dropped_unassigned", "cf-merge labels: unassigned points left out", type="int"),
+        AttrSpec("dropped_small", "cf-merge labels: points of smaller clusters left out", type="int"),
+        AttrSpec("dropped_large", "cf-merge labels: points of larger clusters left out", type="int"),
         AttrSpec("dropped_unlabelled_rows_of_labelled_set",
-                 "cf-merge labels: labelled-set rows of unknown label left out"),
+                 "cf-merge labels: labelled-set rows of unknown label left out", type="int"),
         AttrSpec("clusters_id", "cf-merge labels: id of the clusters file"),
+        AttrSpec("corrections", "cf-merge labels --corrections: the file honoured and what it "
+                 "changed", json=True),
     ),
 )
 
@@ -116,15 +137,15 @@ _KNN = KindSpec(
         AttrSpec("base_id", "id of the base features (equal to query_id for a self search)",
                  True),
         AttrSpec("method", "exact, ivf or hnsw: the method that ran", True),
-        AttrSpec("self_first", "true when column 0 is the point itself", True),
-        AttrSpec("k", "neighbours per row"),
+        AttrSpec("self_first", "true when column 0 is the point itself", True, type="bool"),
+        AttrSpec("k", "neighbours per row", type="int"),
         AttrSpec("params", "the method's parameters as used", json=True),
-        AttrSpec("base_n", "rows of the base"),
+        AttrSpec("base_n", "rows of the base", type="int"),
         AttrSpec("device", "CPU or GPU"),
         AttrSpec("method_requested", "auto, when cf-knn chose the method"),
         AttrSpec("auto", "auto's choice: exact_below, recall_target, chosen, trials", json=True),
-        AttrSpec("recall_at_k", "approximate methods: recall@k against exact search"),
-        AttrSpec("recall_sample", "approximate methods: queries the recall was measured on"),
+        AttrSpec("recall_at_k", "approximate methods: recall@k against exact search", type="float"),
+        AttrSpec("recall_sample", "approximate methods: queries the recall was measured on", type="int"),
     ),
 )
 
@@ -139,8 +160,8 @@ _SEQUENCES = KindSpec(
     (
         AttrSpec("knn_id", "id of the knn file", True),
         AttrSpec("features_id", "id of the features", True),
-        AttrSpec("L", "sequence length"),
-        AttrSpec("min_sim", '"none" or the similarity below which positions are masked'),
+        AttrSpec("L", "sequence length", type="int"),
+        AttrSpec("min_sim", '"none" or the similarity below which positions are masked', type="sim"),
     ),
 )
 
@@ -153,7 +174,7 @@ _MODEL = KindSpec(
         AttrSpec("thresholds", "Clusformer: thresholds calibrated on labelled data (keys: "
                  "formats.thresholds)", json=True),
         AttrSpec("training", "Clusformer: training summary (epochs, validation, guard, "
-                 "cosine_thresholds, length_selection)", json=True),
+                 "gate, cosine_thresholds, length_selection)", json=True),
     ),
     groups=("weights",),
 )
@@ -173,7 +194,11 @@ _LINKS = KindSpec(
         AttrSpec("model_id", 'id of the model, "none" for cosine links without one'),
         AttrSpec("thresholds", "the calibrated thresholds cf-merge uses by default", json=True),
         AttrSpec("guard_winner", 'model, cosine, or "none": the verdict of cf-train\'s guard'),
-        AttrSpec("min_sim", "cf-seq --min-sim of the sequences, which cf-merge add follows"),
+        AttrSpec("min_sim", "cf-seq --min-sim of the sequences, which cf-merge add follows", type="sim"),
+        AttrSpec("model_rows", "rows the model read (the others kept calibrated cosine, "
+                 "outside the gate); 0 for cosine links", type="int"),
+        AttrSpec("gate", "the gate cf-link read model links with (decoder, mode, threshold, "
+                 "reach, flip_distance); {} for none", json=True),
     ),
 )
 
@@ -185,11 +210,15 @@ _CLUSTERS = KindSpec(
                     "by the b-th add", required=False),
         DatasetSpec("merges", "int64", ("M", "4"), "(cf-merge add) batch, kept id, merged id, "
                     "members reached", required=False),
+        DatasetSpec("id_changes", "int64", ("I", "5"), "(--previous, add) step, kind (1 split, "
+                    "2 merged), old id, new id, points", required=False),
+        DatasetSpec("answers", "str", ("A",), "(--corrections) every answer honoured, one JSON "
+                    "object each", required=False),
     ),
     (
         AttrSpec("method", "the decoder"),
         AttrSpec("link_mode", "reciprocal or directed"),
-        AttrSpec("threshold", "the decoder's threshold"),
+        AttrSpec("threshold", "the decoder's threshold", type="float"),
         AttrSpec("threshold_source", "where the threshold came from"),
         AttrSpec("links_id", "id of the links decoded"),
         AttrSpec("link_method", "model or cosine"),
@@ -197,14 +226,19 @@ _CLUSTERS = KindSpec(
         AttrSpec("singletons", "the singleton policy"),
         AttrSpec("singleton_counts", "singletons found, kept, attached, unassigned", json=True),
         AttrSpec("summary", "clusters, singletons, unassigned, largest", json=True),
-        AttrSpec("seed", "the decoder's seed"),
-        AttrSpec("intimacy_ratio", "intimacy: the ratio used"),
-        AttrSpec("peaks_tolerance", "peaks: the tolerance used"),
-        AttrSpec("max_size", "components: the size limit"),
-        AttrSpec("size_step", "components: the threshold step"),
-        AttrSpec("attach_threshold", "attach: the least link weight"),
+        AttrSpec("seed", "the decoder's seed", type="int"),
+        AttrSpec("intimacy_ratio", "intimacy: the ratio used", type="float"),
+        AttrSpec("peaks_tolerance", "peaks: the tolerance used", type="float"),
+        AttrSpec("max_size", "components: the size limit", type="int"),
+        AttrSpec("size_step", "components: the threshold step", type="float"),
+        AttrSpec("attach_threshold", "attach: the least link weight", type="float"),
         AttrSpec("batches", "cf-merge add: one entry per batch (source, time, counts, timings)",
                  json=True),
+        AttrSpec("corrections", "--corrections: the file honoured and what it changed", json=True),
+        AttrSpec("cluster_names", "{cluster id: name} from the answers", json=True),
+        AttrSpec("next_id", "the least cluster id never used (ids are never given again)",
+                 type="int"),
+        AttrSpec("previous_id", "--previous: id of the clustering whose ids were kept"),
     ),
 )
 

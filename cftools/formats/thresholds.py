@@ -59,3 +59,42 @@ def calibrated_value(thresholds: dict | None, name: str, mode: str) -> float | N
     """A decoder's second parameter ("intimacy_ratio", "peaks_tolerance") under ``mode``."""
     value = (thresholds or {}).get(threshold_key(name, mode))
     return None if value is None else float(value)
+
+
+def check_thresholds(thresholds: dict, low: float = 0.0) -> None:
+    """Raise ValueError, naming the key, unless every value of a thresholds dict is what
+    its key says: ``link_mode_*`` a link mode; ``intimacy_ratio`` a number in [0, 1];
+    ``peaks_tolerance`` a finite number >= 0; every other key (thresholds: "link", the
+    decoders', "attach", directed_ ones) a number in [``low``, 1] (``low`` -1 for cosine
+    links, 0 for probabilities). A bad value is never replaced by another key's."""
+    for key, value in thresholds.items():
+        name = str(key)
+        if name.startswith("link_mode_"):
+            if value not in LINK_MODES:
+                raise ValueError(f"thresholds[{name!r}] is {value!r}, expected one of "
+                                 f"{', '.join(LINK_MODES)}")
+            continue
+        base = name[len("directed_"):] if name.startswith("directed_") else name
+        lo, hi = (0.0, 1.0) if base == "intimacy_ratio" else \
+            (0.0, math.inf) if base == "peaks_tolerance" else (low, 1.0)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not lo <= value <= hi:
+            where = f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else f">= {lo:g}"
+            raise ValueError(f"thresholds[{name!r}] is {value!r}, expected a number {where}")
+
+
+def check_model_thresholds(thresholds, training) -> None:
+    """A model's thresholds (probabilities: [0, 1]) and its training summary's
+    cosine_thresholds ([-1, 1]): ValueError naming the attribute and key unless each is a
+    JSON object of values check_thresholds accepts."""
+    cosine = training.get("cosine_thresholds") if isinstance(training, dict) else None
+    for what, values, low in (("thresholds", thresholds, 0.0),
+                              ("training's cosine_thresholds", cosine, -1.0)):
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ValueError(f"attribute {what} must be a JSON object")
+        try:
+            check_thresholds(values, low)
+        except ValueError as err:
+            raise ValueError(f"attribute {what}: {err}") from None

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import CfError
+from . import answers as A
 from .cluster_view import PER_PAGE, display_order, largest_splits, paginate, truth_summary
 
 SHARD_ROWS = 20000    # names in one search shard (~1 MB)
@@ -73,8 +70,8 @@ def _head(title: str, up: str) -> str:
             f" or #cluster\" size=28> <button>search</button></form></header><main>")
 
 
-def _tail() -> str:
-    return f"</main>{CHECK_JS}</body></html>\n"
+def _tail(up: str = "") -> str:
+    return f"</main>{CHECK_JS}{A.script_tag(up)}</body></html>\n"
 
 
 def _pager(pages, i: int, what: str) -> str:
@@ -104,6 +101,9 @@ class GalleryData:
     truth: np.ndarray | None = None
     truth_names: dict | None = None
     strength_kind: str = "links"  # or "cosine"
+    features_id: str = ""        # the set the answers are about (report/answers.py)
+    clusters_id: str = ""
+    questions: dict | None = None  # cf-eval review's questions: review.html
 
 
 def _ident(data: GalleryData, t: int) -> str:
@@ -147,7 +147,7 @@ def build(out_dir, data: GalleryData, *, title: str = "clusters", summary: dict 
     out_dir = Path(out_dir)
     (out_dir / "pages").mkdir(exist_ok=True)
     (out_dir / "search").mkdir(exist_ok=True)
-    (out_dir / "style.css").write_text(CSS)
+    (out_dir / "style.css").write_text(CSS + A.CSS)
     n, C = data.cid.size, data.sizes.size
     cluster_order, point_order = display_order(data.cid, data.sizes, data.label_of, data.strength)
     sizes_by_rank = data.sizes[cluster_order]
@@ -185,10 +185,11 @@ def build(out_dir, data: GalleryData, *, title: str = "clusters", summary: dict 
             pts = point_order[offset[rank] + a:offset[rank] + b]
             page_of_point[pts] = pi
             page_of_cluster.setdefault(rank, page.name)
-            body.append(_cluster_card(data, int(cluster_order[rank]), pts, a, b, truth_info,
+            core = point_order[offset[rank]:offset[rank] + 3]
+            body.append(_cluster_card(data, int(cluster_order[rank]), pts, a, b, truth_info, core,
                                       int(strays_in[cluster_order[rank]]), kind, render))
         body.append(_pager(group, gi, "singletons" if is_single else "clusters"))
-        body.append(_tail())
+        body.append(_tail("../"))
         (out_dir / "pages" / page.name).write_text("".join(body), encoding="utf-8")
         if bar is not None:
             bar.update(1)
@@ -207,12 +208,22 @@ def build(out_dir, data: GalleryData, *, title: str = "clusters", summary: dict 
                "cluster_pages": len(pages), "singleton_pages": len(singles),
                "search_shards": n_shards, "strays": int(data.stray.sum()),
                "largest": int(data.sizes.max()) if C else 0, "split_identities": n_split_ids}
+    A.write_script(out_dir, data.features_id, n, data.clusters_id)
+    if data.questions is not None:
+        members = {int(data.label_of[c]): point_order[offset[r]:offset[r] + A.SHOWN_PER_SIDE]
+                   for r, c in enumerate(cluster_order.tolist())}
+        (out_dir / "review.html").write_text(A.review_page(
+            data.questions, _member_renderer(data, other, ""),
+            lambda lab: [int(x) for x in members.get(int(lab), [])]
+            if lab is not None and int(lab) >= 0 else [],
+            _head(f"{title}: review", ""), _tail()), encoding="utf-8")
+        figures["questions"] = len(data.questions.get("questions", []))
     _write_index(out_dir, data, figures, pages, singles, title, summary or {}, plots or {})
     (out_dir / MARKER).write_text(json.dumps(figures) + "\n")
     return figures
 
 
-def _cluster_card(data: GalleryData, c: int, pts, a: int, b: int, truth_info, nstray: int,
+def _cluster_card(data: GalleryData, c: int, pts, a: int, b: int, truth_info, core, nstray: int,
                   kind: str, render) -> str:
     """The card of cluster c (members a..b of it when it spans pages)."""
     size = int(data.sizes[c])
@@ -224,7 +235,8 @@ def _cluster_card(data: GalleryData, c: int, pts, a: int, b: int, truth_info, ns
                 f"{_esc(_ident(data, int(maj)))}</small>" if kn else
                 " <small>no member of known identity</small>")
     strays = (f" <small>· likely strays: {nstray}</small>" if nstray else "")
-    return (f"<section class=\"card {kind}\" id=c{int(data.label_of[c])}>"
+    return (f"<section class=\"card {kind}\" id=c{int(data.label_of[c])}"
+            f"{A.card_attrs(data.label_of[c], core)}>"
             f"<h2>cluster {int(data.label_of[c])} <small>· {size} members</small>"
             f"{part}{info}{strays}</h2><div class=ms>" + "".join(map(render, pts.tolist()))
             + "</div></section>")
@@ -341,6 +353,9 @@ def _write_index(out_dir, data, figures, pages, singles, title, summary, plots):
         links.append(f"<a href=\"pages/{singles[0].name}\">singletons</a> ({len(singles)} pages)")
     if data.truth is not None:
         links.append("<a href=\"splits.html\">largest splits</a>")
+    if data.questions is not None:
+        links.append(f"<a href=\"review.html\">review</a> "
+                     f"({len(data.questions.get('questions', []))} questions to answer)")
     parts.append("<p>" + " · ".join(links) + "</p>")
     if pages:
         first = pages[:40]
@@ -354,42 +369,3 @@ def _write_index(out_dir, data, figures, pages, singles, title, summary, plots):
             f"title=\"{_esc(name)}\"></a>" for name, rel in plots.items()) + "</div>")
     parts.append(_tail())
     (out_dir / "index.html").write_text("".join(parts), encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- atomic folder
-
-
-class AtomicDir:
-    """Build a folder beside its final name, then swap it in: a failed or interrupted
-    build leaves DIR as it was. DIR may be replaced only if it is missing, empty, or a
-    gallery written before (it holds the MARKER file)."""
-
-    def __init__(self, out):
-        self.out = Path(out)
-        parent = self.out.parent if str(self.out.parent) else Path(".")
-        if not parent.is_dir():
-            raise CfError(f"output directory {parent} does not exist", self.out)
-        if self.out.exists():
-            if not self.out.is_dir():
-                raise CfError("exists and is not a folder", self.out)
-            if any(self.out.iterdir()) and not (self.out / MARKER).exists():
-                raise CfError("exists, is not empty and is not a cftools gallery; "
-                              "choose another folder", self.out)
-        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp = self.out.with_name(f".{self.out.name}.cf-tmp-{tag}")
-        self.old = self.out.with_name(f".{self.out.name}.cf-old-{tag}")
-        self.previous = self.out if (self.out / MARKER).exists() else None
-
-    def __enter__(self):
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.out.exists():
-            os.replace(self.out, self.old)
-        os.replace(self.tmp, self.out)
-        shutil.rmtree(self.old, ignore_errors=True)
-        return False

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+
+from ..errors import CfError
+from ..formats.inputs import MAX_IMAGE_BYTES, read_bytes
 
 THUMB_PX = 96
 
 
 def _thumb_one(args):
     """Worker: (source path, output root, old root or None) -> relative thumb path or
-    an error string starting with '!'."""
+    an error string starting with '!'. Only regular files of at most MAX_IMAGE_BYTES are
+    read (formats.inputs: /dev/zero named as an image is not read until memory runs out);
+    an image past PIL's decompression-bomb limit is not decoded."""
     src, root, old = args
     try:
-        with open(src, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
-        return "!" + (err.strerror or type(err).__name__)
+        data = read_bytes(src, "image", MAX_IMAGE_BYTES, settle_commit=False)
+    except CfError as err:  # the reason, without the path the caller shows
+        return "!" + (str(err)[len(err.path) + 2:] if err.path else str(err))
     digest = hashlib.sha1(data).hexdigest()[:20]
     rel = f"thumbs/{digest[:2]}/{digest}.jpg"
     dst = os.path.join(root, rel)
@@ -35,15 +40,23 @@ def _thumb_one(args):
     try:
         import io
 
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(io.BytesIO(data)) as im:
-            im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a lower scale
-            im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-            im.thumbnail((THUMB_PX, THUMB_PX))
-            tmp = f"{dst}.{os.getpid()}.tmp"
-            im.save(tmp, "JPEG", quality=85)
-            os.replace(tmp, dst)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                im = Image.open(io.BytesIO(data))
+            except UnidentifiedImageError:  # its text names the BytesIO, not the file
+                return "!not an image format Pillow reads"
+            with im:
+                im.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a lower scale
+                im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+                im.thumbnail((THUMB_PX, THUMB_PX))
+                tmp = f"{dst}.{os.getpid()}.tmp"
+                im.save(tmp, "JPEG", quality=85)
+                os.replace(tmp, dst)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return "!too many pixels (Pillow's decompression-bomb limit)"
     except Exception as err:  # noqa: BLE001 - a bad image never stops the gallery
         return "!" + (str(err).splitlines()[0][:80] if str(err) else type(err).__name__)
     return rel

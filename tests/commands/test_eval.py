@@ -221,7 +221,7 @@ def test_help_agrees_with_man_page():
     man = MAN.read_text().replace("\\-", "-")
     # the subcommands whose options are documented here (sweep has its own text)
     helps = {sub: cf_eval(*([sub] if sub else []), "--help")
-             for sub in ("", "clusters", "knn", "gallery", "identify", "report")}
+             for sub in ("", "clusters", "knn", "gallery", "identify", "report", "review")}
     for res in helps.values():
         assert res.returncode == 0 and res.stdout.startswith("Usage: cf-eval"), res
     options = set()

@@ -35,6 +35,12 @@ def files(tmp_path_factory):
     save_model(tmp / "m_L12.h5", Clusformer(make_config("small", 16, 12, width=32, ffn=64)))
     save_model(tmp / "m_L6.h5", Clusformer(make_config("small", 16, 6, width=32, ffn=64)))
     save_model(tmp / "m_d8.h5", Clusformer(make_config("small", 8, 8, width=32, ffn=64)))
+    gate = {"decoder": "infomap", "mode": "reciprocal", "threshold": 0.6, "reach": 0.5,
+            "flip_distance": 0.3}
+    with torch.no_grad():
+        model.skip.copy_(torch.tensor([12.0, -9.0]))  # calibrated cosine: 0.6 at cos 0.78
+    save_model(tmp / "m_gate.h5", model, thresholds={"link": 0.3, "infomap": 0.6},
+               training={"gate": {"infomap": gate}})
     return tmp, f, order, mask
 
 
@@ -121,3 +127,37 @@ def test_a_shorter_model_reads_the_first_positions(files):
     with open_artifact(tmp / "short.h5", "links") as a, open_artifact(tmp / "seq.h5", "sequences") as s:
         assert a.read("indices").shape == (300, 6)
         assert np.array_equal(a.read("indices"), s.read("order")[:, :6])
+
+
+def test_the_model_reads_only_the_rows_its_gate_lets_through(files):
+    """cf-link --gate (infomap by default) runs the model on the rows with a link within
+    the gate of infomap's threshold, says how many in model_rows, and gives the others
+    calibrated cosine; --gate none reads every row; cosine links read none."""
+    tmp, f, order, mask = files
+    out = {}
+    for gate in ("infomap", "none"):
+        r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+                 "--model", str(tmp / "m_gate.h5"), "-o", str(tmp / f"g_{gate}.h5"),
+                 "--method", "model", "--gate", gate, "--no-bf16")
+        assert r.returncode == 0, r.stderr
+        with open_artifact(tmp / f"g_{gate}.h5", "links") as a:
+            out[gate] = (a.read("probabilities"), int(a.attrs["model_rows"]),
+                         a.json_attr("gate"))
+    (gated, read, used), (full, every, none) = out["infomap"], out["none"]
+    assert every == 300 and none == {}
+    assert 0 < read < 300 and used["decoder"] == "infomap" and used["reach"] == 0.5
+    # rows outside the gate: calibrated cosine, sigmoid(12 cos - 9), masked positions 0
+    unit = f / np.linalg.norm(f, axis=1, keepdims=True)
+    cos = (unit[order] * unit[order][:, :1]).sum(-1)
+    calibrated = 1 / (1 + np.exp(-(12 * cos - 9))) * mask
+    centre = np.log(0.6 / 0.4)
+    inside = ((np.abs(12 * cos - 9 - centre) <= 0.5) & mask)[:, 1:].any(axis=1)
+    assert inside.sum() == read
+    np.testing.assert_allclose(gated[~inside], calibrated[~inside], atol=1e-5)
+    np.testing.assert_allclose(gated[inside], full[inside], atol=1e-5)
+    r = _cmd("cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+             "--model", str(tmp / "m_gate.h5"), "-o", str(tmp / "g_cos.h5"), "--method",
+             "cosine", "-q")
+    assert r.returncode == 0, r.stderr
+    with open_artifact(tmp / "g_cos.h5", "links") as a:
+        assert int(a.attrs["model_rows"]) == 0

@@ -292,7 +292,7 @@ def test_labels_refuses_mismatched_inputs(rounds, tmp_path):
     run_cmd("merge", d / "links_u.h5", "-o", clusters, "--threshold", 0.7, "-q", check=True)
     # clusters of D_U with D_L's features as the unlabelled set
     line = one_line_error(run_cmd("merge", "labels", clusters, "--unlabelled-features",
-                                  d / "fl.h5", "--labelled-features", d / "fl.h5", "-o",
+                                  d / "fl.h5", "--labelled-features", d / "fu.h5", "-o",
                                   tmp_path / "n.h5"))
     assert "labels but the unlabelled features" in line or "other features" in line
     line = one_line_error(run_cmd("merge", "labels", clusters, "--unlabelled-features",

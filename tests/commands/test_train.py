@@ -125,7 +125,7 @@ def test_resume_gives_the_same_weights(tiny):
 @pytest.mark.slow
 def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     args = [str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"), "--epochs", "3",
-            "--dropout", "0", "--no-bf16", *TINY]
+            "--patience", "0", "--dropout", "0", "--no-bf16", *TINY]
     env = {**ENV, "OMP_NUM_THREADS": "1"}
     _cmd("cftools.commands.train", *args, "-o", str(tiny / "single.h5"), env=env)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -138,6 +138,14 @@ def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     auc_a = sa["validation"]["model"]["roc_auc"]
     auc_b = sb["validation"]["model"]["roc_auc"]
     assert abs(auc_a - auc_b) < 0.01, (auc_a, auc_b)
+    # the whole loss is recorded, not rank 0's share of it (#28, case 23)
+    loss_a = [h["loss"] for h in sa["history"]]
+    loss_b = [h["loss"] for h in sb["history"]]
+    assert len(loss_a) == len(loss_b) == 3
+    # (before the fix rank 0 recorded about half). The epochs' means still differ by up to
+    # 6% between one process and two, even with the weights held still (--lr 1e-12): not
+    # explained yet, so only the scale is checked here
+    assert np.allclose(loss_a, loss_b, rtol=0.1), (loss_a, loss_b)
     # same global batches and a loss normalised over both ranks: nearly the same weights
     wa, wb = _weights(tiny / "single.h5"), _weights(tiny / "ddp.h5")
     worst = max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)

@@ -58,6 +58,8 @@ def _infomap_threshold(x, y, plain=False, monkeypatch=None):
     if plain:
         monkeypatch.setattr(thresholds_module, "calibration_score",
                             lambda p, t: float(pairwise_scores(p, t)["pairwise_f"]))
+        # the same links calibrated by the capped objective are memoised: calibrate afresh
+        monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
     t = calibrate_thresholds(i, s, y, decoders=("infomap",))["infomap"]
     monkeypatch.undo() if plain else None
     return t

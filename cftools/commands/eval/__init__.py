@@ -14,6 +14,7 @@ from .gallery import gallery
 from .identify import identify
 from .knn import knn
 from .report import report
+from .review import review
 from .sweep import sweep
 
 
@@ -32,6 +33,7 @@ def main():
       cf-eval identify FEATURES [--distractors D]   (top-1 identification, TAR at FAR)
       cf-eval report WORK [--png P]   (the round's scores per round vs baseline, upper bound)
       cf-eval gallery CLUSTERS --features F -o DIR [--links L] [--truth T]   (HTML site)
+      cf-eval review CLUSTERS --links LINKS -o questions.json   (what to ask a person)
 
     With no subcommand, 'clusters' is meant: cf-eval PRED --truth TRUTH.
     A table goes to stderr; --json writes the numbers, and only them, to stdout.
@@ -41,5 +43,5 @@ def main():
     """
 
 
-for _command in (clusters, knn, sweep, identify, gallery, report):
+for _command in (clusters, knn, sweep, identify, gallery, report, review):
     main.add_command(_command)

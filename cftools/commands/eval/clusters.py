@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from ...cli import CONTEXT_SETTINGS, Reporter, common_options
 from ...core import metrics
-from ...errors import CfError
 from ...formats.artifacts import require_same_source
 from ...formats.clusters import read_predicted
+from ...formats.inputs import check_distinct_inputs, read_json
 from .common import emit_json, pct, prog, read_truth, same_length
 
 
@@ -43,6 +40,7 @@ def clusters(pred, truth_spec, as_json, nmi_average, attach, quiet):
     identity of their cluster). The table shows percentages; --json gives fractions.
     """
     rep = Reporter(quiet, prog=prog())
+    check_distinct_inputs({"PRED": pred, "--truth": truth_spec})
     attached = _attachments(attach)
     labels, pred_attrs = read_predicted(pred)
     truth, source = read_truth(truth_spec)
@@ -54,23 +52,26 @@ def clusters(pred, truth_spec, as_json, nmi_average, attach, quiet):
     rep.table(_clusters_table(pred, result))
     if result["n_excluded"]:
         rep.info(f"{result['n_excluded']} points of unknown truth (-1) were excluded.")
+    clash = sorted(set(attached) & set(result))
+    if clash:
+        raise click.BadParameter(f"key {clash[0]!r} is a metric of cf-eval clusters; an "
+                                 "attachment never replaces one (choose another KEY)",
+                                 param_hint="--attach")
     if as_json:
         emit_json({**result, **attached})
 
 
 def _attachments(specs) -> dict:
-    """--attach KEY=FILE.json -> {KEY: the object in FILE}."""
+    """--attach KEY=FILE.json -> {KEY: the JSON object in FILE} (formats.inputs.read_json:
+    a regular file, bounded, no NaN), each KEY once."""
     out = {}
     for spec in specs:
         key, sep, path = spec.partition("=")
         if not sep or not key or not path:
             raise click.BadParameter(f"expected KEY=FILE.json, got {spec!r}", param_hint="--attach")
-        try:
-            out[key] = json.loads(Path(path).read_text())
-        except OSError as err:
-            raise CfError(f"cannot read: {err.strerror or err}", path) from None
-        except ValueError:
-            raise CfError("is not a JSON file", path) from None
+        if key in out:
+            raise click.BadParameter(f"key {key!r} is attached twice", param_hint="--attach")
+        out[key] = read_json(path, "JSON file to attach", want=dict)
     return out
 
 

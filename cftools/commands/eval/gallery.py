@@ -6,7 +6,6 @@ cftools.report.plots.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -14,11 +13,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ...cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options
+from ...cli import CONTEXT_SETTINGS, MAX_WORKERS, CfCommand, Count, FiniteFloat, Reporter, common_options
 from ...data.images import IMAGE_SUFFIXES
 from ...errors import CfError
 from ...formats.artifacts import open_artifact, require_same_source
+from ...formats.eval_json import check_training, read_knn_json, read_sweep_json
 from ...formats.features import load_labels
+from ...formats.inputs import check_distinct_inputs
+from ...formats.writing import AtomicDir
 from ...report import cluster_view as V
 from ...report import gallery as G
 from ...report import thumbnails as T
@@ -59,6 +61,17 @@ Plots (PNG under DIR/plots, shown on the index page): cluster sizes predicted an
 true (log-log; with --truth), the threshold sweep of cf-eval sweep --json (--sweep),
 kNN precision and recall per rank of cf-eval knn --json (--knn-eval), and the
 training curves stored in a model file (--model).
+
+\b
+Answering: every cluster card lets a person mark a member "not this identity" (the x
+beside it), merge the cluster with another ("merge", then "merge here" on the other
+card) and name it; with --questions (cf-eval review's output) review.html shows each
+question with its images, to answer "same person" or "different". The answers stay in
+the browser (local storage, shared by every page of galleries of the same features) and
+"save corrections" downloads them as corrections.json, the --corrections of cf-merge,
+cf-merge add and cf-merge labels. The site stays static (a download, not a server): it
+opens from disk as before, nothing listens on a port, and the file lands where the
+browser saves downloads.
 
 DIR is built beside itself and swapped in when complete; an existing DIR is
 replaced only if it is empty or an earlier gallery. The path of index.html goes to
@@ -110,26 +123,37 @@ def _image_paths(names, features_path, images_root):
               help="Output of cf-eval sweep --json: plot the threshold curve.")
 @click.option("--knn-eval", "knn_json", default=None, metavar="JSON",
               help="Output of cf-eval knn --json: plot precision and recall per rank.")
-@click.option("--stray-ratio", type=click.FloatRange(0, 1), default=None, metavar="R",
+@click.option("--stray-ratio", type=FiniteFloat(0, 1), default=None, metavar="R",
               help="Strays: below this share of their cluster's median [default: "
                    f"{V.STRAY_RATIO['link weight']} with --links, {V.STRAY_RATIO['cosine']} with cosine].")
-@click.option("--stray-below", type=float, default=None, metavar="V",
+@click.option("--stray-below", type=FiniteFloat(), default=None, metavar="V",
               help="Strays also: every member whose value is below this.")
-@click.option("--per-page", type=click.IntRange(min=10, max=2000), default=V.PER_PAGE, metavar="N",
+@click.option("--per-page", type=Count(min=10, max=2000), default=V.PER_PAGE, metavar="N",
               show_default=True, help="Most members (images or names) on one page.")
 @click.option("--title", default=None, metavar="T", help="Title of the site [default: CLUSTERS' name].")
-@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="W",
+@click.option("--workers", type=Count(min=1, max=MAX_WORKERS), default=None, metavar="W",
               help="Processes making thumbnails [default: the CPUs].")
+@click.option("--questions", "questions_path", default=None, metavar="JSON",
+              help="cf-eval review's questions: shown on review.html, to answer.")
 @common_options
 def gallery(clusters, out, features, links, truth_spec, images_root, names_only, model,
-            sweep_json, knn_json, stray_ratio, stray_below, per_page, title, workers, quiet):
+            sweep_json, knn_json, stray_ratio, stray_below, per_page, title, workers,
+            questions_path, quiet):
     from ...formats.clusters import read_predicted as _predicted
 
     rep = Reporter(quiet, prog="cf-eval gallery")
     t0 = time.perf_counter()
+    inputs = {"CLUSTERS": clusters, "--features": features, "--links": links,
+              "--truth": truth_spec, "--model": model, "--sweep": sweep_json,
+              "--knn-eval": knn_json}
+    check_distinct_inputs({"CLUSTERS": clusters, "--truth": truth_spec})
+    # refuses a bad DIR, and an input inside the DIR it replaces, before any work
+    target = AtomicDir(out, marker=G.MARKER, inputs=[*inputs.values(), images_root])
+    sweep_doc = read_sweep_json(sweep_json) if sweep_json else None
+    knn_doc = read_knn_json(knn_json) if knn_json else None
+    training = _training(model) if model else None
     labels, pred_attrs = _predicted(clusters)
     n = labels.shape[0]
-    target = G.AtomicDir(out)  # refuses a bad DIR before any work
     art, names, label_names = _read_features(features, n)
     try:
         if pred_attrs and "features_id" in pred_attrs:
@@ -152,9 +176,17 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
         truth_names = _label_names(truth_spec) or label_names
     if names is None:
         names = np.array([str(i) for i in range(n)], dtype=object)
-    data = G.GalleryData(names=names, cid=cid, sizes=sizes, label_of=label_of,
+    questions = None
+    if questions_path:
+        from ...formats.corrections import read_questions
+
+        questions = read_questions(questions_path, n, art.id)
+    shown = np.array([_printable(s) for s in names], dtype=object)
+    data = G.GalleryData(names=shown, cid=cid, sizes=sizes, label_of=label_of,
                          strength=strength, stray=stray, truth=truth,
-                         truth_names=truth_names, strength_kind=kind)
+                         truth_names=truth_names, strength_kind=kind, features_id=art.id,
+                         clusters_id=str((pred_attrs or {}).get("cftools_id", "")),
+                         questions=questions)
     paths = None if names_only else _image_paths(names, features, images_root)
     with target as tmp:
         if paths is not None:
@@ -167,8 +199,8 @@ def gallery(clusters, out, features, links, truth_spec, images_root, names_only,
                          f"instead); first: {first[0]}: {first[1]}")
             data.thumbs = thumbs
             data.links = [Path(p).as_uri() for p in paths]
-        plots = _plots(tmp, rep, labels=labels, truth=truth, model=model, sweep_json=sweep_json,
-                       knn_json=knn_json)
+        plots = _plots(tmp, rep, labels=labels, truth=truth, model=model, training=training,
+                       sweep_doc=sweep_doc, knn_doc=knn_doc)
         figures = G.build(tmp, data, title=title or Path(clusters).name, plots=plots,
                           summary=_scores(labels, truth), per_page=per_page,
                           progress=rep.progress)
@@ -225,7 +257,21 @@ def _link_strength(links, cid, sizes, features_id, features_path):
     return V.strength_from_links(cid, sizes, indices, weights)
 
 
-def _plots(tmp, rep, *, labels, truth, model, sweep_json, knn_json) -> dict:
+def _printable(name) -> str:
+    """A name as a page shows it: bytes that are not UTF-8 (kept as surrogate escapes, so
+    the image still opens) shown as U+FFFD."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _training(model) -> dict:
+    """A model's training summary, checked before any work (it is plotted)."""
+    with open_artifact(model, "model") as m:
+        training = m.json_attr("training", {}) or {}
+    check_training(training, model)
+    return training
+
+
+def _plots(tmp, rep, *, labels, truth, model, training, sweep_doc, knn_doc) -> dict:
     """Draw the plots there are inputs for into tmp/plots; {title: relative path}."""
     from ...report import plots as P
 
@@ -237,28 +283,16 @@ def _plots(tmp, rep, *, labels, truth, model, sweep_json, knn_json) -> dict:
 
     P.cluster_sizes(target("sizes.png"), labels, truth)
     out["cluster sizes"] = "plots/sizes.png"
-    if sweep_json:
-        P.sweep_from_json(target("sweep.png"), _json(sweep_json))
+    if sweep_doc:
+        P.sweep_from_json(target("sweep.png"), sweep_doc)
         out["decoder threshold sweep"] = "plots/sweep.png"
-    if knn_json:
-        P.knn_from_json(target("knn.png"), _json(knn_json))
+    if knn_doc:
+        P.knn_from_json(target("knn.png"), knn_doc)
         out["kNN precision and recall per rank"] = "plots/knn.png"
     if model:
-        with open_artifact(model, "model") as m:
-            training = m.json_attr("training", {}) or {}
         if not training.get("history"):
             rep.warn(f"{model}: holds no training history; no training plot")
         else:
             P.training_curves(target("training.png"), training)
             out["training curves"] = "plots/training.png"
     return out
-
-
-def _json(path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise CfError("no such file", path) from None
-    except (OSError, ValueError) as err:
-        raise CfError(f"not valid JSON: {str(err).splitlines()[0]}", path) from None

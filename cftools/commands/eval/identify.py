@@ -65,20 +65,26 @@ def identify(features, distractors, fars, as_json, out, quiet):
     from ...core.recognition.identification import identification_split, recognition
     from ...errors import CfError
     from ...formats.features import load_features
-    from ...formats.writing import atomic_path, check_output_path
+    from ...formats.inputs import check_distinct_inputs
+    from ...formats.writing import atomic_path, check_format_name, check_output_path
 
     report = Reporter(quiet)
+    check_distinct_inputs({"FEATURES": features, "--distractors": distractors})
     if out is not None:
-        check_output_path(out, [features, distractors])
+        check_output_path(check_format_name(out, "json"), [features, distractors])
     feats = load_features(features, reporter=report)
     if feats.labels is None:
         raise CfError("features file has no labels (identities) to identify", features)
     extra = None
     if distractors is not None:
-        extra = load_features(distractors, reporter=report).features
+        loaded = load_features(distractors, reporter=report)
+        extra = loaded.features
         if extra.shape[1] != feats.dim:
             raise CfError(f"distractors have dimension {extra.shape[1]} but {features} has "
                           f"{feats.dim}", distractors)
+        if loaded.id == feats.id:
+            raise CfError(f"distractors are the features {features} themselves (the same "
+                          "values): every probe would find itself", distractors)
     if identification_split(feats.labels)[1].size == 0:
         raise CfError("no identity has two or more images, so there are no probes", features)
     result = recognition(feats.features, feats.labels, fars, extra)

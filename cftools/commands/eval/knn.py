@@ -11,6 +11,7 @@ from ...cli import CONTEXT_SETTINGS, Reporter, common_options
 from ...core.neighbours.quality import knn_quality
 from ...errors import CfError
 from ...formats.artifacts import open_artifact, require_same_source
+from ...formats.inputs import regular_file
 from ...formats.interop import read_knn_npz
 from .common import emit_json, pct, prog, read_truth, same_length
 
@@ -31,7 +32,8 @@ def _open_knn(spec: str):
     if path.suffix.lower() == ".npz":
         indices, _ = read_knn_npz(path)
         return indices, True, None, lambda: None
-    if path.is_file() and not h5py.is_hdf5(path):
+    regular_file(path, "knn file")
+    if not h5py.is_hdf5(path):
         raise CfError("not a cftools knn file (HDF5) nor a learn-to-cluster kNN .npz", path)
     art = open_artifact(path, "knn")
     query_id, base_id = str(art.attrs["query_id"]), str(art.attrs["base_id"])

@@ -19,6 +19,8 @@ import click
 
 from ...cli import CONTEXT_SETTINGS, Reporter, common_options
 from ...errors import CfError
+from ...formats.eval_json import check_round_json
+from ...formats.inputs import read_json
 
 REFERENCES = (("baseline", "baseline", "D_L only, as many steps as round 2"),
               ("upper-bound", "upper bound", "D_L + D_U's true identities, same steps"))
@@ -37,12 +39,13 @@ def gain_recovered(value, baseline, upper):
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except OSError:
+    """A round's JSON file, None where there is none; one of the wrong shape is refused
+    naming it (formats.inputs.read_json: a regular file, bounded)."""
+    if not path.exists():
         return None
-    except ValueError:
-        raise CfError("is not a JSON file (remove it and rerun make)", path) from None
+    doc = read_json(path, "round's JSON file", want=dict, allow_nan=True)
+    check_round_json(doc, path)
+    return doc
 
 
 def _backbone_summary(path: Path) -> dict:
@@ -237,13 +240,13 @@ def report(work, png, as_json, quiet):
     the share of the upper bound's gain each round recovers:
     (round - baseline) / (upper bound - baseline). Markdown on stdout.
     """
-    from ...formats.writing import check_output_path
+    from ...formats.writing import check_format_name, check_output_path
 
     rep = Reporter(quiet)
     if not work.is_dir():
         raise CfError("no such folder (run make round first)", work)
     if png is not None:
-        check_output_path(png)
+        check_output_path(check_format_name(png, "png"), [work])
     rows = collect(work)
     if not rows:
         raise CfError("holds no scored round (round<r>/eval.json); run make round first", work)

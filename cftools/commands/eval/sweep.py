@@ -11,14 +11,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ...cli import CONTEXT_SETTINGS, CfCommand, Reporter, common_options, seed_option
+from ...cli import CONTEXT_SETTINGS, CfCommand, Count, FiniteFloat, Reporter, common_options, seed_option
 from ...core.decoding.decoders import DECODERS, DEFAULT_INTIMACY_RATIO, decode
 from ...core.decoding.weights import link_weights
 from ...errors import CfError
 from ...formats.features import load_labels
 from ...formats.links import read_links
 from ...formats.thresholds import calibrated_value, resolve_threshold
-from ...formats.writing import check_output_path
+from ...formats.writing import check_format_name, check_output_path
 
 ORACLE_NOTE = ("diagnosis only: these scores use the ground truth of the evaluated set, so a "
                "threshold chosen from this sweep is an oracle, not a result; report thresholds "
@@ -104,12 +104,12 @@ def draw(png, rows, method, calibrated, title):
               help="N values from A to B.")
 @click.option("--reciprocal/--directed", "reciprocal", default=True, show_default=True,
               help="Link weights as in cf-merge: mean of both directions, or p_ij alone.")
-@click.option("--max-size", type=click.IntRange(min=1), default=None,
+@click.option("--max-size", type=Count(min=1), default=None,
               help="components: split clusters larger than this.")
-@click.option("--intimacy-ratio", type=click.FloatRange(0, 1), default=None,
+@click.option("--intimacy-ratio", type=FiniteFloat(0, 1), default=None,
               help="intimacy: node-intimacy cut [default: the links file's, else "
                    f"{DEFAULT_INTIMACY_RATIO}].")
-@click.option("--peaks-tolerance", type=click.FloatRange(min=0), default=None,
+@click.option("--peaks-tolerance", type=FiniteFloat(min=0), default=None,
               help="peaks: confidence tie tolerance [default: the links file's, else 0].")
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="Draw the sweep into this PNG file.")
@@ -121,7 +121,7 @@ def sweep(links, truth, method, thresholds, reciprocal, max_size, intimacy_ratio
           seed, quiet):
     rep = Reporter(quiet, prog="cf-eval sweep")
     if png:
-        check_output_path(png, [links])
+        check_output_path(check_format_name(png, "png"), [links, truth])
     indices, probs, attrs, stored, art = read_links(links)
     mode = "reciprocal" if reciprocal else "directed"
     probs = link_weights(indices, probs, mode)

@@ -11,6 +11,8 @@ import numpy as np
 
 from ...cli import (
     CONTEXT_SETTINGS,
+    Count,
+    FiniteFloat,
     Reporter,
     batch_size_option,
     bf16_inference_option,
@@ -19,14 +21,28 @@ from ...cli import (
     seed_option,
 )
 from ...core.calibration.thresholds import default_mode
+from ...core.decoding.decoders import DECODERS
 from ...core.decoding.setting import DecoderSetting
+from ...core.decoding.singletons import SINGLETON_POLICIES
 from ...core.runtime.device import torch_device
 from ...errors import CfError
 from ...formats.artifacts import open_artifact, require_same_source
 from ...formats.clusters import read_clusters
 from ...formats.features import load_features, split_spec
+from ...formats.inputs import check_distinct_inputs
 from ...formats.links import read_links
+from ...formats.thresholds import LINK_MODES
 from ...formats.writing import check_output_paths
+from .answers import (
+    Outcome,
+    corrections_option,
+    honour,
+    lineage,
+    load_answers,
+    record,
+    recorded_of,
+    weighed_edges,
+)
 
 ADD_HELP = """Add new points to an existing clustering, without clustering everything again.
 
@@ -78,6 +94,19 @@ The output says where every point came from: dataset 'batch' (0 = the original s
 then 1, 2, ... per add) and attribute 'batches' (per batch: source file and id, time,
 size, points that joined existing clusters, new clusters, merges, timings).
 
+With --redecode, step 4 decodes again, point by point, every old cluster a kept link of a
+new point touches, with the new points (links leaving that region dropped), and the
+result takes the old ids by largest overlap, one to one (as cf-merge --previous): an old
+cluster the new links now split keeps its id on its larger part, the rest get ids never
+used before, and an add no longer freezes old mistakes. It costs the decode of that
+region.
+
+Answers (--corrections FILE, and those CLUSTERS recorded from an earlier --corrections)
+are honoured after step 5 as cf-merge decode honours them, and recorded in the output, so
+the next add honours them again. Every point whose id changed (merges, splits) is
+counted in dataset id_changes (batch, kind 1 split or 2 merged, old id, new id, points);
+ids once gone are never given again (attribute next_id).
+
 Cost: the index search and the copying of old rows touch every point; the rest grows
 with the new points and the rows they enter, not with the size of the existing set.
 
@@ -103,7 +132,7 @@ FEATURES that did not make LINKS.
               help="Output links file of old + new (.h5).")
 @click.option("--features-out", required=True, type=click.Path(dir_okay=False),
               help="Output features file of old + new (.h5).")
-@click.option("--merge-links", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--merge-links", type=Count(min=1), default=3, show_default=True,
               help="Members of each of two existing clusters that new links must reach "
                    "(and 3/4 of each) to merge them.")
 @click.option("--knn-method", type=click.Choice(("auto", "exact", "ivf")), default="auto",
@@ -112,19 +141,23 @@ FEATURES that did not make LINKS.
               show_default=True,
               help="Model links of the old rows new points enter: mirror the entrants' own "
                    "links (no model pass), or run the model on those rows.")
-@click.option("--cosine-quantile", type=click.FloatRange(0, 0.5), default=0.005,
+@click.option("--cosine-quantile", type=FiniteFloat(0, 0.5), default=0.005,
               show_default=True,
               help="With --relink model: relink an entered old row only where an entrant's "
                    "cosine reaches this quantile of the cosines of kept links (a sample of "
                    "the old rows); 0 relinks every entered row.")
+@click.option("--redecode", is_flag=True,
+              help="Decode again the old clusters the new links touch, keeping their ids by "
+                   "largest overlap (an old cluster may split; recorded).")
+@corrections_option
 @bf16_inference_option
 @batch_size_option(256)
 @device_option
 @seed_option
 @common_options
 def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, links_out,
-            features_out, merge_links, knn_method, relink, cosine_quantile, bf16, batch_size,
-            device, seed, quiet):
+            features_out, merge_links, knn_method, relink, cosine_quantile, redecode,
+            corrections_path, bf16, batch_size, device, seed, quiet):
     from ...core.incremental.add import add_points
     from ...core.incremental.outputs import write_add
 
@@ -133,8 +166,9 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
     for o in outs:
         if Path(o).suffix.lower() not in (".h5", ".hdf5"):
             raise CfError("output must be an HDF5 file ending in .h5/.hdf5", o)
+    check_distinct_inputs({"--new": new_spec, "--features": features_spec})
     check_output_paths(outs, [clusters, links_path, split_spec(features_spec)[0],
-                              split_spec(new_spec)[0], model_path])
+                              split_spec(new_spec)[0], model_path, corrections_path])
     t0 = time.perf_counter()
     old, indices, probs, model = _existing(clusters, links_path, features_spec, model_path,
                                            device, rep)
@@ -143,7 +177,13 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
         raise CfError(f"new features have dimension {new.dim}, the existing features "
                       f"{old.features.path} have {old.features.dim}", new.path)
     if new.artifact is not None and new.id == old.features.id:
-        raise CfError("new features are the existing features", new.path)
+        raise CfError(f"new features are the existing features {old.features.path} (the same "
+                      "values): nothing to add", new.path)
+    n0 = indices.shape[0]
+    answers = load_answers(corrections_path, n0, lineage(old.links_art, old.features.id,
+                                                         old.clusters_art.id), clusters,
+                           names=old.features.names, recorded=recorded_of(clusters),
+                           size=n0 + new.n)
 
     # the decoder CLUSTERS was made with, as it was made
     link_method = str(old.links_attrs.get("method"))
@@ -165,13 +205,33 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             merge_links=merge_links, seed=seed, knn_method=knn_method, batch_size=batch_size,
             device=str(torch_device(device)) if link_method == "model" else "cpu", bf16=bf16,
             progress=bar, cosine_quantile=cosine_quantile, relink=relink,
-            min_sim=None if str(min_sim) == "none" else float(min_sim))
+            min_sim=None if str(min_sim) == "none" else float(min_sim), redecode=redecode,
+            next_id=old.attrs.get("next_id"), step=old.next_batch)
     del indices, probs
+    outcome = _honour(res, answers, setting.mode, rep)
     t_write = time.perf_counter()
-    summary = write_add(outs, old, new, res, mode=setting.mode, merge_links=merge_links)
+    summary = write_add(outs, old, new, res, mode=setting.mode, merge_links=merge_links,
+                        extra_attrs=outcome.attrs, answers=outcome.answers,
+                        corrections_ref=answers.ref if answers else None)
     t_write = time.perf_counter() - t_write
     _report(rep, res, old.next_batch, outs, n0 + new.n, summary, time.perf_counter() - t0,
             t_write)
+
+
+def _honour(res, answers, mode, rep) -> Outcome:
+    """The answers honoured on the add's clusters (res updated); what the output records."""
+    from ...core.decoding.identities import next_free_id
+
+    res.counts["redecode"] = bool(res.changes is not None)
+    if answers is None:
+        return Outcome()
+    enforced = honour(res.labels, answers, weighed_edges(res.indices, res.probabilities, mode),
+                      next_id=res.next_id)
+    res.labels = enforced.labels
+    res.next_id = next_free_id(res.labels, res.next_id)
+    rep.info(f"cf-merge: {len(answers.all)} answers honoured: {len(enforced.merges)} clusters "
+             f"merged into others, {len(enforced.splits)} split")
+    return record(answers, enforced, res.labels, Outcome())
 
 
 def _existing(clusters, links_path, features_spec, model_path, device, rep):
@@ -183,11 +243,17 @@ def _existing(clusters, links_path, features_spec, model_path, device, rep):
     with open_artifact(clusters, "clusters") as cl:
         old_batch = cl.read("batch") if "batch" in cl else None
         old_merges = cl.read("merges") if "merges" in cl else np.zeros((0, 4), np.int64)
+        old_changes = cl.read("id_changes") if "id_changes" in cl else None
         batches = cl.json_attr("batches", None)
     for attr in ("links_id", "method", "threshold"):
         if attr not in cl_attrs:
             raise CfError(f"has no attribute '{attr}': not made by cf-merge decode or add",
                           clusters)
+    for attr, allowed in (("method", DECODERS), ("link_mode", LINK_MODES),
+                          ("singletons", SINGLETON_POLICIES)):
+        if attr in cl_attrs and cl_attrs[attr] not in allowed:
+            raise CfError(f"attribute '{attr}' is {str(cl_attrs[attr])[:40]!r}, not one of "
+                          f"{', '.join(allowed)}", clusters)
     indices, probs, l_attrs, stored, l_art = read_links(links_path)
     require_same_source(str(cl_attrs["links_id"]), l_art.id, what="links", path=clusters,
                         other_path=links_path)
@@ -208,7 +274,7 @@ def _existing(clusters, links_path, features_spec, model_path, device, rep):
         model, m_art = _model(model_path, str(l_attrs.get("model_id", "none")), link_method,
                               links_path, feats.dim, length, device)
     old = Existing(str(clusters), old_labels, cl_attrs, old_batch, old_merges, batches, cl_ref,
-                   l_art, l_attrs, stored, feats, m_art)
+                   l_art, l_attrs, stored, feats, m_art, old_changes)
     return old, indices, probs, model
 
 

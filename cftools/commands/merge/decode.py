@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ...cli import CONTEXT_SETTINGS, Reporter, common_options, seed_option
+from ...cli import CONTEXT_SETTINGS, Count, FiniteFloat, Reporter, common_options, seed_option
 from ...core.calibration.objective import IDENTITY_CAP
 from ...core.calibration.thresholds import calibrate_links, default_mode
 from ...core.decoding.decoders import (
@@ -19,8 +19,9 @@ from ...core.decoding.decoders import (
 from ...core.decoding.setting import DecoderSetting
 from ...core.decoding.singletons import SINGLETON_POLICIES, cluster_summary
 from ...core.decoding.weights import link_weights
-from ...errors import CfError
+from ...errors import CfError, CfUsageError
 from ...formats.features import load_labels
+from ...formats.inputs import check_distinct_inputs
 from ...formats.links import read_links
 from ...formats.thresholds import (
     LINK_MODES,
@@ -31,6 +32,18 @@ from ...formats.thresholds import (
     threshold_key,
 )
 from ...formats.writing import check_output_path, write_artifact
+from .answers import (
+    Outcome,
+    corrections_option,
+    honour,
+    keep_ids,
+    lineage,
+    load_answers,
+    read_previous,
+    record,
+    recorded_of,
+    write_records,
+)
 
 DECODE_HELP = """Cluster the points of a links file.
 
@@ -78,6 +91,22 @@ Singletons (--singletons): keep (own clusters), unassign (-1), or attach (join t
 cluster of its most probable neighbour that lies in a cluster of 2+, when that link has
 p >= --attach-threshold; the others stay singletons). The counts go to stderr and into
 the file (attribute singleton_counts).
+
+A person's answers (--corrections FILE, from cf-eval gallery or review; rows of this
+set, or of a set it grew from by cf-merge add) are honoured after decoding: the clusters
+a must-link group spans are merged, a cluster holding a cannot-linked pair is split along
+its weakest links (strongest links first, never joining what an answer keeps apart; the
+largest part keeps the id), named groups give their cluster its name (attribute
+cluster_names). Every answer is kept in the output (dataset answers, attribute
+corrections). A file about other points, naming rows that do not exist, or contradicting
+itself is refused before any work.
+
+--previous OLD keeps the cluster ids of OLD (a clustering of these points, or of the
+first rows of them): each new cluster takes the id of the old cluster it overlaps most,
+one to one, largest overlaps first (a split keeps its id on the larger part); the others
+get ids never used before (attribute next_id). Every point whose id changed is counted in
+dataset id_changes (step 0, kind 1 split or 2 merged, old id, new id, points). Without
+it clusters are numbered 0..C-1 in order of their smallest member.
 """
 
 
@@ -87,7 +116,7 @@ the file (attribute singleton_counts).
               help="Output clusters file (.h5).")
 @click.option("--method", type=click.Choice(DECODERS), default="peaks",
               show_default=True, help="Decoder.")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=FiniteFloat(-1, 1), default=None,
               help="Keep links with p >= this [default: calibrated, see above].")
 @click.option("--calibrate", "calibrate", default=None, type=click.Path(dir_okay=False),
               help="Labelled links file to choose the threshold on (never the set to cluster).")
@@ -96,45 +125,57 @@ the file (attribute singleton_counts).
 @click.option("--reciprocal/--directed", "reciprocal", default=None,
               help="Weigh each link by the mean of both directions (p_ji = 0 when absent), "
                    "or by p_ij alone [default: the mode calibration chose (see above)].")
-@click.option("--max-size", type=click.IntRange(min=1), default=None,
+@click.option("--max-size", type=Count(min=1), default=None,
               help="components: split clusters larger than this.")
-@click.option("--size-step", type=click.FloatRange(min=0, min_open=True),
+@click.option("--size-step", type=FiniteFloat(min=1e-6),
               default=DEFAULT_SIZE_STEP, show_default=True,
               help="components: threshold raise per split round.")
-@click.option("--intimacy-ratio", type=click.FloatRange(0, 1), default=None,
+@click.option("--intimacy-ratio", type=FiniteFloat(0, 1), default=None,
               help="intimacy: cut links of lower node intimacy [default: calibrated, else "
                    f"{DEFAULT_INTIMACY_RATIO}].")
-@click.option("--peaks-tolerance", type=click.FloatRange(min=0), default=None,
+@click.option("--peaks-tolerance", type=FiniteFloat(min=0), default=None,
               help="peaks: join neighbours with confidence >= own - this [default: "
                    "calibrated, else 0].")
 @click.option("--singletons", type=click.Choice(SINGLETON_POLICIES), default="keep",
               show_default=True, help="What to do with clusters of one point.")
-@click.option("--attach-threshold", type=float, default=None,
+@click.option("--attach-threshold", type=FiniteFloat(-1, 1), default=None,
               help="attach: least link probability to attach a singleton by [default: the "
                    "links file's thresholds['attach']].")
+@corrections_option
+@click.option("--previous", "previous_path", default=None, type=click.Path(dir_okay=False),
+              help="A clustering of these points whose cluster ids to keep (see above).")
 @seed_option
 @common_options
 def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, reciprocal, max_size,
-               size_step, intimacy_ratio, peaks_tolerance, singletons, attach_threshold, seed,
-               quiet):
+               size_step, intimacy_ratio, peaks_tolerance, singletons, attach_threshold,
+               corrections_path, previous_path, seed, quiet):
     rep = Reporter(quiet, prog="cf-merge")
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a clusters file ending in .h5/.hdf5", out)
-    check_output_path(out, [links, calibrate])
     if calibrate and not calibrate_truth:
-        raise CfError("--calibrate needs --calibrate-truth LABELS (the identities of its points)")
+        raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
+                               "its points)")
     if calibrate_truth and not calibrate:
-        raise CfError("--calibrate-truth needs --calibrate LABELLED_LINKS")
+        raise click.UsageError("--calibrate-truth needs --calibrate LABELLED_LINKS")
     if calibrate and threshold is not None:
-        raise CfError("give either --threshold or --calibrate, not both")
+        raise click.UsageError("give either --threshold or --calibrate, not both")
+    check_distinct_inputs({"LINKS": links, "--calibrate": calibrate}, why={
+        ("LINKS", "--calibrate"): "calibrate on labelled data (D_L), never on the set to "
+                                  "cluster"})
+    check_output_path(out, [links, calibrate, calibrate_truth, corrections_path, previous_path])
     if max_size and method != "components":
         rep.warn(f"--max-size applies to --method components only; ignored by {method}")
 
     t0 = time.perf_counter()
     indices, probs, attrs, stored, art = read_links(links)
     n, k = indices.shape
+    known = lineage(art)
+    previous = read_previous(previous_path, n, known, links) if previous_path else None
+    answers = load_answers(corrections_path, n, known, links,
+                           recorded=recorded_of(previous_path) if previous_path else None)
     link_method = attrs.get("method")
+    _check_range(link_method, threshold=threshold, attach_threshold=attach_threshold)
     mode = None if reciprocal is None else ("reciprocal" if reciprocal else "directed")
     if mode is None and not calibrate:
         mode = default_mode(method, stored, link_method)
@@ -142,15 +183,12 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
         rep.warn("these model links come from a model that lost to cosine links on its "
                  "held-out identities (cf-train's guard); cf-link --method auto would have "
                  "written cosine links")
-    if attach_threshold is not None and not np.isfinite(attach_threshold):
-        raise CfError(f"--attach-threshold must be a finite number, got {attach_threshold}")
     if singletons == "attach" and attach_threshold is None:
         attach_threshold = (stored or {}).get("attach")
         if attach_threshold is None:
-            raise CfError("--singletons attach needs --attach-threshold P (the least link "
-                          "probability to attach a singleton by)")
-    if threshold is not None and not np.isfinite(threshold):
-        raise CfError(f"--threshold must be a finite number, got {threshold}")
+            raise CfUsageError("--singletons attach needs --attach-threshold P (the least link "
+                               "probability to attach a singleton by): the links file "
+                               "carries none", links)
 
     threshold, source, extra, c_art, mode = _threshold(threshold, calibrate, calibrate_truth,
                                                        method, mode, stored, art, link_method,
@@ -167,17 +205,21 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
              f"{threshold:.6g} ({source}){_detail(setting)}")
     t1 = time.perf_counter()
     labels, counts = setting.decode(indices, weights, seed)
+    labels, outcome, changes = _honoured(labels, answers, previous, indices, weights, rep)
     t_decode = time.perf_counter() - t1
     summary = cluster_summary(labels)
 
     out_attrs = {**setting.record(), "threshold_source": source, "links_id": art.id,
                  "link_method": str(link_method), "singleton_counts": counts,
-                 "summary": summary, "seed": seed}
+                 "summary": summary, "seed": seed, **outcome.attrs}
     if "features_id" in attrs:
         out_attrs["features_id"] = attrs["features_id"]
-    with write_artifact(out, "clusters", inputs={"links": art, "calibration_links": c_art},
-                        attrs=out_attrs) as f:
+    inputs = {"links": art, "calibration_links": c_art,
+              "corrections": answers.ref if answers else None,
+              "previous": previous[2] if previous else None}
+    with write_artifact(out, "clusters", inputs=inputs, attrs=out_attrs) as f:
         f.create_dataset("labels", data=labels, chunks=True, compression="gzip", shuffle=True)
+        write_records(f, outcome, changes)
 
     rep.info(f"cf-merge: {summary['n_clusters']} clusters ({summary['clustered_points']} points "
              f"in clusters of 2+, largest {summary['largest']}), {summary['n_unassigned']} "
@@ -186,6 +228,32 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
              f"clusters, {counts['unassigned']} unassigned, {counts['attached']} attached "
              f"(--singletons {singletons})")
     rep.info(f"cf-merge: wrote {out} in {time.perf_counter() - t0:.1f} s (decode {t_decode:.1f} s)")
+
+
+def _honoured(labels, answers, previous, indices, weights, rep):
+    """(labels, what the output records, id changes or None): the answers honoured, then
+    the ids of --previous kept (else clusters renumbered by their smallest member)."""
+    from ...core.decoding.constrained import link_edges
+    from ...core.decoding.graph import relabel
+
+    enforced = honour(labels, answers, link_edges(indices, weights))
+    if answers is not None:
+        rep.info(f"cf-merge: {len(answers.all)} answers honoured: "
+                 f"{len(enforced.merges)} clusters merged into others, "
+                 f"{len(enforced.splits)} split")
+    labels, carried = keep_ids(enforced.labels, previous)
+    if carried is None:
+        labels = relabel(labels)
+    outcome = record(answers, enforced, labels, Outcome())
+    top = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+    outcome.attrs["next_id"] = carried.next_id if carried else top
+    if carried is not None:
+        outcome.attrs["previous_id"] = previous[2].id
+        s = carried.summary()
+        rep.info(f"cf-merge: ids of {previous[2].path}: {s['ids_kept']} kept, {s['ids_new']} "
+                 f"new; {s['points_changed']} points changed id ({s['split_rows']} split, "
+                 f"{s['merged_rows']} merged pieces)")
+    return labels, outcome, None if carried is None else carried.changes
 
 
 def _threshold(threshold, calibrate, calibrate_truth, method, mode, stored, art, link_method,
@@ -206,6 +274,18 @@ def _threshold(threshold, calibrate, calibrate_truth, method, mode, stored, art,
                       "LABELLED_LINKS --calibrate-truth LABELS", links)
     return threshold, f"links file thresholds[{resolved_key(method, stored, mode)!r}]", {}, \
         None, mode
+
+
+def _check_range(link_method, **given) -> None:
+    """Thresholds given on the command line lie where the links' values do: [0, 1] for
+    model probabilities, [-1, 1] for cosine (the option's own range); past it every link
+    is kept, or none, without a word."""
+    low = -1.0 if link_method == "cosine" else 0.0
+    for name, value in given.items():
+        if value is not None and not low <= value <= 1.0:
+            option = "--" + name.replace("_", "-")
+            raise click.BadParameter(f"{value:g} lies outside [{low:g}, 1], where the "
+                                     f"{link_method} links' values lie", param_hint=option)
 
 
 def _second(given, name: str, calibrated_now: dict, stored, mode: str, default: float) -> float:
@@ -240,6 +320,11 @@ def _calibrate(path, truth_spec, method, mode, art, link_method, seed, rep):
     truth = load_labels(truth_spec, n=c_idx.shape[0], for_path=path)
     if not (truth >= 0).any():
         raise CfError("no known label (all are -1)", truth_spec)
+    _, counts = np.unique(truth[truth >= 0], return_counts=True)
+    if not (counts >= 2).any():
+        raise CfError("no two points share an identity: a threshold cannot be calibrated "
+                      "without pairs of the same identity (pairwise F would be 0 at any)",
+                      truth_spec)
     rep.info(f"cf-merge: calibrating {method} on {path} ({c_idx.shape[0]} labelled points)")
     modes = (mode,) if mode else LINK_MODES
     found, scores = calibrate_links(c_idx, c_raw, truth, (method,), seed, modes=modes)

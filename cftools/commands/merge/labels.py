@@ -7,20 +7,23 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ...cli import CONTEXT_SETTINGS, Reporter, common_options
+from ...cli import CONTEXT_SETTINGS, Count, Reporter, common_options
 from ...core.pseudo_labels import pseudo_labels
 from ...errors import CfError
 from ...formats.artifacts import require_same_source
 from ...formats.clusters import read_clusters
 from ...formats.features import load_features, split_spec
+from ...formats.inputs import check_distinct_inputs
 from ...formats.interop import write_bin, write_meta
 from ...formats.writing import (
     atomic_outputs,
+    check_format_name,
     check_output_paths,
     create_rows,
     write_artifact,
     write_strings,
 )
+from .answers import Outcome, corrections_option, honour, lineage, load_answers, record, recorded_of
 
 LABELS_HELP = """Make the training labels of the next round.
 
@@ -40,7 +43,36 @@ Datasets 'source' (0 = labelled, 1 = pseudo-labelled) and 'source_rows' (row in 
 keep where each row came from; the provenance records all three inputs. --meta and --bin
 also write the labels (one per line) and the features (raw float32) in learn-to-cluster's
 layout.
+
+Answers (--corrections FILE, and those CLUSTERS recorded) are honoured before the
+labels are made, as cf-merge decode honours them (clusters split along their members'
+cosines, 32 nearest each): answered pairs become labelled pairs of the next backbone's
+training set. A named cluster whose name is an identity of FL's label_names takes that
+identity's label; other names are kept in the output's label_names.
 """
+
+
+def _honoured(pred, corrections_path, clusters, cl_ref, fu, rep):
+    """The clusters with the answers honoured (split along the members' cosines), and
+    what the output records of them."""
+    from ...core.decoding.constrained import cosine_edges
+
+    answers = load_answers(corrections_path, fu.n, lineage(cl_ref, fu.id), clusters,
+                           names=fu.names, recorded=recorded_of(clusters))
+    if answers is None:
+        return pred, Outcome()
+    enforced = honour(pred, answers, cosine_edges(fu.features))
+    rep.info(f"cf-merge: {len(answers.all)} answers honoured: {len(enforced.merges)} clusters "
+             f"merged into others, {len(enforced.splits)} split")
+    return enforced.labels, record(answers, enforced, enforced.labels, Outcome())
+
+
+def _names(fl) -> dict | None:
+    """The labelled set's {label: name}, when it has one."""
+    if fl.artifact is None:
+        return None
+    value = fl.artifact.json_attr("label_names", None)
+    return value if isinstance(value, dict) else None
 
 
 def _max_size(value):
@@ -69,7 +101,7 @@ def _max_size(value):
               help="Labels of D_L when its features file carries none.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output features file (.h5).")
-@click.option("--min-size", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--min-size", type=Count(min=1), default=2, show_default=True,
               help="Drop pseudo-identities with fewer points.")
 @click.option("--max-size", default="none", show_default=True, metavar="N|auto|none",
               help="Drop pseudo-identities with more points than N; auto: than the largest "
@@ -79,16 +111,29 @@ def _max_size(value):
               help="Also write the labels as a learn-to-cluster .meta file.")
 @click.option("--bin", "bin_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the features as a learn-to-cluster .bin file.")
+@corrections_option
 @common_options
 def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_size, meta,
-               bin_out, quiet):
+               bin_out, corrections_path, quiet):
     rep = Reporter(quiet, prog="cf-merge")
     max_size = _max_size(max_size)
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a features file ending in .h5/.hdf5", out)
-    inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0]]
+    check_distinct_inputs({"CLUSTERS": clusters, "--unlabelled-features": fu_spec,
+                           "--labelled-features": fl_spec, "--labelled-labels": labelled_labels},
+                          may_share=[("--labelled-features", "--labelled-labels"),
+                                     ("CLUSTERS", "--unlabelled-features"),
+                                     ("CLUSTERS", "--labelled-features")],
+                          why={("--unlabelled-features", "--labelled-features"):
+                               "the same file cannot be both the labelled and the unlabelled "
+                               "set"})
+    inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0],
+              labelled_labels and split_spec(labelled_labels)[0], corrections_path]
     check_output_paths((out, meta, bin_out), inputs)
+    for path, fmt in ((meta, "meta"), (bin_out, "bin")):
+        if path:
+            check_format_name(path, fmt)
 
     pred, cl_attrs, cl_ref = read_clusters(clusters)
     fu = load_features(fu_spec, reporter=rep)
@@ -104,10 +149,20 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     if fl.dim != fu.dim:
         raise CfError(f"has dimension {fl.dim} but the unlabelled features {fu.path} have "
                       f"{fu.dim}", fl.path)
-    if fu.artifact is not None and fl.artifact is not None and fu.id == fl.id:
-        raise CfError("labelled and unlabelled features are the same file", fl.path)
+    if fu.id == fl.id:
+        raise CfError(f"labelled features are the unlabelled features {fu.path} (the same "
+                      "values): a set cannot be both", fl.path)
+    known = fl.labels[fl.labels >= 0]
+    room = np.iinfo(np.int64).max - (int(known.max()) if known.size else -1)
+    if room <= np.unique(pred[pred >= 0]).size:
+        raise CfError(f"its largest label {int(known.max())} leaves no room for the "
+                      "pseudo-identities numbered after it within int64; renumber the labels",
+                      labelled_labels or fl.path)
 
-    chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size)
+    pred, outcome = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
+    chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size,
+                           names=outcome.attrs.get("cluster_names"),
+                           labelled_names=_names(fl))
     keep_l, keep_u, labels = chosen.labelled_rows, chosen.unlabelled_rows, chosen.labels
     feats = np.concatenate([fl.features[keep_l], fu.features[keep_u]])
     source = np.r_[np.zeros(keep_l.size, np.int8), np.ones(keep_u.size, np.int8)]
@@ -116,10 +171,15 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     if fl.names is not None or fu.names is not None:
         names = fl.names_of(keep_l) + fu.names_of(keep_u)
     attrs = {**chosen.counts, "clusters_id": cl_attrs.get("cftools_id", "")}
+    if "corrections" in outcome.attrs:
+        attrs["corrections"] = outcome.attrs["corrections"]
+    if chosen.label_names:
+        attrs["label_names"] = chosen.label_names
     with atomic_outputs((out, meta, bin_out)) as (out_tmp, meta_tmp, bin_tmp):  # all or none
         with write_artifact(out_tmp, "features",
                             inputs={"clusters": cl_ref, "unlabelled": fu.provenance_ref,
-                                    "labelled": fl.provenance_ref}, attrs=attrs) as f:
+                                    "labelled": fl.provenance_ref,
+                                    "corrections": outcome.ref}, attrs=attrs) as f:
             create_rows(f, "features", feats.shape, np.float32, data=feats)
             f.create_dataset("labels", data=labels)
             if names is not None:

@@ -50,9 +50,10 @@ class HeldOut:
         _, self.tcode = np.unique(self.truth, return_inverse=True)
         self.id_sizes = np.bincount(self.tcode)
 
-    def counts(self, pred: np.ndarray):
-        """Per held-out point: (size of its cluster, members of its identity there), and
-        per cluster: (size, held-out members by identity code)."""
+    def counts(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each row's cluster code, each cluster's size) of the clusters ``pred``, the
+        unassigned rows (-1) each a singleton: what any subset of the held-out identities
+        is scored from."""
         pred = np.asarray(pred, dtype=np.int64).copy()
         loose = pred < 0  # unassigned: each its own singleton
         pred[loose] = pred.max(initial=-1) + 1 + np.arange(int(loose.sum()))

@@ -7,6 +7,7 @@ set being clustered; keys of the thresholds it returns follow formats.thresholds
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal, overload
 
 import numpy as np
@@ -36,20 +37,27 @@ INTIMACY_RATIOS = (0.2, 0.35, 0.5, 0.65, 0.8)  # calibration grid of the intimac
 # (bench/results/code-choices.md). Directed cosine Infomap is also the published baseline the
 # round must beat.
 COSINE_MODES = ("directed",)
+# The coarse grid stops after this many thresholds in a row below the best so far (the
+# figures: bench/results/code-choices.md)
+GRID_PATIENCE = 3
 
 
 def _grid_search(score, candidates: np.ndarray, fine: int) -> tuple[float, float]:
     """Best of a coarse grid, then of a fine grid between the coarse neighbours of the best.
 
     The coarse grid is scanned from the highest threshold down and stops once two
-    thresholds in a row score under half the best so far: lower thresholds only merge
-    more (and are the slow ones, with the most links)."""
+    thresholds in a row score under half the best so far, or GRID_PATIENCE in a row score
+    under the best: lower thresholds only merge more (and are the slow ones, with the most
+    links), and the score falls on past its peak."""
     candidates = np.unique(candidates)[::-1]
     found: list[float] = []
     for t in candidates:
         found.append(score(float(t)))
         best_so_far = max(found)
-        if len(found) >= 3 and best_so_far > 0 and max(found[-2:]) < 0.5 * best_so_far:
+        if len(found) >= 3 and best_so_far > 0 and (
+                max(found[-2:]) < 0.5 * best_so_far
+                or (len(found) > GRID_PATIENCE
+                    and max(found[-GRID_PATIENCE:]) < best_so_far)):
             break
     scores = np.array(found)
     b = int(np.argmax(scores))
@@ -105,38 +113,70 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
     qs = np.linspace(0.0, 1.0, coarse + 1) ** 0.5  # denser towards the high quantiles
     grid = np.r_[np.quantile(values, qs), out["link"]]
 
+    digest = _digest(indices, probabilities, labels)
     for method in decoders:
-        if method == "intimacy":
-            t, s = _grid_search(lambda t: calibration_score(
-                decode_intimacy(indices, probabilities, t, DEFAULT_INTIMACY_RATIO), labels),
-                grid, fine)
-            ratios = INTIMACY_RATIOS
-            rs = [calibration_score(decode_intimacy(indices, probabilities, t, r), labels)
-                  for r in ratios]
-            r = float(ratios[int(np.argmax(rs))])
-            if max(rs) > s:  # refine the threshold around t at the chosen ratio
-                near = grid[np.argsort(np.abs(grid - t))[:3]]
-                t, s = _grid_search(lambda tt, r=r: calibration_score(
-                    decode_intimacy(indices, probabilities, tt, r), labels), np.r_[near, t], fine)
-            out["intimacy_ratio"] = r
-        elif method == "peaks":
-            # the confidence tolerance and the threshold, jointly on a small grid
-            best = (0.0, 0.0, -1.0)
-            for tol in PEAKS_TOLERANCES:
-                t, s = _grid_search(lambda t, tol=tol: calibration_score(
-                    decode_peaks(indices, probabilities, t, tol), labels), grid, fine)
-                if s > best[2]:
-                    best = (tol, t, s)
-            tol, t, s = best
-            out["peaks_tolerance"] = tol
-        else:
-            t, s = _grid_search(lambda t, method=method: calibration_score(
-                decode(method, indices, probabilities, t, seed=seed), labels), grid, fine)
-        out[method] = t
+        key = (digest, method, coarse, fine, seed)
+        if key not in _CALIBRATED:
+            _CALIBRATED[key] = _calibrate_one(method, indices, probabilities, labels, grid,
+                                              fine, seed)
+            while len(_CALIBRATED) > MEMO_SIZE:
+                _CALIBRATED.pop(next(iter(_CALIBRATED)))
+        values, s = _CALIBRATED[key]
+        out.update(values)
         scores[method] = s
     if return_scores:
         return out, scores
     return out
+
+
+# Calibrations already made in this process, by the digest of their links and labels: the
+# same decoder is never calibrated twice on the same links (cf-train's length choice and
+# its decoders' thresholds both calibrate cosine Infomap at the chosen length)
+_CALIBRATED: dict = {}
+MEMO_SIZE = 64
+
+
+def _digest(indices, probabilities, labels) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in (indices, probabilities, labels):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _calibrate_one(method: str, indices, probabilities, labels, grid, fine: int,
+                   seed: int) -> tuple[dict, float]:
+    """({method: threshold, and its second parameter}, calibration score) of one decoder."""
+    out: dict = {}
+    if method == "intimacy":
+        t, s = _grid_search(lambda t: calibration_score(
+            decode_intimacy(indices, probabilities, t, DEFAULT_INTIMACY_RATIO), labels),
+            grid, fine)
+        ratios = INTIMACY_RATIOS
+        rs = [calibration_score(decode_intimacy(indices, probabilities, t, r), labels)
+              for r in ratios]
+        r = float(ratios[int(np.argmax(rs))])
+        if max(rs) > s:  # refine the threshold around t at the chosen ratio
+            near = grid[np.argsort(np.abs(grid - t))[:3]]
+            t, s = _grid_search(lambda tt, r=r: calibration_score(
+                decode_intimacy(indices, probabilities, tt, r), labels), np.r_[near, t], fine)
+        out["intimacy_ratio"] = r
+    elif method == "peaks":
+        # the confidence tolerance and the threshold, jointly on a small grid
+        best = (0.0, 0.0, -1.0)
+        for tol in PEAKS_TOLERANCES:
+            t, s = _grid_search(lambda t, tol=tol: calibration_score(
+                decode_peaks(indices, probabilities, t, tol), labels), grid, fine)
+            if s > best[2]:
+                best = (tol, t, s)
+        tol, t, s = best
+        out["peaks_tolerance"] = tol
+    else:
+        t, s = _grid_search(lambda t: calibration_score(
+            decode(method, indices, probabilities, t, seed=seed), labels), grid, fine)
+    out[method] = t
+    return out, s
 
 
 def calibration_rows(centre_labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:

@@ -37,7 +37,20 @@ def resumable_settings(cfg) -> dict:
     """The training options a resume must share with its checkpoint: all that shape the
     optimisation (not when to stop early, nor how many rows calibrate afterwards)."""
     return {k: v for k, v in asdict(cfg).items()
-            if k not in ("stop_after_epoch", "calibration_points")}
+            if k not in ("stop_after_epoch", "calibration_points", "patience")}
+
+
+def check_resumable(ck: dict, model_config: dict, split: list, cfg, path) -> None:
+    """Refuse a checkpoint made with another model config, identity split or training
+    options: the weights would come from one run and the model record from another."""
+    if ck.get("model_config") != model_config or ck.get("split") != split:
+        raise CfError("checkpoint was made with another model config or data", path)
+    saved = ck.get("train_config", {})
+    changed = sorted(k for k, v in resumable_settings(cfg).items() if saved.get(k) != v)
+    if changed:
+        raise CfError("checkpoint was made with other training options ("
+                      + ", ".join("--" + k.replace("_", "-") for k in changed)
+                      + "); rerun without --resume or with the same options", path)
 
 
 def save_checkpoint(path, state: dict) -> None:

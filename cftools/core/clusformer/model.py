@@ -39,12 +39,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import CfError
-from ...formats.artifacts import open_artifact
+from ...formats.artifacts import check_stored, open_artifact
 from ...formats.schema import model_subtype
+from ...formats.thresholds import check_model_thresholds
 from ...formats.writing import write_artifact
 from .grammar import centre_cosine, cosine_encoding
 
 ENCODINGS = ("cde", "none", "learned", "sinusoidal")
+# A config read from a file is checked against these before anything is built: far above
+# the paper preset (width 512, 6+6 layers), far below allocations that take a machine down.
+CONFIG_BOUNDS = {"dim": 1 << 16, "seq_len": 1 << 12, "width": 1 << 13, "heads": 1 << 8,
+                 "ffn": 1 << 16, "encoder_layers": 64, "decoder_layers": 64}
+MAX_PARAMETERS = 1 << 31  # 8 GiB of float32 weights
 
 
 @dataclass
@@ -63,19 +69,23 @@ class ClusformerConfig:
     cosine_skip: bool = False  # logit = learned correction + a * raw cosine + b (see below)
 
     def validate(self, path=None) -> ClusformerConfig:
-        for name in ("dim", "seq_len", "width", "heads", "ffn"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise CfError(f"model config: {name} must be a positive integer", path)
-        for name in ("encoder_layers", "decoder_layers"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise CfError(f"model config: {name} must be a non-negative integer", path)
-        if self.decoder_layers < 1:
-            raise CfError("model config: decoder_layers must be at least 1", path)
+        """Refuse wrong types and sizes past CONFIG_BOUNDS (before anything is built)."""
+        for name, top in CONFIG_BOUNDS.items():
+            value, least = getattr(self, name), 0 if name == "encoder_layers" else 1
+            if type(value) is not int or not least <= value <= top:
+                raise CfError(f"model config: {name} must be an integer in [{least}, {top}], "
+                              f"got {value!r}", path)
+        if not all(isinstance(getattr(self, n), bool) for n in ("center", "features",
+                                                                 "cosine_skip")):
+            raise CfError("model config: center, features, cosine_skip must be true or false",
+                          path)
         if self.width % self.heads:
             raise CfError(f"model config: width {self.width} is not a multiple of heads "
                           f"{self.heads}", path)
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise CfError("model config: dropout must lie in [0, 1)", path)
+        if type(self.dropout) not in (int, float) or not 0.0 <= self.dropout < 1.0:
+            raise CfError("model config: dropout must be a number in [0, 1)", path)
+        if not isinstance(self.encoding, str):
+            raise CfError("model config: encoding must be a string", path)
         if not self.features and self.encoding != "cde":
             raise CfError("model config: features=false needs encoding cde (tokens would be empty)",
                           path)
@@ -203,7 +213,6 @@ class Clusformer(nn.Module):
         """a * cos + b in float32: the part of the logit that is calibrated raw cosine."""
         a, b = self.skip.float()
         return cosine.float() * a + b
-
 
     # ------------------------------------------------------------------ inference path
     #
@@ -392,27 +401,38 @@ def load_model(path, device="cpu"):
             raise CfError("is a backbone (its config names the backbone's arch; made by cf-embed "
                           "train), expected a Clusformer model (made by cf-train)", art.path)
         config = ClusformerConfig.from_json(art.attrs["config"], art.path)
-        model = Clusformer(config)
-        expected = model.state_dict()
+        # the shapes the config asks for, on the meta device (nothing allocated), checked
+        # against the file's datasets before the model is built for real
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in Clusformer(config).state_dict().items()}
+        if sum(math.prod(shape) for shape in expected.values()) > MAX_PARAMETERS:
+            raise CfError(f"model config asks for more than {MAX_PARAMETERS} parameters",
+                          art.path)
         group = art.file["weights"]
         names = set(group.keys())
-        missing = sorted(set(expected) - names)
-        unexpected = sorted(names - set(expected))
-        if missing:
+        if missing := sorted(set(expected) - names):
             raise CfError(f"weights lack {len(missing)} tensors (first {missing[0]!r})", art.path)
-        if unexpected:
+        if unexpected := sorted(names - set(expected)):
             raise CfError(f"weights hold unexpected entries (first {unexpected[0]!r})", art.path)
-        state = {}
-        for name, want in expected.items():
+        for name, shape in expected.items():
             ds = group[name]
             if not isinstance(ds, h5py.Dataset):
                 raise CfError(f"weight {name!r} is not a dataset", art.path)
             if ds.dtype.kind != "f":
                 raise CfError(f"weight {name!r} has dtype {ds.dtype}, expected float "
                               "(refusing non-numeric data)", art.path)
-            if tuple(ds.shape) != tuple(want.shape):
-                raise CfError(f"weight {name!r} has shape {tuple(ds.shape)}, expected "
-                              f"{tuple(want.shape)}", art.path)
+            if tuple(ds.shape) != shape:
+                raise CfError(f"weight {name!r} has shape {tuple(ds.shape)}, but the model "
+                              f"config asks for {shape}", art.path)
+            check_stored(ds, art.path, f"weights/{name}")
+        try:
+            check_model_thresholds(art.json_attr("thresholds", {}), art.json_attr("training", {}))
+        except ValueError as err:
+            raise CfError(str(err), art.path) from None
+        model = Clusformer(config)
+        state = {}
+        for name in expected:
+            ds = group[name]
             try:
                 value = np.asarray(ds[()], dtype=np.float32)
             except (OSError, RuntimeError) as err:

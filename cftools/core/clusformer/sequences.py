@@ -1,5 +1,6 @@
 """Labelled sequences in memory, and what an epoch of training reads from them: the split
-of the centres by identity, the rows an epoch draws, the positions that count."""
+of the centres by identity, the rows an epoch draws, the positions that count; and when
+epochs stop."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import numpy as np
 
 from ...errors import CfError
 from .grammar import TARGET_UNKNOWN
+
+# An epoch reads at most EPOCH_BUDGET centres, stratified by identity (capped_epoch_rows),
+# so that its cost does not grow with the labelled set; training stops once the held-out
+# ROC-AUC has not risen for PATIENCE epochs (plateaued; the figures behind both:
+# bench/results/code-choices.md).
+EPOCH_BUDGET = 8192
+PATIENCE = 2
+AUC_RISE = 1e-4  # a smaller rise of the held-out ROC-AUC is noise, not progress
 
 
 @dataclass
@@ -38,23 +47,42 @@ def split_rows(data: SequenceData, val_fraction: float, seed: int):
     return np.flatnonzero(known & ~is_val), np.flatnonzero(known & is_val), val_ids
 
 
-def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng) -> np.ndarray:
-    """Positions (into ``centre_labels``) of the centres one epoch trains on: every identity
-    gives at most ``cap`` of its centres, drawn afresh each epoch, so that a few identities
-    of hundreds of images do not make up most of what the model sees (long-tailed sets:
-    one identity may hold a sixth of the labelled faces). The count is the same every
-    epoch: sum over identities of min(size, cap)."""
+def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
+                      budget: int | None = None) -> np.ndarray:
+    """Positions (into ``centre_labels``) of the centres one epoch trains on, in the order
+    it reads them. Every identity gives at most ``cap`` of its centres, drawn afresh each
+    epoch, so that a few identities of hundreds of images do not make up most of what the
+    model sees (long-tailed sets: one identity may hold a sixth of the labelled faces).
+
+    ``budget``: at most that many centres, stratified by identity: every identity's first
+    drawn centre comes before any identity's second, and so on (ties in random order), so
+    an epoch costs the same whatever the size of the labelled set, and spreads over as many
+    identities as it can. The count is the same every epoch: min(budget, sum over
+    identities of min(size, cap))."""
     n = centre_labels.size
-    if cap is None or n == 0:
-        return rng.permutation(n)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     order = rng.permutation(n)
     lab = centre_labels[order]
     by_id = np.argsort(lab, kind="stable")  # a random order within each identity
     sorted_lab = lab[by_id]
     first = np.r_[True, sorted_lab[1:] != sorted_lab[:-1]]
     rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    keep = order[by_id[rank < cap]]
-    return keep[rng.permutation(keep.size)]
+    keep = rank < cap if cap is not None else np.ones(n, dtype=bool)
+    rows, rank = order[by_id[keep]], rank[keep]
+    if budget is not None and rows.size > budget:
+        take = np.argsort(rank + rng.random(rank.size), kind="stable")[:budget]
+        rows = rows[take]
+    return rows[rng.permutation(rows.size)]
+
+
+def plateaued(aucs: list[float], patience: int | None) -> bool:
+    """Whether training has stopped rising: ``aucs`` are the held-out ROC-AUC of the
+    untrained model (epoch 0) and of every epoch since; the last ``patience`` of them did
+    not rise AUC_RISE above the best before them. Never with no patience."""
+    if not patience or len(aucs) <= patience:
+        return False
+    return max(aucs[-patience:]) < max(aucs[:-patience]) + AUC_RISE
 
 
 def training_view(data: SequenceData, rows: np.ndarray, val_ids: np.ndarray):

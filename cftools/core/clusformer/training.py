@@ -7,12 +7,15 @@
   belongs to a held-out identity is masked, so no held-out face is ever seen in training.
   The held-out rows are then linked like unlabelled data (their neighbours may include
   training identities: realistic distractors) and scored on every valid position.
-- Each epoch: link precision / recall / F1 (at 0.5) and ROC-AUC on the held-out rows;
-  raw cosine to the centre is scored once on the same positions, for comparison.
+- Each epoch reads at most ``epoch_budget`` centres, stratified by identity: its cost does
+  not grow with D_L. After it: link precision / recall / F1 (at 0.5) and ROC-AUC on the
+  held-out rows (raw cosine is scored once on the same positions); training stops once
+  that ROC-AUC has stopped rising for ``patience`` epochs (sequences.plateaued).
 - Thresholds: ``link`` = the probability that maximises F1 of link classification on the
   held-out rows. The decoders' thresholds (cf-merge) are calibrated on the links of the
   whole labelled set, linked as D_U will be (calibration.thresholds.decoder_thresholds),
-  model links under both link modes, cosine links directed.
+  model links under both link modes, cosine links directed. Then each decoder's gate
+  (gate.py): how far from its threshold the model changed held-out decisions.
 - AdamW, warm-up then linear (the paper) or cosine decay; mixed precision (autocast
   fp16 + GradScaler on GPUs without bf16, bf16 autocast on GPUs and CPUs with it).
 - A checkpoint after every epoch (checkpoint.py); resuming from it reaches the same
@@ -21,8 +24,8 @@
   rank).
 - DDP under ``torchrun`` (WORLD_SIZE > 1): nccl on GPU, gloo on CPU. ``batch_size`` is the
   global batch: each step every rank takes its share of the same batch and the loss is
-  normalised by the global count of positions, so the gradient equals a single process's.
-  Only rank 0 validates and writes.
+  normalised by the global count of positions, so the gradient equals a single process's
+  (the loss recorded sums the ranks' shares). Only rank 0 validates and writes.
 """
 
 from __future__ import annotations
@@ -40,22 +43,29 @@ from ...formats.thresholds import LINK_MODES
 from ..calibration.length import choose_length
 from ..calibration.objective import IDENTITY_CAP, best_f1_threshold
 from ..calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
+from ..decoding.decoders import DECODERS
 from ..metrics import link_scores
 from ..runtime.distributed import Dist
 from ..runtime.precision import autocast_dtype
 from .checkpoint import (
+    check_resumable,
     load_checkpoint,
     resumable_settings,
     rng_states,
     save_checkpoint,
     set_rng_states,
 )
+from .gate import fit_cosine_logit, held_out_gates
 from .grammar import TARGET_UNKNOWN
 from .inference import cosine_to_centre, predict
 from .model import Clusformer, ClusformerConfig
 from .sequences import (
+    AUC_RISE,
+    EPOCH_BUDGET,
+    PATIENCE,
     SequenceData,
     capped_epoch_rows,
+    plateaued,
     scored_positions,
     split_rows,
     training_view,
@@ -77,29 +87,8 @@ class TrainConfig:
     stop_after_epoch: int | None = None  # testing: stop as if killed after this epoch
     calibration_points: int = 100_000  # most D_L points the decoders are calibrated on
     identity_cap: int | None = IDENTITY_CAP  # most centres an identity gives an epoch (None: all)
-
-
-def fit_cosine_logit(cosine: np.ndarray, truth: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """(a, b) of the logistic regression P(same) = sigmoid(a * cos + b), by Newton's method
-    with a small ridge (links that are all one class, or separable, stay finite)."""
-    x = np.asarray(cosine, dtype=np.float64)
-    y = np.asarray(truth, dtype=np.float64)
-    if x.size == 0 or y.min() == y.max():
-        return 1.0, 0.0
-    mu, sd = x.mean(), max(x.std(), 1e-6)  # standardised: Newton is well conditioned
-    z = (x - mu) / sd
-    w = np.zeros(2)
-    X = np.stack([z, np.ones_like(z)], axis=1)
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(X @ w)))
-        grad = X.T @ (p - y) + 1e-3 * w
-        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-3 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    a = w[0] / sd
-    return float(a), float(w[1] - a * mu)
+    epoch_budget: int | None = EPOCH_BUDGET  # most centres an epoch reads (None: all)
+    patience: int | None = PATIENCE  # epochs without a better held-out AUC before stopping
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -143,6 +132,8 @@ class _Run:
         self.val_probs: np.ndarray | None = None
         self.baseline: dict | None = None  # raw cosine's held-out link scores
         self.v_cosine: np.ndarray | None = None
+        self.stopped_after: int | None = None  # the epoch a plateau stopped training after
+        self.auc0: float | None = None  # the untrained model's held-out ROC-AUC
 
     # ---- phases of set-up
 
@@ -190,7 +181,7 @@ class _Run:
                                      weight_decay=cfg.weight_decay)
         self.t_centre_labels = self.data.labels[self.t_order[:, 0]]
         rows_per_epoch = capped_epoch_rows(self.t_centre_labels, cfg.identity_cap,
-                                           np.random.default_rng(0)).size
+                                           np.random.default_rng(0), cfg.epoch_budget).size
         self.n_batches = math.ceil(rows_per_epoch / cfg.batch_size)
         total = self.n_batches * cfg.epochs
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -203,15 +194,7 @@ class _Run:
 
     def resume(self, path) -> None:
         ck = load_checkpoint(path)
-        if (ck.get("model_config") != asdict(self.model_config)
-                or ck.get("split") != self.val_ids.tolist()):
-            raise CfError("checkpoint was made with another model config or data", path)
-        saved = ck.get("train_config", {})
-        changed = sorted(k for k, v in resumable_settings(self.cfg).items() if saved.get(k) != v)
-        if changed:  # the weights would come from one run and the model record from another
-            raise CfError("checkpoint was made with other training options ("
-                          + ", ".join("--" + k.replace("_", "-") for k in changed)
-                          + "); rerun without --resume or with the same options", path)
+        check_resumable(ck, asdict(self.model_config), self.val_ids.tolist(), self.cfg, path)
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["optimizer"])
         self.sched.load_state_dict(ck["scheduler"])
@@ -219,6 +202,7 @@ class _Run:
         set_rng_states(ck["rng"])
         self.start_epoch, self.history = int(ck["epoch"]), list(ck["history"])
         self.best = ck.get("best")
+        self.auc0 = ck.get("epoch0_auc")
         self.log(f"resumed from {path} after epoch {self.start_epoch}")
 
     # ---- validation
@@ -247,16 +231,20 @@ class _Run:
         if self.best is None:
             _, s0 = self.validate()
             self.best = self._snapshot(0, s0["roc_auc"])
+            self.auc0 = s0["roc_auc"]
             self.log(f"epoch 0 (untrained): val ROC-AUC {s0['roc_auc']:.4f}")
 
     # ---- epochs
 
     def epochs(self, checkpoint) -> bool:
-        """Train from start_epoch on; False when stopped early by stop_after_epoch."""
+        """Train from start_epoch on, until cfg.epochs or a plateau of the held-out AUC
+        (sequences.plateaued); False when stopped early by stop_after_epoch."""
         cfg, dist, device = self.cfg, self.dist, self.device
         tensors = tuple(torch.from_numpy(a).to(device)
                         for a in (self.t_order, self.t_mask, self.t_targets))
         for epoch in range(self.start_epoch, cfg.epochs):
+            if self._stop(epoch):
+                break
             record = self._train_epoch(epoch, *tensors)
             if dist.main:
                 self._end_of_epoch(epoch, record, checkpoint)
@@ -266,12 +254,28 @@ class _Run:
                 return False
         return True
 
+    def _stop(self, epochs_done: int) -> bool:
+        """Whether to stop before training another epoch: rank 0 decides, every rank
+        follows (a resumed run decides again from its checkpoint's history)."""
+        stop = (self.dist.main and self.auc0 is not None and plateaued(
+            [self.auc0] + [h["val_roc_auc"] for h in self.history[:epochs_done]],
+            self.cfg.patience))
+        if self.dist.world > 1:
+            flag = torch.tensor([int(stop)], device=self.device)
+            torch.distributed.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop and self.dist.main:
+            self.stopped_after = epochs_done
+            self.log(f"stopped after epoch {epochs_done}: the held-out ROC-AUC has not risen "
+                     f"by {AUC_RISE:g} for {self.cfg.patience} epochs")
+        return stop
+
     def _train_epoch(self, epoch: int, t_order_t, t_mask_t, t_targets_t) -> dict:
         cfg, dist, device, amp = self.cfg, self.dist, self.device, self.amp
         self.net.train()
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout
         perm = capped_epoch_rows(self.t_centre_labels, cfg.identity_cap,
-                                 np.random.default_rng([cfg.seed, epoch]))
+                                 np.random.default_rng([cfg.seed, epoch]), cfg.epoch_budget)
         t0, loss_sum, loss_n = time.time(), 0.0, 0
         bar = self.progress(total=self.n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                             unit="batch") if self.progress and dist.main else None
@@ -299,14 +303,19 @@ class _Run:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.step()
-            loss_sum += float(loss.detach()) / dist.world
+            loss_sum += float(loss.detach()) / dist.world  # this rank's share of the loss
             loss_n += 1
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        if dist.world > 1:  # the whole loss: the ranks' shares summed
+            total = torch.tensor([loss_sum], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(total)
+            loss_sum = float(total.item())
         return {"epoch": epoch + 1, "loss": loss_sum / max(1, loss_n),
-                "lr": self.sched.get_last_lr()[0], "seconds": round(time.time() - t0, 2)}
+                "lr": self.sched.get_last_lr()[0], "seconds": round(time.time() - t0, 2),
+                "centres": int(perm.size)}
 
     def _end_of_epoch(self, epoch: int, record: dict, checkpoint) -> None:
         """Rank 0: validate, keep the best epoch, log, write the checkpoint."""
@@ -329,7 +338,8 @@ class _Run:
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng_states(), "history": self.history,
                 "model_config": asdict(self.model_config), "split": self.val_ids.tolist(),
-                "train_config": resumable_settings(cfg), "best": self.best})
+                "train_config": resumable_settings(cfg), "best": self.best,
+                "epoch0_auc": self.auc0})
 
     # ---- the result
 
@@ -338,7 +348,9 @@ class _Run:
         cfg, log, model = self.cfg, self.log, self.model
         history, best = self.history, self.best
         thresholds: dict = {"link": 0.5}
-        summary: dict = {"epochs": cfg.epochs, "train_rows": int(self.train_rows.size),
+        summary: dict = {"epochs": cfg.epochs, "epochs_run": len(history),
+                         "stopped_early": self.stopped_after is not None,
+                         "train_rows": int(self.train_rows.size),
                          "val_rows": int(self.val_rows.size),
                          "val_identities": int(self.val_ids.size),
                          "train_config": asdict(cfg), "world_size": self.dist.world}
@@ -367,6 +379,9 @@ class _Run:
                                                max_points=cfg.calibration_points, seed=cfg.seed)
         thresholds.update(model_t)
         summary["cosine_thresholds"] = cosine_t
+        if self.val_probs is not None and model.needs_cosine:
+            summary["gate"] = held_out_gates(model, self.features_t, self.v_order, self.v_mask,
+                                             self.val_probs, thresholds, DECODERS, log)
         summary["history"] = history
         return TrainResult(model.cpu().eval(), thresholds, summary, history)
 

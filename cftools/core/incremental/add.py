@@ -33,8 +33,11 @@ import numpy as np
 
 from ..clusformer.grammar import build_sequences
 from ..decoding.decoders import DEFAULT_INTIMACY_RATIO, DEFAULT_SIZE_STEP
+from ..decoding.identities import next_free_id
+from ..decoding.setting import DecoderSetting
 from .links import kept_cosine_floor, link_rows, lookup, mirror_links
 from .local import decode_local
+from .redecode import redecode as redecode_region
 from .rows import rebuild_rows
 from .search import search_new
 
@@ -55,6 +58,8 @@ class AddResult:
     counts: dict
     knn_info: dict
     seconds: dict = field(default_factory=dict)
+    changes: np.ndarray | None = None  # --redecode: id changes of old points (identities)
+    next_id: int | None = None  # the least cluster id never used, after the add
 
 
 def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.ndarray,
@@ -67,13 +72,15 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                knn_method: str = "auto", batch_size: int = 256, device="cpu",
                bf16: bool | None = None, progress=None,
                cosine_quantile: float = COSINE_QUANTILE, relink: str = RELINK[0],
-               min_sim: float | None = None) -> AddResult:
+               min_sim: float | None = None, redecode: bool = False,
+               next_id: int | None = None, step: int = 0) -> AddResult:
     """The clusters of old + new; see the module's docstring. ``relink``: how rebuilt old
     rows get model links ("mirror": from the entrants' rows, no model pass; "model": the
     model on the rebuilt rows). ``cosine_quantile``: relink="model" only; entered old rows
     whose entrants all lie below that quantile of the cosines of kept links (see
     kept_cosine_floor) keep their links; 0 relinks every entered row. ``min_sim``: cf-seq
-    --min-sim of the links' sequences (neighbours below it are masked, as there)."""
+    --min-sim of the links' sequences (neighbours below it are masked, as there).
+    ``redecode``, ``next_id``, ``step``: see _decode."""
     if relink not in RELINK:
         raise ValueError(f"relink must be one of {RELINK}, not {relink!r}")
     secs: dict = {}
@@ -121,22 +128,39 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     t = time.perf_counter()
     indices, probs = _assemble(old_indices, old_probs, (affected, a_order, a_probs),
                                (n_order, n_probs))
-    secs["copy"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    labels, merges, counts = decode_local(
+    secs["copy"], t = time.perf_counter() - t, time.perf_counter()
+    setting = DecoderSetting(decoder, float(threshold), mode, intimacy_ratio, peaks_tolerance,
+                             max_size, size_step, singletons, attach_threshold)
+    labels, merges, counts, changes = _decode(
         indices, probs, old_indices, old_probs, old_labels,
-        np.concatenate([affected, np.arange(n0, n)]), n0, decoder=decoder,
-        threshold=threshold, mode=mode, intimacy_ratio=intimacy_ratio,
-        peaks_tolerance=peaks_tolerance, max_size=max_size, size_step=size_step,
-        singletons=singletons, attach_threshold=attach_threshold, merge_links=merge_links,
-        seed=seed)
+        np.concatenate([affected, np.arange(n0, n)]), n0, setting, redecode=redecode,
+        merge_links=merge_links, seed=seed, next_id=next_id, step=step)
     secs["decode"] = time.perf_counter() - t
     counts.update(entered_old_rows=int(candidates), relinked_old_rows=int(affected.size),
-                  new_points=int(n1), relink="cosine" if cosine else relink)
-    if cos_floor is not None:
-        counts.update(cosine_floor=cos_floor)
-    return AddResult(labels, indices, probs, affected, merges, counts, knn_info, secs)
+                  new_points=int(n1), relink="cosine" if cosine else relink,
+                  **({} if cos_floor is None else {"cosine_floor": cos_floor}))
+    return AddResult(labels, indices, probs, affected, merges, counts, knn_info, secs, changes,
+                     next_free_id(labels, next_id))
+
+
+def _decode(indices, probs, old_indices, old_probs, old_labels, rows, n0,
+            setting: DecoderSetting, *, redecode, merge_links, seed, next_id, step):
+    """(labels, merges, counts, id changes or None): the local decoding that keeps old
+    clusters whole, or with ``redecode`` the region decoded again (redecode.py); new ids
+    from ``next_id`` (the least never used), id changes recorded under batch ``step``."""
+    if redecode:
+        labels, changes, _, counts = redecode_region(
+            indices, probs, old_labels, rows, n0, setting, seed=seed,
+            next_id=next_free_id(old_labels, next_id), step=step)
+        return labels, [], counts, changes
+    s = setting
+    labels, merges, counts = decode_local(
+        indices, probs, old_indices, old_probs, old_labels, rows, n0, decoder=s.method,
+        threshold=s.threshold, mode=s.mode, intimacy_ratio=s.intimacy_ratio,
+        peaks_tolerance=s.peaks_tolerance, max_size=s.max_size, size_step=s.size_step,
+        singletons=s.singletons, attach_threshold=s.attach_threshold, merge_links=merge_links,
+        seed=seed, next_id=next_id)
+    return labels, merges, counts, None
 
 
 def _new_links(feats, new_feats, n_order, n_mask, *, link_method, model, batch_size, device,

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..decoding.decoders import decode
-from ..decoding.graph import union_find
+from ..decoding.graph import relabel, union_find
 from ..decoding.singletons import settle_singletons
 from .links import edge_weights
+from .point_rules import intimacy_kept, peaks_edges
 
 # a merge of two old clusters needs new links to reach, on each side, merge_links members
 # and this share of the cluster: new images of look-alikes can reach a few members of each
@@ -54,14 +55,25 @@ class LocalClusters:
 
 def decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, *, decoder,
                  threshold, mode, intimacy_ratio, peaks_tolerance, max_size, size_step,
-                 singletons, attach_threshold, merge_links, seed):
-    """(labels of old + new, merges [(kept, merged, members reached)], counts)."""
+                 singletons, attach_threshold, merge_links, seed, next_id=None):
+    """(labels of old + new, merges [(kept, merged, members reached)], counts); new
+    clusters take ids from ``next_id`` (default: above the largest old id)."""
     n, length = indices.shape
     relinked = rows[rows < n0]
-    src, dst, w = _kept_links(indices, probs, relinked, n0, threshold, mode)
+    src, dst, w = kept_links(indices, probs, relinked, n0, threshold, mode)
+    rules = None
+    if decoder == "peaks":  # its rule reads whole rows: see point_rules
+        rules = peaks_edges(indices, probs, relinked, n0, threshold=threshold,
+                            tolerance=peaks_tolerance, mode=mode)
+    elif decoder == "intimacy":  # links cut as bridges are no evidence either
+        keep = intimacy_kept(indices, probs, src, dst, threshold=threshold,
+                             ratio=intimacy_ratio, mode=mode)
+        src, dst, w = src[keep], dst[keep], w[keep]
+        rules = (src, dst)
     lc = _decode_nodes(src, dst, w, old_labels, n0, n, length, decoder=decoder,
                        threshold=threshold, max_size=max_size, size_step=size_step,
-                       intimacy_ratio=intimacy_ratio, peaks_tolerance=peaks_tolerance, seed=seed)
+                       intimacy_ratio=intimacy_ratio, peaks_tolerance=peaks_tolerance, seed=seed,
+                       rules=rules)
     pairs = _new_point_pairs(lc, old_labels, n0)
     sides = _sides_through_new_points(pairs)
     _add_old_old_sides(sides, lc, indices, probs, old_indices, old_probs, old_labels, relinked,
@@ -69,7 +81,8 @@ def decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, *
     old_sizes = np.bincount(old_labels[old_labels >= 0]) if (old_labels >= 0).any() \
         else np.zeros(0, np.int64)
     merges, kept_id = _merge(sides, old_sizes, merge_links)
-    labels, joined, fresh = _assign(lc, pairs, old_labels, old_sizes, merges, kept_id, n0, n)
+    labels, joined, fresh = _assign(lc, pairs, old_labels, old_sizes, merges, kept_id, n0, n,
+                                    next_id)
     # new singletons under the old file's policy
     new_rows = np.arange(n0, n)
     sizes = np.bincount(labels[labels >= 0])
@@ -92,7 +105,7 @@ def decode_local(indices, probs, old_indices, old_probs, old_labels, rows, n0, *
     return labels, merges, counts
 
 
-def _kept_links(indices, probs, relinked, n0, threshold, mode):
+def kept_links(indices, probs, relinked, n0, threshold, mode):
     """Every kept link touching a new point: the new rows' own, and the relinked old rows'
     links to new points, weighed under ``mode``."""
     n, length = indices.shape
@@ -121,12 +134,16 @@ def _cluster_key(old_labels, p):
 
 
 def _decode_nodes(src, dst, w, old_labels, n0, n, length, *, decoder, threshold, max_size,
-                  size_step, intimacy_ratio, peaks_tolerance, seed) -> LocalClusters:
+                  size_step, intimacy_ratio, peaks_tolerance, seed, rules=None) -> LocalClusters:
     """The decoder on the local graph: new points 0..n1-1, then one node per old cluster
-    touched, link weights summed per node pair, each node's L-1 strongest out-links."""
+    touched, link weights summed per node pair, each node's L-1 strongest out-links.
+    ``rules``: point edges that decide instead (peaks, intimacy): the local clusters are
+    their components over the nodes."""
     n1 = n - n0
     old_end = np.where(src < n0, src, np.where(dst < n0, dst, -1))
     old_pts = old_end[old_end >= 0]
+    if rules is not None:
+        old_pts = np.r_[old_pts, rules[0][rules[0] < n0], rules[1][rules[1] < n0]]
     keys = np.unique(_cluster_key(old_labels, old_pts)) if old_pts.size \
         else np.zeros(0, np.int64)
 
@@ -154,9 +171,12 @@ def _decode_nodes(src, dst, w, old_labels, n0, n, length, *, decoder, threshold,
     local_idx[:, 0] = np.arange(n_nodes)
     local_idx[pu, rank + 1] = pv
     local_w[pu, rank + 1] = wsum
-    local = decode(decoder, local_idx, local_w, float(threshold), max_size=max_size,
-                   size_step=size_step, intimacy_ratio=intimacy_ratio,
-                   peaks_tolerance=peaks_tolerance, seed=seed)
+    if rules is not None:
+        local = relabel(union_find(n_nodes, node(rules[0]), node(rules[1])))
+    else:
+        local = decode(decoder, local_idx, local_w, float(threshold), max_size=max_size,
+                       size_step=size_step, intimacy_ratio=intimacy_ratio,
+                       peaks_tolerance=peaks_tolerance, seed=seed)
     return LocalClusters(src, dst, w, keys, local, n_nodes, int(pu.size))
 
 
@@ -267,7 +287,8 @@ def _merge(sides: dict, old_sizes: np.ndarray, merge_links: int):
     return merges, kept_id
 
 
-def _assign(lc: LocalClusters, pairs, old_labels, old_sizes, merges, kept_id, n0, n):
+def _assign(lc: LocalClusters, pairs, old_labels, old_sizes, merges, kept_id, n0, n,
+            next_id=None):
     """Labels of old + new: merges applied to old points; each new point joins the old
     cluster of its local cluster it holds the most kept link weight to, else the largest
     old cluster in its local cluster, else a new cluster. Returns (labels, how many new
@@ -295,7 +316,8 @@ def _assign(lc: LocalClusters, pairs, old_labels, old_sizes, merges, kept_id, n0
         if lab >= 0 and (m_id not in biggest or (old_sizes[lab], -lab) >
                          (old_sizes[biggest[m_id]], -biggest[m_id])):
             biggest[m_id] = lab
-    next_id = int(old_labels.max()) + 1 if old_labels.size and old_labels.max() >= 0 else 0
+    top = int(old_labels.max()) + 1 if old_labels.size and old_labels.max() >= 0 else 0
+    next_id = max(top, next_id or 0)
     fresh: dict = {}
     joined = 0
     for v in range(n1):

@@ -19,6 +19,7 @@ from ...formats.writing import (
     write_artifact,
     write_strings,
 )
+from ..decoding.identities import id_changes
 from ..decoding.singletons import cluster_summary
 from .add import AddResult
 
@@ -39,6 +40,7 @@ class Existing:
     thresholds: dict | None
     features: Features  # the existing set's features
     model_art: Artifact | None
+    id_changes: np.ndarray | None = None  # its dataset 'id_changes'
 
     @property
     def next_batch(self) -> int:
@@ -77,9 +79,13 @@ def batch_entry(old: Existing, new, res: AddResult, merge_links: int) -> dict:
             "knn": res.knn_info, "seconds": {k: round(v, 3) for k, v in res.seconds.items()}}
 
 
-def write_add(outs, old: Existing, new, res: AddResult, *, mode: str, merge_links: int) -> dict:
+def write_add(outs, old: Existing, new, res: AddResult, *, mode: str, merge_links: int,
+              extra_attrs: dict | None = None, answers: list[str] | None = None,
+              corrections_ref: str | None = None) -> dict:
     """Write the three outputs of an add (paths: clusters, links, features) all or none;
-    returns the summary of the clusters."""
+    returns the summary of the clusters. ``extra_attrs``, ``answers``: what the clusters
+    file records of the answers honoured (--corrections); every id change of an old point
+    (merges, --redecode's splits, the answers') goes to dataset id_changes."""
     n0, feats = old.labels.shape[0], old.features
     n = n0 + new.n
     batch_no = old.next_batch
@@ -98,6 +104,9 @@ def write_add(outs, old: Existing, new, res: AddResult, *, mode: str, merge_link
     if feats.names is not None or new.names is not None:
         names_all = feats.names_of(range(feats.n)) + new.names_of(range(new.n))
     summary = cluster_summary(res.labels)
+    changes = np.concatenate([np.zeros((0, 5), np.int64) if old.id_changes is None
+                              else old.id_changes.reshape(-1, 5),
+                              id_changes(old.labels, res.labels[:n0], batch_no)])
     with atomic_outputs(outs) as (c_tmp, l_tmp, f_tmp):
         with write_artifact(f_tmp, "features", inputs={"features": feats.provenance_ref,
                                                        "new": new.provenance_ref},
@@ -123,17 +132,23 @@ def write_add(outs, old: Existing, new, res: AddResult, *, mode: str, merge_link
                         data=res.probabilities)
             links_id = str(f.attrs["cftools_id"])
         c_attrs = {key: value for key, value in old.attrs.items()
-                   if not key.startswith("cftools_") and key not in ("summary", "batches")}
+                   if not key.startswith("cftools_")
+                   and key not in ("summary", "batches", "corrections", "cluster_names",
+                                   "previous_id")}
         c_attrs.update(links_id=links_id, features_id=f_id, summary=summary, batches=batches,
-                       link_mode=mode)
+                       link_mode=mode, next_id=int(res.next_id or 0), **(extra_attrs or {}))
         with write_artifact(c_tmp, "clusters", inputs={"clusters": old.clusters_art,
                                                        "links": old.links_art,
                                                        "features": feats.provenance_ref,
                                                        "new": new.provenance_ref,
-                                                       "model": old.model_art},
+                                                       "model": old.model_art,
+                                                       "corrections": corrections_ref},
                             attrs=c_attrs) as f:
             f.create_dataset("labels", data=res.labels, chunks=True, compression="gzip",
                              shuffle=True)
             f.create_dataset("batch", data=batch, chunks=True, compression="gzip", shuffle=True)
             f.create_dataset("merges", data=merges)
+            f.create_dataset("id_changes", data=changes)
+            if answers:
+                write_strings(f, "answers", answers)
     return summary

@@ -9,6 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 
+# Temporaries of one step of exact_of: a block of similarities (4 bytes an entry), its
+# negation for argpartition (4) and argpartition's int64 positions (8): 16 bytes for each
+# (query, base row) pair of the step. The step is sized to EXACT_STEP_BYTES whatever the
+# queries and d: a fixed block of 131072 base rows held 16 x S x 131072 bytes (2 GB for
+# the 1000 queries of cf-knn's recall sample), 10x the rest of cf-knn at 100K points.
+EXACT_STEP_BYTES = 16 << 20
+BYTES_PER_PAIR = 16
+MIN_BASE_BLOCK = 1024  # base rows per step at least: smaller GEMMs run far below peak
+
+
+def exact_blocks(nq: int, n_base: int, k: int) -> tuple[int, int]:
+    """(queries, base rows) per step of exact_of: their product times BYTES_PER_PAIR
+    within EXACT_STEP_BYTES, with at least MIN_BASE_BLOCK (and k) base rows a step."""
+    base_rows = max(MIN_BASE_BLOCK, k)
+    queries = max(1, min(nq, EXACT_STEP_BYTES // (BYTES_PER_PAIR * base_rows)))
+    base_rows = max(base_rows, EXACT_STEP_BYTES // (BYTES_PER_PAIR * queries))
+    return queries, min(n_base, base_rows)
+
 
 def sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
     """The rows (sorted) whose recall is measured: the same for tuning and for the report."""
@@ -17,20 +35,33 @@ def sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
 
 
 def exact_of(base: np.ndarray, queries: np.ndarray, k: int, centres: np.ndarray | None = None,
-             block: int = 1 << 17) -> np.ndarray:
+             block: int | None = None) -> np.ndarray:
     """Exact neighbour ids of a few queries (centre first when ``centres`` is given), by
     blocked matrix products and a partial sort per block: no index, so no copy of the
     base, and no per-query heap over every base row (an order of magnitude faster than
-    faiss's brute force for a few hundred queries: bench/results/code-choices.md)."""
+    faiss's brute force for a few hundred queries: bench/results/code-choices.md). The
+    queries and the base go in steps of at most EXACT_STEP_BYTES of temporaries
+    (``block``: base rows a step, else exact_blocks')."""
+    q_step, b_step = exact_blocks(queries.shape[0], base.shape[0], k)
+    block = block or b_step
+    if queries.shape[0] > q_step:
+        parts = [exact_of(base, queries[s:s + q_step], k, block=block)
+                 for s in range(0, queries.shape[0], q_step)]
+        ids = np.concatenate(parts)
+        if centres is not None:
+            put_self_first(ids, np.zeros(ids.shape, dtype=np.float32), centres=centres)
+        return ids
     nq = queries.shape[0]
     best_s = np.full((nq, 0), -np.inf, np.float32)
     best_i = np.zeros((nq, 0), np.int64)
     for start in range(0, base.shape[0], block):
         sims = queries @ base[start:start + block].T
         kk = min(k, sims.shape[1])
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        # a copy of the k columns: a view would keep the step's whole int64 result alive
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk].copy()
         best_s = np.concatenate([best_s, np.take_along_axis(sims, part, 1)], axis=1)
         best_i = np.concatenate([best_i, part + start], axis=1)
+        del sims, part  # freed before the next step's product is made
         if best_s.shape[1] > k:
             keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
             best_s = np.take_along_axis(best_s, keep, 1)

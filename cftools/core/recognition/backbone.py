@@ -157,7 +157,7 @@ def save_backbone(out, model: Backbone, *, inputs: dict | None = None, extra: di
 def load_backbone(path, device="cpu") -> tuple[Backbone, BackboneConfig, object]:
     """Read a backbone model file without unpickling anything: the datasets of 'weights'
     must be exactly the model's tensors, numeric, of the right shapes and finite."""
-    from ...formats.artifacts import open_artifact
+    from ...formats.artifacts import check_stored, open_artifact
 
     with open_artifact(path, "model") as art:
         raw = art.json_attr("config")
@@ -175,8 +175,8 @@ def load_backbone(path, device="cpu") -> tuple[Backbone, BackboneConfig, object]
             raise CfError(f"model config lacks {err}", path) from None
         except (TypeError, ValueError) as err:
             raise CfError(f"model config is invalid: {err}", path) from None
-        model = Backbone(config)
-        want = model.state_dict()
+        with torch.device("meta"):  # shapes only: nothing allocated before the file is checked
+            want = Backbone(config).state_dict()
         group = art.file["weights"]
         extra = sorted(set(group.keys()) - set(want))
         missing = sorted(set(want) - set(group.keys()))
@@ -196,8 +196,11 @@ def load_backbone(path, device="cpu") -> tuple[Backbone, BackboneConfig, object]
             if tuple(ds.shape) != tuple(ref.shape):
                 raise CfError(f"weights/{name} has shape {tuple(ds.shape)}, the model needs "
                               f"{tuple(ref.shape)}", path)
+            check_stored(ds, path, f"weights/{name}")
+        model = Backbone(config)
+        for name, ref in want.items():
             value = art.read(f"weights/{name}")
-            if ds.dtype.kind == "f" and not np.isfinite(value).all():
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise CfError(f"weights/{name} holds NaN or Inf", path)
             state[name] = torch.from_numpy(np.asarray(value)).to(ref.dtype)
         model.load_state_dict(state)

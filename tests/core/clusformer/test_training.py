@@ -1,8 +1,10 @@
 """core.clusformer.training: the held-out identities of the validation split never reach
-training, and the decoders' thresholds are calibrated on all of D_L or on whole identities
-up to a cap."""
+training, the decoders' thresholds are calibrated on all of D_L or on whole identities up
+to a cap, an epoch reads a fixed budget of centres stratified by identity, and training
+stops when the held-out AUC stops rising."""
 
 import numpy as np
+import pytest
 
 from cftools.data.demo import make_demo_features
 
@@ -77,3 +79,84 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     # the cosine links' thresholds, for cf-link's cosine links: directed only
     assert set(cosine) == {k for k in sub if k.startswith(("directed_", "link_mode_"))}
     assert all(cosine[f"link_mode_{name}"] == "directed" for name in DECODERS)
+
+
+def test_an_epoch_reads_its_budget_stratified_by_identity():
+    """With a budget, an epoch draws every identity's first centre before any identity's
+    second (and never more than the cap of one identity): the counts per identity differ
+    by at most one, except for identities that gave all they had."""
+    from cftools.core.clusformer.sequences import capped_epoch_rows
+
+    sizes = np.r_[np.full(50, 1), np.full(30, 3), np.full(10, 12), [200, 400]]
+    labels = np.repeat(np.arange(sizes.size), sizes)
+    rng = np.random.default_rng(0)
+    for budget in (40, 90, 150, 300, 10_000):
+        rows = capped_epoch_rows(labels, 30, rng, budget)
+        counts = np.bincount(labels[rows], minlength=sizes.size)
+        assert rows.size == min(budget, np.minimum(sizes, 30).sum())
+        assert np.unique(rows).size == rows.size  # a centre at most once an epoch
+        assert (counts <= np.minimum(sizes, 30)).all()
+        short = counts < np.minimum(sizes, 30)  # identities the budget cut short
+        if short.any():
+            assert counts.max() - counts[short].min() <= 1, (budget, counts)
+    # no budget: every identity up to the cap, as before
+    rows = capped_epoch_rows(labels, 30, rng)
+    assert np.array_equal(np.bincount(labels[rows]), np.minimum(sizes, 30))
+
+
+def test_training_stops_when_the_held_out_auc_stops_rising():
+    from cftools.core.clusformer.sequences import AUC_RISE, plateaued
+
+    assert not plateaued([0.90], 2)
+    assert not plateaued([0.90, 0.91, 0.92], 2)  # still rising
+    assert plateaued([0.90, 0.91, 0.905, 0.91], 2)  # two epochs without a rise
+    assert not plateaued([0.90, 0.91, 0.905, 0.91 + 2 * AUC_RISE], 2)
+    assert plateaued([0.90, 0.90 + AUC_RISE / 2, 0.90], 2)  # a rise under AUC_RISE is noise
+    assert not plateaued([0.90, 0.89, 0.88, 0.87], None)  # no patience: never
+
+
+def _small_run(n: int, seed: int, **cfg):
+    import torch
+
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.model import make_config
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.clusformer.training import TrainConfig, train
+    from cftools.core.neighbours.index import knn
+
+    torch.set_num_threads(1)
+    f, y = make_demo_features(n, 16, seed=seed, max_size=40)
+    idx, sim = knn(f, 8)
+    data = SequenceData(*build_sequences(idx, sim, 8, labels=y), y)
+    config = make_config("small", 16, 8, width=16, heads=2, encoder_layers=1,
+                         decoder_layers=1, ffn=32)
+    logs: list = []
+    res = train(data, f, config, TrainConfig(batch_size=32, seed=0, **cfg),
+                device=torch.device("cpu"), log=logs.append)
+    return res, logs
+
+
+@pytest.mark.slow
+def test_an_epoch_reads_the_same_rows_whatever_the_labelled_set_size():
+    """At a fixed budget an epoch trains on the same number of centres (so costs the
+    same) on a labelled set four times larger."""
+    small, _ = _small_run(600, 1, epochs=2, lr=1e-3, epoch_budget=64, patience=None)
+    large, _ = _small_run(2400, 2, epochs=2, lr=1e-3, epoch_budget=64, patience=None)
+    for res in (small, large):
+        assert [h["centres"] for h in res.history] == [64, 64]
+    assert large.summary["train_rows"] > 3 * small.summary["train_rows"]
+    unbudgeted, _ = _small_run(600, 1, epochs=1, lr=1e-3, epoch_budget=None, patience=None)
+    assert unbudgeted.history[0]["centres"] > 64
+
+
+@pytest.mark.slow
+def test_epochs_stop_early_on_a_plateau():
+    """A model that cannot learn (learning rate ~0) keeps the untrained held-out AUC:
+    training stops after `patience` epochs, keeps epoch 0, and says so."""
+    res, logs = _small_run(600, 1, epochs=10, lr=1e-12, patience=2)
+    assert len(res.history) == 2
+    assert res.summary["stopped_early"] and res.summary["epochs_run"] == 2
+    assert res.summary["kept_epoch"] == 0
+    assert any("stopped after epoch 2" in m for m in logs)
+    res, _ = _small_run(600, 1, epochs=3, lr=1e-12, patience=None)
+    assert len(res.history) == 3 and not res.summary["stopped_early"]
