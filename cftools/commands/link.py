@@ -129,8 +129,6 @@ def main(sequences, features, model_path, out, method, gate_for, bf16, dim, batc
     if model_path:
         model, model_art, method, thresholds, winner, length, gate = _model(
             model_path, method, dev, feats.dim, L, rep, gate_for)
-        if length < L:
-            rep.info(f"cf-link: sequences cut to the {method} links' length {length}")
     elif method == "auto":
         method = "cosine"
     amp = autocast_dtype(dev, bf16) if method == "model" else None
@@ -223,6 +221,9 @@ def _model(model_path, method: str, dev, dim: int, seq_len: int, rep, gate_for: 
                      "every row")
     length = model.config.seq_len if method == "model" else \
         min(seq_len, recorded_cosine_length(training, model.config.seq_len))
+    if length < seq_len:
+        rep.info(f"cf-link: sequences cut to the model's length {length}" if method == "model"
+                 else f"cf-link: sequences cut to cosine links' length {length} (cf-train's)")
     return (model if method == "model" else None), art, method, thresholds, winner, length, gate
 
 

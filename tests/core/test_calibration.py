@@ -219,6 +219,8 @@ def test_the_guard_judges_held_out_identities_among_distractors():
     assert (verdict.model_length, verdict.cosine_length) == (12, 6)
     assert recorded_cosine_length({"guard": verdict.as_dict()}, 12) == 6
     assert recorded_cosine_length({}, 12) == 12
+    # no guard (no held-out identity): the length cosine's thresholds were calibrated at
+    assert recorded_cosine_length({"length_selection": {"cosine": {"length": 11}}}, 12) == 11
 
 
 def test_the_model_length_is_the_jury_s_best_ties_to_the_shorter():

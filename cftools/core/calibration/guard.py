@@ -49,9 +49,11 @@ def recorded_winner(training: dict) -> str:
 
 def recorded_cosine_length(training: dict, model_length: int) -> int:
     """The length cosine links are written at with this model: the one cf-train chose for
-    them (the guard's record), else the model's own (models made before the two were
-    chosen apart)."""
-    return int((training.get("guard") or {}).get("cosine_length") or model_length)
+    them and calibrated their thresholds at (the guard's record, or the length choice's
+    where no guard ran), else the model's own (models made before the two were chosen
+    apart)."""
+    cosine = ((training.get("length_selection") or {}).get("cosine") or {}).get("length")
+    return int((training.get("guard") or {}).get("cosine_length") or cosine or model_length)
 
 
 def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.ndarray, *,
