@@ -72,14 +72,20 @@ hundreds), where a model trained naively loses to raw cosine:
 - thresholds maximise pairwise F with every identity weighed as if it had at most 30
   points, so one giant identity cannot decide them; the link mode (reciprocal or
   directed) is chosen the same way, per decoder;
-- -L auto: the sequence length the model reads is chosen on this labelled set, as the one
-  under which Infomap over cosine links clusters it best (near ties go to the longer);
-- the guard: the model's links and cosine links, each decoded by Infomap at its own
-  calibrated threshold, are scored on the held-out identities; the model wins only when
-  it leads there and on 90% of random halves of them. The verdict is recorded, and
-  cf-link --method auto (the default) writes cosine links when the model lost.
+- -L auto: two lengths chosen on this labelled set, apart: cosine links' length, the one
+  under which Infomap over its cosine links clusters it best (near ties go to the
+  longer), and the model's, a model trained at each of L 21, 31, 51 that the sequences
+  hold and the one the jury scores best kept (near ties go to the shorter): training runs
+  once per length;
+- the guard (and the jury): the model's links at its length and cosine links at cosine's,
+  each decoded by Infomap at its own calibrated threshold over all the labelled rows
+  calibration uses, are scored on the held-out identities, the others standing by as
+  distractors, as in the unlabelled set; the model wins only when it leads there and on
+  90% of random halves of them. The verdict is recorded, and cf-link --method auto (the
+  default) writes cosine links, at cosine's length, when the model lost.
 
-A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
+A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt, and
+MODEL.h5.ckpt.L21 and so on when several lengths are trained); --resume
 continues from it and ends with the same weights as an uninterrupted run (same seed, on
 CPU). Under torchrun (several processes or nodes) the same command line trains with DDP
 (nccl on GPUs, gloo on CPUs); --batch-size is the global batch and only rank 0 writes.
@@ -116,8 +122,8 @@ training summary as JSON attributes; loading it never runs code.
               help="Subtract the features' mean before the CDE [default: center].")
 @click.option("-L", "--length", default="auto", show_default=True,
               help="Sequence length the model reads (centre + L-1 neighbours), at most the "
-                   "sequences' own: auto = chosen on this labelled set by Infomap over its "
-                   "cosine links (see above); cf-link cuts longer sequences to it.")
+                   "sequences' own: auto = a model trained at each candidate length, the one "
+                   "the jury prefers kept (see above); cf-link cuts longer sequences to it.")
 @click.option("--epochs", type=Count(min=1), default=20, show_default=True)
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Peak learning rate (AdamW).")
