@@ -97,7 +97,8 @@ def round_quality(folder: Path, ks) -> dict:
     g = training.get("guard") or {}
     return {"F_P": 100 * ev["pairwise_f"], "F_B": 100 * ev["bcubed_f"],
             "baseline": base, "links": links, "link_length": link_len, "model_length": seq_len,
-            "guard": {k: g.get(k) for k in ("winner", "model", "cosine", "model_ahead", "points")},
+            "guard": {k: g.get(k) for k in ("winner", "model", "cosine", "model_ahead", "points",
+                                         "held_out", "model_length", "cosine_length")},
             "length_selection": training.get("length_selection"),
             "kept_epoch": training.get("kept_epoch"),
             "pseudo_labelled": _pseudo_share(folder), "n_u": int(np.asarray(fu.labels).size)}
