@@ -53,11 +53,15 @@ ROUND_STEPS = ("backbone.h5", "labelled.h5", "unlabelled.h5", "knn_labelled.h5",
 
 def step_times(folder: Path, started: float) -> dict:
     """Seconds each step of a round took, from its output's modification time: make runs
-    the steps one at a time, so a step took the time since the one finished before it."""
+    the steps one at a time, so a step took the time since the one finished before it.
+    Outputs older than ``started`` were reused from an earlier run (--work): "reused"."""
     done = sorted((p.stat().st_mtime, name) for name in ROUND_STEPS
                   if (p := folder / name).exists())
-    out, last = {}, started
+    out: dict = {name: "reused" for mtime, name in done if mtime < started}
+    last = started
     for mtime, name in done:
+        if mtime < started:
+            continue
         out[name] = round(mtime - last, 1)
         last = mtime
     return out
@@ -203,8 +207,8 @@ def print_times(seeds: list[dict]) -> None:
         print(f"| {k} | " + " | ".join(steps) + " |\n|---|" + "---|" * len(steps))
         for s in seeds:
             t = s["times"][k]
-            print(f"| seed {s['seed']} | " + " | ".join(f"{t.get(x, 0):.0f}" for x in steps)
-                  + " |")
+            print(f"| seed {s['seed']} | " + " | ".join(
+                v if isinstance(v := t.get(x, 0), str) else f"{v:.0f}" for x in steps) + " |")
     refs = [s["times"].get("references") for s in seeds]
     if any(refs):
         print(f"- baseline + upper bound backbones: {', '.join(f'{t:.0f} s' for t in refs if t)}")
