@@ -1,6 +1,16 @@
 """Benchmark the cf-merge decoders: time and peak memory at 1M and 5M points x 64 links.
 
-Links are SYNTHESISED from labels, not computed from features (a faiss kNN of 5M points
+With --demo, the links are real instead: the cosine kNN (`cf-knn`, its defaults) of
+`cf-data demo -n N -d 256 --seed 1` at k 80, made once per N under --work and kept, and
+each decoder runs at the directed cosine threshold calibrated for it on a demo D_L (the
+thresholds of --thresholds-from, a model file; bench/gpu-model.h5 by default: a small
+model trained on 20K demo points, whose cf-train calibrated every decoder on cosine
+links too). That is how Infomap's time grows with N on this CPU (issue 25):
+
+    python bench/merge.py --demo --sizes 125000,250000,500000,1000000 \
+        --decoders infomap,propagation --json > bench/results/merge-demo-<date>.json
+
+Otherwise the links are SYNTHESISED from labels, not computed from features (a faiss kNN of 5M points
 would take hours on a laptop CPU and measures faiss, not the decoders):
 
 - identity sizes are drawn as in the demo set (power law, exponent 2, at most 300);
@@ -35,8 +45,10 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -87,20 +99,51 @@ def _current_rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _child(n, k, method, seed, mode, queue):
+def demo_links(n: int, k: int, work: Path) -> Path:
+    """The demo set of n points and its cosine kNN (cf-knn's defaults), made once."""
+    work.mkdir(parents=True, exist_ok=True)
+    feats, knn = work / f"demo_{n}.h5", work / f"knn_{n}_{k}.h5"
+    bindir = Path(sys.executable).parent
+    if not feats.exists():
+        subprocess.run([bindir / "cf-data", "demo", feats, "-n", str(n), "-d", "256", "--seed",
+                        "1", "-q"], check=True)
+    if not knn.exists():
+        t = time.perf_counter()
+        subprocess.run([bindir / "cf-knn", feats, "-o", knn, "-k", str(k), "-q"], check=True)
+        print(f"{n:>9} cf-knn {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return knn
+
+
+def _load_demo(path: Path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        indices, sims = f["indices"][()], f["similarities"][()]
+    with h5py.File(str(path).replace("knn_", "demo_").rsplit("_", 1)[0] + ".h5", "r") as f:
+        labels = f["labels"][()]
+    return indices, sims, labels
+
+
+def _child(n, k, method, seed, mode, queue, links=None, threshold=THRESHOLD):
     try:
         t0 = time.perf_counter()
-        indices, probs, labels = synth_links(n, k, seed)
+        if links is None:
+            indices, probs, labels = synth_links(n, k, seed)
+        else:
+            indices, probs, labels = _load_demo(links)
         t_make = time.perf_counter() - t0
         base = _current_rss_mb()
         links_mb = indices.nbytes / 2**20 + probs.nbytes / 2**20
         t1 = time.perf_counter()
         probs = link_weights(indices, probs, mode)  # the input is dropped, as in cf-merge
         t_weigh = time.perf_counter() - t1
-        out = decode(method, indices, probs, THRESHOLD, max_size=None)
+        kept = int(((probs >= threshold) & (indices >= 0)).sum() - n)  # self links aside
+        out = decode(method, indices, probs, threshold, max_size=None)
         t_dec = time.perf_counter() - t1
         peak = _rss_mb()
         row = {"n": n, "k": k, "method": method, "link_mode": mode, "seconds": round(t_dec, 2),
+               "links": "synthetic" if links is None else "demo cosine kNN",
+               "threshold": round(float(threshold), 4), "kept_links": kept,
                "weigh_seconds": round(t_weigh, 2),
                "make_seconds": round(t_make, 1), "links_mb": round(links_mb),
                "rss_after_links_mb": round(base), "peak_rss_mb": round(peak),
@@ -117,10 +160,10 @@ def _child(n, k, method, seed, mode, queue):
         queue.put({"n": n, "k": k, "method": method, "error": "MemoryError"})
 
 
-def run_one(n, k, method, seed, timeout, mode="reciprocal"):
+def run_one(n, k, method, seed, timeout, mode="reciprocal", links=None, threshold=THRESHOLD):
     ctx = mp.get_context("spawn")  # a fresh process: its ru_maxrss is its own
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(n, k, method, seed, mode, queue))
+    proc = ctx.Process(target=_child, args=(n, k, method, seed, mode, queue, links, threshold))
     proc.start()
     proc.join(timeout)
     if proc.is_alive():
@@ -131,6 +174,17 @@ def run_one(n, k, method, seed, timeout, mode="reciprocal"):
         return {"n": n, "k": k, "method": method, "error": f"exit code {proc.exitcode} "
                 "(killed for memory?)"}
     return queue.get()
+
+
+def cosine_thresholds(model: Path) -> dict:
+    """{decoder: its directed threshold on cosine links} from a model file's calibration."""
+    import h5py
+
+    with h5py.File(model, "r") as f:
+        found = json.loads(f.attrs.get("training", "{}")).get("cosine_thresholds")
+    if not found:
+        raise SystemExit(f"{model} holds no calibrated cosine thresholds")
+    return {d: float(found[f"directed_{d}"]) for d in DECODERS if f"directed_{d}" in found}
 
 
 def main(argv=None):
@@ -146,8 +200,20 @@ def main(argv=None):
     ap.add_argument("--directed", action="store_true",
                     help="decode p_ij as given (cf-merge --directed)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--demo", action="store_true",
+                    help="links: the cosine kNN of demo features (k --k, default 80 then)")
+    ap.add_argument("--work", type=Path, default=Path("work/bench-merge"),
+                    help="--demo: where the demo sets and their kNN are kept")
+    ap.add_argument("--thresholds-from", type=Path,
+                    default=Path(__file__).resolve().parent / "gpu-model.h5",
+                    help="--demo: the model file whose directed cosine thresholds are used")
     args = ap.parse_args(argv)
     sizes = [100_000] if args.quick else [int(s) for s in (args.sizes or "1000000,5000000").split(",")]
+    if args.demo:
+        args.directed = True
+        if args.k == 64:
+            args.k = 80
+        thresholds = cosine_thresholds(args.thresholds_from)
     rows = []
     for n in sizes:
         for method in args.decoders.split(","):
@@ -156,8 +222,11 @@ def main(argv=None):
                              "error": f"skipped (N > --infomap-max {args.infomap_max})"})
                 print(f"{n:>9} {method:11s} skipped", file=sys.stderr)
                 continue
+            links, threshold = None, THRESHOLD
+            if args.demo:
+                links, threshold = demo_links(n, args.k, args.work), thresholds[method]
             row = run_one(n, args.k, method, args.seed, args.timeout,
-                          "directed" if args.directed else "reciprocal")
+                          "directed" if args.directed else "reciprocal", links, threshold)
             rows.append(row)
             if "error" in row:
                 print(f"{n:>9} {method:11s} {row['error']}", file=sys.stderr, flush=True)

@@ -1,5 +1,6 @@
-"""GPU paths (pytest -m gpu; bench/gpu.sh runs them on an NVIDIA host): faiss on the GPU
-gives the CPU's neighbours, link inference on CUDA gives the CPU's probabilities (in
+"""GPU paths (pytest -m gpu; bench/gpu.sh runs them on an NVIDIA host): cf-knn's torch
+backend on CUDA gives faiss's exact neighbours and is auto's choice where faiss has no GPU
+build; faiss on the GPU gives the CPU's neighbours, link inference on CUDA gives the CPU's probabilities (in
 cf-link and in cf-merge add), the backbone fine-tunes and extracts on CUDA as on the CPU,
 and the sharded commands put each rank on its own GPU. Each test skips, saying why,
 without one."""
@@ -147,6 +148,8 @@ def test_add_with_model_links_on_cuda_equals_cpu(relink):
 def test_backbone_fine_tunes_and_extracts_on_cuda(tmp_path):
     import json
 
+    pytest.importorskip("PIL", reason="the demo images need Pillow (absent on this host)")
+
     import h5py
     from conftest import run_cmd
 
@@ -175,3 +178,42 @@ def test_backbone_fine_tunes_and_extracts_on_cuda(tmp_path):
             feats[dev] = f["features"][()]
     # cuDNN may convolve in TF32: agreement to a few thousandths on unit rows
     np.testing.assert_allclose(feats["cuda"], feats["cpu"], atol=5e-3)
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_torch_knn_on_cuda_equals_faiss_exact_on_the_cpu(precision):
+    import faiss
+    from conftest import assert_same_neighbours
+
+    from cftools.core.neighbours.tiled import tiled_knn
+    from cftools.data.demo import make_demo_features
+
+    x, _ = make_demo_features(30011, 256, seed=6)  # not a multiple of the tile
+    index = faiss.IndexFlatIP(256)
+    index.add(x)
+    ref_s, ref_i = index.search(x, 80)
+    found = tiled_knn(x, 80, device="cuda", precision=precision, tile=8192)
+    assert_same_neighbours(found.indices, found.similarities, ref_i, ref_s)
+    assert found.rescued < 0.01 * len(x)  # the candidates' check seldom fails
+
+
+@needs_cuda
+def test_cf_knn_auto_picks_torch_on_cuda_without_a_faiss_gpu_build(tmp_path):
+    import json
+
+    from conftest import run_cmd
+
+    from cftools.data.demo import make_demo_features
+    from cftools.formats.artifacts import open_artifact
+
+    if _faiss_gpus():
+        pytest.skip("faiss has a GPU build here: auto keeps faiss")
+    x, _ = make_demo_features(5000, 64, seed=7)
+    np.save(tmp_path / "x.npy", x)
+    run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "-k", 20, "-q", check=True)
+    with open_artifact(tmp_path / "k.h5", "knn") as art:
+        params = json.loads(art.attrs["params"])
+        assert params["backend"] == "torch" and params["precision"] == "fp16"
+        assert art.attrs["device"] == "GPU" and art.attrs["method"] == "exact"
+        assert (art.read("indices")[:, 0] == np.arange(5000)).all()

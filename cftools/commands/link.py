@@ -108,7 +108,6 @@ def main(sequences, features, model_path, out, method, gate_for, bf16, dim, batc
     out = Path(out)
     if method == "model" and not model_path:
         raise click.UsageError("--method model needs --model (or use --method cosine)")
-    winner = None
     check_output_path(check_hdf5_name(out), [sequences, split_spec(features)[0], model_path])
     dev = torch_device(device)
     sh = sharding.join(use_cuda=dev.type == "cuda")  # one process, or one rank of torchrun's
@@ -123,7 +122,7 @@ def main(sequences, features, model_path, out, method, gate_for, bf16, dim, batc
     if n != feats.n:
         raise CfError(f"has {n} rows but the features {feats.path} have {feats.n}", seq.path)
     check_sequences(seq, feats.n)
-    model = model_art = gate = None
+    model = model_art = gate = winner = None
     thresholds: dict = {}
     length = L
     if model_path:

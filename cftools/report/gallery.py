@@ -210,17 +210,24 @@ def build(out_dir, data: GalleryData, *, title: str = "clusters", summary: dict 
                "largest": int(data.sizes.max()) if C else 0, "split_identities": n_split_ids}
     A.write_script(out_dir, data.features_id, n, data.clusters_id)
     if data.questions is not None:
-        members = {int(data.label_of[c]): point_order[offset[r]:offset[r] + A.SHOWN_PER_SIDE]
-                   for r, c in enumerate(cluster_order.tolist())}
-        (out_dir / "review.html").write_text(A.review_page(
-            data.questions, _member_renderer(data, other, ""),
-            lambda lab: [int(x) for x in members.get(int(lab), [])]
-            if lab is not None and int(lab) >= 0 else [],
-            _head(f"{title}: review", ""), _tail()), encoding="utf-8")
-        figures["questions"] = len(data.questions.get("questions", []))
+        figures["questions"] = _write_review(out_dir, data, other, cluster_order, point_order,
+                                             offset, title)
     _write_index(out_dir, data, figures, pages, singles, title, summary or {}, plots or {})
     (out_dir / MARKER).write_text(json.dumps(figures) + "\n")
     return figures
+
+
+def _write_review(out_dir: Path, data: GalleryData, other, cluster_order, point_order, offset,
+                  title: str) -> int:
+    """review.html: the questions, each side shown by a few of its cluster's members."""
+    members = {int(data.label_of[c]): point_order[offset[r]:offset[r] + A.SHOWN_PER_SIDE]
+               for r, c in enumerate(cluster_order.tolist())}
+    (out_dir / "review.html").write_text(A.review_page(
+        data.questions, _member_renderer(data, other, ""),
+        lambda lab: [int(x) for x in members.get(int(lab), [])]
+        if lab is not None and int(lab) >= 0 else [],
+        _head(f"{title}: review", ""), _tail()), encoding="utf-8")
+    return len(data.questions.get("questions", []))
 
 
 def _cluster_card(data: GalleryData, c: int, pts, a: int, b: int, truth_info, core, nstray: int,

@@ -1,10 +1,13 @@
 """cf-knn: exact search equals brute force, the centre comes first, approximate methods
 report their recall, bad input is refused with one line and no output."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
-from conftest import one_line_error, run_cmd, unit_rows
+import torch
+from conftest import assert_same_neighbours, one_line_error, run_cmd, unit_rows
 
 from cftools.core.neighbours.exact import recall_at_k
 from cftools.data.demo import make_demo_features
@@ -181,3 +184,65 @@ def test_auto_picks_ivf_above_the_switch_point_and_reaches_the_target(tmp_path):
     # an independent check on other queries than the tuning sample
     ref_i, _ = brute_force(x, x[5000:5300], 20)
     assert recall_at_k(idx[5000:5300], ref_i) > 0.93
+
+
+# ----------------------------------------------------------------------- --backend torch
+
+
+def _knn_arrays(path):
+    with open_artifact(path, "knn") as art:
+        return art.read("indices"), art.read("similarities"), dict(art.attrs)
+
+
+@pytest.mark.slow
+def test_torch_backend_equals_faiss_exact_on_clustered_data(tmp_path):
+    x, _ = make_demo_features(2001, 32, seed=9)  # 2001 points: not a multiple of the tile
+    np.save(tmp_path / "x.npy", x)
+    run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "f.h5", "-k", 15, "--backend",
+            "faiss", "--method", "exact", "-q", check=True)
+    proc = run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "t.h5", "-k", 15, "--backend",
+                   "torch", "--tile", 500, "--batch-size", 300, check=True)
+    assert "(torch)" in proc.stderr
+    ref_i, ref_s, _ = _knn_arrays(tmp_path / "f.h5")
+    ids, sims, attrs = _knn_arrays(tmp_path / "t.h5")
+    assert (ids[:, 0] == np.arange(len(x))).all()
+    assert_same_neighbours(ids, sims, ref_i, ref_s)
+    params = json.loads(attrs["params"])
+    assert attrs["method"] == "exact" and attrs["device"] == "CPU"
+    assert params["backend"] == "torch" and params["tile"] == 500
+    assert params["precision"] == "fp32" and params["query_block"] == 300
+    assert json.loads(attrs["auto"]) == {"chosen": "exact", "backend": "torch"}
+
+
+@pytest.mark.slow
+def test_torch_backend_with_queries_equals_faiss(tmp_path):
+    base, _ = make_demo_features(1500, 24, seed=10)
+    queries, _ = make_demo_features(77, 24, seed=11)
+    np.save(tmp_path / "b.npy", base)
+    np.save(tmp_path / "q.npy", queries)
+    for backend in ("faiss", "torch"):
+        run_cmd("knn", tmp_path / "b.npy", "--queries", tmp_path / "q.npy", "-o",
+                tmp_path / f"{backend}.h5", "-k", 9, "--backend", backend, "--tile", 400,
+                "--precision", "auto" if backend == "faiss" else "fp16", "-q", check=True)
+    ref_i, ref_s, _ = _knn_arrays(tmp_path / "faiss.h5")
+    ids, sims, attrs = _knn_arrays(tmp_path / "torch.h5")
+    assert not attrs["self_first"] and ids.shape == (77, 9)
+    assert_same_neighbours(ids, sims, ref_i, ref_s)
+    assert json.loads(attrs["params"])["precision"] == "fp16"
+
+
+def test_torch_backend_refuses_approximate_methods(tmp_path):
+    np.save(tmp_path / "x.npy", unit_rows(100, 8))
+    proc = run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "--backend", "torch",
+                   "--method", "ivf", "-k", 5)
+    assert proc.returncode == 2 and "--backend torch searches exactly" in proc.stderr
+    assert not (tmp_path / "k.h5").exists()
+
+
+def test_auto_backend_on_a_cpu_host_is_faiss(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA host: auto may pick torch")
+    np.save(tmp_path / "x.npy", unit_rows(300, 8))
+    run_cmd("knn", tmp_path / "x.npy", "-o", tmp_path / "k.h5", "-k", 5, "-q", check=True)
+    _, _, attrs = _knn_arrays(tmp_path / "k.h5")
+    assert json.loads(attrs["params"])["backend"] == "faiss"

@@ -1,6 +1,7 @@
 """cf-knn, cf-link and cf-embed extract under torchrun (2 processes, gloo on CPU) write
 the artifact one process writes; a rank that dies leaves nothing published, no shards."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import write_demo_sequences
+from conftest import assert_same_neighbours, write_demo_sequences
 
 from cftools.core.clusformer.model import Clusformer, make_config, save_model
 from cftools.core.recognition.backbone import Backbone, BackboneConfig, save_backbone
@@ -97,6 +98,30 @@ def test_knn_two_ranks_equal_one_process(feats, method):
     if method == "auto":  # rank 0's tuning, the same as one process's (attributes equal)
         with open_artifact(tmp / f"k2-{method}.h5", "knn") as a:
             assert a.json_attr("auto")["trials"]
+    assert not leftovers(tmp)
+
+
+@pytest.mark.slow
+def test_knn_torch_backend_two_ranks_equal_faiss_exact(feats):
+    """--backend torch under a 2-process torchrun: each rank multiplies its share of the
+    queries with the whole base, tile by tile (300 rows: 3001 is no multiple); the one
+    file equals a single process's and holds faiss's exact neighbours."""
+    tmp = feats
+    args = [tmp / "f.h5", "-k", 12, "--backend", "torch", "--tile", 300, "-q"]
+    one("knn", *args, "-o", tmp / "kt1.h5")
+    torchrun("knn", *args, "-o", tmp / "kt2.h5")
+    one("knn", tmp / "f.h5", "-k", 12, "--backend", "faiss", "--method", "exact", "-q", "-o",
+        tmp / "kf.h5")
+    same_artifact(tmp / "kt1.h5", tmp / "kt2.h5", "knn", exact=(), close=("similarities",),
+                  atol=1e-6)
+    with open_artifact(tmp / "kt2.h5", "knn") as a, open_artifact(tmp / "kf.h5", "knn") as f:
+        assert json.loads(a.attrs["params"])["backend"] == "torch"
+        ids, sims = a.read("indices"), a.read("similarities")
+        assert (ids[:, 0] == np.arange(3001)).all()
+        assert_same_neighbours(ids, sims, f.read("indices"), f.read("similarities"))
+    with open_artifact(tmp / "kt1.h5", "knn") as one_process:
+        assert_same_neighbours(ids, sims, one_process.read("indices"),
+                               one_process.read("similarities"), tol=1e-6)
     assert not leftovers(tmp)
 
 

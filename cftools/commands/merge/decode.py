@@ -63,6 +63,11 @@ Decoders (--method), each keeping the links i -> j with p_ij >= threshold:
   infomap     Infomap (two-level, directed) on the kept links weighted by p_ij.
   components  connected components; --max-size splits larger ones by raising their
               threshold in steps of --size-step.
+  propagation label propagation over the kept links (each point takes the label with
+              the most link weight around it), in torch, on the GPU where there is one:
+              the decoder for sizes where Infomap's one thread is too slow. Against
+              Infomap on the round's links, mean of 3 seeds on CelebA, lfw-dev and the
+              demo: F_P -0.17 to +0.31, F_B +0.06 to +1.24; slower on a CPU below 20K.
 
 Link weights (--reciprocal or --directed): reciprocal replaces every p_ij by
 (p_ij + p_ji) / 2, where p_ji = 0 when i is not among j's links, before anything else
@@ -153,16 +158,7 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a clusters file ending in .h5/.hdf5", out)
-    if calibrate and not calibrate_truth:
-        raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
-                               "its points)")
-    if calibrate_truth and not calibrate:
-        raise click.UsageError("--calibrate-truth needs --calibrate LABELLED_LINKS")
-    if calibrate and threshold is not None:
-        raise click.UsageError("give either --threshold or --calibrate, not both")
-    check_distinct_inputs({"LINKS": links, "--calibrate": calibrate}, why={
-        ("LINKS", "--calibrate"): "calibrate on labelled data (D_L), never on the set to "
-                                  "cluster"})
+    _check_calibration_usage(links, calibrate, calibrate_truth, threshold)
     check_output_path(out, [links, calibrate, calibrate_truth, corrections_path, previous_path])
     if max_size and method != "components":
         rep.warn(f"--max-size applies to --method components only; ignored by {method}")
@@ -228,6 +224,20 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
              f"clusters, {counts['unassigned']} unassigned, {counts['attached']} attached "
              f"(--singletons {singletons})")
     rep.info(f"cf-merge: wrote {out} in {time.perf_counter() - t0:.1f} s (decode {t_decode:.1f} s)")
+
+
+def _check_calibration_usage(links, calibrate, calibrate_truth, threshold) -> None:
+    """--calibrate and --calibrate-truth go together, apart from --threshold, on D_L."""
+    if calibrate and not calibrate_truth:
+        raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
+                               "its points)")
+    if calibrate_truth and not calibrate:
+        raise click.UsageError("--calibrate-truth needs --calibrate LABELLED_LINKS")
+    if calibrate and threshold is not None:
+        raise click.UsageError("give either --threshold or --calibrate, not both")
+    check_distinct_inputs({"LINKS": links, "--calibrate": calibrate}, why={
+        ("LINKS", "--calibrate"): "calibrate on labelled data (D_L), never on the set to "
+                                  "cluster"})
 
 
 def _honoured(labels, answers, previous, indices, weights, rep):

@@ -143,21 +143,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     if cl_attrs.get("features_id") and fu.artifact is not None:
         require_same_source(cl_attrs["features_id"], fu.id, what="features", path=clusters,
                             other_path=fu.path)
-    fl = load_features(fl_spec, labels=labelled_labels, reporter=rep)
-    if fl.labels is None:
-        raise CfError("labelled features carry no labels; give --labelled-labels", fl.path)
-    if fl.dim != fu.dim:
-        raise CfError(f"has dimension {fl.dim} but the unlabelled features {fu.path} have "
-                      f"{fu.dim}", fl.path)
-    if fu.id == fl.id:
-        raise CfError(f"labelled features are the unlabelled features {fu.path} (the same "
-                      "values): a set cannot be both", fl.path)
-    known = fl.labels[fl.labels >= 0]
-    room = np.iinfo(np.int64).max - (int(known.max()) if known.size else -1)
-    if room <= np.unique(pred[pred >= 0]).size:
-        raise CfError(f"its largest label {int(known.max())} leaves no room for the "
-                      "pseudo-identities numbered after it within int64; renumber the labels",
-                      labelled_labels or fl.path)
+    fl = _labelled(fl_spec, labelled_labels, fu, pred, rep)
 
     pred, outcome = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
     chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size,
@@ -199,3 +185,24 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
                 if chosen.max_size else ""))
     rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
              (f", {bin_out}" if bin_out else ""))
+
+
+def _labelled(fl_spec, labelled_labels, fu, pred, rep):
+    """The labelled features: labelled, of the unlabelled set's dimension, not that set,
+    and with room after their largest label for the pseudo-identities."""
+    fl = load_features(fl_spec, labels=labelled_labels, reporter=rep)
+    if fl.labels is None:
+        raise CfError("labelled features carry no labels; give --labelled-labels", fl.path)
+    if fl.dim != fu.dim:
+        raise CfError(f"has dimension {fl.dim} but the unlabelled features {fu.path} have "
+                      f"{fu.dim}", fl.path)
+    if fu.id == fl.id:
+        raise CfError(f"labelled features are the unlabelled features {fu.path} (the same "
+                      "values): a set cannot be both", fl.path)
+    known = fl.labels[fl.labels >= 0]
+    room = np.iinfo(np.int64).max - (int(known.max()) if known.size else -1)
+    if room <= np.unique(pred[pred >= 0]).size:
+        raise CfError(f"its largest label {int(known.max())} leaves no room for the "
+                      "pseudo-identities numbered after it within int64; renumber the labels",
+                      labelled_labels or fl.path)
+    return fl

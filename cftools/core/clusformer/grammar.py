@@ -36,11 +36,18 @@ def build_sequences(indices: np.ndarray, similarities: np.ndarray, length: int, 
     centres = np.arange(n, dtype=np.int64) if centres is None else np.asarray(centres, np.int64)
     # neighbours proper: not the centre, not padding; stable sort by falling similarity
     valid = (indices >= 0) & (indices != centres[:, None]) & np.isfinite(similarities)
-    key = np.where(valid, -similarities.astype(np.float64), np.inf)
-    perm = np.argsort(key, axis=1, kind="stable")[:, : max(0, length - 1)]
-    nb = np.take_along_axis(indices, perm, axis=1)
-    nb_sim = np.take_along_axis(similarities, perm, axis=1)
-    nb_valid = np.take_along_axis(valid, perm, axis=1)
+    m = max(0, min(k, length) - 1)
+    if (k > 1 and (indices[:, 0] == centres).all() and valid[:, 1:].all()
+            and (np.diff(similarities[:, 1:], axis=1) <= 0).all()):
+        # rows as cf-knn writes them (centre first, then falling): the sort below would
+        # leave columns 1.. where they are, so take them as they are
+        nb, nb_sim, nb_valid = (a[:, 1:1 + m].copy() for a in (indices, similarities, valid))
+    else:
+        key = np.where(valid, -similarities.astype(np.float64), np.inf)
+        perm = np.argsort(key, axis=1, kind="stable")[:, : max(0, length - 1)]
+        nb = np.take_along_axis(indices, perm, axis=1)
+        nb_sim = np.take_along_axis(similarities, perm, axis=1)
+        nb_valid = np.take_along_axis(valid, perm, axis=1)
     if min_sim is not None:
         nb_valid &= nb_sim >= min_sim
     order = np.empty((n, length), dtype=np.int64)

@@ -36,9 +36,10 @@ import numpy as np
 
 from ...formats.links import check_links
 from .graph import Graph, components, relabel, threshold_graph, union_find
+from .propagation import decode_propagation
 from .weights import BLOCK_ROWS, row_ranges, valid_links
 
-DECODERS = ("peaks", "intimacy", "infomap", "components")
+DECODERS = ("peaks", "intimacy", "infomap", "components", "propagation")
 DEFAULT_INTIMACY_RATIO = 0.5
 DEFAULT_SIZE_STEP = 0.01
 INFOMAP_CHUNK = 1 << 22  # links handed to Infomap per call
@@ -206,4 +207,6 @@ def decode(method: str, indices, probabilities, threshold: float, *,
         return decode_intimacy(indices, probabilities, threshold, intimacy_ratio)
     if method == "infomap":
         return decode_infomap(indices, probabilities, threshold, seed=seed)
+    if method == "propagation":
+        return decode_propagation(indices, probabilities, threshold, seed=seed)
     raise ValueError(f"unknown decoder {method!r}; choose from {', '.join(DECODERS)}")

@@ -16,15 +16,22 @@ from ...errors import CfError
 from .exact import put_self_first
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
-# IVF trains its lists (k-means) on at most this many points per list: 64 of them place a
-# centroid as well as 256 for nearest-list search, at a quarter of the k-means cost (at
-# 1M points and 4000 lists: ~35 s instead of ~140 s on 2 cores)
-IVF_TRAIN_PER_LIST = 64
+# IVF trains its lists (k-means) on at most this many points per list: 16 of them place a
+# centroid about as well as 64 for nearest-list search (the recall at a given nprobe
+# moves by under 0.01) at a quarter of the k-means cost, which is most of what cf-knn
+# --method auto spends where IVF then proves no cheaper than exact search
+# (bench/results/code-choices.md)
+IVF_TRAIN_PER_LIST = 16
 
 
 @dataclass
 class KnnParams:
     method: str = "exact"
+    backend: str = "faiss"  # or torch: exact search by tiled products (tiled.py)
+    device: str = "cpu"  # torch backend: its torch device
+    precision: str = "auto"  # torch backend: of the products (tiled.PRECISIONS)
+    query_block: int | None = None  # torch backend: queries per block [tiled.BLOCKS]
+    tile: int | None = None  # torch backend: base rows per tile [tiled.BLOCKS]
     nlist: int | None = None  # IVF lists; default ~4 sqrt(N)
     nprobe: int | None = None  # IVF lists searched; default max(16, nlist/64)
     hnsw_m: int = 32
@@ -88,6 +95,7 @@ def build_index(base: np.ndarray, params: KnnParams, k: int):
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, p["nlist"], faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
+        index.cp.min_points_per_centroid = 1  # fewer than faiss's 39 on purpose (above)
         sample = base
         max_train = IVF_TRAIN_PER_LIST * p["nlist"]
         if n > max_train:

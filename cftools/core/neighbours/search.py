@@ -1,10 +1,12 @@
-"""cf-knn's search: the method chosen (auto: policy.py), the index built and searched in
-batches, each row's centre put first, and recall measured against exact search on a
-sample for every approximate method. Under torchrun each rank searches its share of the
-queries (``sh``); rank 0's auto choice holds everywhere."""
+"""cf-knn's search: the backend and method chosen (auto: policy.py), the index built and
+searched in batches (faiss) or the base multiplied tile by tile (torch: tiled.py), each
+row's centre put first, and recall measured against exact search on a sample for every
+approximate method. Under torchrun each rank searches its share of the queries (``sh``);
+rank 0's auto choice holds everywhere."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -14,13 +16,50 @@ from ...errors import CfError
 from . import index as ix
 from .exact import exact_of, put_self_first, recall_hits, sample_rows
 from .policy import auto_uses_exact, ivf_relative_cost, max_nprobe, tune_ivf
+from .tiled import TiledSearch
+
+BACKENDS = ("auto", "torch", "faiss")
 
 
-def plan_method(requested: str, n_base: int, n_queries: int, exact_below: int) -> str:
-    """The method to build for ``requested``: auto is exact while cheap, else IVF."""
+def plan_method(requested: str, n_base: int, n_queries: int, exact_below: int,
+                backend: str = "faiss") -> str:
+    """The method to build for ``requested``: auto is exact while cheap, else IVF; the
+    torch backend searches exactly at every size."""
     if requested != "auto":
         return requested
+    if backend == "torch":
+        return "exact"
     return "exact" if auto_uses_exact(n_base, n_queries, exact_below) else "ivf"
+
+
+def _cuda_possible() -> bool:
+    """False where no NVIDIA driver is present, so that a CPU host need not import torch
+    (a second or two of cf-knn's start-up) to learn that it has no CUDA."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl")
+
+
+def plan_backend(requested: str, method: str, device: str) -> tuple[str, bool]:
+    """(backend, on the GPU) for --backend ``requested``, --method and --device: auto is
+    torch on CUDA where faiss has no GPU build (torch searches exactly: only for --method
+    auto or exact), else faiss, on the GPU where its build has one."""
+    from ..runtime.device import faiss_gpu_count, faiss_use_gpu, torch_device
+
+    if requested not in BACKENDS:
+        raise CfError(f"unknown backend {requested!r} (choose from {', '.join(BACKENDS)})")
+    if requested == "torch":
+        if method not in ("auto", "exact"):
+            raise CfError(f"--backend torch searches exactly; --method {method} needs "
+                          "--backend faiss")
+        return "torch", torch_device(device).type == "cuda"
+    if requested == "auto" and method in ("auto", "exact") and device != "cpu" \
+            and _cuda_possible() and faiss_gpu_count() == 0:
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch", True
+    return "faiss", faiss_use_gpu(device)
 
 
 def check_params(params: ix.KnnParams, n_base: int, k: int) -> dict:
@@ -51,6 +90,9 @@ def find_neighbours(base: np.ndarray, queries: np.ndarray | None, k: int, params
     """The k nearest neighbours of this rank's share of ``queries`` (None: ``base``
     searched against itself, each row's centre first). ``params.method`` is the method to
     build: plan_method's choice for ``requested``; auto may fall back to exact."""
+    if params.backend == "torch":
+        return _torch_neighbours(base, queries, k, params, requested=requested, sh=sh, log=log,
+                                 progress=progress)
     self_search = queries is None
     all_queries = base if queries is None else queries
     nq, n = all_queries.shape[0], base.shape[0]
@@ -85,6 +127,31 @@ def find_neighbours(base: np.ndarray, queries: np.ndarray | None, k: int, params
             f"{result.recall:.4f}")
     result.missing = int(sh.sum([(indices < 0).sum()])[0])
     return result
+
+
+def _torch_neighbours(base, queries, k, params: ix.KnnParams, *, requested, sh, log,
+                      progress) -> KnnResult:
+    """Exact search of this rank's share of the queries by tiled products in torch."""
+    self_search = queries is None
+    all_queries = base if queries is None else queries
+    start, stop = sh.rows(all_queries.shape[0])
+    t = time.perf_counter()
+    searcher = TiledSearch(base, k, device=params.device, precision=params.precision,
+                           query_block=params.query_block, tile=params.tile)
+    with progress(total=stop - start, desc="searching", unit="pt") as bar:
+        found = searcher.search(all_queries[start:stop], bar)
+    indices, sims = found.indices, found.similarities
+    if self_search:
+        put_self_first(indices, sims, centres=np.arange(start, stop))
+    record = {"method": "exact", **found.record()}
+    record["rescued_rows"] = int(sh.sum([found.rescued])[0])
+    if found.precision != "fp32":
+        log(f"cf-knn: torch: {found.precision} products, the {found.candidates} best of each "
+            f"row re-scored in fp32; {record['rescued_rows']} rows searched again in fp32 "
+            "(their candidates could have missed a neighbour)")
+    auto = {"chosen": "exact", "backend": "torch"} if requested == "auto" else None
+    return KnnResult(indices, sims, "exact", record, auto,
+                     seconds={"search": time.perf_counter() - t})
 
 
 def _tune_auto(index, base, queries, k, params, resolved, auto, recall_target, recall_sample,

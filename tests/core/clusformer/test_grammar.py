@@ -1,6 +1,7 @@
 """The visual grammar (core.clusformer.grammar): centre first, masking, targets, the CDE."""
 
 import numpy as np
+import pytest
 import torch
 
 from cftools.core.clusformer.grammar import build_sequences, cosine_encoding, make_targets
@@ -60,3 +61,23 @@ def test_cosine_encoding_is_the_gram_matrix_with_masked_columns_zero():
                 want = float(x[b, i] @ x[b, j]) if mask[b, i] and mask[b, j] else 0.0
                 assert abs(float(cde[b, i, j]) - want) < 1e-5
     assert torch.allclose(torch.diagonal(cde[0]), torch.ones(5))
+
+
+@pytest.mark.parametrize("length", [3, 6, 9])
+def test_rows_already_centre_first_and_falling_give_what_the_sort_gives(length):
+    # cf-knn's rows (centre first, falling) skip the sort; a row that breaks the order
+    # (here a swap in row 2) sends the block through the sort: the same sequences
+    rng = np.random.default_rng(0)
+    n, k = 40, 6
+    idx = np.array([[i] + list(rng.choice([j for j in range(n) if j != i], k - 1, replace=False))
+                    for i in range(n)])
+    sims = np.sort(rng.random((n, k)).astype(np.float32), axis=1)[:, ::-1].copy()
+    sims[:, 0] = 1.0
+    fast = build_sequences(idx, sims, length, min_sim=0.3, labels=np.arange(n) % 5)
+    swapped_idx, swapped_sims = idx.copy(), sims.copy()
+    swapped_idx[2, [1, 2]] = idx[2, [2, 1]]
+    swapped_sims[2, [1, 2]] = sims[2, [2, 1]]
+    slow = build_sequences(swapped_idx, swapped_sims, length, min_sim=0.3,
+                           labels=np.arange(n) % 5)
+    for a, b in zip(fast, slow):
+        assert np.array_equal(a, b)
