@@ -18,7 +18,7 @@ from ..cli import (
     common_options,
     device_option,
 )
-from ..core.calibration.guard import recorded_winner
+from ..core.calibration.guard import recorded_cosine_length, recorded_winner
 from ..core.clusformer.gate import recorded_gate
 from ..core.clusformer.inference import (
     METHODS,
@@ -55,7 +55,8 @@ follows cf-train's guard: the model's links where the model clustered its held-o
 identities at least as well as cosine links, else cosine links, said on stderr.
 
 A model reads sequences of its own length L (cf-train -L auto chooses it); longer
-sequences are cut to their first L positions, for cosine links too when --model is given.
+sequences are cut to their first L positions. Cosine links with --model are cut to the
+length cf-train chose for cosine links (chosen apart from the model's, on D_L).
 
 Model links are gated: the model's logit is calibrated cosine (a * cos + b) plus a learned
 correction, and cf-train measured on its held-out identities how far from each decoder's
@@ -127,8 +128,6 @@ def main(sequences, features, model_path, out, method, gate_for, bf16, dim, batc
     if model_path:
         model, model_art, method, thresholds, winner, length, gate = _model(
             model_path, method, dev, feats.dim, L, rep, gate_for)
-        if length < L:
-            rep.info(f"cf-link: sequences cut to the model's length {length}")
     elif method == "auto":
         method = "cosine"
     amp = autocast_dtype(dev, bf16) if method == "model" else None
@@ -194,8 +193,9 @@ def _summed(sh, count: int) -> int:
 
 def _model(model_path, method: str, dev, dim: int, seq_len: int, rep, gate_for: str):
     """(the model to run, or None for cosine links; its artifact, closed; the method; the
-    thresholds the links carry; the guard's winner; the length the model reads; the gate
-    for --gate's decoder, or None), as --method and cf-train's guard decide."""
+    thresholds the links carry; the guard's winner; the length the links are written at,
+    the model's or cosine's as cf-train chose it; the gate for --gate's decoder, or None),
+    as --method and cf-train's guard decide."""
     model, info = load_model(model_path, dev)
     check_fits(model, dim, seq_len, model_path)
     training = info["training"]
@@ -218,8 +218,12 @@ def _model(model_path, method: str, dev, dim: int, seq_len: int, rep, gate_for: 
         if gate is None:
             rep.info(f"cf-link: {model_path} records no gate for {gate_for}: the model reads "
                      "every row")
-    return (model if method == "model" else None), art, method, thresholds, winner, \
-        model.config.seq_len, gate
+    length = model.config.seq_len if method == "model" else \
+        min(seq_len, recorded_cosine_length(training, model.config.seq_len))
+    if length < seq_len:
+        rep.info(f"cf-link: sequences cut to the model's length {length}" if method == "model"
+                 else f"cf-link: sequences cut to cosine links' length {length} (cf-train's)")
+    return (model if method == "model" else None), art, method, thresholds, winner, length, gate
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..cli import (
     CONTEXT_SETTINGS,
@@ -19,10 +20,20 @@ from ..cli import (
     device_option,
     seed_option,
 )
+from ..core.calibration.guard import guard
+from ..core.calibration.jury import Contender, HeldOut, decode_contender
+from ..core.calibration.length import choose_model_length, model_lengths
+from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
 from ..core.clusformer.grammar import make_targets
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
-from ..core.clusformer.sequences import EPOCH_BUDGET, PATIENCE, SequenceData, truncated
-from ..core.clusformer.training import TrainConfig, choose_data_length, train
+from ..core.clusformer.sequences import (
+    EPOCH_BUDGET,
+    PATIENCE,
+    SequenceData,
+    split_rows,
+    truncated,
+)
+from ..core.clusformer.training import TrainConfig, TrainResult, choose_data_length, train
 from ..core.runtime.device import torch_device
 from ..core.runtime.distributed import init_distributed
 from ..core.runtime.memory import keep_freed_memory
@@ -61,14 +72,20 @@ hundreds), where a model trained naively loses to raw cosine:
 - thresholds maximise pairwise F with every identity weighed as if it had at most 30
   points, so one giant identity cannot decide them; the link mode (reciprocal or
   directed) is chosen the same way, per decoder;
-- -L auto: the sequence length the model reads is chosen on this labelled set, as the one
-  under which Infomap over cosine links clusters it best (near ties go to the longer);
-- the guard: the model's links and cosine links, each decoded by Infomap at its own
-  calibrated threshold, are scored on the held-out identities; the model wins only when
-  it leads there and on 90% of random halves of them. The verdict is recorded, and
-  cf-link --method auto (the default) writes cosine links when the model lost.
+- -L auto: two lengths chosen on this labelled set, apart: cosine links' length, the one
+  under which Infomap over its cosine links clusters it best (near ties go to the
+  longer), and the model's, a model trained at each of L 21, 31, 51 that the sequences
+  hold and the one the jury scores best kept (near ties go to the shorter): training runs
+  once per length;
+- the guard (and the jury): the model's links at its length and cosine links at cosine's,
+  each decoded by Infomap at its own calibrated threshold over all the labelled rows
+  calibration uses, are scored on the held-out identities, the others standing by as
+  distractors, as in the unlabelled set; the model wins only when it leads there and on
+  90% of random halves of them. The verdict is recorded, and cf-link --method auto (the
+  default) writes cosine links, at cosine's length, when the model lost.
 
-A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt); --resume
+A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt, and
+MODEL.h5.ckpt.L21 and so on when several lengths are trained); --resume
 continues from it and ends with the same weights as an uninterrupted run (same seed, on
 CPU). Under torchrun (several processes or nodes) the same command line trains with DDP
 (nccl on GPUs, gloo on CPUs); --batch-size is the global batch and only rank 0 writes.
@@ -105,8 +122,8 @@ training summary as JSON attributes; loading it never runs code.
               help="Subtract the features' mean before the CDE [default: center].")
 @click.option("-L", "--length", default="auto", show_default=True,
               help="Sequence length the model reads (centre + L-1 neighbours), at most the "
-                   "sequences' own: auto = chosen on this labelled set by Infomap over its "
-                   "cosine links (see above); cf-link cuts longer sequences to it.")
+                   "sequences' own: auto = a model trained at each candidate length, the one "
+                   "the jury prefers kept (see above); cf-link cuts longer sequences to it.")
 @click.option("--epochs", type=Count(min=1), default=20, show_default=True)
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Peak learning rate (AdamW).")
@@ -159,9 +176,9 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     out = Path(out)
     checkpoint = str(checkpoint or out.with_name(out.name + ".ckpt"))
     check_output_path(check_hdf5_name(out), [sequences, split_spec(features)[0]])
-    if resume and not Path(checkpoint).is_file():
+    if resume and not (Path(checkpoint).is_file()
+                       or any(Path(checkpoint).parent.glob(Path(checkpoint).name + ".L*"))):
         raise CfError("no checkpoint to resume from (see --checkpoint)", checkpoint)
-    check_output_path(checkpoint, [sequences, split_spec(features)[0], out])
     dev = torch_device(device)
     keep_freed_memory()  # no page-fault storm from per-batch temporaries
     if dev.type == "cuda" and dist.world > 1:
@@ -174,51 +191,70 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     if corrections:  # answered pairs as labelled pairs (core/corrections.py)
         from ..core.corrections import train_on_answers
         data = train_on_answers(data, corrections, feats, rep.info)
-    n, L = seq.dims["N"], seq.dims["L"]
-    length, selection = _length(length, data, feats.features, calibration_points, seed,
-                                rep.info if dist.main else (lambda m: None))
-    if length < L:
-        data = truncated(data, length)
-        rep.info(f"cf-train: sequences cut to their first {length} positions (the centre and "
-                 f"{length - 1} neighbours)")
-    L = length
-
-    mcfg = make_config(preset, feats.dim, L, width=width, heads=heads,
-                       encoder_layers=encoder_layers, decoder_layers=decoder_layers, ffn=ffn,
-                       dropout=dropout, encoding=encoding, features=token_features, center=center)
+    log = rep.info if dist.main else (lambda m: None)
     tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
                        bf16=bf16, stop_after_epoch=stop_after_epoch,
                        calibration_points=calibration_points,
                        identity_cap=identity_cap or None, epoch_budget=epoch_budget or None,
                        patience=patience or None)
-    rep.info(f"cf-train: {n} sequences (L={L}, d={feats.dim}), preset {preset}, "
-             f"{epochs} epochs on {dev}" + (f" x {dist.world} processes" if dist.world > 1 else ""))
-    try:
-        result = train(data, feats.features, mcfg, tcfg, device=dev, dist=dist,
-                       checkpoint=checkpoint, resume=checkpoint if resume else None,
-                       log=rep.info, progress=rep.progress)
-    except CfError as err:  # what train() finds wrong with the data is the sequences' fault
-        if err.path is None:
-            raise CfError(str(err), sequences) from None
-        raise
-    finally:
-        if dist.world > 1:
-            torch.distributed.destroy_process_group()
-    if result is None:
-        if dist.main:
-            rep.info(f"cf-train: stopped after epoch {stop_after_epoch}; rerun with --resume "
-                     f"to continue from {checkpoint}")
+    cosine_sel, lengths = _lengths(length, data, feats.features, tcfg, log)
+    checkpoints = {n: checkpoint if len(lengths) == 1 else f"{checkpoint}.L{n}" for n in lengths}
+    for path in checkpoints.values():
+        check_output_path(path, [sequences, split_spec(features)[0], out])
+    overrides = dict(width=width, heads=heads, encoder_layers=encoder_layers,
+                     decoder_layers=decoder_layers, ffn=ffn, dropout=dropout, encoding=encoding,
+                     features=token_features, center=center)
+    results = _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpoints,
+                         resume, sequences, rep)
+    if results is None:  # another rank, or stopped by --stop-after-epoch
         return
+    result = _judge(results, data, feats.features, cosine_sel, tcfg, log)
     result.summary["seconds"] = round(time.perf_counter() - t0, 1)
     result.summary["preset"] = preset
-    if selection is not None:
-        result.summary["length_selection"] = selection
     save_model(out, result.model, thresholds=result.thresholds, training=result.summary,
                inputs={"sequences": seq, "features": feats.provenance_ref})
     rep.info(f"cf-train: wrote {out} in {result.summary['seconds']} s; thresholds "
              + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in result.thresholds.items()))
+
+
+def _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpoints, resume,
+               sequences, rep) -> dict | None:
+    """{length: train()'s result} of a model trained at each length in turn (None on
+    ranks other than 0, and when stopped early by --stop-after-epoch)."""
+    import torch
+
+    results = {}
+    try:
+        for n in lengths:
+            mcfg = make_config(preset, feats.dim, n, **overrides)
+            rep.info(f"cf-train: {data.order.shape[0]} sequences (L={n}, d={feats.dim}), preset "
+                     f"{preset}, {tcfg.epochs} epochs on {dev}"
+                     + (f" x {dist.world} processes" if dist.world > 1 else ""))
+            t0 = time.perf_counter()
+            ckpt = checkpoints[n]
+            try:
+                results[n] = train(truncated(data, n) if n < data.order.shape[1] else data,
+                                   feats.features, mcfg, tcfg, device=dev, dist=dist,
+                                   checkpoint=ckpt,
+                                   resume=ckpt if resume and Path(ckpt).is_file() else None,
+                                   log=rep.info, progress=rep.progress)
+            except CfError as err:  # what train() finds wrong with the data is the sequences'
+                if err.path is None:
+                    raise CfError(str(err), sequences) from None
+                raise
+            if tcfg.stop_after_epoch is not None and results[n] is None:
+                if dist.main:
+                    rep.info(f"cf-train: stopped after epoch {tcfg.stop_after_epoch}; rerun "
+                             f"with --resume to continue from {ckpt}")
+                return None
+            if results[n] is not None:
+                results[n].summary["seconds"] = round(time.perf_counter() - t0, 1)
+    finally:
+        if dist.world > 1:
+            torch.distributed.destroy_process_group()
+    return results if dist.main else None
 
 
 def _read(sequences, features, labels, rep):
@@ -246,17 +282,78 @@ def _read(sequences, features, labels, rep):
     return seq, feats, data
 
 
-def _length(length, data: SequenceData, features, calibration_points: int, seed: int, log
-            ) -> tuple[int, dict | None]:
-    """The length the model reads (chosen on D_L for auto) and the choice's record."""
-    if length == "auto":
-        selection = choose_data_length(data, features, calibration_points, seed, log)
-        return selection["length"], selection
-    if not 2 <= length <= data.order.shape[1]:
+def _lengths(length, data: SequenceData, features, tcfg: TrainConfig, log
+             ) -> tuple[dict, list[int]]:
+    """(cosine's length choice on D_L, the lengths the model is trained at): every
+    candidate of calibration.length for auto (one, cosine's, where no identity can be
+    held out to judge them), else the length given."""
+    if length != "auto" and not 2 <= length <= data.order.shape[1]:
         raise click.BadParameter(f"must be 'auto' or a length in [2, {data.order.shape[1]}] "
                                  f"(the sequences' L), got {length}",
                                  param_hint="'-L' / '--length'")
-    return length, None
+    cosine_sel = choose_data_length(data, features, tcfg.calibration_points, tcfg.seed, log)
+    if length != "auto":
+        return cosine_sel, [length]
+    if split_rows(data, tcfg.val_fraction, tcfg.seed)[2].size == 0:
+        return cosine_sel, [cosine_sel["length"]]
+    lengths = model_lengths(data.order.shape[1])
+    log(f"cf-train: the model is trained at L {', '.join(map(str, lengths))} and judged on "
+        f"held-out identities (cosine links: L {cosine_sel['length']})")
+    return cosine_sel, lengths
+
+
+def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: TrainConfig,
+           log) -> TrainResult:
+    """The model of the length the jury prefers, with the guard's verdict against cosine
+    links at cosine's own length and the cosine thresholds at that length."""
+    import torch
+
+    from ..core.clusformer.inference import cosine_to_centre, predict
+
+    centre_labels = data.labels[data.order[:, 0]]
+    _, val_rows, held_ids = split_rows(data, tcfg.val_fraction, tcfg.seed)
+    rows = np.union1d(calibration_rows(centre_labels, tcfg.calibration_points, tcfg.seed),
+                      val_rows)
+    order, mask = data.order[rows], data.mask[rows]
+    features_t = torch.from_numpy(features)
+    n_cos = int(cosine_sel["length"])
+    cos = cosine_to_centre(features_t, order[:, :n_cos], mask[:, :n_cos])
+    cos_t = (results[n_cos].summary.get("cosine_thresholds") if n_cos in results else None) or \
+        decoder_thresholds(order[:, :n_cos], mask[:, :n_cos], {"cosine": (cos, COSINE_MODES)},
+                           data.labels, seed=tcfg.seed, log=log)["cosine"]
+    if held_ids.size == 0:  # nothing to judge with: the one model trained, no guard
+        chosen = next(iter(results))
+        result = results[chosen]
+        result.summary["cosine_thresholds"] = cos_t
+        result.summary["length_selection"] = {"length": chosen, "cosine": cosine_sel}
+        return result
+    contenders, preds, scores = {}, {}, {}
+    jury = HeldOut(centre_labels[rows], held_ids)
+    for n, res in results.items():
+        probs = predict(res.model, features_t, order[:, :n], mask[:, :n])
+        contenders[n] = Contender("model", order[:, :n], mask[:, :n], probs, res.thresholds)
+        preds[n] = decode_contender(contenders[n], data.labels.shape[0], tcfg.seed)
+        scores[n] = jury.scores(preds[n])
+    chosen = choose_model_length(scores, log) if len(results) > 1 else next(iter(results))
+    verdict = guard(contenders[chosen],
+                    Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos, cos_t),
+                    data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
+    log("guard: held-out identities among all {points} labelled rows ({decoder}): model "
+        "links (L {ml}) F_P {mp:.4f} F_B {mb:.4f}, cosine links (L {cl}) F_P {cp:.4f} F_B "
+        "{cb:.4f}; the model leads on {ahead:.0%} of {n} random halves of these identities: "
+        "{w} wins".format(points=verdict.points, decoder=verdict.decoder,
+                          ml=verdict.model_length, mp=verdict.model["pairwise_f"],
+                          mb=verdict.model["bcubed_f"], cl=verdict.cosine_length,
+                          cp=verdict.cosine["pairwise_f"], cb=verdict.cosine["bcubed_f"],
+                          ahead=verdict.model_ahead, n=verdict.resamples, w=verdict.winner))
+    result = results[chosen]
+    result.summary.update({
+        "guard": verdict.as_dict(), "cosine_thresholds": cos_t,
+        "length_selection": {"length": chosen, "candidates": sorted(results),
+                             "jury": {str(n): s for n, s in scores.items()},
+                             "seconds": {str(n): r.summary["seconds"] for n, r in results.items()},
+                             "cosine": cosine_sel}})
+    return result
 
 
 if __name__ == "__main__":

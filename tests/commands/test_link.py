@@ -35,6 +35,11 @@ def files(tmp_path_factory):
     save_model(tmp / "m_L12.h5", Clusformer(make_config("small", 16, 12, width=32, ffn=64)))
     save_model(tmp / "m_L6.h5", Clusformer(make_config("small", 16, 6, width=32, ffn=64)))
     save_model(tmp / "m_d8.h5", Clusformer(make_config("small", 8, 8, width=32, ffn=64)))
+    cosine_t = {"infomap": 0.7, "link_mode_infomap": "reciprocal"}
+    save_model(tmp / "m_lost.h5", Clusformer(make_config("small", 16, 8, width=32, ffn=64)),
+               thresholds={"link": 0.5, "infomap": 0.5},
+               training={"guard": {"winner": "cosine", "model_length": 8, "cosine_length": 5},
+                         "cosine_thresholds": cosine_t})
     gate = {"decoder": "infomap", "mode": "reciprocal", "threshold": 0.6, "reach": 0.5,
             "flip_distance": 0.3}
     with torch.no_grad():
@@ -127,6 +132,26 @@ def test_a_shorter_model_reads_the_first_positions(files):
     with open_artifact(tmp / "short.h5", "links") as a, open_artifact(tmp / "seq.h5", "sequences") as s:
         assert a.read("indices").shape == (300, 6)
         assert np.array_equal(a.read("indices"), s.read("order")[:, :6])
+
+
+def test_cosine_links_of_a_model_that_lost_take_cosine_s_own_length(files):
+    """cf-train chose cosine's length apart from the model's and the guard recorded both:
+    where the model lost, --method auto writes cosine links at cosine's length with
+    cosine's thresholds; --method model writes the model's at the model's length."""
+    tmp, f, order, _ = files
+    base = ["cftools.commands.link", str(tmp / "seq.h5"), "--features", str(tmp / "f.h5"),
+            "--model", str(tmp / "m_lost.h5")]
+    r = _cmd(*base, "-o", str(tmp / "lost_auto.h5"))
+    assert r.returncode == 0, r.stderr
+    assert "cut to cosine links' length 5" in r.stderr and "lost to cosine" in r.stderr
+    with open_artifact(tmp / "lost_auto.h5", "links") as a:
+        assert a.attrs["method"] == "cosine" and a.read("indices").shape == (300, 5)
+        assert np.array_equal(a.read("indices"), order[:, :5])
+        assert a.json_attr("thresholds") == {"infomap": 0.7, "link_mode_infomap": "reciprocal"}
+    r = _cmd(*base, "-o", str(tmp / "lost_model.h5"), "--method", "model")
+    assert r.returncode == 0, r.stderr
+    with open_artifact(tmp / "lost_model.h5", "links") as a:
+        assert a.attrs["method"] == "model" and a.read("indices").shape == (300, 8)
 
 
 def test_the_model_reads_only_the_rows_its_gate_lets_through(files):

@@ -169,3 +169,51 @@ def test_undefined_validation_is_refused(tmp_path):
     assert "validation is undefined" in lines[0] and "0 other-identity links" in lines[0]
     assert "seqS.h5" in lines[0]
     assert not (tmp_path / "m.h5").exists()
+
+
+def _judged(monkeypatch, good_length: int, cosine_length: int):
+    """cf-train's jury and guard over two trained lengths (21, 31), the model at
+    ``good_length`` linking perfectly and the other guessing, with cosine's own length
+    choice ``cosine_length``: the model's training summary."""
+    from cftools.commands import train as train_cmd
+    from cftools.core.clusformer import inference
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.clusformer.training import TrainConfig, TrainResult
+    from cftools.core.neighbours.index import knn
+
+    f, y = make_demo_features(600, 16, seed=3)
+    order = knn(f, 32)[0].astype(np.int64)
+    mask = order >= 0
+    same = (y[order] == y[order[:, :1]]) & mask
+    data = SequenceData(order, mask, np.where(same, 1, 0).astype(np.int8), y)
+
+    def fake_predict(model, features, o, m, **kw):
+        if model == "good":  # the truth, wherever the rows and length
+            return ((y[o] == y[o[:, :1]]) & m).astype(np.float32)
+        return np.random.default_rng(o.shape[1]).random(o.shape).astype(np.float32) * m
+
+    monkeypatch.setattr(inference, "predict", fake_predict)
+    t = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
+    results = {n: TrainResult("good" if n == good_length else "guess", dict(t), {"seconds": 1.0})
+               for n in (21, 31)}
+    result = train_cmd._judge(results, data, f, {"length": cosine_length}, TrainConfig(),
+                              lambda m: None)
+    assert result is results[good_length]
+    return result.summary
+
+
+def test_the_model_length_and_cosine_length_are_chosen_apart(monkeypatch):
+    """The model's length is the one whose model the jury scores best, whatever length
+    cosine links chose; the guard links cosine at cosine's own length, whatever length the
+    model chose; the jury's scores of the models do not move with cosine's length."""
+    seen = {}
+    for good in (21, 31):
+        for cos_len in (11, 21):
+            s = _judged(monkeypatch, good, cos_len)
+            sel, verdict = s["length_selection"], s["guard"]
+            assert sel["length"] == good and sel["candidates"] == [21, 31]
+            assert sel["cosine"] == {"length": cos_len}
+            assert (verdict["model_length"], verdict["cosine_length"]) == (good, cos_len)
+            assert verdict["winner"] == "model"  # perfect links beat cosine's
+            seen[good, cos_len] = sel["jury"]
+    assert seen[21, 11] == seen[21, 21] and seen[31, 11] == seen[31, 21]

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from cftools.core.calibration import thresholds as thresholds_module
-from cftools.core.calibration.guard import GUARD_CONFIDENCE, guard
-from cftools.core.calibration.length import choose_length
+from cftools.core.calibration.guard import GUARD_CONFIDENCE, guard, recorded_cosine_length
+from cftools.core.calibration.jury import Contender, HeldOut, decode_contender
+from cftools.core.calibration.length import choose_length, choose_model_length, model_lengths
 from cftools.core.calibration.objective import best_f1_threshold
 from cftools.core.calibration.thresholds import (
     COSINE_MODES,
@@ -24,7 +25,13 @@ from cftools.core.calibration.thresholds import (
 )
 from cftools.core.clusformer.grammar import build_sequences, centre_cosine
 from cftools.core.clusformer.model import Clusformer, make_config, save_model
-from cftools.core.metrics import capped_pairwise_f, link_scores, pairwise_scores, roc_auc
+from cftools.core.metrics import (
+    bcubed_scores,
+    capped_pairwise_f,
+    link_scores,
+    pairwise_scores,
+    roc_auc,
+)
 from cftools.core.neighbours.index import knn
 from cftools.formats.artifacts import open_artifact
 from cftools.formats.features import load_features, write_features
@@ -51,6 +58,8 @@ def _infomap_threshold(x, y, plain=False, monkeypatch=None):
     if plain:
         monkeypatch.setattr(thresholds_module, "calibration_score",
                             lambda p, t: float(pairwise_scores(p, t)["pairwise_f"]))
+        # the same links calibrated by the capped objective are memoised: calibrate afresh
+        monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
     t = calibrate_thresholds(i, s, y, decoders=("infomap",))["infomap"]
     monkeypatch.undo() if plain else None
     return t
@@ -113,6 +122,11 @@ def test_length_reaches_identities_larger_than_short_sequences():
     assert "-> L" in logs[0]
 
 
+def _contenders(order, mask, model_probs, model_t, cos, cos_t):
+    return (Contender("model", order, mask, model_probs, model_t),
+            Contender("cosine", order, mask, cos, cos_t))
+
+
 def test_guard_prefers_cosine_over_a_model_that_guesses():
     rng = np.random.default_rng(3)
     x, y = _identities(rng, rng.integers(2, 12, 80), 1.0)
@@ -122,11 +136,12 @@ def test_guard_prefers_cosine_over_a_model_that_guesses():
     (ci, cw) = local_links(order, mask, cos, y.size)
     cos_t = calibrate_links(ci, cw, y[order[:, 0]], ("infomap",))[0]
     noise = rng.random(order.shape).astype(np.float32) * mask
-    verdict = guard(order, mask, noise, cos, y, cos_t, cos_t)
+    verdict = guard(*_contenders(order, mask, noise, cos_t, cos, cos_t), y, np.unique(y))
     assert verdict.winner == "cosine", verdict
     perfect = (targets == 1).astype(np.float32) * mask
-    verdict = guard(order, mask, perfect, cos, y, {"infomap": 0.5, "link_mode_infomap":
-                                                     "directed", "directed_infomap": 0.5}, cos_t)
+    verdict = guard(*_contenders(order, mask, perfect, {"infomap": 0.5, "link_mode_infomap":
+                                                        "directed", "directed_infomap": 0.5},
+                                 cos, cos_t), y, np.unique(y))
     assert verdict.winner == "model" and verdict.model["pairwise_f"] > 0.99, verdict
     assert verdict.model_ahead >= GUARD_CONFIDENCE
 
@@ -145,11 +160,76 @@ def test_guard_keeps_cosine_when_the_model_leads_by_luck():
     worst = max(np.unique(y), key=lambda i: (sim[y == i, 1:] * (targets[y == i, 1:] == 1)).sum())
     rows = y[order[:, 0]] == worst
     lucky[rows] = (targets[rows] == 1) * mask[rows]  # perfect on one identity only
-    verdict = guard(order, mask, lucky, cos, y, cos_t, cos_t)
+    verdict = guard(*_contenders(order, mask, lucky, cos_t, cos, cos_t), y, np.unique(y))
     both = {k: (getattr(verdict, k)["pairwise_f"] + getattr(verdict, k)["bcubed_f"]) / 2
             for k in ("model", "cosine")}
     assert both["model"] >= both["cosine"], verdict
     assert verdict.model_ahead < GUARD_CONFIDENCE and verdict.winner == "cosine", verdict
+
+
+def test_the_jury_scores_held_out_identities_as_pairwise_and_bcubed_f():
+    """With every identity held out the jury's scores are pairwise and BCubed F; with some,
+    a held-out point merged into another identity's cluster costs precision, merges among
+    the other identities cost nothing, and unassigned points (-1) are singletons."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 30, 600)
+    pred = np.where(rng.random(600) < 0.7, truth, rng.integers(0, 40, 600))
+    pred[rng.random(600) < 0.05] = -1
+    s = HeldOut(truth, np.unique(truth)).scores(pred)
+    assert s["pairwise_f"] == pytest.approx(pairwise_scores(pred, truth)["pairwise_f"])
+    assert s["bcubed_f"] == pytest.approx(bcubed_scores(pred, truth)["bcubed_f"])
+    truth = np.repeat([0, 1, 2], 4)  # identity 0 held out; 1 and 2 are distractors
+    jury = HeldOut(truth, [0])
+    clean = np.repeat([0, 1, 1], 4)  # the distractors merged with each other: no cost
+    assert jury.scores(clean) == {"pairwise_f": 1.0, "bcubed_f": 1.0}
+    merged = np.repeat([0, 0, 1], 4)  # the held-out identity merged with a distractor
+    s = jury.scores(merged)
+    # pairs touching identity 0: 6 true of the 28 - 6 pairs of its cluster that touch it
+    assert s["pairwise_f"] == pytest.approx(2 * (6 / 22) / (6 / 22 + 1))
+    assert s["bcubed_f"] == pytest.approx(2 * 0.5 / 1.5)
+
+
+def test_the_guard_judges_held_out_identities_among_distractors():
+    """Links that keep the held-out identities apart from each other but join each to a
+    trained identity look perfect decoded among the held-out rows alone, and are caught
+    inside all of the rows; each contender is decoded at its own length."""
+    y = np.repeat(np.arange(40), 6)
+    held = np.arange(0, 40, 4)
+    rng = np.random.default_rng(7)
+    order = np.empty((240, 12), np.int64)
+    leaky = np.zeros((240, 12), np.float32)
+    for row in range(240):
+        c = y[row]
+        partner = c + 1 if c in held else c - 1 if c - 1 in held else rng.integers(40)
+        same = np.flatnonzero(y == c)
+        order[row] = np.r_[row, same[same != row], np.flatnonzero(y == partner)]
+        leaky[row, :6] = 1.0
+        leaky[row, 6:] = 0.9 if (c in held or c - 1 in held) else 0.0
+    mask = np.ones_like(order, dtype=bool)
+    perfect = np.where(np.arange(12) < 6, 1.0, 0.0).astype(np.float32)[None].repeat(240, 0)
+    t = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
+    rows = np.isin(y, held)
+    alone = HeldOut(y[rows], held)
+    sub = Contender("model", order[rows], mask[rows], leaky[rows], t)
+    assert alone.scores(decode_contender(sub, y.size))["pairwise_f"] == pytest.approx(1.0)
+    verdict = guard(Contender("model", order, mask, leaky, t),
+                    Contender("cosine", order[:, :6], mask[:, :6], perfect[:, :6], t), y, held)
+    assert verdict.model["pairwise_f"] < 0.6 and verdict.cosine["pairwise_f"] == 1.0, verdict
+    assert verdict.winner == "cosine" and verdict.held_out == 60 and verdict.points == 240
+    assert (verdict.model_length, verdict.cosine_length) == (12, 6)
+    assert recorded_cosine_length({"guard": verdict.as_dict()}, 12) == 6
+    assert recorded_cosine_length({}, 12) == 12
+    # no guard (no held-out identity): the length cosine's thresholds were calibrated at
+    assert recorded_cosine_length({"length_selection": {"cosine": {"length": 11}}}, 12) == 11
+
+
+def test_the_model_length_is_the_jury_s_best_ties_to_the_shorter():
+    logs = []
+    scores = {21: {"pairwise_f": 0.5, "bcubed_f": 0.6}, 31: {"pairwise_f": 0.6, "bcubed_f": 0.7},
+              51: {"pairwise_f": 0.6004, "bcubed_f": 0.7}}
+    assert choose_model_length(scores, logs.append) == 31 and "-> L 31" in logs[0]
+    assert model_lengths(81) == [21, 31, 51] and model_lengths(32) == [21, 31]
+    assert model_lengths(8) == [8]
 
 
 def _cmd(*args):

@@ -1,9 +1,10 @@
 """The guard: is the model's linking better than cosine's on identities it never saw?
 
-The model's links and cosine links, each decoded with its own calibrated thresholds, are
-scored against the held-out identities. The verdict is recorded in the model (its
-``training`` attribute, key ``guard``); cf-link --method auto uses the winner, and a user
-who links with a model that lost is told so.
+The model's links (at the model's own length) and cosine links (at cosine's), each
+decoded with its own calibrated thresholds inside all of D_L's links, are scored on the
+held-out identities by the jury (calibration.jury). The verdict is recorded in the model
+(its ``training`` attribute, key ``guard``, with both lengths); cf-link --method auto uses
+the winner at the winner's length, and a user who links with a model that lost is told so.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..metrics import bcubed_scores, pairwise_scores
-from .thresholds import decode_with, local_links
+from .jury import JURY_DECODER, Contender, HeldOut, decode_contender, mean_f, resample_lead
 
-GUARD_DECODER = "infomap"  # the decoder the guard (and the length choice) scores with
+GUARD_DECODER = JURY_DECODER  # the decoder the guard (and the length choice) scores with
 GUARD_RESAMPLES = 200  # random halves of the held-out identities the guard scores
 GUARD_CONFIDENCE = 0.9  # the share of them the model must lead to be used
 WINNERS = ("model", "cosine")
@@ -26,12 +26,15 @@ class GuardVerdict:
     """What the guard found; recorded in the model's training summary under "guard"."""
 
     decoder: str
-    points: int  # held-out rows decoded
-    model: dict  # {"pairwise_f", "bcubed_f"} of the model's links
+    points: int  # rows decoded (all of D_L's calibration rows)
+    held_out: int  # held-out points scored among them
+    model: dict  # {"pairwise_f", "bcubed_f"} of the model's links on the held-out identities
     cosine: dict  # the same of cosine links
     resamples: int
     model_ahead: float  # share of the resamples the model led on
     winner: str  # "model" or "cosine"
+    model_length: int  # the length each contender links at
+    cosine_length: int
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -44,37 +47,40 @@ def recorded_winner(training: dict) -> str:
     return winner if winner in WINNERS else "model"
 
 
-def guard(order, mask, model_probs, cosine, labels, model_thresholds: dict,
-          cosine_thresholds: dict, *, seed: int = 0,
-          resamples: int = GUARD_RESAMPLES) -> GuardVerdict:
-    """Decode the held-out rows' links among themselves both ways and score each against
-    the labels (the mean of pairwise and BCubed F). The model wins only when it is ahead
-    on the held-out identities as a whole AND on at least GUARD_CONFIDENCE of
-    ``resamples`` random halves of them: a few dozen held-out identities are a noisy
-    jury (a lead there has turned into a loss on D_U: bench/results/code-choices.md), and a model
-    that loses costs more than cosine left in place."""
-    truth = labels[order[:, 0]]
-    preds, scores = {}, {}
-    for name, probs, thr in (("model", model_probs, model_thresholds),
-                             ("cosine", cosine, cosine_thresholds)):
-        idx, w = local_links(order, mask, probs, labels.shape[0])
-        preds[name] = decode_with(idx, w, thr, GUARD_DECODER, seed=seed)
-        scores[name] = {"pairwise_f": float(pairwise_scores(preds[name], truth)["pairwise_f"]),
-                        "bcubed_f": float(bcubed_scores(preds[name], truth)["bcubed_f"])}
-    mean = {k: (scores[k]["pairwise_f"] + scores[k]["bcubed_f"]) / 2 for k in WINNERS}
-    ids = np.unique(truth)
-    rng = np.random.default_rng([seed, 11])
-    ahead = 0
-    for _ in range(resamples if ids.size >= 2 else 0):
-        keep = np.isin(truth, rng.choice(ids, ids.size // 2, replace=False))
-        score = {k: _mean_f(preds[k][keep], truth[keep]) for k in WINNERS}
-        ahead += score["model"] > score["cosine"]
-    model_ahead = float(ahead / resamples) if resamples else 0.0
-    winner = "model" if (mean["model"] >= mean["cosine"]
+def recorded_cosine_length(training: dict, model_length: int) -> int:
+    """The length cosine links are written at with this model: the one cf-train chose for
+    them and calibrated their thresholds at (the guard's record, or the length choice's
+    where no guard ran), else the model's own (models made before the two were chosen
+    apart)."""
+    cosine = ((training.get("length_selection") or {}).get("cosine") or {}).get("length")
+    return int((training.get("guard") or {}).get("cosine_length") or cosine or model_length)
+
+
+def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.ndarray, *,
+          seed: int = 0, resamples: int = GUARD_RESAMPLES,
+          model_pred: np.ndarray | None = None) -> GuardVerdict:
+    """Decode each contender's links of all its rows (the same rows, each at its own
+    length) and score the held-out identities ``held_ids`` (the mean of pairwise and
+    BCubed F; ``labels`` of all points). The model wins only when it is ahead on the
+    held-out identities as a whole AND on at least GUARD_CONFIDENCE of ``resamples``
+    random halves of them: a few dozen held-out identities are a noisy jury (a lead there
+    has turned into a loss on D_U: bench/results/code-choices.md), and a model that loses
+    costs more than cosine left in place. ``model_pred``: the model's clusters, where
+    already decoded (the length choice decodes them)."""
+    if not np.array_equal(model.order[:, 0], cosine.order[:, 0]):
+        raise ValueError("the guard's contenders must link the same rows")
+    n_points = labels.shape[0]
+    truth = labels[model.order[:, 0]]
+    jury = HeldOut(truth, held_ids)
+    preds = {"model": model_pred if model_pred is not None else
+             decode_contender(model, n_points, seed),
+             "cosine": decode_contender(cosine, n_points, seed)}
+    scores = {k: jury.scores(preds[k]) for k in WINNERS}
+    model_ahead = resample_lead(jury, preds["model"], preds["cosine"], resamples=resamples,
+                                seed=seed)
+    winner = "model" if (mean_f(scores["model"]) >= mean_f(scores["cosine"])
                          and model_ahead >= GUARD_CONFIDENCE) else "cosine"
-    return GuardVerdict(GUARD_DECODER, int(order.shape[0]), scores["model"], scores["cosine"],
-                        int(resamples), model_ahead, winner)
-
-
-def _mean_f(pred, truth) -> float:
-    return (pairwise_scores(pred, truth)["pairwise_f"] + bcubed_scores(pred, truth)["bcubed_f"]) / 2
+    return GuardVerdict(GUARD_DECODER, int(truth.size), int(jury.held.sum()), scores["model"],
+                        scores["cosine"], int(resamples if jury.held_ids.size >= 2 else 0),
+                        model_ahead, winner, int(model.order.shape[1]),
+                        int(cosine.order.shape[1]))

@@ -1,11 +1,19 @@
-"""The sequence length L: how many neighbours a point's links reach, chosen on D_L.
+"""The sequence length L: how many neighbours a point's links reach, chosen on D_L, for
+cosine links and for the model apart.
 
-Infomap over the (directed) cosine links of D_L is calibrated at every candidate length
-no longer than the sequences, and the best length by the calibration objective is kept;
-near ties go to the longer length (it reaches larger identities, which D_U may hold).
-Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity of hundreds of
-faces cannot be joined through that few, while where no identity is large, longer lists
-only add look-alikes.
+Cosine's length: Infomap over the (directed) cosine links of D_L is calibrated at every
+candidate length no longer than the sequences, and the best length by the calibration
+objective is kept; near ties go to the longer length (it reaches larger identities, which
+D_U may hold). Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity
+of hundreds of faces cannot be joined through that few, while where no identity is
+large, longer lists only add look-alikes.
+
+The model's length: the model is trained at each of its candidate lengths and the jury
+(calibration.jury: held-out identities decoded inside all of D_L's links) scores each;
+the best is kept, near ties going to the shorter (cheaper to link). The length that suits
+cosine is not imposed on the model: a model reads a neighbourhood and corrects cosine
+inside it, and it can use more neighbours than cosine's threshold can (on omniglot-bg
+cosine is best at L 11 and the model at a longer length: bench/results/code-choices.md).
 """
 
 from __future__ import annotations
@@ -14,11 +22,8 @@ from .guard import GUARD_DECODER
 from .thresholds import COSINE_MODES, calibrate_links, local_links
 
 CANDIDATE_LENGTHS = (11, 21, 31, 51, 81)  # the centre and k = 10 ... 80 neighbours
-
-
+MODEL_LENGTHS = (21, 31, 51)  # the lengths the model is trained at, where the sequences allow
 LENGTH_TIE = 1e-3  # calibration scores this close are a tie (pairwise F on a 0-1 scale)
-
-
 
 
 def candidate_lengths(seq_len: int) -> list[int]:
@@ -46,3 +51,21 @@ def choose_length(order, mask, cosine, labels, *, seed: int = 0, log=print) -> d
         f"L {n}: {max(s.values()):.4f}" for n, s in table.items()) + f" -> L {chosen}")
     return {"length": int(chosen), "candidates": lengths,
             "scores": {str(n): s for n, s in table.items()}}
+
+
+def model_lengths(seq_len: int) -> list[int]:
+    """The lengths the model is trained at for sequences of ``seq_len`` positions: every
+    MODEL_LENGTHS that fits, else ``seq_len`` alone."""
+    return [n for n in MODEL_LENGTHS if n <= seq_len] or [seq_len]
+
+
+def choose_model_length(scores: dict, log=print) -> int:
+    """The model's length from the jury's ``scores`` {length: {"pairwise_f", "bcubed_f"}}:
+    the best mean of the two, near ties (LENGTH_TIE) to the shorter length."""
+    mean = {int(n): (s["pairwise_f"] + s["bcubed_f"]) / 2 for n, s in scores.items()}
+    best = max(mean.values())
+    chosen = min(n for n, v in mean.items() if v >= best - LENGTH_TIE)
+    log("model length from the jury (held-out identities among all of the labelled set): "
+        + ", ".join(f"L {n}: F_P {scores[n]['pairwise_f']:.4f} F_B {scores[n]['bcubed_f']:.4f}"
+                    for n in sorted(mean)) + f" -> L {chosen}")
+    return chosen

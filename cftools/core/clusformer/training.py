@@ -40,7 +40,6 @@ import torch.nn.functional as F
 
 from ...errors import CfError
 from ...formats.thresholds import LINK_MODES
-from ..calibration.guard import guard
 from ..calibration.length import choose_length
 from ..calibration.objective import IDENTITY_CAP, best_f1_threshold
 from ..calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
@@ -117,7 +116,8 @@ class TrainResult:
 class _Run:
     """One training run, phase by phase: the identity split, the model (started as
     calibrated cosine), the optimiser, an optional resume, then epochs, then the kept
-    epoch's thresholds and the guard. Rank 0 validates and writes."""
+    epoch's thresholds (the guard is cf-train's, over every length it trains). Rank 0
+    validates and writes."""
 
     def __init__(self, data: SequenceData, features: np.ndarray, model_config: ClusformerConfig,
                  cfg: TrainConfig, device: torch.device, dist: Dist, log, progress):
@@ -359,7 +359,7 @@ class _Run:
     # ---- the result
 
     def finish(self) -> TrainResult:
-        """Rank 0: the kept epoch, its link threshold, the decoders' thresholds, the guard."""
+        """Rank 0: the kept epoch, its link threshold, the decoders' thresholds."""
         cfg, log, model = self.cfg, self.log, self.model
         history, best = self.history, self.best
         thresholds: dict = {"link": 0.5}
@@ -394,17 +394,6 @@ class _Run:
                                                max_points=cfg.calibration_points, seed=cfg.seed)
         thresholds.update(model_t)
         summary["cosine_thresholds"] = cosine_t
-        if self.val_rows.size and model_t and cosine_t:
-            verdict = guard(self.v_order, self.v_mask, self.val_probs, self.v_cosine,
-                            self.data.labels, thresholds, cosine_t, seed=cfg.seed)
-            summary["guard"] = verdict.as_dict()
-            log("guard on the held-out identities ({decoder}, {points} points): model links "
-                "F_P {mp:.4f} F_B {mb:.4f}, cosine links F_P {cp:.4f} F_B {cb:.4f}; the model "
-                "leads on {ahead:.0%} of {n} random halves of these identities: {w} wins".format(
-                    decoder=verdict.decoder, points=verdict.points,
-                    mp=verdict.model["pairwise_f"], mb=verdict.model["bcubed_f"],
-                    cp=verdict.cosine["pairwise_f"], cb=verdict.cosine["bcubed_f"],
-                    ahead=verdict.model_ahead, n=verdict.resamples, w=verdict.winner))
         if self.val_probs is not None and model.needs_cosine:
             summary["gate"] = held_out_gates(model, self.features_t, self.v_order, self.v_mask,
                                              self.val_probs, thresholds, DECODERS, log)
