@@ -229,6 +229,22 @@ class Count(click.IntRange):
         super().__init__(min=min, max=MAX_COUNT if max is None else max, **kwargs)
 
 
+class LengthList(click.ParamType):
+    """Comma-separated sequence lengths ("21,31,51"), each an integer in [2, MAX_COUNT]:
+    a sorted list without repeats. A bad value is a usage error (exit 2)."""
+
+    name = "lengths"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        item = Count(min=2)
+        parts = [p.strip() for p in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"{value!r} is not a comma-separated list of lengths", param, ctx)
+        return sorted({int(item.convert(p, param, ctx)) for p in parts})  # type: ignore[arg-type]
+
+
 class Seed(click.IntRange):
     """--seed: an integer in [0, 2^31), which every random generator cftools seeds takes."""
 

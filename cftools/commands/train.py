@@ -13,6 +13,7 @@ from ..cli import (
     CfCommand,
     Count,
     FiniteFloat,
+    LengthList,
     Reporter,
     batch_size_option,
     checkpoint_options,
@@ -72,11 +73,11 @@ hundreds), where a model trained naively loses to raw cosine:
 - thresholds maximise pairwise F with every identity weighed as if it had at most 30
   points, so one giant identity cannot decide them; the link mode (reciprocal or
   directed) is chosen the same way, per decoder;
-- -L auto: two lengths chosen on this labelled set, apart: cosine links' length, the one
-  under which Infomap over its cosine links clusters it best (near ties go to the
-  longer), and the model's, a model trained at each of L 21, 31, 51 that the sequences
-  hold and the one the jury scores best kept (near ties go to the shorter): training runs
-  once per length;
+- -L auto: two lengths, apart: cosine links' length, the one under which Infomap over the
+  labelled set's cosine links clusters it best (near ties go to the longer), and the
+  model's, L 31 (or the sequences' own if shorter). --model-lengths 21,31,51 trains a
+  model at each length the sequences hold and keeps the one the jury scores best (near
+  ties go to the shorter): training runs once per length;
 - the guard (and the jury): the model's links at its length and cosine links at cosine's,
   each decoded by Infomap at its own calibrated threshold over all the labelled rows
   calibration uses, are scored on the held-out identities, the others standing by as
@@ -122,8 +123,11 @@ training summary as JSON attributes; loading it never runs code.
               help="Subtract the features' mean before the CDE [default: center].")
 @click.option("-L", "--length", default="auto", show_default=True,
               help="Sequence length the model reads (centre + L-1 neighbours), at most the "
-                   "sequences' own: auto = a model trained at each candidate length, the one "
-                   "the jury prefers kept (see above); cf-link cuts longer sequences to it.")
+                   "sequences' own: auto = --model-lengths for the model, cosine links' own "
+                   "length chosen apart (see above); cf-link cuts longer sequences to it.")
+@click.option("--model-lengths", default="31", show_default=True, type=LengthList(),
+              help="With -L auto: the lengths the model is trained at, comma-separated; with "
+                   "several, the one the jury scores best is kept (one training each).")
 @click.option("--epochs", type=Count(min=1), default=20, show_default=True)
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Peak learning rate (AdamW).")
@@ -141,8 +145,9 @@ training summary as JSON attributes; loading it never runs code.
               help="Most centres one identity gives an epoch (0: no cap).")
 @click.option("--epoch-budget", type=Count(min=0), default=EPOCH_BUDGET,
               show_default=True,
-              help="Most centres an epoch reads, stratified by identity (0: all the capped "
-                   "centres): an epoch costs the same at any size of the labelled set.")
+              help="Most centres an epoch reads, stratified by identity, first those "
+                   "whose sequence holds a pair cosine decides wrongly or nearly (0: all the "
+                   "capped centres): an epoch costs the same at any size of the labelled set.")
 @click.option("--patience", type=Count(min=0), default=PATIENCE, show_default=True,
               help="Stop once the held-out ROC-AUC has not risen for this many epochs "
                    "(0: train every --epochs).")
@@ -159,10 +164,10 @@ training summary as JSON attributes; loading it never runs code.
 @seed_option
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
-         ffn, dropout, encoding, token_features, center, length, epochs, lr, weight_decay, schedule,
-         warmup, val_fraction, calibration_points, identity_cap, epoch_budget, patience,
-         checkpoint, resume, bf16, corrections, stop_after_epoch, batch_size, device,
-         seed, quiet):
+         ffn, dropout, encoding, token_features, center, length, model_lengths, epochs, lr,
+         weight_decay, schedule, warmup, val_fraction, calibration_points, identity_cap,
+         epoch_budget, patience, checkpoint, resume, bf16, corrections, stop_after_epoch,
+         batch_size, device, seed, quiet):
     import torch
 
     if length != "auto":
@@ -198,7 +203,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                        calibration_points=calibration_points,
                        identity_cap=identity_cap or None, epoch_budget=epoch_budget or None,
                        patience=patience or None)
-    cosine_sel, lengths = _lengths(length, data, feats.features, tcfg, log)
+    cosine_sel, lengths = _lengths(length, model_lengths, data, feats.features, tcfg, log)
     checkpoints = {n: checkpoint if len(lengths) == 1 else f"{checkpoint}.L{n}" for n in lengths}
     for path in checkpoints.values():
         check_output_path(path, [sequences, split_spec(features)[0], out])
@@ -282,11 +287,11 @@ def _read(sequences, features, labels, rep):
     return seq, feats, data
 
 
-def _lengths(length, data: SequenceData, features, tcfg: TrainConfig, log
+def _lengths(length, wanted: list[int], data: SequenceData, features, tcfg: TrainConfig, log
              ) -> tuple[dict, list[int]]:
-    """(cosine's length choice on D_L, the lengths the model is trained at): every
-    candidate of calibration.length for auto (one, cosine's, where no identity can be
-    held out to judge them), else the length given."""
+    """(cosine's length choice on D_L, the lengths the model is trained at): for auto,
+    every length of ``wanted`` the sequences hold (one, cosine's, where no identity can
+    be held out to judge several), else the length given."""
     if length != "auto" and not 2 <= length <= data.order.shape[1]:
         raise click.BadParameter(f"must be 'auto' or a length in [2, {data.order.shape[1]}] "
                                  f"(the sequences' L), got {length}",
@@ -294,11 +299,12 @@ def _lengths(length, data: SequenceData, features, tcfg: TrainConfig, log
     cosine_sel = choose_data_length(data, features, tcfg.calibration_points, tcfg.seed, log)
     if length != "auto":
         return cosine_sel, [length]
-    if split_rows(data, tcfg.val_fraction, tcfg.seed)[2].size == 0:
+    lengths = model_lengths(data.order.shape[1], wanted)
+    if len(lengths) > 1 and split_rows(data, tcfg.val_fraction, tcfg.seed)[2].size == 0:
         return cosine_sel, [cosine_sel["length"]]
-    lengths = model_lengths(data.order.shape[1])
-    log(f"cf-train: the model is trained at L {', '.join(map(str, lengths))} and judged on "
-        f"held-out identities (cosine links: L {cosine_sel['length']})")
+    log(f"cf-train: the model is trained at L {', '.join(map(str, lengths))}"
+        + (" and judged on held-out identities" if len(lengths) > 1 else "")
+        + f" (cosine links: L {cosine_sel['length']})")
     return cosine_sel, lengths
 
 
@@ -330,7 +336,9 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
     contenders, preds, scores = {}, {}, {}
     jury = HeldOut(centre_labels[rows], held_ids)
     for n, res in results.items():
-        probs = predict(res.model, features_t, order[:, :n], mask[:, :n])
+        linked = res.calibration_probs  # the same rows, linked by calibration already
+        probs = linked[1] if linked is not None and np.array_equal(linked[0], rows) else \
+            predict(res.model, features_t, order[:, :n], mask[:, :n])
         contenders[n] = Contender("model", order[:, :n], mask[:, :n], probs, res.thresholds)
         preds[n] = decode_contender(contenders[n], data.labels.shape[0], tcfg.seed)
         scores[n] = jury.scores(preds[n])

@@ -103,6 +103,39 @@ def test_a_giant_identity_does_not_move_the_calibrated_threshold_far(monkeypatch
     assert abs(capped - alone) <= 0.5 * abs(plain - alone), (alone, capped, plain)
 
 
+def test_calibration_in_worker_processes_finds_the_thresholds_of_one_process(monkeypatch):
+    """Large links are calibrated decoder by decoder in worker processes: the thresholds,
+    link modes and scores are exactly those one process finds."""
+    from cftools.core.runtime import workers
+
+    rng = np.random.default_rng(5)
+    x, y = _identities(rng, rng.integers(1, 9, 150), 0.6)
+    i, s = knn(x, 11)
+    links = (i, s, y, ("infomap", "components", "peaks"), 0, ("directed", "reciprocal"))
+    monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
+    serial = thresholds_module.calibrate_links_many([links])
+    monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
+    monkeypatch.setattr(thresholds_module, "PARALLEL_LINKS", 0)
+    monkeypatch.setattr(workers, "cpu_workers", lambda: 2)
+    calls = []
+    real_map = workers.parallel_map
+    monkeypatch.setattr(thresholds_module, "parallel_map",
+                        lambda fn, items, parallel: calls.append(parallel) or
+                        real_map(fn, items, parallel=parallel))
+    assert thresholds_module.calibrate_links_many([links]) == serial
+    assert calls == [True]
+
+
+def test_parallel_map_keeps_the_order_of_its_items(monkeypatch):
+    from cftools.core.runtime import workers
+
+    monkeypatch.setattr(workers, "cpu_workers", lambda: 2)
+    items = [(n, 10 - n) for n in range(7)]
+    assert workers.parallel_map(divmod, items) == [divmod(a, b) for a, b in items]
+    assert workers.parallel_map(divmod, items, parallel=False) == [divmod(a, b)
+                                                                    for a, b in items]
+
+
 def test_length_reaches_identities_larger_than_short_sequences():
     """Identities of 150 loose points fall apart through 10 neighbours a point: the chosen
     length is one that reaches them."""
@@ -228,8 +261,10 @@ def test_the_model_length_is_the_jury_s_best_ties_to_the_shorter():
     scores = {21: {"pairwise_f": 0.5, "bcubed_f": 0.6}, 31: {"pairwise_f": 0.6, "bcubed_f": 0.7},
               51: {"pairwise_f": 0.6004, "bcubed_f": 0.7}}
     assert choose_model_length(scores, logs.append) == 31 and "-> L 31" in logs[0]
-    assert model_lengths(81) == [21, 31, 51] and model_lengths(32) == [21, 31]
-    assert model_lengths(8) == [8]
+    # by default one length, 31; those asked for that the sequences hold; else their own
+    assert model_lengths(81) == [31] and model_lengths(20) == [20]
+    assert model_lengths(81, [51, 21, 31]) == [21, 31, 51]
+    assert model_lengths(32, [21, 31, 51]) == [21, 31] and model_lengths(8, [21, 31]) == [8]
 
 
 def _cmd(*args):

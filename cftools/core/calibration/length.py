@@ -8,9 +8,9 @@ D_U may hold). Why a choice at all: a fixed L 32 reaches 31 neighbours, and an i
 of hundreds of faces cannot be joined through that few, while where no identity is
 large, longer lists only add look-alikes.
 
-The model's length: the model is trained at each of its candidate lengths and the jury
-(calibration.jury: held-out identities decoded inside all of D_L's links) scores each;
-the best is kept, near ties going to the shorter (cheaper to link). The length that suits
+The model's length: L 31 by default (one training), or each of the lengths asked for, the
+jury (calibration.jury: held-out identities decoded inside all of D_L's links) keeping
+the best, near ties going to the shorter (cheaper to link). The length that suits
 cosine is not imposed on the model: a model reads a neighbourhood and corrects cosine
 inside it, and it can use more neighbours than cosine's threshold can (on omniglot-bg
 cosine is best at L 11 and the model at a longer length: bench/results/code-choices.md).
@@ -19,10 +19,12 @@ cosine is best at L 11 and the model at a longer length: bench/results/code-choi
 from __future__ import annotations
 
 from .guard import GUARD_DECODER
-from .thresholds import COSINE_MODES, calibrate_links, local_links
+from .thresholds import COSINE_MODES, calibrate_links_many, local_links
 
 CANDIDATE_LENGTHS = (11, 21, 31, 51, 81)  # the centre and k = 10 ... 80 neighbours
-MODEL_LENGTHS = (21, 31, 51)  # the lengths the model is trained at, where the sequences allow
+# The length the model is trained at by default: one training. More lengths
+# (cf-train --model-lengths) let the jury choose, each a training of its own.
+MODEL_LENGTHS = (31,)
 LENGTH_TIE = 1e-3  # calibration scores this close are a tie (pairwise F on a 0-1 scale)
 
 
@@ -38,13 +40,10 @@ def choose_length(order, mask, cosine, labels, *, seed: int = 0, log=print) -> d
     full length and their cosine to the centre; ``labels`` of all points."""
     lengths = candidate_lengths(order.shape[1])
     centre_labels = labels[order[:, 0]]
-    table = {}
-    for length in lengths:
-        idx, w = local_links(order[:, :length], mask[:, :length], cosine[:, :length],
-                             labels.shape[0])
-        _, scores = calibrate_links(idx, w, centre_labels, (GUARD_DECODER,), seed,
-                                    modes=COSINE_MODES)
-        table[length] = scores[GUARD_DECODER]
+    link_sets = [(*local_links(order[:, :n], mask[:, :n], cosine[:, :n], labels.shape[0]),
+                  centre_labels, (GUARD_DECODER,), seed, COSINE_MODES) for n in lengths]
+    table = {n: scores[GUARD_DECODER]
+             for n, (_, scores) in zip(lengths, calibrate_links_many(link_sets))}
     best = max(max(s.values()) for s in table.values())
     chosen = max(n for n, s in table.items() if max(s.values()) >= best - LENGTH_TIE)
     log("sequence length from cosine Infomap on the labelled set: " + ", ".join(
@@ -53,10 +52,10 @@ def choose_length(order, mask, cosine, labels, *, seed: int = 0, log=print) -> d
             "scores": {str(n): s for n, s in table.items()}}
 
 
-def model_lengths(seq_len: int) -> list[int]:
+def model_lengths(seq_len: int, wanted=MODEL_LENGTHS) -> list[int]:
     """The lengths the model is trained at for sequences of ``seq_len`` positions: every
-    MODEL_LENGTHS that fits, else ``seq_len`` alone."""
-    return [n for n in MODEL_LENGTHS if n <= seq_len] or [seq_len]
+    one of ``wanted`` that fits, else ``seq_len`` alone."""
+    return sorted({n for n in wanted if n <= seq_len}) or [seq_len]
 
 
 def choose_model_length(scores: dict, log=print) -> int:

@@ -28,7 +28,10 @@ from ..decoding.decoders import (
     decode_peaks,
 )
 from ..decoding.weights import link_weights
+from ..runtime.workers import parallel_map
 from .objective import calibration_score, link_threshold
+
+_OBJECTIVE = calibration_score  # the objective worker processes calibrate with
 
 PEAKS_TOLERANCES = (0.0, 0.003, 0.01, 0.03)  # calibration grid of the peaks tie tolerance
 INTIMACY_RATIOS = (0.2, 0.35, 0.5, 0.65, 0.8)  # calibration grid of the intimacy ratio
@@ -40,6 +43,8 @@ COSINE_MODES = ("directed",)
 # The coarse grid stops after this many thresholds in a row below the best so far (the
 # figures: bench/results/code-choices.md)
 GRID_PATIENCE = 3
+# Links (rows x positions) from which one calibration is worth a worker process
+PARALLEL_LINKS = 100_000
 
 
 def _grid_search(score, candidates: np.ndarray, fine: int) -> tuple[float, float]:
@@ -97,6 +102,51 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
     tolerance ("peaks_tolerance", from PEAKS_TOLERANCES) jointly with its threshold. "link" is the
     threshold maximising the F1 of the links as a same-identity classifier. Call it on the
     labelled data only (D_L or a validation split of it), never on the set to cluster."""
+    out, scores = calibrate_many([dict(indices=indices, probabilities=probabilities,
+                                       labels=labels, decoders=decoders, coarse=coarse,
+                                       fine=fine, seed=seed)])[0]
+    return (out, scores) if return_scores else out
+
+
+def calibrate_many(jobs: list[dict]) -> list[tuple[dict, dict]]:
+    """calibrate_thresholds' (thresholds, scores) for each job (a dict of its arguments:
+    indices, probabilities, labels, decoders, coarse, fine, seed). The decoders of all the
+    jobs are calibrated together, in worker processes where the links are large
+    (PARALLEL_LINKS): each is a run of Infomap or another decoder some 20 times, on one
+    core, and they do not depend on each other."""
+    prepared, keys, tasks = [], [], []
+    for job in jobs:
+        out, grid, digest, labels = _prepare(**job)
+        prepared.append((out, digest))
+        for method in job["decoders"]:
+            key = (digest, method, job["coarse"], job["fine"], job["seed"],
+                   calibration_score)  # the objective too
+            if key not in _CALIBRATED and key not in keys:
+                keys.append(key)
+                tasks.append((method, job["indices"], job["probabilities"], labels, grid,
+                              job["fine"], job["seed"]))
+    # workers calibrate with the objective module's own score: never when it is swapped
+    parallel = (calibration_score is _OBJECTIVE
+                and any(task[1].size >= PARALLEL_LINKS for task in tasks))
+    for key, found in zip(keys, parallel_map(_calibrate_one, tasks, parallel=parallel)):
+        _CALIBRATED[key] = found
+    results = []
+    for job, (out, digest) in zip(jobs, prepared):
+        scores: dict = {}
+        for method in job["decoders"]:
+            values, s = _CALIBRATED[(digest, method, job["coarse"], job["fine"], job["seed"],
+                                     calibration_score)]
+            out.update(values)
+            scores[method] = s
+        results.append((out, scores))
+    while len(_CALIBRATED) > MEMO_SIZE:
+        _CALIBRATED.pop(next(iter(_CALIBRATED)))
+    return results
+
+
+def _prepare(indices, probabilities, labels, decoders, coarse: int, fine: int, seed: int):
+    """(thresholds so far: the link threshold, the coarse grid, the links' digest, labels)
+    of one calibration, its input checked."""
     check_links(indices, probabilities)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape[0] != indices.shape[0]:
@@ -104,7 +154,6 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
     if not (labels >= 0).any():
         raise ValueError("calibration needs labels; all are -1")
     out: dict = {"link": link_threshold(indices, probabilities, labels)}
-    scores: dict = {}
     n = indices.shape[0]
     valid = (indices >= 0) & (indices != np.arange(n)[:, None])
     values = probabilities[valid]
@@ -112,21 +161,7 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
         raise ValueError("no links to calibrate on (every row holds only itself)")
     qs = np.linspace(0.0, 1.0, coarse + 1) ** 0.5  # denser towards the high quantiles
     grid = np.r_[np.quantile(values, qs), out["link"]]
-
-    digest = _digest(indices, probabilities, labels)
-    for method in decoders:
-        key = (digest, method, coarse, fine, seed, calibration_score)  # the objective too
-        if key not in _CALIBRATED:
-            _CALIBRATED[key] = _calibrate_one(method, indices, probabilities, labels, grid,
-                                              fine, seed)
-            while len(_CALIBRATED) > MEMO_SIZE:
-                _CALIBRATED.pop(next(iter(_CALIBRATED)))
-        values, s = _CALIBRATED[key]
-        out.update(values)
-        scores[method] = s
-    if return_scores:
-        return out, scores
-    return out
+    return out, grid, _digest(indices, probabilities, labels), labels
 
 
 # Calibrations already made in this process, by the digest of their links and labels: the
@@ -207,18 +242,31 @@ def calibrate_links(idx, probs, labels, decoders, seed: int = 0,
     """Thresholds of ``decoders`` under each of ``modes`` (keys as threshold_key) and each
     decoder's calibration score per mode: {decoder: {mode: score}}; link_mode_DECODER is
     the mode that scored best (ties: directed)."""
-    thresholds: dict = {}
-    scores: dict = {}
-    for mode in modes:
-        found, s = calibrate_thresholds(idx, link_weights(idx, probs, mode), labels,
-                                        decoders=decoders, seed=seed, return_scores=True)
-        thresholds.update({threshold_key(str(k), mode): v for k, v in found.items()
-                           if k != "link"})  # the link threshold comes from held-out rows
-        for name, value in s.items():
-            scores.setdefault(name, {})[mode] = float(value)
-    for name, by_mode in scores.items():  # the mode cf-merge uses unless told otherwise
-        thresholds[link_mode_key(name)] = max(by_mode, key=lambda m: (by_mode[m], m == "directed"))
-    return thresholds, scores
+    return calibrate_links_many([(idx, probs, labels, decoders, seed, modes)])[0]
+
+
+def calibrate_links_many(link_sets: list[tuple]) -> list[tuple[dict, dict]]:
+    """calibrate_links of each (idx, probs, labels, decoders, seed, modes), all calibrated
+    together (calibrate_many)."""
+    jobs = [dict(indices=idx, probabilities=link_weights(idx, probs, mode), labels=labels,
+                 decoders=decoders, coarse=16, fine=6, seed=seed)
+            for idx, probs, labels, decoders, seed, modes in link_sets for mode in modes]
+    found = iter(calibrate_many(jobs))
+    results = []
+    for *_, modes in link_sets:
+        thresholds: dict = {}
+        scores: dict = {}
+        for mode in modes:
+            values, s = next(found)
+            thresholds.update({threshold_key(str(k), mode): v for k, v in values.items()
+                               if k != "link"})  # the link threshold comes from held-out rows
+            for name, value in s.items():
+                scores.setdefault(name, {})[mode] = float(value)
+        for name, by_mode in scores.items():  # the mode cf-merge uses unless told otherwise
+            thresholds[link_mode_key(name)] = max(by_mode,
+                                                  key=lambda m: (by_mode[m], m == "directed"))
+        results.append((thresholds, scores))
+    return results
 
 
 def decode_with(idx, probs, thresholds: dict, decoder: str, seed: int = 0):
@@ -255,14 +303,18 @@ def decoder_thresholds(order: np.ndarray, mask: np.ndarray, links: dict, labels:
     too lax for a real unlabelled set: the density of identities matters more than the
     model's optimism on its own training identities."""
     centre_labels = labels[order[:, 0]]
-    found = {}
+    found: dict = {name: {} for name in links}
+    link_sets = {}
     for name, (probs, modes) in links.items():
         idx, w = local_links(order, mask, probs, labels.shape[0])
-        try:
-            found[name] = calibrate_links(idx, w, centre_labels, DECODERS, seed, modes=modes)[0]
+        try:  # what calibrate_many would refuse, refused per kind of links
+            for mode in modes:
+                _prepare(idx, link_weights(idx, w, mode), centre_labels, DECODERS, 16, 6, seed)
+            link_sets[name] = (idx, w, centre_labels, DECODERS, seed, modes)
         except Exception as err:  # noqa: BLE001 - a model is still good without them
             log(f"warning: decoder threshold calibration failed: {type(err).__name__}: {err}")
-            found[name] = {}
+    for name, (thresholds, _) in zip(link_sets, calibrate_links_many(list(link_sets.values()))):
+        found[name] = thresholds
     for name, t in found.items():
         if t:
             log(f"decoder thresholds ({name} links): " + ", ".join(

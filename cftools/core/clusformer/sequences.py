@@ -49,7 +49,7 @@ def split_rows(data: SequenceData, val_fraction: float, seed: int):
 
 
 def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
-                      budget: int | None = None, first: np.ndarray | None = None) -> np.ndarray:
+                      budget: int | None = None, before: np.ndarray | None = None) -> np.ndarray:
     """Positions (into ``centre_labels``) of the centres one epoch trains on, in the order
     it reads them. Every identity gives at most ``cap`` of its centres, drawn afresh each
     epoch, so that a few identities of hundreds of images do not make up most of what the
@@ -59,7 +59,8 @@ def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
     drawn centre comes before any identity's second, and so on (ties in random order), so
     an epoch costs the same whatever the size of the labelled set, and spreads over as many
     identities as it can. The count is the same every epoch: min(budget, sum over
-    identities of min(size, cap))."""
+    identities of min(size, cap)). ``before`` (bool per centre): those centres first, every
+    identity's first of them before any identity's second, then the others likewise."""
     n = centre_labels.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -73,8 +74,12 @@ def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
     rows, rank = order[by_id[keep]], rank[keep]
     if budget is not None and rows.size > budget:
         key = rank + rng.random(rank.size)
-        if first is not None:  # these rows before any other, stratified among themselves
-            key = key + np.where(first[rows], 0.0, n + 1.0)
+        if before is not None:  # these rows before any other, stratified among themselves
+            b = before[rows].astype(np.int64)
+            seen = np.cumsum(b) - b  # rows of ``before`` ahead of this one (same identity)
+            starts = np.r_[True, sorted_lab[keep][1:] != sorted_lab[keep][:-1]]
+            rank_b = seen - np.maximum.accumulate(np.where(starts, seen, 0))
+            key = np.where(b == 1, rank_b, n + 1 + rank) + rng.random(rank.size)
         take = np.argsort(key, kind="stable")[:budget]
         rows = rows[take]
     return rows[rng.permutation(rows.size)]
@@ -89,11 +94,12 @@ def hard_rows(cosine: np.ndarray, use: np.ndarray, truth: np.ndarray, cut: float
     return wrong_or_near.any(axis=1)
 
 
-def plateaued(aucs: list[float], patience: int | None) -> bool:
+def plateaued(aucs: list[float], patience: int | None, at_least: int = 0) -> bool:
     """Whether training has stopped rising: ``aucs`` are the held-out ROC-AUC of the
     untrained model (epoch 0) and of every epoch since; the last ``patience`` of them did
-    not rise AUC_RISE above the best before them. Never with no patience."""
-    if not patience or len(aucs) <= patience:
+    not rise AUC_RISE above the best before them. Never with no patience, nor before
+    ``at_least`` epochs: at the peak of the learning rate the AUC still swings both ways."""
+    if not patience or len(aucs) <= max(patience, at_least):
         return False
     return max(aucs[-patience:]) < max(aucs[:-patience]) + AUC_RISE
 

@@ -111,6 +111,9 @@ class TrainResult:
     thresholds: dict
     summary: dict
     history: list = field(default_factory=list)
+    # (rows, the kept model's probabilities on them) from calibrating the decoders: the
+    # jury reads them instead of linking the same rows again
+    calibration_probs: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class _Run:
@@ -273,7 +276,7 @@ class _Run:
         follows (a resumed run decides again from its checkpoint's history)."""
         stop = (self.dist.main and self.auc0 is not None and plateaued(
             [self.auc0] + [h["val_roc_auc"] for h in self.history[:epochs_done]],
-            self.cfg.patience))
+            self.cfg.patience, at_least=self.cfg.epochs // 2))
         if self.dist.world > 1:
             flag = torch.tensor([int(stop)], device=self.device)
             torch.distributed.broadcast(flag, 0)
@@ -390,15 +393,16 @@ class _Run:
                 f"best F1 {self.baseline['f1']:.4f})")
         else:
             log("no validation identities: link threshold left at 0.5 (uncalibrated)")
-        model_t, cosine_t = calibrate_decoders(self.data, model, self.features_t, self.amp, log,
-                                               max_points=cfg.calibration_points, seed=cfg.seed)
+        model_t, cosine_t, linked = calibrate_decoders(
+            self.data, model, self.features_t, self.amp, log,
+            max_points=cfg.calibration_points, seed=cfg.seed)
         thresholds.update(model_t)
         summary["cosine_thresholds"] = cosine_t
         if self.val_probs is not None and model.needs_cosine:
             summary["gate"] = held_out_gates(model, self.features_t, self.v_order, self.v_mask,
                                              self.val_probs, thresholds, DECODERS, log)
         summary["history"] = history
-        return TrainResult(model.cpu().eval(), thresholds, summary, history)
+        return TrainResult(model.cpu().eval(), thresholds, summary, history, linked)
 
 
 def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConfig,
@@ -418,22 +422,25 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
 
 
 def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
-                       max_points: int = 100_000, seed: int = 0) -> tuple[dict, dict]:
-    """(model thresholds, cosine thresholds) of the decoders (cf-merge), each calibrated on
-    the whole labelled set linked as D_U will be: once by the trained model, once by raw
-    cosine (what cf-link's cosine links carry). Above ``max_points`` rows, a random subset
-    of identities holding up to that many is used."""
+                       max_points: int = 100_000, seed: int = 0
+                       ) -> tuple[dict, dict, tuple[np.ndarray, np.ndarray]]:
+    """(model thresholds, cosine thresholds, (rows, the model's probabilities on them)) of
+    the decoders (cf-merge), each calibrated on the whole labelled set linked as D_U will
+    be: once by the trained model, once by raw cosine (what cf-link's cosine links carry).
+    Above ``max_points`` rows, a random subset of identities holding up to that many is
+    used."""
     centre_labels = data.labels[data.order[:, 0]]
     rows = calibration_rows(centre_labels, max_points, seed)
     if rows.size < centre_labels.size:
         log(f"calibrating the decoders on {rows.size} of {centre_labels.size} rows "
             f"(--calibration-points {max_points})")
     order, mask = data.order[rows], data.mask[rows]
+    probs = predict(model, features_t, order, mask, amp=amp)
     found = decoder_thresholds(order, mask, {
-        "model": (predict(model, features_t, order, mask, amp=amp), LINK_MODES),
-        "cosine": (cosine_to_centre(features_t, order, mask), COSINE_MODES)},
+        "model": (probs, LINK_MODES), "cosine": (cosine_to_centre(features_t, order, mask),
+                                                 COSINE_MODES)},
         data.labels, seed=seed, log=log)
-    return found["model"], found["cosine"]
+    return found["model"], found["cosine"], (rows, probs)
 
 
 def choose_data_length(data: SequenceData, features: np.ndarray, max_points: int, seed: int,

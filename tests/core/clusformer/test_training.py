@@ -69,12 +69,13 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     assert not any("calibrating the decoders on" in m for m in logs)  # 800 rows: all of them
     logs.clear()
     ft = torch.from_numpy(f)
-    sub, cosine = decoding_thresholds(data, res.model, ft, None, logs.append, max_points=300,
-                                      seed=0)
+    sub, cosine, (rows, probs) = decoding_thresholds(data, res.model, ft, None, logs.append,
+                                                     max_points=300, seed=0)
     note = [m for m in logs if "calibrating the decoders on" in m]
     assert len(note) == 1, logs
     used = int(note[0].split(" on ")[1].split(" of ")[0])
     assert 300 - 40 < used <= 300  # whole identities (at most 40 points each), up to the cap
+    assert rows.size == used and probs.shape == (used, data.order.shape[1])  # for the jury
     assert set(sub) == {k for k in res.thresholds if k != "link"}
     # the cosine links' thresholds, for cf-link's cosine links: directed only
     assert set(cosine) == {k for k in sub if k.startswith(("directed_", "link_mode_"))}
@@ -104,6 +105,46 @@ def test_an_epoch_reads_its_budget_stratified_by_identity():
     assert np.array_equal(np.bincount(labels[rows]), np.minimum(sizes, 30))
 
 
+def test_a_budgeted_epoch_reads_the_rows_given_first_before_any_other():
+    """With ``first`` (the rows cosine decides wrongly or nearly), a budgeted epoch takes
+    all of those it can before any other row, still stratified by identity among them;
+    without a budget ``first`` changes nothing."""
+    from cftools.core.clusformer.sequences import capped_epoch_rows
+
+    sizes = np.r_[np.full(40, 2), np.full(20, 10), [30]]  # none above the cap of 30
+    labels = np.repeat(np.arange(sizes.size), sizes)
+    rng = np.random.default_rng(3)
+    first = rng.random(labels.size) < 0.3
+    n_first = int(first.sum())
+    for budget in (20, n_first - 5, n_first + 40):
+        rows = capped_epoch_rows(labels, 30, np.random.default_rng(1), budget, first)
+        assert rows.size == budget and np.unique(rows).size == budget
+        assert first[rows].sum() == min(budget, n_first), budget
+        counts = np.bincount(labels[rows][first[rows]], minlength=sizes.size)
+        if budget < n_first:  # among the first rows: every identity's first before seconds
+            avail = np.bincount(labels[first], minlength=sizes.size)
+            short = counts < np.minimum(avail, 30)
+            assert counts.max() - counts[short].min() <= 1
+    plain = capped_epoch_rows(labels, 30, np.random.default_rng(1))
+    same = capped_epoch_rows(labels, 30, np.random.default_rng(1), None, first)
+    assert np.array_equal(plain, same)
+
+
+def test_hard_rows_are_those_cosine_decides_wrongly_or_nearly():
+    """A row is hard when one of its scored pairs falls on the wrong side of cosine's cut,
+    or within the margin of it; unscored positions (padding, unknown) never count."""
+    from cftools.core.clusformer.sequences import hard_rows
+
+    cos = np.array([[1.0, 0.9, 0.1], [1.0, 0.3, 0.7], [1.0, 0.52, 0.1], [1.0, 0.49, 0.1],
+                    [1.0, 0.9, 0.45]])
+    truth = np.array([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 0, 0], [1, 1, 1]], bool)
+    use = np.ones_like(truth)
+    use[:, 0] = False
+    use[4, 2] = False  # an unscored pair cosine gets wrong
+    assert hard_rows(cos, use, truth, 0.5, 0.05).tolist() == [False, True, True, True, False]
+    assert hard_rows(cos, use, truth, 0.5, 0.0).tolist() == [False, True, False, False, False]
+
+
 def test_training_stops_when_the_held_out_auc_stops_rising():
     from cftools.core.clusformer.sequences import AUC_RISE, plateaued
 
@@ -113,6 +154,9 @@ def test_training_stops_when_the_held_out_auc_stops_rising():
     assert not plateaued([0.90, 0.91, 0.905, 0.91 + 2 * AUC_RISE], 2)
     assert plateaued([0.90, 0.90 + AUC_RISE / 2, 0.90], 2)  # a rise under AUC_RISE is noise
     assert not plateaued([0.90, 0.89, 0.88, 0.87], None)  # no patience: never
+    # not before `at_least` epochs, whatever the AUC does while the learning rate peaks
+    assert not plateaued([0.90, 0.91, 0.905, 0.91], 2, at_least=4)
+    assert plateaued([0.90, 0.91, 0.905, 0.91, 0.90], 2, at_least=4)
 
 
 def _small_run(n: int, seed: int, **cfg):
@@ -152,11 +196,12 @@ def test_an_epoch_reads_the_same_rows_whatever_the_labelled_set_size():
 @pytest.mark.slow
 def test_epochs_stop_early_on_a_plateau():
     """A model that cannot learn (learning rate ~0) keeps the untrained held-out AUC:
-    training stops after `patience` epochs, keeps epoch 0, and says so."""
+    training stops once half the epochs are done (the learning rate has fallen by half)
+    and `patience` epochs did not rise, keeps epoch 0, and says so."""
     res, logs = _small_run(600, 1, epochs=10, lr=1e-12, patience=2)
-    assert len(res.history) == 2
-    assert res.summary["stopped_early"] and res.summary["epochs_run"] == 2
+    assert len(res.history) == 5
+    assert res.summary["stopped_early"] and res.summary["epochs_run"] == 5
     assert res.summary["kept_epoch"] == 0
-    assert any("stopped after epoch 2" in m for m in logs)
+    assert any("stopped after epoch 5" in m for m in logs)
     res, _ = _small_run(600, 1, epochs=3, lr=1e-12, patience=None)
     assert len(res.history) == 3 and not res.summary["stopped_early"]
