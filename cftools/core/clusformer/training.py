@@ -7,10 +7,12 @@
   belongs to a held-out identity is masked, so no held-out face is ever seen in training.
   The held-out rows are then linked like unlabelled data (their neighbours may include
   training identities: realistic distractors) and scored on every valid position.
-- Each epoch reads at most ``epoch_budget`` centres, stratified by identity: its cost does
-  not grow with D_L. After it: link precision / recall / F1 (at 0.5) and ROC-AUC on the
-  held-out rows (raw cosine is scored once on the same positions); training stops once
-  that ROC-AUC has stopped rising for ``patience`` epochs (sequences.plateaued).
+- Each epoch reads at most ``epoch_budget`` centres, stratified by identity, first those
+  whose sequence holds a pair cosine decides wrongly or nearly (sequences.hard_rows: the
+  rows the model can change): its cost does not grow with D_L. After it: link precision /
+  recall / F1 (at 0.5) and ROC-AUC on the held-out rows (raw cosine is scored once on the
+  same positions); training stops once that ROC-AUC has stopped rising for ``patience``
+  epochs, half the epochs done (sequences.plateaued).
 - Thresholds: ``link`` = the probability that maximises F1 of link classification on the
   held-out rows. The decoders' thresholds (cf-merge) are calibrated on the links of the
   whole labelled set, linked as D_U will be (calibration.thresholds.decoder_thresholds),
