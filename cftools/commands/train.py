@@ -21,7 +21,7 @@ from ..cli import (
     device_option,
     seed_option,
 )
-from ..core.calibration.guard import guard
+from ..core.calibration.guard import GUARD_MIN_IDENTITIES, guard
 from ..core.calibration.jury import Contender, HeldOut, decode_contender
 from ..core.calibration.length import choose_model_length, model_lengths
 from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
@@ -82,8 +82,9 @@ hundreds), where a model trained naively loses to raw cosine:
   each decoded by Infomap at its own calibrated threshold over all the labelled rows
   calibration uses, are scored on the held-out identities, the others standing by as
   distractors, as in the unlabelled set; the model wins only when it leads there and on
-  90% of random halves of them. The verdict is recorded, and cf-link --method auto (the
-  default) writes cosine links, at cosine's length, when the model lost.
+  90% of random halves of them, with at least 50 identities held out. The verdict is
+  recorded, and cf-link --method auto (the default) writes cosine links, at cosine's
+  length, when the model lost.
 
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt, and
 MODEL.h5.ckpt.L21 and so on when several lengths are trained); --resume
@@ -346,10 +347,13 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
     verdict = guard(contenders[chosen],
                     Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos, cos_t),
                     data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
-    log("guard: held-out identities among all {points} labelled rows ({decoder}): model "
-        "links (L {ml}) F_P {mp:.4f} F_B {mb:.4f}, cosine links (L {cl}) F_P {cp:.4f} F_B "
-        "{cb:.4f}; the model leads on {ahead:.0%} of {n} random halves of these identities: "
-        "{w} wins".format(points=verdict.points, decoder=verdict.decoder,
+    few = (f" (fewer than {GUARD_MIN_IDENTITIES} identities: too few to trust the model)"
+           if verdict.identities < GUARD_MIN_IDENTITIES else "")
+    log("guard: {ids} held-out identities among all {points} labelled rows ({decoder}): "
+        "model links (L {ml}) F_P {mp:.4f} F_B {mb:.4f}, cosine links (L {cl}) F_P {cp:.4f} "
+        "F_B {cb:.4f}; the model leads on {ahead:.0%} of {n} random halves of these "
+        "identities: {w} wins{few}".format(ids=verdict.identities, few=few,
+                                           points=verdict.points, decoder=verdict.decoder,
                           ml=verdict.model_length, mp=verdict.model["pairwise_f"],
                           mb=verdict.model["bcubed_f"], cl=verdict.cosine_length,
                           cp=verdict.cosine["pairwise_f"], cb=verdict.cosine["bcubed_f"],

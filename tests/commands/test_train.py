@@ -193,6 +193,9 @@ def _judged(monkeypatch, good_length: int, cosine_length: int):
         return np.random.default_rng(o.shape[1]).random(o.shape).astype(np.float32) * m
 
     monkeypatch.setattr(inference, "predict", fake_predict)
+    from cftools.core.calibration import guard as guard_module
+
+    monkeypatch.setattr(guard_module, "GUARD_MIN_IDENTITIES", 0)  # a small set's jury
     t = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
     results = {n: TrainResult("good" if n == good_length else "guess", dict(t), {"seconds": 1.0})
                for n in (21, 31)}

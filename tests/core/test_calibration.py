@@ -179,6 +179,28 @@ def test_guard_prefers_cosine_over_a_model_that_guesses():
     assert verdict.model_ahead >= GUARD_CONFIDENCE
 
 
+def test_guard_keeps_cosine_on_too_few_held_out_identities():
+    """A model that links perfectly wins the guard on 80 held-out identities, but not on
+    fewer than GUARD_MIN_IDENTITIES of them, however far it leads there."""
+    from cftools.core.calibration.guard import GUARD_MIN_IDENTITIES
+
+    rng = np.random.default_rng(3)
+    x, y = _identities(rng, rng.integers(2, 12, 80), 1.0)
+    idx, sim = knn(x, 16)
+    order, mask, targets = build_sequences(idx, sim, 16, labels=y)
+    cos = (sim * mask).astype(np.float32)
+    cos_t = calibrate_links(*local_links(order, mask, cos, y.size), y[order[:, 0]],
+                            ("infomap",))[0]
+    perfect = (targets == 1).astype(np.float32) * mask
+    t = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
+    few = np.unique(y)[:GUARD_MIN_IDENTITIES - 1]
+    verdict = guard(*_contenders(order, mask, perfect, t, cos, cos_t), y, few)
+    assert verdict.model_ahead >= GUARD_CONFIDENCE and verdict.winner == "cosine", verdict
+    assert verdict.identities == GUARD_MIN_IDENTITIES - 1
+    verdict = guard(*_contenders(order, mask, perfect, t, cos, cos_t), y, few, min_identities=0)
+    assert verdict.winner == "model"
+
+
 def test_guard_keeps_cosine_when_the_model_leads_by_luck():
     """A model whose links equal cosine's except on one held-out identity, where they are
     perfect, leads on the whole set but not on most halves of it: cosine stays."""

@@ -18,6 +18,9 @@ from .jury import JURY_DECODER, Contender, HeldOut, decode_contender, mean_f, re
 GUARD_DECODER = JURY_DECODER  # the decoder the guard (and the length choice) scores with
 GUARD_RESAMPLES = 200  # random halves of the held-out identities the guard scores
 GUARD_CONFIDENCE = 0.9  # the share of them the model must lead to be used
+# Fewer held-out identities than this are too few for a verdict for the model, however
+# far it leads among them (bench/results/code-choices.md): cosine links are kept
+GUARD_MIN_IDENTITIES = 50
 WINNERS = ("model", "cosine")
 
 
@@ -35,6 +38,7 @@ class GuardVerdict:
     winner: str  # "model" or "cosine"
     model_length: int  # the length each contender links at
     cosine_length: int
+    identities: int = 0  # held-out identities the verdict rests on
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,17 +62,22 @@ def recorded_cosine_length(training: dict, model_length: int) -> int:
 
 def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.ndarray, *,
           seed: int = 0, resamples: int = GUARD_RESAMPLES,
+          min_identities: int | None = None,
           model_pred: np.ndarray | None = None) -> GuardVerdict:
     """Decode each contender's links of all its rows (the same rows, each at its own
     length) and score the held-out identities ``held_ids`` (the mean of pairwise and
     BCubed F; ``labels`` of all points). The model wins only when it is ahead on the
     held-out identities as a whole AND on at least GUARD_CONFIDENCE of ``resamples``
-    random halves of them: a few dozen held-out identities are a noisy jury (a lead there
-    has turned into a loss on D_U: bench/results/code-choices.md), and a model that loses
-    costs more than cosine left in place. ``model_pred``: the model's clusters, where
-    already decoded (the length choice decodes them)."""
+    random halves of them, and only when there are at least ``min_identities`` of them
+    (default GUARD_MIN_IDENTITIES): a
+    few dozen held-out identities are a noisy jury (a lead there has turned into a loss on
+    D_U: bench/results/code-choices.md), and a model that loses costs more than cosine
+    left in place. ``model_pred``: the model's clusters, where already decoded (the length
+    choice decodes them)."""
     if not np.array_equal(model.order[:, 0], cosine.order[:, 0]):
         raise ValueError("the guard's contenders must link the same rows")
+    if min_identities is None:
+        min_identities = GUARD_MIN_IDENTITIES
     n_points = labels.shape[0]
     truth = labels[model.order[:, 0]]
     jury = HeldOut(truth, held_ids)
@@ -79,8 +88,9 @@ def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.
     model_ahead = resample_lead(jury, preds["model"], preds["cosine"], resamples=resamples,
                                 seed=seed)
     winner = "model" if (mean_f(scores["model"]) >= mean_f(scores["cosine"])
-                         and model_ahead >= GUARD_CONFIDENCE) else "cosine"
+                         and model_ahead >= GUARD_CONFIDENCE
+                         and jury.held_ids.size >= min_identities) else "cosine"
     return GuardVerdict(GUARD_DECODER, int(truth.size), int(jury.held.sum()), scores["model"],
                         scores["cosine"], int(resamples if jury.held_ids.size >= 2 else 0),
                         model_ahead, winner, int(model.order.shape[1]),
-                        int(cosine.order.shape[1]))
+                        int(cosine.order.shape[1]), int(jury.held_ids.size))
