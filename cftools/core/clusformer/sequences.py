@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import CfError
+from ..calibration.objective import best_f1_threshold
 from .grammar import TARGET_UNKNOWN
 
 # An epoch reads at most EPOCH_BUDGET centres, stratified by identity (capped_epoch_rows),
@@ -85,11 +86,14 @@ def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
     return rows[rng.permutation(rows.size)]
 
 
-def hard_rows(cosine: np.ndarray, use: np.ndarray, truth: np.ndarray, cut: float,
-              margin: float = HARD_MARGIN) -> np.ndarray:
-    """Rows (bool per row) where cosine cut at ``cut`` decides a scored pair wrongly, or
-    nearly: within ``margin`` of the cut. These are the rows the model can change (the
-    others it reads only as calibrated cosine), and what a budgeted epoch reads first."""
+def hard_rows(cosine: np.ndarray, use: np.ndarray, truth: np.ndarray,
+              cut: float | None = None, margin: float = HARD_MARGIN) -> np.ndarray:
+    """Rows (bool per row) where cosine cut at ``cut`` (default: where cosine's links of
+    these rows score their best F1) decides a scored pair wrongly, or nearly: within
+    ``margin`` of the cut. These are the rows the model can change (the others it reads
+    only as calibrated cosine), and what a budgeted epoch reads first."""
+    if cut is None:
+        cut = best_f1_threshold(cosine[use], truth[use])
     wrong_or_near = use & (((cosine >= cut) != truth) | (np.abs(cosine - cut) < margin))
     return wrong_or_near.any(axis=1)
 

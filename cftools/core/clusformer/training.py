@@ -7,12 +7,11 @@
   belongs to a held-out identity is masked, so no held-out face is ever seen in training.
   The held-out rows are then linked like unlabelled data (their neighbours may include
   training identities: realistic distractors) and scored on every valid position.
-- Each epoch reads at most ``epoch_budget`` centres, stratified by identity, first those
-  whose sequence holds a pair cosine decides wrongly or nearly (sequences.hard_rows: the
-  rows the model can change): its cost does not grow with D_L. After it: link precision /
-  recall / F1 (at 0.5) and ROC-AUC on the held-out rows (raw cosine is scored once on the
-  same positions); training stops once that ROC-AUC has stopped rising for ``patience``
-  epochs, half the epochs done (sequences.plateaued).
+- Each epoch reads at most ``epoch_budget`` centres, stratified by identity, those cosine
+  decides wrongly or nearly first (sequences.hard_rows): its cost does not grow with D_L.
+  After it: link precision / recall / F1 (at 0.5) and ROC-AUC on the held-out rows (raw
+  cosine scored once on the same positions); training stops once that ROC-AUC has not
+  risen for ``patience`` epochs, half the epochs done (sequences.plateaued).
 - Thresholds: ``link`` = the probability that maximises F1 of link classification on the
   held-out rows. The decoders' thresholds (cf-merge) are calibrated on the links of the
   whole labelled set, linked as D_U will be (calibration.thresholds.decoder_thresholds),
@@ -113,8 +112,7 @@ class TrainResult:
     thresholds: dict
     summary: dict
     history: list = field(default_factory=list)
-    # (rows, the kept model's probabilities on them) from calibrating the decoders: the
-    # jury reads them instead of linking the same rows again
+    # (rows, the kept model's probabilities on them) from calibration, for the jury
     calibration_probs: tuple[np.ndarray, np.ndarray] | None = None
 
 
@@ -201,12 +199,9 @@ class _Run:
                 self.model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
     def _hard_rows(self) -> np.ndarray:
-        """The training rows cosine decides wrongly or nearly (sequences.hard_rows), at the
-        cut that maximises F1 of cosine's links on the training rows."""
-        use = scored_positions(self.t_mask, self.t_targets)
-        cosine = cosine_to_centre(self.features_t, self.t_order, self.t_mask)
-        truth = self.t_targets == 1
-        hard = hard_rows(cosine, use, truth, best_f1_threshold(cosine[use], truth[use]))
+        """The training rows cosine decides wrongly or nearly (sequences.hard_rows)."""
+        hard = hard_rows(cosine_to_centre(self.features_t, self.t_order, self.t_mask),
+                         scored_positions(self.t_mask, self.t_targets), self.t_targets == 1)
         self.log(f"{int(hard.sum())} of {hard.size} training rows hold a pair cosine decides "
                  f"wrongly or nearly: budgeted epochs read them first")
         return hard
