@@ -22,6 +22,7 @@ PREV    := $(WORK)/round$(shell expr $(ROUND) - 1)
 K            ?= 81
 L            ?= 81
 TRAIN_L      ?= auto
+# SEED seeds the backbone (cf-embed train) and the link model (cf-train)
 SEED         ?= 0
 DECODER      ?= infomap
 PRESET       ?= small
@@ -87,14 +88,14 @@ IMAGES_DONE := $(if $(filter demo,$(DATA)),$(WORK)/images/.done,)
 # round 1 trains the backbone on D_L's images; round r > 1 on D_L + round r-1's pseudo-labels
 ifeq ($(ROUND),1)
 $(R)/backbone.h5: $(IMAGES_DONE) | $(R)
-	$(CF)/cf-embed train $(IMAGES)/labelled -o $@ $(EMBED_ARGS) $(QUIET)
+	$(CF)/cf-embed train $(IMAGES)/labelled -o $@ $(EMBED_ARGS) --seed $(SEED) $(QUIET)
 else
 ifeq ($(FINETUNE),yes)
 $(R)/backbone.h5: $(PREV)/retrain.h5 $(PREV)/backbone.h5 | $(R)
-	$(CF)/cf-embed train $< --init $(PREV)/backbone.h5 -o $@ $(EMBED_ARGS) $(QUIET)
+	$(CF)/cf-embed train $< --init $(PREV)/backbone.h5 -o $@ $(EMBED_ARGS) --seed $(SEED) $(QUIET)
 else
 $(R)/backbone.h5: $(PREV)/retrain.h5 | $(R)
-	$(CF)/cf-embed train $< -o $@ $(EMBED_ARGS) $(QUIET)
+	$(CF)/cf-embed train $< -o $@ $(EMBED_ARGS) --seed $(SEED) $(QUIET)
 endif
 endif
 
@@ -215,11 +216,11 @@ $(WORK)/baseline $(WORK)/upper-bound:
 ifeq ($(MODE),images)
 $(WORK)/baseline/backbone.h5: $(REFERENCE_STEPS) $(REFERENCE_INIT) $(IMAGES_DONE) | $(WORK)/baseline
 	$(CF)/cf-embed train $(IMAGES)/labelled --match-steps $< $(if $(REFERENCE_INIT),--init \
-	  $(REFERENCE_INIT)) -o $@ $(EMBED_ARGS) $(QUIET)
+	  $(REFERENCE_INIT)) -o $@ $(EMBED_ARGS) --seed $(SEED) $(QUIET)
 
 $(WORK)/upper-bound/backbone.h5: $(REFERENCE_STEPS) $(REFERENCE_INIT) $(IMAGES_DONE) | $(WORK)/upper-bound
 	$(CF)/cf-embed train $(IMAGES)/labelled $(IMAGES)/unlabelled --match-steps $< \
-	  $(if $(REFERENCE_INIT),--init $(REFERENCE_INIT)) -o $@ $(EMBED_ARGS) $(QUIET)
+	  $(if $(REFERENCE_INIT),--init $(REFERENCE_INIT)) -o $@ $(EMBED_ARGS) --seed $(SEED) $(QUIET)
 
 baseline upper-bound: %: setup $(if $(HAVE_TEST),$(WORK)/%/recognition.json,no-test-part)
 	@echo "== $@: $(WORK)/$@/recognition.json (make report compares it with the rounds)" >&2
