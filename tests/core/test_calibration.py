@@ -126,6 +126,24 @@ def test_calibration_in_worker_processes_finds_the_thresholds_of_one_process(mon
     assert calls == [True]
 
 
+def test_links_that_cannot_be_calibrated_are_refused_apart_from_the_others():
+    """Several link sets calibrated together: one that cannot be (no label known) is
+    recorded as refused and gets no thresholds, the others get what they get alone; with
+    nowhere to record it, the refusal raises."""
+    rng = np.random.default_rng(6)
+    x, y = _identities(rng, rng.integers(1, 8, 60), 0.6)
+    i, s = knn(x, 9)
+    good = (i, s, y, ("infomap", "components"), 0, ("directed", "reciprocal"))
+    unlabelled = (i, s, np.full_like(y, -1), ("infomap",), 0, ("directed",))
+    refused: dict = {}
+    found = thresholds_module.calibrate_links_many([unlabelled, good], refused)
+    assert list(refused) == [0] and "labels" in str(refused[0])
+    assert found[0] == ({}, {})
+    assert found[1] == calibrate_links(*good[:4], seed=0, modes=good[5])
+    with pytest.raises(ValueError, match="labels"):
+        thresholds_module.calibrate_links_many([unlabelled, good])
+
+
 def test_parallel_map_keeps_the_order_of_its_items(monkeypatch):
     from cftools.core.runtime import workers
 

@@ -43,6 +43,7 @@ COSINE_MODES = ("directed",)
 # The coarse grid stops after this many thresholds in a row below the best so far (the
 # figures: bench/results/code-choices.md)
 GRID_PATIENCE = 3
+COARSE_GRID, FINE_GRID = 16, 6  # thresholds of the coarse grid, and of the fine one
 # Links (rows x positions) from which one calibration is worth a worker process
 PARALLEL_LINKS = 100_000
 
@@ -89,9 +90,9 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=..., *, coarse
                          return_scores: Literal[True]) -> tuple[dict, dict]: ...
 
 
-def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, coarse: int = 16,
-                         fine: int = 6, seed: int = 0, return_scores: bool = False
-                         ) -> dict | tuple[dict, dict]:
+def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *,
+                         coarse: int = COARSE_GRID, fine: int = FINE_GRID, seed: int = 0,
+                         return_scores: bool = False) -> dict | tuple[dict, dict]:
     """Thresholds for every decoder (and "link"), chosen on LABELLED links.
 
     Each decoder's threshold maximises the pairwise F of its clusters against ``labels``
@@ -108,15 +109,26 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *, c
     return (out, scores) if return_scores else out
 
 
-def calibrate_many(jobs: list[dict]) -> list[tuple[dict, dict]]:
+def calibrate_many(jobs: list[dict], refused: dict | None = None) -> list[tuple[dict, dict]]:
     """calibrate_thresholds' (thresholds, scores) for each job (a dict of its arguments:
     indices, probabilities, labels, decoders, coarse, fine, seed). The decoders of all the
     jobs are calibrated together, in worker processes where the links are large
     (PARALLEL_LINKS): each is a run of Infomap or another decoder some 20 times, on one
-    core, and they do not depend on each other."""
-    prepared, keys, tasks = [], [], []
-    for job in jobs:
-        out, grid, digest, labels = _prepare(**job)
+    core, and they do not depend on each other. ``refused``: where given, a job whose
+    links cannot be calibrated is recorded there ({job's index: the error}) and gets
+    ({}, {}), instead of raising."""
+    prepared: list = []
+    keys: list = []
+    tasks: list = []
+    for i, job in enumerate(jobs):
+        try:
+            out, grid, digest, labels = _prepare(**job)
+        except Exception as err:  # noqa: BLE001 - the caller decides what a refusal costs
+            if refused is None:
+                raise
+            refused[i] = err
+            prepared.append(None)
+            continue
         prepared.append((out, digest))
         for method in job["decoders"]:
             key = (digest, method, job["coarse"], job["fine"], job["seed"],
@@ -130,8 +142,12 @@ def calibrate_many(jobs: list[dict]) -> list[tuple[dict, dict]]:
                 and any(task[1].size >= PARALLEL_LINKS for task in tasks))
     for key, found in zip(keys, parallel_map(_calibrate_one, tasks, parallel=parallel)):
         _CALIBRATED[key] = found
-    results = []
-    for job, (out, digest) in zip(jobs, prepared):
+    results: list = []
+    for job, ready in zip(jobs, prepared):
+        if ready is None:
+            results.append(({}, {}))
+            continue
+        out, digest = ready
         scores: dict = {}
         for method in job["decoders"]:
             values, s = _CALIBRATED[(digest, method, job["coarse"], job["fine"], job["seed"],
@@ -245,19 +261,33 @@ def calibrate_links(idx, probs, labels, decoders, seed: int = 0,
     return calibrate_links_many([(idx, probs, labels, decoders, seed, modes)])[0]
 
 
-def calibrate_links_many(link_sets: list[tuple]) -> list[tuple[dict, dict]]:
+def calibrate_links_many(link_sets: list[tuple], refused: dict | None = None
+                         ) -> list[tuple[dict, dict]]:
     """calibrate_links of each (idx, probs, labels, decoders, seed, modes), all calibrated
-    together (calibrate_many)."""
-    jobs = [dict(indices=idx, probabilities=link_weights(idx, probs, mode), labels=labels,
-                 decoders=decoders, coarse=16, fine=6, seed=seed)
-            for idx, probs, labels, decoders, seed, modes in link_sets for mode in modes]
-    found = iter(calibrate_many(jobs))
-    results = []
-    for *_, modes in link_sets:
+    together (calibrate_many). ``refused``: as calibrate_many's, by link set (a set is
+    refused, and gets ({}, {}), when any of its modes is)."""
+    jobs, owner = [], []
+    for n, (idx, probs, labels, decoders, seed, modes) in enumerate(link_sets):
+        for mode in modes:
+            jobs.append(dict(indices=idx, probabilities=link_weights(idx, probs, mode),
+                             labels=labels, decoders=decoders, coarse=COARSE_GRID,
+                             fine=FINE_GRID, seed=seed))
+            owner.append(n)
+    by_job: dict | None = None if refused is None else {}
+    found = iter(calibrate_many(jobs, by_job))
+    if refused is not None and by_job:
+        for job, err in by_job.items():
+            refused.setdefault(owner[job], err)
+    results: list = []
+    for n, (*_, modes) in enumerate(link_sets):
+        per_mode = [next(found) for _ in modes]
+        if refused is not None and n in refused:
+            results.append(({}, {}))
+            continue
         thresholds: dict = {}
         scores: dict = {}
-        for mode in modes:
-            values, s = next(found)
+        for mode, done in zip(modes, per_mode):
+            values, s = done
             thresholds.update({threshold_key(str(k), mode): v for k, v in values.items()
                                if k != "link"})  # the link threshold comes from held-out rows
             for name, value in s.items():
@@ -303,17 +333,15 @@ def decoder_thresholds(order: np.ndarray, mask: np.ndarray, links: dict, labels:
     too lax for a real unlabelled set: the density of identities matters more than the
     model's optimism on its own training identities."""
     centre_labels = labels[order[:, 0]]
-    found: dict = {name: {} for name in links}
-    link_sets = {}
-    for name, (probs, modes) in links.items():
-        idx, w = local_links(order, mask, probs, labels.shape[0])
-        try:  # what calibrate_many would refuse, refused per kind of links
-            for mode in modes:
-                _prepare(idx, link_weights(idx, w, mode), centre_labels, DECODERS, 16, 6, seed)
-            link_sets[name] = (idx, w, centre_labels, DECODERS, seed, modes)
-        except Exception as err:  # noqa: BLE001 - a model is still good without them
+    link_sets = [(*local_links(order, mask, probs, labels.shape[0]), centre_labels, DECODERS,
+                  seed, modes) for probs, modes in links.values()]
+    refused: dict = {}  # a model is still good without them: said, and calibrated as {}
+    found: dict = {}
+    for n, (name, (thresholds, _)) in enumerate(
+            zip(links, calibrate_links_many(link_sets, refused))):
+        if n in refused:
+            err = refused[n]
             log(f"warning: decoder threshold calibration failed: {type(err).__name__}: {err}")
-    for name, (thresholds, _) in zip(link_sets, calibrate_links_many(list(link_sets.values()))):
         found[name] = thresholds
     for name, t in found.items():
         if t:

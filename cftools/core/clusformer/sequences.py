@@ -78,7 +78,8 @@ def capped_epoch_rows(centre_labels: np.ndarray, cap: int | None, rng,
         if before is not None:  # these rows before any other, stratified among themselves
             b = before[rows].astype(np.int64)
             seen = np.cumsum(b) - b  # rows of ``before`` ahead of this one (same identity)
-            starts = np.r_[True, sorted_lab[keep][1:] != sorted_lab[keep][:-1]]
+            kept_lab = sorted_lab[keep]
+            starts = np.r_[True, kept_lab[1:] != kept_lab[:-1]]
             rank_b = seen - np.maximum.accumulate(np.where(starts, seen, 0))
             key = np.where(b == 1, rank_b, n + 1 + rank) + rng.random(rank.size)
         take = np.argsort(key, kind="stable")[:budget]

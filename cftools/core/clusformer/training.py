@@ -136,7 +136,6 @@ class _Run:
         self.best: dict | None = None  # the kept epoch: {epoch, roc_auc, model state}
         self.val_probs: np.ndarray | None = None
         self.baseline: dict | None = None  # raw cosine's held-out link scores
-        self.v_cosine: np.ndarray | None = None
         self.stopped_after: int | None = None  # the epoch a plateau stopped training after
         self.auc0: float | None = None  # the untrained model's held-out ROC-AUC
 
@@ -235,8 +234,7 @@ class _Run:
         model has the cosine skip) included."""
         if not (self.dist.main and self.val_rows.size):
             return
-        self.v_cosine = cosine_to_centre(self.features_t, self.v_order, self.v_mask)
-        cos = self.v_cosine[self.v_use]
+        cos = cosine_to_centre(self.features_t, self.v_order, self.v_mask)[self.v_use]
         self.baseline = link_scores(cos, self.v_truth, best_f1_threshold(cos, self.v_truth))
         self.log(f"held out {self.val_ids.size} identities ({self.val_rows.size} rows, "
                  f"{self.v_truth.size} pairs); raw cosine: ROC-AUC "
