@@ -9,9 +9,10 @@
 #                                  trained on D_U's true labels, scored on the test part
 #
 # Knobs (override on the command line): K, L, TRAIN_L, DECODER, TRAIN_EPOCHS, SEED, ...
-# K and L are the most neighbours the round looks at; cf-train chooses on D_L how many of
-# them its model reads (TRAIN_L=auto) and whether its links beat cosine ones (cf-link's
-# --method auto then writes the winner's links).
+# K and L are the most neighbours the round looks at on D_L; cf-train chooses there how
+# many of them its model and cosine links read (TRAIN_L=auto) and whether the model's links
+# beat cosine ones (cf-link's --method auto then writes the winner's links). D_U is searched
+# only as far as those lengths (cf-knn/cf-seq --for-model).
 # Every step shows its progress and a summary line; QUIET=-q silences them.
 
 CF      := $(BIN)
@@ -134,6 +135,14 @@ $(R)/knn_%.h5: $(R)/%.h5
 
 $(R)/seq_%.h5: $(R)/knn_%.h5 $(R)/%.h5
 	$(CF)/cf-seq $< --features $(R)/$*.h5 -o $@ -L $(L) $(QUIET)
+
+# the unlabelled side searches and reads only as far as the model's links look (the longer
+# of the lengths cf-train chose for the model and for cosine links, never past L)
+$(R)/knn_unlabelled.h5: $(R)/unlabelled.h5 $(R)/model.h5
+	$(CF)/cf-knn $< -o $@ --for-model $(R)/model.h5 $(QUIET)
+
+$(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
+	$(CF)/cf-seq $< --features $(R)/unlabelled.h5 -o $@ --for-model $(R)/model.h5 $(QUIET)
 
 $(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5
 	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \

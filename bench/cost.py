@@ -9,15 +9,17 @@ other on the same machine:
 
 - cftools, the round's steps with round.mk's defaults (K, L, TRAIN_L, PRESET,
   TRAIN_EPOCHS, TRAIN_LR, DECODER, read from round.mk): D_L side cf-knn, cf-seq, cf-train;
-  D_U side cf-knn, cf-seq, cf-link --method auto, cf-merge; and the same D_U links with
-  the model forced (cf-link --method model, then cf-merge) unless auto chose the model;
+  D_U side, per model, cf-knn and cf-seq as far as its links read (--for-model, as
+  round.mk), cf-link --method auto, cf-merge; and the same D_U links with the model forced
+  (cf-link --method model, then cf-merge) unless auto chose the model;
 - the peer, the thirty lines a user would write (face-cluster-by-infomap's recipe): on
   D_L exact faiss kNN (IndexFlatIP over unit rows, searched once at the largest k) and a
   grid of Infomap runs over the directed cosine links, k from --peer-ks and, for each,
   min_sim from 10 quantiles of D_L's neighbour similarities then 5 values between the
   best one's neighbours (75 runs), chosen together by pairwise F; on D_U
   exact kNN at that k and one Infomap run at that min_sim. It runs in a child process of
-  its own, as the commands do, so both sides pay an interpreter start.
+  its own, as the commands do, so both sides pay an interpreter start. The peer runs
+  before cftools and again after; ratios are against the mean of its two times.
 
 Every stage is timed by its wall clock and by its own CPU time (user + system, all its
 threads), with the 1-minute load average when it started: on a shared machine the wall
@@ -200,12 +202,15 @@ def links_attrs(path: Path) -> dict:
                 for k, v in f.attrs.items() if k in keep}
 
 
-def run_peer(st: Stages, dl: Path, du: Path, tmp: Path, ks) -> dict:
+def run_peer(st: Stages, dl: Path, du: Path, tmp: Path, ks, when: str) -> dict:
+    """The peer's two sides, timed under the stage names "knn + grid (<when>)" and
+    "knn + infomap (<when>)": it runs before cftools and again after, since a shared
+    machine's load drifts over the run."""
     me = [sys.executable, __file__]
-    st.run("peer D_L", "knn + grid", me + ["--peer-choose", dl, tmp / "choice.json",
-                                           "--peer-ks", ",".join(map(str, ks))])
-    st.run("peer D_U", "knn + infomap", me + ["--peer-cluster", du, tmp / "choice.json",
-                                              tmp / "peer.npy"])
+    st.run("peer D_L", f"knn + grid ({when})", me + ["--peer-choose", dl, tmp / "choice.json",
+                                                     "--peer-ks", ",".join(map(str, ks))])
+    st.run("peer D_U", f"knn + infomap ({when})", me + ["--peer-cluster", du,
+                                                        tmp / "choice.json", tmp / "peer.npy"])
     choice = json.loads((tmp / "choice.json").read_text())
     inner = json.loads((tmp / "peer.json").read_text())
     import h5py
@@ -221,11 +226,12 @@ def run_peer(st: Stages, dl: Path, du: Path, tmp: Path, ks) -> dict:
 
 
 def run_cftools(st: Stages, dl: Path, du: Path, tmp: Path, seeds, d: dict) -> list[dict]:
-    for part, src in (("L", dl), ("U", du)):
-        side = f"cftools D_{part}"
-        st.cf(side, "cf-knn", "knn", src, "-o", tmp / f"knn_{part}.h5", "-k", d["K"], "-q")
-        st.cf(side, "cf-seq", "seq", tmp / f"knn_{part}.h5", "--features", src, "-o",
-              tmp / f"seq_{part}.h5", "-L", d["L"], "-q")
+    """D_L searched at K and cut at L once; per training seed, cf-train, then D_U searched
+    and cut as far as that model's links read (--for-model, as round.mk does), linked and
+    decoded."""
+    st.cf("cftools D_L", "cf-knn", "knn", dl, "-o", tmp / "knn_L.h5", "-k", d["K"], "-q")
+    st.cf("cftools D_L", "cf-seq", "seq", tmp / "knn_L.h5", "--features", dl, "-o",
+          tmp / "seq_L.h5", "-L", d["L"], "-q")
     out = []
     for seed in seeds:
         tag = f"seed {seed}"
@@ -233,7 +239,11 @@ def run_cftools(st: Stages, dl: Path, du: Path, tmp: Path, seeds, d: dict) -> li
         st.cf("cftools D_L", f"cf-train ({tag})", "train", tmp / "seq_L.h5", "--features", dl,
               "-o", model, "--preset", d["PRESET"], "-L", d["TRAIN_L"], "--epochs",
               d["TRAIN_EPOCHS"], "--lr", d["TRAIN_LR"], "--seed", seed, "-q")
-        res = {"seed": seed}
+        st.cf("cftools D_U", f"cf-knn ({tag})", "knn", du, "-o", tmp / "knn_U.h5",
+              "--for-model", model, "-q")
+        st.cf("cftools D_U", f"cf-seq ({tag})", "seq", tmp / "knn_U.h5", "--features", du,
+              "-o", tmp / "seq_U.h5", "--for-model", model, "-q")
+        res = {"seed": seed, "du_length": _length(tmp / "seq_U.h5")}
         for method in ("auto", "model"):
             links = tmp / f"links_{method}_{seed}.h5"
             if method == "model" and res["auto"]["links"].get("method") == "model":
@@ -250,6 +260,13 @@ def run_cftools(st: Stages, dl: Path, du: Path, tmp: Path, seeds, d: dict) -> li
     return out
 
 
+def _length(seq: Path) -> int:
+    import h5py
+
+    with h5py.File(seq, "r") as f:
+        return int(f["order"].shape[1])
+
+
 def one_size(n: int, args, st: Stages, tmp: Path) -> dict:
     d = round_defaults()
     dl, du = tmp / "dl.h5", tmp / "du.h5"
@@ -258,9 +275,12 @@ def one_size(n: int, args, st: Stages, tmp: Path) -> dict:
     st.cf("data", "split", "data", "split", tmp / "all.h5", "-L", dl, "-U", du, "--fraction",
           args.fraction, "-q", record=False)
     first = len(st.rows)
-    peer = run_peer(st, dl, du, tmp, args.peer_ks)
+    peer = run_peer(st, dl, du, tmp, args.peer_ks, "before")
     st.log(f"  peer: {peer}")
     ours = run_cftools(st, dl, du, tmp, args.train_seeds, d)
+    peer_after = run_peer(st, dl, du, tmp, args.peer_ks, "after")
+    if (peer_after["choice"]["k"], peer_after["F_P"]) != (peer["choice"]["k"], peer["F_P"]):
+        raise RuntimeError(f"the peer's second run differs from its first: {peer_after}")
     return {"n": n, "round_defaults": d, "stages": st.rows[first:], "peer": peer,
             "cftools": ours, "ratios": {key: ratios(st.rows[first:], args.train_seeds, key)
                                       for key in ("seconds", "cpu_seconds")}}
@@ -270,14 +290,17 @@ def ratios(rows: list[dict], seeds, key: str) -> dict:
     """cftools' stages against the peer's, per training seed, by wall clock (``key``
     seconds) or CPU time (cpu_seconds)."""
     sec = {(r["side"], r["stage"]): r[key] for r in rows}
-    peer_dl, peer_du = sec[("peer D_L", "knn + grid")], sec[("peer D_U", "knn + infomap")]
-    common = sec[("cftools D_U", "cf-knn")] + sec[("cftools D_U", "cf-seq")]
+    # the peer's time: the mean of its run before cftools and its run after
+    peer_dl = (sec[("peer D_L", "knn + grid (before)")] + sec[("peer D_L", "knn + grid (after)")]) / 2
+    peer_du = (sec[("peer D_U", "knn + infomap (before)")]
+               + sec[("peer D_U", "knn + infomap (after)")]) / 2
     out = {}
     for seed in seeds:
         tag = f"seed {seed}"
+        knn, seq = sec[("cftools D_U", f"cf-knn ({tag})")], sec[("cftools D_U", f"cf-seq ({tag})")]
+        common = knn + seq
         per = {"cf-train / peer D_L": sec[("cftools D_L", f"cf-train ({tag})")] / peer_dl,
-               "cf-knn / peer D_U": sec[("cftools D_U", "cf-knn")] / peer_du,
-               "cf-seq / peer D_U": sec[("cftools D_U", "cf-seq")] / peer_du}
+               "cf-knn / peer D_U": knn / peer_du, "cf-seq / peer D_U": seq / peer_du}
         for method in ("auto", "model"):
             link = sec.get(("cftools D_U", f"cf-link {method} ({tag})"),
                            sec[("cftools D_U", f"cf-link auto ({tag})")])

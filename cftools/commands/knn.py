@@ -18,6 +18,7 @@ from ..cli import (
     device_option,
     seed_option,
 )
+from ..core.calibration.guard import links_length
 from ..core.neighbours.index import METHODS, KnnParams, check_k
 from ..core.neighbours.policy import AUTO_EXACT_BELOW, RECALL_TARGET
 from ..core.neighbours.search import (
@@ -45,6 +46,10 @@ under --strict). NaN/Inf or all-zero rows are refused.
 Each output row holds the point itself first, then its neighbours by falling similarity,
 also when the point has exact duplicates. With --queries, the queries are searched
 against FEATURES (the index) instead, e.g. new points against an existing set.
+
+With --for-model MODEL, k is the number of neighbours MODEL's links read (the longest of
+the lengths cf-train chose on the labelled set, for the model and for cosine links): the
+unlabelled side of a round searches no further than its links look (round.mk does so).
 
 OUT ending in .h5/.hdf5 gets a cftools knn file (indices, similarities); OUT ending in
 .npz gets learn-to-cluster's (N, 2, k) layout (ids; cosine distance 1 - sim).
@@ -78,6 +83,9 @@ output file when all succeeded. See man cf-knn.
               help="Output knn file (.h5) or learn-to-cluster .npz.")
 @click.option("-k", "k", type=Count(), default=80, show_default=True,
               help="Neighbours per point, the point itself included.")
+@click.option("--for-model", "for_model", default=None, type=click.Path(dir_okay=False),
+              help="Search as many neighbours as this cf-train model's links read (its own "
+                   "length or cosine links', the longer) instead of -k.")
 @click.option("--queries", default=None,
               help="Search these features against FEATURES instead of FEATURES themselves.")
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
@@ -120,15 +128,18 @@ output file when all succeeded. See man cf-knn.
 @device_option
 @seed_option
 @common_options
-def main(features, out, k, queries, method, exact_below, recall_target, nlist, nprobe, hnsw_m,
+def main(features, out, k, for_model, queries, method, exact_below, recall_target, nlist, nprobe, hnsw_m,
          ef_search, backend, precision, tile, gpu_shard, dim, recall_sample, strict,
          batch_size, device, seed, quiet):
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5", ".npz"):
         raise CfError("output must end in .h5/.hdf5 (knn file) or .npz (learn-to-cluster)", out)
     check_distinct_inputs({"FEATURES": features, "--queries": queries})
-    inputs = [split_spec(features)[0]] + ([split_spec(queries)[0]] if queries else [])
+    inputs = [split_spec(features)[0]] + ([split_spec(queries)[0]] if queries else []) \
+        + ([for_model] if for_model else [])
     check_output_path(out, inputs)
+    if for_model:
+        k = links_length(for_model)
     _check_usage(k, method, recall_sample, backend)
     backend, use_gpu = plan_backend(backend, method, device)
     sh = sharding.join(use_cuda=use_gpu)  # one process, or one rank of torchrun's

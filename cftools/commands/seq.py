@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from ..cli import CONTEXT_SETTINGS, CfCommand, Count, FiniteFloat, Reporter, common_options
+from ..core.calibration.guard import links_length
 from ..core.clusformer.grammar import build_sequences
 from ..errors import CfError
 from ..formats.artifacts import open_artifact, require_same_source, row_blocks
@@ -27,6 +28,10 @@ KNN is a knn file made by cf-knn from FEATURES themselves (its query and base id
 the features' id; a knn file made from other features is refused, naming both files). The
 centre is put first explicitly, never assumed to be neighbour 0: with duplicate images a
 twin may come first.
+
+With --for-model MODEL, L is the length MODEL's links read (the longest of the lengths
+cf-train chose on the labelled set, for the model and for cosine links), as cf-knn
+--for-model searched it.
 
 Positions are masked, never dropped: a neighbour below --min-sim, or a slot with no
 neighbour (approximate kNN may leave some), is masked (mask false; it holds the centre's
@@ -47,6 +52,9 @@ is computed from the features batch by batch by cf-train and cf-link.
               help="Output sequences file (.h5).")
 @click.option("-L", "--length", "length", type=Count(min=2), default=64,
               show_default=True, help="Sequence length, the centre included (at most k).")
+@click.option("--for-model", "for_model", default=None, type=click.Path(dir_okay=False),
+              help="Sequences as long as this cf-train model's links read (its own length "
+                   "or cosine links', the longer) instead of -L.")
 @click.option("--min-sim", type=FiniteFloat(-1, 1), default=None,
               help="Mask neighbours whose cosine similarity is below this.")
 @click.option("--labels", default=None,
@@ -55,7 +63,7 @@ is computed from the features batch by batch by cf-train and cf-link.
 @click.option("--dim", type=Count(min=1), default=None,
               help="Dimension of raw .bin features when no .meta lies beside them.")
 @common_options
-def main(knn, features, out, length, min_sim, labels, dim, quiet):
+def main(knn, features, out, length, for_model, min_sim, labels, dim, quiet):
     rep = Reporter(quiet)
     out = Path(out)
     if Path(knn).suffix.lower() == ".npz":
@@ -63,7 +71,10 @@ def main(knn, features, out, length, min_sim, labels, dim, quiet):
                       "was made from; cf-seq needs a cftools knn file: make one with "
                       "cf-knn FEATURES -o KNN.h5", knn)
     check_hdf5_name(out)
-    check_output_path(out, [knn, split_spec(features)[0]] + ([split_spec(labels)[0]] if labels else []))
+    check_output_path(out, [knn, split_spec(features)[0]] + ([split_spec(labels)[0]] if labels else [])
+                      + ([for_model] if for_model else []))
+    if for_model:
+        length = links_length(for_model)
     t0 = time.perf_counter()
     knn_art = open_artifact(knn, "knn")
     if str(knn_art.attrs["query_id"]) != str(knn_art.attrs["base_id"]):

@@ -63,3 +63,32 @@ def test_cf_seq_refuses_L_longer_than_k(demo_files):
     r = _cmd("cftools.commands.seq", str(tmp / "knn.h5"), "--features", str(tmp / "f.h5"),
              "-o", str(tmp / "seq.h5"), "-L", "13")
     assert r.returncode != 0 and "-L 13" in r.stderr
+
+
+def test_for_model_searches_and_cuts_to_the_longest_length_the_links_read(tmp_path, capsys):
+    """cf-knn and cf-seq --for-model: k and L are the longer of the model's own length and
+    cosine links' length (as cf-train recorded them), not -k / -L; a file that is not a
+    cf-train model is refused in one line."""
+    from cftools.core.clusformer.model import Clusformer, make_config, save_model
+    from tests.conftest import call, run_ok
+
+    f, y = make_demo_features(300, 16, seed=4)
+    write_features(tmp_path / "f.h5", f, labels=y)
+    cases = {"own": (6, None, 6), "cosine_longer": (6, 9, 9), "model_longer": (8, 5, 8)}
+    for name, (model_len, cosine_len, want) in cases.items():
+        training = {} if cosine_len is None else {
+            "guard": {"winner": "cosine", "cosine_length": cosine_len, "model_length": model_len}}
+        model = tmp_path / f"{name}.h5"
+        save_model(model, Clusformer(make_config("small", 16, model_len, width=32, ffn=64)),
+                   training=training)
+        knn, seq = tmp_path / f"knn_{name}.h5", tmp_path / f"seq_{name}.h5"
+        run_ok("knn", tmp_path / "f.h5", "-o", knn, "-k", 40, "--for-model", model, "-q")
+        run_ok("seq", knn, "--features", tmp_path / "f.h5", "-o", seq, "-L", 30,
+               "--for-model", model, "-q")
+        with open_artifact(knn, "knn") as k, open_artifact(seq, "sequences") as s:
+            assert k.read("indices").shape == (300, want), name
+            assert s.read("order").shape == (300, want), name
+    res = call(capsys, "knn", tmp_path / "f.h5", "-o", tmp_path / "bad.h5",
+               "--for-model", tmp_path / "f.h5", "-q")
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "f.h5" in res.stderr and not (tmp_path / "bad.h5").exists()

@@ -120,8 +120,8 @@ def test_calibration_in_worker_processes_finds_the_thresholds_of_one_process(mon
     calls = []
     real_map = workers.parallel_map
     monkeypatch.setattr(thresholds_module, "parallel_map",
-                        lambda fn, items, parallel: calls.append(parallel) or
-                        real_map(fn, items, parallel=parallel))
+                        lambda fn, items, parallel, cost=None: calls.append(parallel) or
+                        real_map(fn, items, parallel=parallel, cost=cost))
     assert thresholds_module.calibrate_links_many([links]) == serial
     assert calls == [True]
 
@@ -152,6 +152,37 @@ def test_parallel_map_keeps_the_order_of_its_items(monkeypatch):
     assert workers.parallel_map(divmod, items) == [divmod(a, b) for a, b in items]
     assert workers.parallel_map(divmod, items, parallel=False) == [divmod(a, b)
                                                                     for a, b in items]
+    assert workers.parallel_map(divmod, items, cost=lambda a, b: a) == [divmod(a, b)
+                                                                        for a, b in items]
+
+
+def test_parallel_map_hands_out_the_costliest_items_first(monkeypatch):
+    """With a cost estimate the workers get the items by falling cost (a long calibration
+    never starts last); the results still come back in the items' order."""
+    from cftools.core.runtime import workers
+
+    handed: list = []
+
+    class Pool:  # the executor, run in this process, recording what it was handed
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, jobs):
+            handed.extend(job[1] for job in jobs)
+            return [fn(job) for job in jobs]
+
+    monkeypatch.setattr(workers, "cpu_workers", lambda: 2)
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", Pool)
+    items = [(3, 1), (9, 2), (1, 1), (27, 4), (5, 3)]
+    found = workers.parallel_map(divmod, items, cost=lambda a, b: a)
+    assert handed == sorted(items, key=lambda t: -t[0])
+    assert found == [divmod(a, b) for a, b in items]
 
 
 def test_length_reaches_identities_larger_than_short_sequences():

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ...errors import CfError
 from .jury import JURY_DECODER, Contender, HeldOut, decode_contender, mean_f, resample_lead
 
 GUARD_DECODER = JURY_DECODER  # the decoder the guard (and the length choice) scores with
@@ -58,6 +59,31 @@ def recorded_cosine_length(training: dict, model_length: int) -> int:
     apart)."""
     cosine = ((training.get("length_selection") or {}).get("cosine") or {}).get("length")
     return int((training.get("guard") or {}).get("cosine_length") or cosine or model_length)
+
+
+def links_length(path) -> int:
+    """How many neighbours the links of the model file ``path`` read: the longest of the
+    model's own length and cosine links' (cf-train chose both on D_L). cf-knn and cf-seq
+    --for-model search and cut the unlabelled side to it: neighbours past it are never read."""
+    from ...formats.artifacts import open_artifact
+    from ...formats.schema import model_subtype
+    from ..clusformer.model import ClusformerConfig
+
+    with open_artifact(path, "model") as art:
+        if model_subtype(art.json_attr("config")) != "clusformer":
+            raise CfError("is not a Clusformer model made by cf-train (--for-model wants one)",
+                          art.path)
+        config = ClusformerConfig.from_json(art.attrs["config"], art.path)
+        training = art.json_attr("training", {}) or {}
+    if not isinstance(training, dict):
+        raise CfError("attribute 'training' is not a JSON object; not a model cf-train wrote",
+                      path)
+    try:
+        cosine = recorded_cosine_length(training, config.seq_len)
+    except (AttributeError, TypeError, ValueError):
+        raise CfError("attribute 'training' records no usable cosine length; not a model "
+                      "cf-train wrote", path) from None
+    return max(config.seq_len, cosine)
 
 
 def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.ndarray, *,

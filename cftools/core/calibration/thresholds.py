@@ -46,6 +46,10 @@ GRID_PATIENCE = 3
 COARSE_GRID, FINE_GRID = 16, 6  # thresholds of the coarse grid, and of the fine one
 # Links (rows x positions) from which one calibration is worth a worker process
 PARALLEL_LINKS = 100_000
+# A decoder's calibration time per link, relative to Infomap's (one measurement on the
+# 125K demo's D_L: bench/results/code-choices.md): the workers take the longest first
+CALIBRATION_COST = {"infomap": 1.0, "propagation": 0.4, "intimacy": 0.35, "peaks": 0.25,
+                    "components": 0.06}
 
 
 def _grid_search(score, candidates: np.ndarray, fine: int) -> tuple[float, float]:
@@ -140,7 +144,8 @@ def calibrate_many(jobs: list[dict], refused: dict | None = None) -> list[tuple[
     # workers calibrate with the objective module's own score: never when it is swapped
     parallel = (calibration_score is _OBJECTIVE
                 and any(task[1].size >= PARALLEL_LINKS for task in tasks))
-    for key, found in zip(keys, parallel_map(_calibrate_one, tasks, parallel=parallel)):
+    for key, found in zip(keys, parallel_map(_calibrate_one, tasks, parallel=parallel,
+                                             cost=_calibration_cost)):
         _CALIBRATED[key] = found
     results: list = []
     for job, ready in zip(jobs, prepared):
@@ -158,6 +163,11 @@ def calibrate_many(jobs: list[dict], refused: dict | None = None) -> list[tuple[
     while len(_CALIBRATED) > MEMO_SIZE:
         _CALIBRATED.pop(next(iter(_CALIBRATED)))
     return results
+
+
+def _calibration_cost(method: str, indices, *_) -> float:
+    """The relative work of calibrating ``method`` on these links (parallel_map's order)."""
+    return indices.size * CALIBRATION_COST.get(method, 1.0)
 
 
 def _prepare(indices, probabilities, labels, decoders, coarse: int, fine: int, seed: int):

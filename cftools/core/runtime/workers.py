@@ -34,17 +34,26 @@ def _quiet_worker() -> None:
     torch.set_num_threads(1)  # one core each: the workers share the machine
 
 
-def parallel_map(fn, argument_tuples, *, parallel: bool = True) -> list:
+def parallel_map(fn, argument_tuples, *, parallel: bool = True, cost=None) -> list:
     """[fn(*args) for args in argument_tuples], in worker processes where ``parallel`` and
     more than one worker and one item; ``fn`` and its arguments must pickle. The workers
-    live for this call only."""
+    live for this call only. ``cost``: an estimate of each item's work (a function of its
+    arguments); the costliest items are handed out first, so that no long one starts last
+    while the other workers sit idle (the results keep the items' order)."""
     items = list(argument_tuples)
     workers = min(cpu_workers(), len(items))
     if not parallel or workers < 2:
         return [fn(*args) for args in items]
+    order = list(range(len(items)))
+    if cost is not None:
+        order.sort(key=lambda i: -cost(*items[i]))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                              initializer=_quiet_worker) as pool:
-        return list(pool.map(_call, [(fn, args) for args in items]))
+        done = list(pool.map(_call, [(fn, items[i]) for i in order]))
+    results: list = [None] * len(items)
+    for i, value in zip(order, done):
+        results[i] = value
+    return results
 
 
 def _call(job):
