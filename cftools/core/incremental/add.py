@@ -150,7 +150,7 @@ def _decode(indices, probs, old_indices, old_probs, old_labels, rows, n0,
     from ``next_id`` (the least never used), id changes recorded under batch ``step``."""
     if redecode:
         labels, changes, _, counts = redecode_region(
-            indices, probs, old_labels, rows, n0, setting, seed=seed,
+            indices, probs, old_indices, old_probs, old_labels, rows, n0, setting, seed=seed,
             next_id=next_free_id(old_labels, next_id), step=step)
         return labels, [], counts, changes
     s = setting

@@ -1,0 +1,87 @@
+"""core.incremental.redecode (cf-merge add --redecode): the region decoded again is where new
+links join old clusters; a new point whose links reach one old cluster joins it without a
+decode; id changes recorded, ids never reused."""
+
+import numpy as np
+
+from cftools.core.decoding.identities import MERGED
+
+
+def _setup(seed=0):
+    """Three old clusters (A of 10 points at e0, B of 6 at b, cosine 0.55 from e0, C of 8 at
+    e3, decoded by components of cosine links over 0.8) and their links of length 12."""
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.decoding.decoders import decode
+    from cftools.core.neighbours.index import knn
+
+    rng = np.random.default_rng(seed)
+    e = np.eye(6, dtype=np.float32)
+    b = 0.55 * e[0] + np.sqrt(1 - 0.55**2) * e[1]
+    old = np.concatenate([e[0] + 0.05 * rng.standard_normal((10, 6)),
+                          b + 0.05 * rng.standard_normal((6, 6)),
+                          e[3] + 0.05 * rng.standard_normal((8, 6))]).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    i, s = knn(old, 12)
+    order, mask, _ = build_sequences(i, s, 12)
+    probs = (np.einsum("nd,nld->nl", old, old[order]) * mask).astype(np.float32)
+    labels = decode("components", order, probs, 0.8)
+    assert np.unique(labels).size == 3
+    return rng, e, b, old, order, probs, labels
+
+
+def _add(old, new, order, probs, labels, **kw):
+    from cftools.core.incremental.add import add_points
+
+    new = new / np.linalg.norm(new, axis=1, keepdims=True)
+    return add_points(old, new.astype(np.float32), order, probs, labels, link_method="cosine",
+                      decoder="components", threshold=0.8, mode="directed", redecode=True,
+                      **kw)
+
+
+def test_links_into_one_old_cluster_join_it_without_a_decode():
+    """New points near A (linked among themselves too) and one near C: both components hold
+    one old cluster each, so nothing is decoded again; they join A and C, no id changes."""
+    rng, e, b, old, order, probs, labels = _setup()
+    new = np.concatenate([e[0] + 0.05 * rng.standard_normal((3, 6)), e[3][None]])
+    res = _add(old, new, order, probs, labels)
+    assert (res.labels[:24] == labels).all()
+    assert (res.labels[24:27] == labels[0]).all() and res.labels[27] == labels[10 + 6]
+    c = res.counts
+    assert c["region_points"] == 0 and c["region_old_clusters"] == 0
+    assert c["joined_without_decode"] == 4 and c["joined_existing"] == 4
+    assert c["touched_old_clusters"] == 2
+    assert res.changes.shape == (0, 5)
+
+
+def test_links_joining_two_old_clusters_decode_them_again_and_record_the_merge():
+    """New points between A and B (cosine 0.88 to both) have kept links into both: A, B and those points are the
+    region (C and a new point joining C stay out); decoded again they form one cluster, A's
+    id kept (the larger), B's points recorded as merged into it; a new point far from all
+    forms a cluster with an id never used."""
+    rng, e, b, old, order, probs, labels = _setup(1)
+    mid = (e[0] + b) / np.linalg.norm(e[0] + b)  # cosine 0.88 to both
+    new = np.concatenate([mid + 0.02 * rng.standard_normal((4, 6)), e[3][None], e[5][None]])
+    la, lb, lc = labels[0], labels[10], labels[16]
+    res = _add(old, new, order, probs, labels, next_id=int(labels.max()) + 5, step=3)
+    c = res.counts
+    assert c["region_points"] == 10 + 6 + 4 + 1  # A, B, the bridging points, the far one
+    assert c["region_old_clusters"] == 2 and c["joined_without_decode"] == 1
+    assert (res.labels[:16] == la).all() and (res.labels[24:28] == la).all()
+    assert (res.labels[16:24] == lc).all() and res.labels[28] == lc
+    assert res.labels[29] == int(labels.max()) + 5  # never an id given before
+    assert res.changes.tolist() == [[3, MERGED, lb, la, 6]]
+    assert c["region_points_changed"] == 6 and res.next_id == int(labels.max()) + 6
+
+
+def test_an_unassigned_old_point_reached_puts_its_cluster_in_the_region():
+    """An old cluster and an unassigned old point linked through a new point are decoded
+    again together: the unassigned point takes the cluster's id."""
+    rng, e, b, old, order, probs, labels = _setup(2)
+    labels = labels.copy()
+    loose = 3
+    labels[loose] = -1  # a member of A left unassigned (e.g. by a singleton policy)
+    new = (e[0] + 0.02 * rng.standard_normal((1, 6)))
+    res = _add(old, new, order, probs, labels)
+    assert res.counts["region_old_clusters"] == 1
+    assert res.counts["region_points"] == 10 + 1
+    assert res.labels[loose] == labels[0] and res.labels[24] == labels[0]
