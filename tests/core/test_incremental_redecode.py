@@ -54,10 +54,10 @@ def test_links_into_one_old_cluster_join_it_without_a_decode():
 
 
 def test_links_joining_two_old_clusters_decode_them_again_and_record_the_merge():
-    """New points between A and B (cosine 0.88 to both) have kept links into both: A, B and those points are the
-    region (C and a new point joining C stay out); decoded again they form one cluster, A's
-    id kept (the larger), B's points recorded as merged into it; a new point far from all
-    forms a cluster with an id never used."""
+    """New points between A and B (cosine 0.88 to both) have kept links into both: A, B and
+    those points are the region (C and a new point joining C stay out); decoded again they
+    form one cluster, A's id kept (the larger), B's points recorded as merged into it; a
+    new point far from all forms a cluster with an id never used."""
     rng, e, b, old, order, probs, labels = _setup(1)
     mid = (e[0] + b) / np.linalg.norm(e[0] + b)  # cosine 0.88 to both
     new = np.concatenate([mid + 0.02 * rng.standard_normal((4, 6)), e[3][None], e[5][None]])

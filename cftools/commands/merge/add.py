@@ -94,12 +94,19 @@ The output says where every point came from: dataset 'batch' (0 = the original s
 then 1, 2, ... per add) and attribute 'batches' (per batch: source file and id, time,
 size, points that joined existing clusters, new clusters, merges, timings).
 
-With --redecode, step 4 decodes again, point by point, every old cluster a kept link of a
-new point touches, with the new points (links leaving that region dropped), and the
-result takes the old ids by largest overlap, one to one (as cf-merge --previous): an old
-cluster the new links now split keeps its id on its larger part, the rest get ids never
-used before, and an add no longer freezes old mistakes. It costs the decode of that
-region.
+With --redecode, step 4 decodes again, point by point, where new links join old clusters.
+Kept links touching a new point join units (a new point, an old cluster, an unassigned old
+point); a group of units holding one old cluster and no unassigned old point only joins
+its new points to that cluster, as the default add does, without decoding it again. The
+other groups are the region: old clusters (every member) and unassigned old points that
+new points link together, with those new points, and new points that reach no old
+cluster. The region is decoded over the links among its points (links leaving it
+dropped) and takes the old ids by largest overlap, one to one (as cf-merge --previous):
+two old clusters may become one (the larger's id kept), one may split (its larger part
+keeps the id, the rest get ids never used before), so an add no longer freezes old
+mistakes where new links bear on them. It costs the decode of the region (the batch entry
+records region_points, region_old_clusters, touched_old_clusters and
+joined_without_decode).
 
 Answers (--corrections FILE, and those CLUSTERS recorded from an earlier --corrections)
 are honoured after step 5 as cf-merge decode honours them, and recorded in the output, so
@@ -147,8 +154,8 @@ FEATURES that did not make LINKS.
                    "cosine reaches this quantile of the cosines of kept links (a sample of "
                    "the old rows); 0 relinks every entered row.")
 @click.option("--redecode", is_flag=True,
-              help="Decode again the old clusters the new links touch, keeping their ids by "
-                   "largest overlap (an old cluster may split; recorded).")
+              help="Decode again the old clusters new links join together, keeping their ids "
+                   "by largest overlap (old clusters may merge or split; recorded).")
 @corrections_option
 @bf16_inference_option
 @batch_size_option(256)
