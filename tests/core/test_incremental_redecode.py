@@ -8,7 +8,7 @@ from cftools.core.decoding.identities import MERGED
 
 
 def _setup(seed=0):
-    """Three old clusters (A of 10 points at e0, B of 6 at b, cosine 0.55 from e0, C of 8 at
+    """Three old clusters (A of 20 points at e0, B of 6 at b, cosine 0.55 from e0, C of 8 at
     e3, decoded by components of cosine links over 0.8) and their links of length 12."""
     from cftools.core.clusformer.grammar import build_sequences
     from cftools.core.decoding.decoders import decode
@@ -17,7 +17,7 @@ def _setup(seed=0):
     rng = np.random.default_rng(seed)
     e = np.eye(6, dtype=np.float32)
     b = 0.55 * e[0] + np.sqrt(1 - 0.55**2) * e[1]
-    old = np.concatenate([e[0] + 0.05 * rng.standard_normal((10, 6)),
+    old = np.concatenate([e[0] + 0.05 * rng.standard_normal((20, 6)),
                           b + 0.05 * rng.standard_normal((6, 6)),
                           e[3] + 0.05 * rng.standard_normal((8, 6))]).astype(np.float32)
     old /= np.linalg.norm(old, axis=1, keepdims=True)
@@ -40,12 +40,13 @@ def _add(old, new, order, probs, labels, **kw):
 
 def test_links_into_one_old_cluster_join_it_without_a_decode():
     """New points near A (linked among themselves too) and one near C: both components hold
-    one old cluster each, so nothing is decoded again; they join A and C, no id changes."""
+    one old cluster each and neither grows by GROWTH (3 of 20, 1 of 8), so nothing is
+    decoded again; they join A and C, no id changes."""
     rng, e, b, old, order, probs, labels = _setup()
     new = np.concatenate([e[0] + 0.05 * rng.standard_normal((3, 6)), e[3][None]])
     res = _add(old, new, order, probs, labels)
-    assert (res.labels[:24] == labels).all()
-    assert (res.labels[24:27] == labels[0]).all() and res.labels[27] == labels[10 + 6]
+    assert (res.labels[:34] == labels).all()
+    assert (res.labels[34:37] == labels[0]).all() and res.labels[37] == labels[26]
     c = res.counts
     assert c["region_points"] == 0 and c["region_old_clusters"] == 0
     assert c["joined_without_decode"] == 4 and c["joined_existing"] == 4
@@ -61,27 +62,51 @@ def test_links_joining_two_old_clusters_decode_them_again_and_record_the_merge()
     rng, e, b, old, order, probs, labels = _setup(1)
     mid = (e[0] + b) / np.linalg.norm(e[0] + b)  # cosine 0.88 to both
     new = np.concatenate([mid + 0.02 * rng.standard_normal((4, 6)), e[3][None], e[5][None]])
-    la, lb, lc = labels[0], labels[10], labels[16]
+    la, lb, lc = labels[0], labels[20], labels[26]
     res = _add(old, new, order, probs, labels, next_id=int(labels.max()) + 5, step=3)
     c = res.counts
-    assert c["region_points"] == 10 + 6 + 4 + 1  # A, B, the bridging points, the far one
+    assert c["region_points"] == 20 + 6 + 4 + 1  # A, B, the bridging points, the far one
     assert c["region_old_clusters"] == 2 and c["joined_without_decode"] == 1
-    assert (res.labels[:16] == la).all() and (res.labels[24:28] == la).all()
-    assert (res.labels[16:24] == lc).all() and res.labels[28] == lc
-    assert res.labels[29] == int(labels.max()) + 5  # never an id given before
+    assert (res.labels[:26] == la).all() and (res.labels[34:38] == la).all()
+    assert (res.labels[26:34] == lc).all() and res.labels[38] == lc
+    assert res.labels[39] == int(labels.max()) + 5  # never an id given before
     assert res.changes.tolist() == [[3, MERGED, lb, la, 6]]
     assert c["region_points_changed"] == 6 and res.next_id == int(labels.max()) + 6
 
 
-def test_an_unassigned_old_point_reached_puts_its_cluster_in_the_region():
-    """An old cluster and an unassigned old point linked through a new point are decoded
-    again together: the unassigned point takes the cluster's id."""
-    rng, e, b, old, order, probs, labels = _setup(2)
-    labels = labels.copy()
-    loose = 3
-    labels[loose] = -1  # a member of A left unassigned (e.g. by a singleton policy)
-    new = (e[0] + 0.02 * rng.standard_normal((1, 6)))
-    res = _add(old, new, order, probs, labels)
-    assert res.counts["region_old_clusters"] == 1
-    assert res.counts["region_points"] == 10 + 1
-    assert res.labels[loose] == labels[0] and res.labels[24] == labels[0]
+def test_an_unassigned_old_point_joined_puts_its_cluster_in_the_region():
+    """A new point joined to an old cluster and to an unassigned old point: the cluster's
+    members, the point and the new point are the region; a new point joined to one
+    cluster only joins it undecoded."""
+    from cftools.core.incremental.redecode import plan_region
+
+    old_labels = np.array([0, 0, 0, -1, 1, 1, 1, 1, 1, 1, 1, 1], np.int64)
+    n0, n = 12, 14
+    region, (joiners, to), plan = plan_region(np.array([12, 12, 13]), np.array([n + 0, 3, n + 1]),
+                                              old_labels, n0, n)
+    assert region.tolist() == [0, 1, 2, 3, 12]
+    assert joiners.tolist() == [13] and to.tolist() == [1]
+    assert plan == {"touched_old_clusters": 2, "grown_old_clusters": 0}
+
+
+def test_a_cluster_grown_by_a_step_of_the_ladder_is_decoded_again():
+    """C (8 points) is joined by 2 new points: 10 / 8 crosses 1 + GROWTH, so C is decoded
+    again with them (the region), where one new point (1 / 8) would not. Counted from the
+    members C had in the original set: when 2 of its 8 came in an add (base 6), one new
+    point already crosses the step 9 / 6 >= 1.2 ** 2 from 8 / 6 < 1.2 ** 2."""
+    from cftools.core.incremental.redecode import GROWTH
+
+    assert GROWTH == 0.2
+    rng, e, b, old, order, probs, labels = _setup(3)
+    lc = labels[26]
+    one = e[3] + 0.02 * rng.standard_normal((1, 6))
+    two = e[3] + 0.02 * rng.standard_normal((2, 6))
+    res = _add(old, one, order, probs, labels)
+    assert res.counts["region_points"] == 0 and res.counts["grown_old_clusters"] == 0
+    res = _add(old, two, order, probs, labels)
+    assert res.counts["grown_old_clusters"] == 1 and res.counts["region_points"] == 8 + 2
+    assert (res.labels[26:] == lc).all() and res.changes.shape == (0, 5)
+    batch = np.zeros(34, np.int32)
+    batch[[26, 27]] = 1
+    res = _add(old, one, order, probs, labels, old_batch=batch)
+    assert res.counts["grown_old_clusters"] == 1 and res.counts["region_points"] == 8 + 1

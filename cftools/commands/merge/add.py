@@ -213,7 +213,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             device=str(torch_device(device)) if link_method == "model" else "cpu", bf16=bf16,
             progress=bar, cosine_quantile=cosine_quantile, relink=relink,
             min_sim=None if str(min_sim) == "none" else float(min_sim), redecode=redecode,
-            next_id=old.attrs.get("next_id"), step=old.next_batch)
+            next_id=old.attrs.get("next_id"), step=old.next_batch, old_batch=old.batch)
     del indices, probs
     outcome = _honour(res, answers, setting.mode, rep)
     t_write = time.perf_counter()
