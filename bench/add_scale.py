@@ -16,7 +16,8 @@ separate labelled sample of the same generator (untimed), never on the set clust
     python bench/add_scale.py --reuse --redecode yes   # the add that decodes again alone
 
 Each add is timed both ways by default (--redecode both): keeping old clusters whole, and
-with --redecode (the old clusters the new links touch decoded again, issue 26).
+with --redecode (old clusters new links join together, and those grown by a fifth, decoded
+again, issue 26).
 
 Writes bench/results/add-scale-<links>-<n>-<time>.json.
 """

@@ -50,7 +50,7 @@ def test_links_into_one_old_cluster_join_it_without_a_decode():
     c = res.counts
     assert c["region_points"] == 0 and c["region_old_clusters"] == 0
     assert c["joined_without_decode"] == 4 and c["joined_existing"] == 4
-    assert c["touched_old_clusters"] == 2
+    assert c["joined_old_clusters"] == 2
     assert res.changes.shape == (0, 5)
 
 
@@ -86,7 +86,7 @@ def test_an_unassigned_old_point_joined_puts_its_cluster_in_the_region():
                                               old_labels, n0, n)
     assert region.tolist() == [0, 1, 2, 3, 12]
     assert joiners.tolist() == [13] and to.tolist() == [1]
-    assert plan == {"touched_old_clusters": 2, "grown_old_clusters": 0}
+    assert plan == {"joined_old_clusters": 2, "grown_old_clusters": 0}
 
 
 def test_a_cluster_grown_by_a_step_of_the_ladder_is_decoded_again():

@@ -94,18 +94,21 @@ The output says where every point came from: dataset 'batch' (0 = the original s
 then 1, 2, ... per add) and attribute 'batches' (per batch: source file and id, time,
 size, points that joined existing clusters, new clusters, merges, timings).
 
-With --redecode, step 4 decodes again, point by point, where new links join old clusters.
-Kept links touching a new point join units (a new point, an old cluster, an unassigned old
-point); a group of units holding one old cluster and no unassigned old point only joins
-its new points to that cluster, as the default add does, without decoding it again. The
-other groups are the region: old clusters (every member) and unassigned old points that
-new points link together, with those new points, and new points that reach no old
+With --redecode, step 4 decodes again, point by point, where new links join old clusters
+and where old clusters have grown. A new point is joined to the unit (old cluster,
+unassigned old point, new point) holding the most of its kept link weight and to every
+unit holding a fifth of it; a group of units with one old cluster and no unassigned old
+point only joins its new points to that cluster, as the default add does, unless the
+cluster's size crosses a step of 1.2^k times its members in the original set (then it is
+decoded again with them: each cluster is looked at again each time it grows by a fifth).
+The other groups are the region: old clusters (every member) and unassigned old points
+that new points join together, with those new points, and new points that reach no old
 cluster. The region is decoded over the links among its points (links leaving it
 dropped) and takes the old ids by largest overlap, one to one (as cf-merge --previous):
 two old clusters may become one (the larger's id kept), one may split (its larger part
 keeps the id, the rest get ids never used before), so an add no longer freezes old
 mistakes where new links bear on them. It costs the decode of the region (the batch entry
-records region_points, region_old_clusters, touched_old_clusters and
+records region_points, region_old_clusters, grown_old_clusters, joined_old_clusters and
 joined_without_decode).
 
 Answers (--corrections FILE, and those CLUSTERS recorded from an earlier --corrections)
@@ -154,8 +157,9 @@ FEATURES that did not make LINKS.
                    "cosine reaches this quantile of the cosines of kept links (a sample of "
                    "the old rows); 0 relinks every entered row.")
 @click.option("--redecode", is_flag=True,
-              help="Decode again the old clusters new links join together, keeping their ids "
-                   "by largest overlap (old clusters may merge or split; recorded).")
+              help="Decode again the old clusters new links join together, and those grown "
+                   "by a fifth, keeping their ids by largest overlap (old clusters may merge "
+                   "or split; recorded).")
 @corrections_option
 @bf16_inference_option
 @batch_size_option(256)

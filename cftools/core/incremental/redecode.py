@@ -105,7 +105,7 @@ def plan_region(ua, ub, old_labels, n0: int, n: int, old_batch=None):
                              keys[new_keys & in_region]]).astype(np.int64)
     joining = new_keys & ~in_region
     joins = (keys[joining].astype(np.int64), cluster_of[comp[joining]])
-    return region, joins, {"touched_old_clusters": int(is_cluster.sum()),
+    return region, joins, {"joined_old_clusters": int(is_cluster.sum()),
                            "grown_old_clusters": int(grown.size)}
 
 
