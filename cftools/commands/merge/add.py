@@ -97,7 +97,7 @@ size, points that joined existing clusters, new clusters, merges, timings).
 With --redecode, step 4 decodes again, point by point, where new links join old clusters
 and where old clusters have grown. A new point is joined to the unit (old cluster,
 unassigned old point, new point) holding the most of its kept link weight and to every
-unit holding a fifth of it; a group of units with one old cluster and no unassigned old
+unit holding a third of it; a group of units with one old cluster and no unassigned old
 point only joins its new points to that cluster, as the default add does, unless the
 cluster's size crosses a step of 1.2^k times its members in the original set (then it is
 decoded again with them: each cluster is looked at again each time it grows by a fifth).

@@ -2,10 +2,10 @@
 clusters have grown, old ids kept where they still hold.
 
 Units are the new points, the old clusters (all the members of one, one unit) and the
-unassigned old points. A new point joins the unit that holds the most of the kept link weight
-touching it (its own links and the rebuilt old rows' links to it) and every unit that holds
-at least JOIN_SHARE of it; old-old
-links of rebuilt rows kept now and not before (model links run again) join their two units.
+unassigned old points. A new point joins the unit that holds the most of the kept link
+weight touching it (its own links and the rebuilt old rows' links to it) and every unit
+that holds at least JOIN_SHARE of it; old-old links of rebuilt rows kept now and not before
+(model links run again) join their two units.
 A connected group of units holding exactly one old cluster and no unassigned old point
 cannot change the partition elsewhere: its new points join that cluster (as the default
 add would) and the cluster is not decoded again, unless it has grown (below). Every other
