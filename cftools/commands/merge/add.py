@@ -99,8 +99,8 @@ and where old clusters have grown. A new point is joined to the unit (old cluste
 unassigned old point, new point) holding the most of its kept link weight and to every
 unit holding a third of it; a group of units with one old cluster and no unassigned old
 point only joins its new points to that cluster, as the default add does, unless the
-cluster's size crosses a step of 1.2^k times its members in the original set (then it is
-decoded again with them: each cluster is looked at again each time it grows by a fifth).
+cluster's size crosses a step of 1.1^k times its members in the original set (then it is
+decoded again with them: each cluster is looked at again each time it grows by a tenth).
 The other groups are the region: old clusters (every member) and unassigned old points
 that new points join together, with those new points, and new points that reach no old
 cluster. The region is decoded over the links among its points (links leaving it
@@ -158,7 +158,7 @@ FEATURES that did not make LINKS.
                    "the old rows); 0 relinks every entered row.")
 @click.option("--redecode", is_flag=True,
               help="Decode again the old clusters new links join together, and those grown "
-                   "by a fifth, keeping their ids by largest overlap (old clusters may merge "
+                   "by a tenth, keeping their ids by largest overlap (old clusters may merge "
                    "or split; recorded).")
 @corrections_option
 @bf16_inference_option
