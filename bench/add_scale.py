@@ -107,7 +107,7 @@ def main(argv=None):
     for i in range(1, a.adds + 1):
         np.save(w / new_file(i), x[a.n + (i - 1) * a.new:a.n + i * a.new])
     del x
-    print(f"data: {a.n} + {a.new} x {a.d} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    print(f"data: {a.n} + {a.adds} x {a.new} x {a.d} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
     # untimed: the decoder's threshold (and a model) from a labelled sample of the generator
     xc, yc = make_demo_features(a.calibration_n, a.d, seed=7, tail=a.tail)

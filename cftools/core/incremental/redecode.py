@@ -15,9 +15,9 @@ with those new points, and groups of new points that reach no old cluster.
 Growth: an old cluster that new points join is decoded again, with them, when its size
 crosses a step of a geometric ladder, (1 + GROWTH)^k times the members it had in the
 original set (batch 0; 1 for a cluster made by an add): a cluster is looked at again each
-time it has grown by GROWTH since, so the decode work this adds is at most (1 + 1/GROWTH)
-times the points added, over the adds (amortised; about 1 / ln(1 + GROWTH) times once
-the clusters' steps are spread), while a clustering that is only extended, never decoded
+time it has grown by GROWTH since, so the decode work this adds is about (1 + 1/GROWTH)
+times the points added at most, over the adds (amortised; about 1 / ln(1 + GROWTH) times
+once the clusters' steps are spread), while a clustering that is only extended, never decoded
 again, would keep every mistake it made at its first size.
 
 The links of the region's rows among themselves (links to points outside dropped) are
@@ -27,6 +27,11 @@ and the region's clusters take the old ids by largest overlap, one to one
 split (its larger part keeps the id), and every id change is recorded. Outside the region
 no old point changes. A change that one cluster's new points alone see (a link lost where an
 entrant pushed an old neighbour out of a row) does not decode it again.
+
+Cost: the decode of the region. At 1M + 10K (demo generator, cosine links) the first add
+decoded 13K points again (4.2% of clustering the 1M again, the default add 3.8%); ten adds
+in a row grew it to 166K (10.1%) as the clusters reached their first step together
+(bench/results/issue26-incremental.md).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from .local import kept_links
 # a new point joins a unit holding at least this share of the kept weight touching it, as
 # well as its strongest: a second old cluster holding half as much as the first, of two
 # (bench/results/issue26-incremental.md: 0.2 decoded 7.8% of 1M points again for 10K new,
-# 0.25 4.4%, 1/3 1.0%)
+# 0.25 4.4%, 1/3 1.1%)
 JOIN_SHARE = 1 / 3
 # a cluster new points join is decoded again each time it grows by this share (the ladder;
 # bench/results/issue26-incremental.md: on the demo set 0.2 left one run of three 1.3 F_P
