@@ -14,11 +14,18 @@ separate labelled sample of the same generator (untimed), never on the set clust
     python bench/add_scale.py --n 100000 --new 1000 --links model
     python bench/add_scale.py --links model --relink mirror model   # both ways, one run
     python bench/add_scale.py --reuse --redecode yes   # the add that decodes again alone
+    python bench/add_scale.py --adds 10    # 10 adds of 10K in a row, each timed
 
 Each add is timed both ways by default (--redecode both): keeping old clusters whole, and
-with --redecode (the old clusters the new links touch decoded again, issue 26).
+with --redecode (old clusters new links join together, and those grown by a fifth, decoded
+again, issue 26).
 
-Writes bench/results/add-scale-<links>-<n>-<time>.json.
+--adds K chains K adds of --new points each (add i reads what add i - 1 wrote), each
+timed against the same clustering again of the --n points: later adds show what an add
+costs once the clusters have grown (the growth ladder of --redecode, issue 26).
+
+Writes bench/results/add-scale-<links>-<n>-<time>.json (with --adds K, one file per
+chain, every add in it).
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ def main(argv=None):
                          "against the same clustering.")
     ap.add_argument("--redecode", choices=("no", "yes", "both"), default="both",
                     help="Time cf-merge add without --redecode, with it, or both in turn.")
+    ap.add_argument("--adds", type=int, default=1,
+                    help="Adds of --new points in a row, each timed (data: --n + adds x --new).")
     ap.add_argument("--work", default=str(ROOT / "work" / "add_scale"))
     ap.add_argument("--reuse", action="store_true",
                     help="Keep the data and the clustering of an earlier run in --work (its "
@@ -91,13 +100,14 @@ def main(argv=None):
     for p in w.glob("*.h5"):
         p.unlink()
     t = time.perf_counter()
-    x, y = make_demo_features(a.n + a.new, a.d, seed=1, tail=a.tail)
+    x, y = make_demo_features(a.n + a.new * a.adds, a.d, seed=1, tail=a.tail)
     perm = np.random.default_rng(0).permutation(x.shape[0])
     x, y = x[perm], y[perm]
     write_features(w / "old.h5", x[:a.n], labels=y[:a.n])
-    np.save(w / "new.npy", x[a.n:])
+    for i in range(1, a.adds + 1):
+        np.save(w / new_file(i), x[a.n + (i - 1) * a.new:a.n + i * a.new])
     del x
-    print(f"data: {a.n} + {a.new} x {a.d} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    print(f"data: {a.n} + {a.adds} x {a.new} x {a.d} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
 
     # untimed: the decoder's threshold (and a model) from a labelled sample of the generator
     xc, yc = make_demo_features(a.calibration_n, a.d, seed=7, tail=a.tail)
@@ -142,39 +152,65 @@ def timed_adds(a, w: Path, saved: dict) -> None:
             timed_add(a, w, saved, relink, redecode)
 
 
+def new_file(i: int) -> str:
+    """The points of add i (the first keeps the name of single-add runs)."""
+    return "new.npy" if i == 1 else f"new{i}.npy"
+
+
 def timed_add(a, w: Path, saved: dict, relink: str | None, redecode: bool = False) -> None:
     once, mode = saved["stages"], saved["threshold"]
     total = sum(s["seconds"] for s in once.values())
-    print(f"adding {a.new} points:", file=sys.stderr)
-    add = cmd("cf-merge", "add", w / "clusters.h5", "--new", w / "new.npy", "--links",
-              w / "links.h5", "--features", w / "old.h5",
-              *(["--model", w / "model.h5", "--relink", relink] if a.links == "model"
-                else []),
-              "-o", w / "clusters2.h5", "--links-out", w / "links2.h5", "--features-out",
-              w / "features2.h5", *(["--redecode"] if redecode else []))
     import h5py
 
-    with h5py.File(w / "clusters2.h5", "r") as f:
-        entry = json.loads(f.attrs["batches"])[-1]
-    ratio = add["seconds"] / total
-    res = {"n": a.n, "new": a.new, "d": a.d, "k": a.k, "L": a.k, "tail": a.tail,
-           "links": a.links, "relink": relink, "redecode": redecode,
+    tag = ("r" if redecode else "") + (relink or "")
+    src = (w / "clusters.h5", w / "links.h5", w / "old.h5")
+    adds = []
+    for i in range(1, a.adds + 1):
+        if not (w / new_file(i)).exists():
+            raise SystemExit(f"{w / new_file(i)} not found: run without --reuse for --adds {a.adds}")
+        out = (w / f"clusters2{tag}-{i}.h5", w / f"links2{tag}-{i}.h5",
+               w / f"features2{tag}-{i}.h5")
+        print(f"adding {a.new} points ({i} of {a.adds}):", file=sys.stderr)
+        add = cmd("cf-merge", "add", src[0], "--new", w / new_file(i), "--links", src[1],
+                  "--features", src[2],
+                  *(["--model", w / "model.h5", "--relink", relink] if a.links == "model"
+                    else []),
+                  "-o", out[0], "--links-out", out[1], "--features-out", out[2],
+                  *(["--redecode"] if redecode else []))
+        with h5py.File(out[0], "r") as f:
+            entry = json.loads(f.attrs["batches"])[-1]
+        if i > 1:  # the previous add's outputs, read now
+            for p in src:
+                p.unlink()
+        src = out
+        adds.append({"add": add, "add_stages": entry.get("seconds"),
+                     "add_counts": {k: v for k, v in entry.items() if k != "seconds"},
+                     "ratio": round(add["seconds"] / total, 4)})
+    ratios = [x["ratio"] for x in adds]
+    res = {"n": a.n, "new": a.new, "adds_in_a_row": a.adds, "d": a.d, "k": a.k, "L": a.k,
+           "tail": a.tail, "links": a.links, "relink": relink, "redecode": redecode,
            "decoder": "infomap", "threshold": mode,
-           "cluster_again": once, "cluster_again_seconds": round(total, 2), "add": add,
-           "add_stages": entry.get("seconds"), "add_counts": {k: v for k, v in entry.items()
-                                                             if k not in ("seconds",)},
-           "ratio": round(ratio, 4), "cpus": os.cpu_count(), "reused_clustering": a.reuse,
+           "cluster_again": once, "cluster_again_seconds": round(total, 2),
+           **adds[0], "adds": adds if a.adds > 1 else None,
+           "ratio_mean": round(float(np.mean(ratios)), 4), "ratio_max": max(ratios),
+           "cpus": os.cpu_count(), "reused_clustering": a.reuse,
            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     relinked = ("" if relink is None else f" (relink {relink})") + \
         (" --redecode" if redecode else "")
-    print(f"\n{a.links} links{relinked}, {a.n} x {a.d}, k = L = {a.k}: clustering again {total:.1f} s "
-          f"(knn {once['knn']['seconds']}, seq {once['seq']['seconds']}, link "
+    first = adds[0]
+    print(f"\n{a.links} links{relinked}, {a.n} x {a.d}, k = L = {a.k}: clustering again "
+          f"{total:.1f} s (knn {once['knn']['seconds']}, seq {once['seq']['seconds']}, link "
           f"{once['link']['seconds']}, merge {once['merge']['seconds']}); adding {a.new}: "
-          f"{add['seconds']:.1f} s = {100 * ratio:.2f}% (stages {entry.get('seconds')})")
+          f"{first['add']['seconds']:.1f} s = {100 * first['ratio']:.2f}% (stages "
+          f"{first['add_stages']})" + (f"; {a.adds} adds in a row: "
+                                       + ", ".join(f"{100 * r:.2f}%" for r in ratios)
+                                       + f" (mean {100 * res['ratio_mean']:.2f}%)"
+                                       if a.adds > 1 else ""))
     out = ROOT / "bench" / "results" / (f"add-scale-{a.links}-{a.n}-"
                                         + (f"{relink}-" if relink else "")
                                         + ("redecode-" if redecode else "")
+                                        + (f"x{a.adds}-" if a.adds > 1 else "")
                                         + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
                                         + ".json")
     out.write_text(json.dumps(res, indent=1))

@@ -40,13 +40,14 @@ def demo(tmp_path_factory):
     return t, x, y
 
 
-def _add(t, b, merge_links=3, model=None, prefix=""):
+def _add(t, b, merge_links=3, model=None, prefix="", extra=()):
     src = {"c": t / f"{prefix}c{b - 1}.h5", "l": t / f"{prefix}l{b - 1}.h5",
            "f": t / ("old.h5" if b == 1 else f"{prefix}f{b - 1}.h5")}
     err = run_ok("merge", "add", src["c"], "--new", t / f"new{b}.h5", "--links", src["l"],
                "--features", src["f"], "-o", t / f"{prefix}c{b}.h5", "--links-out",
                t / f"{prefix}l{b}.h5", "--features-out", t / f"{prefix}f{b}.h5",
-               "--merge-links", merge_links, *(["--model", model, "--no-bf16"] if model else []))
+               "--merge-links", merge_links, *(["--model", model, "--no-bf16"] if model else []),
+               *extra)
     return err
 
 
@@ -54,6 +55,37 @@ def _labels(path):
     with open_artifact(path, "clusters") as a:
         return (a.read("labels"), a.read("batch"), a.read("merges"),
                 json.loads(a.attrs["batches"]))
+
+
+def test_redecode_records_its_region_and_every_id_change(demo):
+    """Two chained adds with --redecode: each batch entry says how many points were decoded
+    again and how many new points joined an old cluster without a decode (together every
+    new point); every old point whose id changed is in id_changes; no id comes back."""
+    t, x, y = demo
+    run_ok("merge", "add", t / "c0.h5", "--new", t / "new1.h5", "--links", t / "l0.h5",
+           "--features", t / "old.h5", "-o", t / "rc1.h5", "--links-out", t / "rl1.h5",
+           "--features-out", t / "rf1.h5", "--redecode", "-q")
+    _add(t, 2, prefix="r", extra=("--redecode",))
+    with open_artifact(t / "c0.h5", "clusters") as a:
+        before = a.read("labels")
+    seen, gone = set(before.tolist()), set()
+    for b in (1, 2):
+        labels, _, _, batches = _labels(t / f"rc{b}.h5")
+        entry = batches[-1]
+        assert entry["redecode"] is True
+        assert entry["region_new_points"] + entry["joined_without_decode"] == N1
+        assert 0 <= entry["region_old_clusters"] <= entry["joined_old_clusters"]
+        assert entry["region_points"] >= entry["region_new_points"]
+        with open_artifact(t / f"rc{b}.h5", "clusters") as a:
+            changes = a.read("id_changes")
+            next_id = int(a.attrs["next_id"])
+        moved = before != labels[:before.size]
+        assert changes[changes[:, 0] == b, 4].sum() == moved.sum()
+        now = set(labels.tolist())
+        assert not gone & now and labels.max() < next_id
+        gone |= seen - now
+        seen |= now
+        before = labels
 
 
 def test_old_points_keep_their_ids_except_recorded_merges(demo):

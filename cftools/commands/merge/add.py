@@ -94,12 +94,22 @@ The output says where every point came from: dataset 'batch' (0 = the original s
 then 1, 2, ... per add) and attribute 'batches' (per batch: source file and id, time,
 size, points that joined existing clusters, new clusters, merges, timings).
 
-With --redecode, step 4 decodes again, point by point, every old cluster a kept link of a
-new point touches, with the new points (links leaving that region dropped), and the
-result takes the old ids by largest overlap, one to one (as cf-merge --previous): an old
-cluster the new links now split keeps its id on its larger part, the rest get ids never
-used before, and an add no longer freezes old mistakes. It costs the decode of that
-region.
+With --redecode, step 4 decodes again, point by point, where new links join old clusters
+and where old clusters have grown. A new point is joined to the unit (old cluster,
+unassigned old point, new point) holding the most of its kept link weight and to every
+unit holding a third of it; a group of units with one old cluster and no unassigned old
+point only joins its new points to that cluster, as the default add does, unless the
+cluster's size crosses a step of 1.1^k times its members in the original set (then it is
+decoded again with them: each cluster is looked at again each time it grows by a tenth).
+The other groups are the region: old clusters (every member) and unassigned old points
+that new points join together, with those new points, and new points that reach no old
+cluster. The region is decoded over the links among its points (links leaving it
+dropped) and takes the old ids by largest overlap, one to one (as cf-merge --previous):
+two old clusters may become one (the larger's id kept), one may split (its larger part
+keeps the id, the rest get ids never used before), so an add no longer freezes old
+mistakes where new links bear on them. It costs the decode of the region (the batch entry
+records region_points, region_old_clusters, grown_old_clusters, joined_old_clusters and
+joined_without_decode).
 
 Answers (--corrections FILE, and those CLUSTERS recorded from an earlier --corrections)
 are honoured after step 5 as cf-merge decode honours them, and recorded in the output, so
@@ -147,8 +157,9 @@ FEATURES that did not make LINKS.
                    "cosine reaches this quantile of the cosines of kept links (a sample of "
                    "the old rows); 0 relinks every entered row.")
 @click.option("--redecode", is_flag=True,
-              help="Decode again the old clusters the new links touch, keeping their ids by "
-                   "largest overlap (an old cluster may split; recorded).")
+              help="Decode again the old clusters new links join together, and those grown "
+                   "by a tenth, keeping their ids by largest overlap (old clusters may merge "
+                   "or split; recorded).")
 @corrections_option
 @bf16_inference_option
 @batch_size_option(256)
@@ -206,7 +217,7 @@ def add_cmd(clusters, new_spec, links_path, features_spec, model_path, out, link
             device=str(torch_device(device)) if link_method == "model" else "cpu", bf16=bf16,
             progress=bar, cosine_quantile=cosine_quantile, relink=relink,
             min_sim=None if str(min_sim) == "none" else float(min_sim), redecode=redecode,
-            next_id=old.attrs.get("next_id"), step=old.next_batch)
+            next_id=old.attrs.get("next_id"), step=old.next_batch, old_batch=old.batch)
     del indices, probs
     outcome = _honour(res, answers, setting.mode, rep)
     t_write = time.perf_counter()

@@ -73,14 +73,14 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
                bf16: bool | None = None, progress=None,
                cosine_quantile: float = COSINE_QUANTILE, relink: str = RELINK[0],
                min_sim: float | None = None, redecode: bool = False,
-               next_id: int | None = None, step: int = 0) -> AddResult:
+               next_id: int | None = None, step: int = 0, old_batch=None) -> AddResult:
     """The clusters of old + new; see the module's docstring. ``relink``: how rebuilt old
     rows get model links ("mirror": from the entrants' rows, no model pass; "model": the
     model on the rebuilt rows). ``cosine_quantile``: relink="model" only; entered old rows
     whose entrants all lie below that quantile of the cosines of kept links (see
     kept_cosine_floor) keep their links; 0 relinks every entered row. ``min_sim``: cf-seq
     --min-sim of the links' sequences (neighbours below it are masked, as there).
-    ``redecode``, ``next_id``, ``step``: see _decode."""
+    ``redecode``, ``next_id``, ``step``, ``old_batch``: see _decode."""
     if relink not in RELINK:
         raise ValueError(f"relink must be one of {RELINK}, not {relink!r}")
     secs: dict = {}
@@ -134,7 +134,7 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
     labels, merges, counts, changes = _decode(
         indices, probs, old_indices, old_probs, old_labels,
         np.concatenate([affected, np.arange(n0, n)]), n0, setting, redecode=redecode,
-        merge_links=merge_links, seed=seed, next_id=next_id, step=step)
+        merge_links=merge_links, seed=seed, next_id=next_id, step=step, old_batch=old_batch)
     secs["decode"] = time.perf_counter() - t
     counts.update(entered_old_rows=int(candidates), relinked_old_rows=int(affected.size),
                   new_points=int(n1), relink="cosine" if cosine else relink,
@@ -144,14 +144,16 @@ def add_points(old_feats: np.ndarray, new_feats: np.ndarray, old_indices: np.nda
 
 
 def _decode(indices, probs, old_indices, old_probs, old_labels, rows, n0,
-            setting: DecoderSetting, *, redecode, merge_links, seed, next_id, step):
+            setting: DecoderSetting, *, redecode, merge_links, seed, next_id, step,
+            old_batch=None):
     """(labels, merges, counts, id changes or None): the local decoding that keeps old
     clusters whole, or with ``redecode`` the region decoded again (redecode.py); new ids
-    from ``next_id`` (the least never used), id changes recorded under batch ``step``."""
+    from ``next_id`` (the least never used), id changes recorded under batch ``step``;
+    ``old_batch``: the batch each old point came in (None: all the original set)."""
     if redecode:
         labels, changes, _, counts = redecode_region(
-            indices, probs, old_labels, rows, n0, setting, seed=seed,
-            next_id=next_free_id(old_labels, next_id), step=step)
+            indices, probs, old_indices, old_probs, old_labels, rows, n0, setting, seed=seed,
+            next_id=next_free_id(old_labels, next_id), step=step, old_batch=old_batch)
         return labels, [], counts, changes
     s = setting
     labels, merges, counts = decode_local(
