@@ -25,8 +25,8 @@ Every stage is timed by its wall clock and by its own CPU time (user + system, a
 threads), with the 1-minute load average when it started: on a shared machine the wall
 clock of a loaded stage stretches, its CPU time much less (read ratios, not seconds).
 F_P / F_B of every clustering of D_U against its labels (never used to choose anything).
-OMP_NUM_THREADS and OMP_WAIT_POLICY (which cftools sets to PASSIVE unless given) are
-inherited by both sides alike and recorded. --bin runs another build's
+OMP_NUM_THREADS and the OpenMP spin (GOMP_SPINCOUNT, which cftools shortens unless
+given) are inherited by both sides alike and recorded. --bin runs another build's
 commands (e.g. the main branch, for a before/after table with the same script); the peer
 always runs from here.
 
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-import cftools  # noqa: F401  sets OMP_WAIT_POLICY, which the peer's processes inherit too
+import cftools  # noqa: F401  sets GOMP_SPINCOUNT, which the peer's processes inherit too
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -366,6 +366,7 @@ def main(argv=None) -> dict | None:
               "bin": str(args.bin), "cpus": os.cpu_count(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+              "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),
               "args": {k: str(v) for k, v in vars(args).items()}, "sizes": []}
     for n in args.sizes:
         print(f"cost: N {n} ...", file=sys.stderr, flush=True)

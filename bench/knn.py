@@ -13,7 +13,7 @@ one after the other, as separate processes:
 - the peer: a fresh Python that reads the features with h5py, runs faiss `IndexFlatIP`
   add + search at the same k, and writes the two arrays with h5py.
 
-Both run under the same OpenMP settings (OMP_WAIT_POLICY as cftools sets it, unless
+Both run under the same OpenMP settings (GOMP_SPINCOUNT as cftools sets it, unless
 given). The machine is shared, so the pairs alternate and the median of the per-pair ratios is
 the figure (target: at most 1.15). The load average is recorded beside every run.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-import cftools  # noqa: F401  sets OMP_WAIT_POLICY, which the peer's process inherits too
+import cftools  # noqa: F401  sets GOMP_SPINCOUNT, which the peer's process inherits too
 
 PEER = """
 import sys, time, h5py, faiss
@@ -100,6 +100,7 @@ def main(argv=None):
                       f"--fraction 0.2 --seed {args.seed}; D_U searched",
               "k": args.k, "threads": os.environ.get("OMP_NUM_THREADS", "all"),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+              "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),
               "cpus": os.cpu_count(), "pairs": rows, "median_ratio": round(ratio, 3),
               "target": 1.15}
     print(f"median ratio cf-knn / peer: {ratio:.3f} (target <= 1.15)")

@@ -7,14 +7,21 @@ import subprocess
 import sys
 
 
-def test_importing_cftools_makes_openmp_threads_sleep_unless_told_otherwise():
-    """OMP_WAIT_POLICY defaults to PASSIVE in any process that imports cftools (spinning
-    OpenMP threads made cf-train many times slower beside other work); the user's own
-    setting is kept."""
-    code = "import cftools, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "PASSIVE", out.stderr
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+def _env_after_import(**given) -> tuple[str, str]:
+    code = ("import cftools, os; print(os.environ.get('GOMP_SPINCOUNT', '-'), "
+            "os.environ.get('OMP_WAIT_POLICY', '-'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **given},
                          capture_output=True, text=True)
-    assert out.stdout.strip() == "ACTIVE", out.stderr
+    assert out.returncode == 0, out.stderr
+    spin, policy = out.stdout.split()
+    return spin, policy
+
+
+def test_importing_cftools_shortens_the_openmp_spin_unless_told_otherwise():
+    """GOMP_SPINCOUNT defaults to a short spin in any process that imports cftools
+    (threads spinning long made cf-train many times slower beside other work); the user's
+    own GOMP_SPINCOUNT or OMP_WAIT_POLICY is kept as given."""
+    assert _env_after_import() == ("1000", "-")
+    assert _env_after_import(GOMP_SPINCOUNT="50000") == ("50000", "-")
+    assert _env_after_import(OMP_WAIT_POLICY="ACTIVE") == ("-", "ACTIVE")

@@ -28,10 +28,9 @@ split (its larger part keeps the id), and every id change is recorded. Outside t
 no old point changes. A change that one cluster's new points alone see (a link lost where an
 entrant pushed an old neighbour out of a row) does not decode it again.
 
-Cost: the decode of the region. At 1M + 10K (demo generator, cosine links) the first add
-decoded 13K points again (4.2% of clustering the 1M again, the default add 3.8%); ten adds
-in a row grew it to 166K (10.1%) as the clusters reached their first step together
-(bench/results/issue26-incremental.md).
+Cost: the decode of the region, which grows with the clusters new links join together
+and with the ladder's steps (measured against clustering again: bench/results/
+issue26-incremental.md).
 """
 
 from __future__ import annotations
@@ -46,12 +45,12 @@ from .local import kept_links
 
 # a new point joins a unit holding at least this share of the kept weight touching it, as
 # well as its strongest: a second old cluster holding half as much as the first, of two
-# (bench/results/issue26-incremental.md: 0.2 decoded 7.8% of 1M points again for 10K new,
-# 0.25 4.4%, 1/3 1.1%)
+# (lower shares chained much more of the clustering into the region: bench/results/
+# issue26-incremental.md)
 JOIN_SHARE = 1 / 3
 # a cluster new points join is decoded again each time it grows by this share (the ladder;
-# bench/results/issue26-incremental.md: on the demo set 0.2 left one run of three 1.3 F_P
-# below clustering at once, 0.1 none; no ladder two)
+# without it, or at 0.2, adds on the demo set ended more than 1 F_P below clustering at
+# once: bench/results/issue26-incremental.md)
 GROWTH = 0.1
 
 
