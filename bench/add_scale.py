@@ -17,7 +17,7 @@ separate labelled sample of the same generator (untimed), never on the set clust
     python bench/add_scale.py --adds 10    # 10 adds of 10K in a row, each timed
 
 Each add is timed both ways by default (--redecode both): keeping old clusters whole, and
-with --redecode (old clusters new links join together, and those grown by a fifth, decoded
+with --redecode (old clusters new links join together, and those grown by a tenth, decoded
 again, issue 26).
 
 --adds K chains K adds of --new points each (add i reads what add i - 1 wrote), each

@@ -95,11 +95,10 @@ def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.
     BCubed F; ``labels`` of all points). The model wins only when it is ahead on the
     held-out identities as a whole AND on at least GUARD_CONFIDENCE of ``resamples``
     random halves of them, and only when there are at least ``min_identities`` of them
-    (default GUARD_MIN_IDENTITIES): a
-    few dozen held-out identities are a noisy jury (a lead there has turned into a loss on
-    D_U: bench/results/code-choices.md), and a model that loses costs more than cosine
-    left in place. ``model_pred``: the model's clusters, where already decoded (the length
-    choice decodes them)."""
+    (default GUARD_MIN_IDENTITIES): a few dozen held-out identities are a noisy jury (a
+    lead there has turned into a loss on D_U: bench/results/code-choices.md), and a model
+    that loses costs more than cosine left in place. ``model_pred``: the model's clusters,
+    where already decoded (the length choice decodes them)."""
     if not np.array_equal(model.order[:, 0], cosine.order[:, 0]):
         raise ValueError("the guard's contenders must link the same rows")
     if min_identities is None:
