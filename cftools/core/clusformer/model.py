@@ -43,6 +43,7 @@ from ...formats.artifacts import check_stored, open_artifact
 from ...formats.schema import model_subtype
 from ...formats.thresholds import check_model_thresholds
 from ...formats.writing import write_artifact
+from .dropout import use_cheap_dropout
 from .grammar import centre_cosine, cosine_encoding
 
 ENCODINGS = ("cde", "none", "learned", "sinusoidal")
@@ -176,6 +177,7 @@ class Clusformer(nn.Module):
         self.decoder = nn.TransformerDecoder(layer(nn.TransformerDecoderLayer), c.decoder_layers,
                                              norm=nn.LayerNorm(c.width))
         self.head = nn.Linear(c.width, 1)
+        use_cheap_dropout(self)  # dropout masks at a quarter of the random draws on the CPU
         if c.cosine_skip:  # (a, b) of a * cos + b; training fits them and zeroes the head
             self.skip = nn.Parameter(torch.tensor([1.0, 0.0]))
 
