@@ -25,6 +25,7 @@ from ..core.calibration.guard import GUARD_MIN_IDENTITIES, guard
 from ..core.calibration.jury import Contender, HeldOut, decode_contender
 from ..core.calibration.length import choose_model_length, model_lengths
 from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
+from ..core.clusformer.calibrate import choose_data_length
 from ..core.clusformer.grammar import make_targets
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
 from ..core.clusformer.sequences import (
@@ -34,7 +35,7 @@ from ..core.clusformer.sequences import (
     split_rows,
     truncated,
 )
-from ..core.clusformer.training import TrainConfig, TrainResult, choose_data_length, train
+from ..core.clusformer.training import TrainConfig, TrainResult, train
 from ..core.runtime.device import torch_device
 from ..core.runtime.distributed import init_distributed
 from ..core.runtime.memory import keep_freed_memory
@@ -55,13 +56,14 @@ hardware has it.
 
 Validation is held out by identity: --val-fraction of the centres' identities are never
 trained on (their faces are masked out of the training sequences too) and their rows are
-linked like unlabelled data after every epoch: link precision, recall, F1 and ROC-AUC are
-printed, with raw cosine to the centre scored once on the same pairs for comparison. The
-link threshold that maximises F1 there is stored in the model. The decoders' thresholds
-(cf-merge, each decoder under both link modes) are then calibrated on the whole labelled
-set linked by the trained model, as the unlabelled set will be: the held-out rows alone
-hold too few look-alike identities and give thresholds far too lax. Above
---calibration-points rows a random subset of identities is used. cf-link passes all the
+linked like unlabelled data after every epoch (past 2048 rows, whole held-out identities
+holding up to 2048): link precision, recall, F1 and ROC-AUC are printed, with raw cosine
+to the centre scored once on all the held-out pairs for comparison. The link threshold
+that maximises F1 on every held-out row, linked by the kept epoch, is stored in the model.
+The decoders' thresholds (cf-merge, each decoder under both link modes) are then
+calibrated on the whole labelled set linked by the trained model, as the unlabelled set
+will be: the held-out rows alone hold too few look-alike identities and give thresholds
+far too lax. Above --calibration-points rows a random subset of identities is used. cf-link passes all the
 thresholds on to the links file.
 
 Built for long-tailed identity sizes (most identities of one or two images, a few of

@@ -1,11 +1,12 @@
 """Dropout whose mask costs a quarter of the random draws, for training on the CPU.
 
 torch draws one random number per element for a dropout mask, serially on the CPU: on
-the small preset at L 31 that was a third of a training batch's time (bench/results/
-code-choices.md). Here each element's keep/drop comes from 16 random bits, four elements
-to one 64-bit draw; an element is kept with probability round(keep * 2^16) / 2^16 (within
-1e-5 of 1 - p) and scaled by 1 / (1 - p), as nn.Dropout does. On a GPU, and in eval mode,
-it is nn.Dropout. Drawn from torch's generator: torch.manual_seed makes it repeat.
+the small preset that was a large share of a training batch's time (the figures:
+bench/results/code-choices.md). Here each element's keep/drop comes from 16 random bits,
+four elements to one 64-bit draw; an element is kept with probability
+round(keep * 2^16) / 2^16 (within 1e-5 of 1 - p) and scaled by 1 / (1 - p), as
+nn.Dropout does. On a GPU, and in eval mode, it is nn.Dropout. Drawn from torch's
+generator: torch.manual_seed makes it repeat.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ _BITS = 1 << 16
 
 def keep_mask(shape, keep: float, device=None) -> torch.Tensor:
     """A bool tensor of ``shape``, each element True with probability ``keep`` (to 2^-16)."""
-    n = math.prod(shape)
+    n, kept = math.prod(shape), int(round(keep * _BITS))
+    if kept <= 0 or kept >= _BITS:  # the bound would not fit an int16
+        return torch.full(shape, kept > 0, dtype=torch.bool, device=device)
     draws = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64,
                           device=device)
-    bits = draws.view(torch.int16)[:n].view(shape).to(torch.int32) + (_BITS // 2)
-    return bits < int(round(keep * _BITS))
+    # each int16 is uniform on [-2^15, 2^15): True for the lowest round(keep * 2^16) values
+    return draws.view(torch.int16)[:n].view(shape) < kept - _BITS // 2
 
 
 class CheapDropout(nn.Dropout):
@@ -35,7 +38,7 @@ class CheapDropout(nn.Dropout):
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
             return F.dropout(x, self.p, self.training, self.inplace)
         keep = 1.0 - self.p
-        return x * keep_mask(x.shape, keep).to(x.dtype) * (1.0 / keep)
+        return torch.where(keep_mask(x.shape, keep, x.device), x * (1.0 / keep), 0.0)
 
 
 def use_cheap_dropout(module: nn.Module) -> None:

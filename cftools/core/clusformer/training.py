@@ -9,9 +9,11 @@
   training identities: realistic distractors) and scored on every valid position.
 - Each epoch reads at most ``epoch_budget`` centres, stratified by identity, those cosine
   decides wrongly or nearly first (sequences.hard_rows): its cost does not grow with D_L.
-  After it: link precision / recall / F1 (at 0.5) and ROC-AUC on the held-out rows (raw
-  cosine scored once on the same positions); training stops once that ROC-AUC has not
-  risen for ``patience`` epochs, half the epochs done (sequences.plateaued).
+  After it: link precision / recall / F1 (at 0.5) and ROC-AUC on the held-out rows, or
+  on whole held-out identities holding up to ``epoch_val_rows`` of them (raw cosine
+  scored once on all); training stops once that ROC-AUC has not risen for ``patience``
+  epochs, half the epochs done (sequences.plateaued). The kept epoch's link threshold
+  and gates read every held-out row.
 - Thresholds: ``link`` = the probability that maximises F1 of link classification on the
   held-out rows. The decoders' thresholds (cf-merge) are calibrated on the links of the
   whole labelled set, linked as D_U will be (calibration.thresholds.decoder_thresholds),
@@ -40,14 +42,13 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import CfError
-from ...formats.thresholds import LINK_MODES
-from ..calibration.length import choose_length
 from ..calibration.objective import IDENTITY_CAP, best_f1_threshold
-from ..calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
+from ..calibration.thresholds import calibration_rows
 from ..decoding.decoders import DECODERS
 from ..metrics import link_scores
 from ..runtime.distributed import Dist
 from ..runtime.precision import autocast_dtype
+from .calibrate import calibrate_decoders
 from .checkpoint import (
     check_resumable,
     load_checkpoint,
@@ -63,6 +64,7 @@ from .model import Clusformer, ClusformerConfig
 from .sequences import (
     AUC_RISE,
     EPOCH_BUDGET,
+    EPOCH_VAL_ROWS,
     PATIENCE,
     SequenceData,
     capped_epoch_rows,
@@ -92,6 +94,7 @@ class TrainConfig:
     epoch_budget: int | None = EPOCH_BUDGET  # most centres an epoch reads (None: all)
     patience: int | None = PATIENCE  # epochs without a better held-out AUC before stopping
     hard_first: bool = True  # a budgeted epoch reads the rows cosine gets wrong or nearly first
+    epoch_val_rows: int | None = EPOCH_VAL_ROWS  # most held-out rows an epoch is scored on
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -158,6 +161,24 @@ class _Run:
                           f"undefined (hold out more with --val-fraction, or longer sequences)")
         if not scored_positions(self.t_mask, self.t_targets).any():
             raise CfError("the training rows have no neighbour with a known target to learn from")
+        self._epoch_sample()
+
+    def _epoch_sample(self) -> None:
+        """The held-out rows each epoch is scored on (positions into val_rows): whole
+        identities up to cfg.epoch_val_rows rows (an epoch's ROC-AUC needs no more, and
+        linking them all each epoch cost more than a tenth of training), all where the
+        sample would lack links of either kind."""
+        cfg, rows = self.cfg, np.arange(self.val_rows.size)
+        if cfg.epoch_val_rows and rows.size > cfg.epoch_val_rows:
+            centres = self.data.labels[self.v_order[:, 0]]
+            rows = calibration_rows(centres, cfg.epoch_val_rows, cfg.seed)
+            truth = self.data.targets[self.val_rows[rows]][self.v_use[rows]] == 1
+            if truth.all() or not truth.any():
+                rows = np.arange(self.val_rows.size)
+        self.e_rows = rows
+        self.e_all = rows.size == self.val_rows.size
+        self.e_use = self.v_use[rows]
+        self.e_truth = self.data.targets[self.val_rows[rows]][self.e_use] == 1
 
     def _build_model(self, features: np.ndarray) -> None:
         cfg, device = self.cfg, self.device
@@ -221,8 +242,14 @@ class _Run:
     # ---- validation
 
     def validate(self):
-        probs = predict(self.model, self.features_t, self.v_order, self.v_mask, amp=self.amp)
-        return probs, link_scores(probs[self.v_use], self.v_truth, 0.5)
+        """(the epoch's held-out rows' probabilities, their link scores at 0.5)."""
+        rows = self.e_rows
+        probs = predict(self.model, self.features_t, self.v_order[rows], self.v_mask[rows],
+                        amp=self.amp)
+        return probs, link_scores(probs[self.e_use], self.e_truth, 0.5)
+
+    def _sampled(self) -> str:
+        return "" if self.e_all else f"; each epoch scored on {self.e_rows.size} of the rows"
 
     def _snapshot(self, epoch: int, roc_auc: float) -> dict:
         return {"epoch": epoch, "roc_auc": roc_auc,
@@ -237,7 +264,7 @@ class _Run:
         cos = cosine_to_centre(self.features_t, self.v_order, self.v_mask)[self.v_use]
         self.baseline = link_scores(cos, self.v_truth, best_f1_threshold(cos, self.v_truth))
         self.log(f"held out {self.val_ids.size} identities ({self.val_rows.size} rows, "
-                 f"{self.v_truth.size} pairs); raw cosine: ROC-AUC "
+                 f"{self.v_truth.size} pairs{self._sampled()}); raw cosine: ROC-AUC "
                  f"{self.baseline['roc_auc']:.4f}, best F1 {self.baseline['f1']:.4f} at cos >= "
                  f"{self.baseline['threshold']:.4f}")
         if self.best is None:
@@ -334,7 +361,8 @@ class _Run:
         """Rank 0: validate, keep the best epoch, log, write the checkpoint."""
         cfg = self.cfg
         if self.val_rows.size:
-            self.val_probs, s = self.validate()
+            probs, s = self.validate()
+            self.val_probs = probs if self.e_all else None
             if self.best is not None and s["roc_auc"] > self.best["roc_auc"]:
                 self.best = self._snapshot(epoch + 1, s["roc_auc"])
             record.update({f"val_{k}": v for k, v in s.items()
@@ -374,7 +402,7 @@ class _Run:
             summary["kept_epoch"] = best["epoch"]
             log(f"kept epoch {best['epoch']}: the best held-out ROC-AUC ({best['roc_auc']:.4f})")
         if self.val_rows.size:
-            if self.val_probs is None:  # resumed after the last epoch, or an earlier epoch kept
+            if self.val_probs is None:  # a sample scored epochs, an earlier epoch kept, resumed
                 self.val_probs = predict(model, self.features_t, self.v_order, self.v_mask,
                                          amp=self.amp)
             p = self.val_probs[self.v_use]
@@ -390,7 +418,8 @@ class _Run:
             log("no validation identities: link threshold left at 0.5 (uncalibrated)")
         model_t, cosine_t, linked = calibrate_decoders(
             self.data, model, self.features_t, self.amp, log,
-            max_points=cfg.calibration_points, seed=cfg.seed)
+            max_points=cfg.calibration_points, seed=cfg.seed,
+            known=None if self.val_probs is None else (self.val_rows, self.val_probs))
         thresholds.update(model_t)
         summary["cosine_thresholds"] = cosine_t
         if self.val_probs is not None and model.needs_cosine:
@@ -414,35 +443,3 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
     if not run.epochs(checkpoint) or not dist.main:
         return None
     return run.finish()
-
-
-def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
-                       max_points: int = 100_000, seed: int = 0
-                       ) -> tuple[dict, dict, tuple[np.ndarray, np.ndarray]]:
-    """(model thresholds, cosine thresholds, (rows, the model's probabilities on them)) of
-    the decoders (cf-merge), each calibrated on the whole labelled set linked as D_U will
-    be: once by the trained model, once by raw cosine (what cf-link's cosine links carry).
-    Above ``max_points`` rows, a random subset of identities holding up to that many is
-    used."""
-    centre_labels = data.labels[data.order[:, 0]]
-    rows = calibration_rows(centre_labels, max_points, seed)
-    if rows.size < centre_labels.size:
-        log(f"calibrating the decoders on {rows.size} of {centre_labels.size} rows "
-            f"(--calibration-points {max_points})")
-    order, mask = data.order[rows], data.mask[rows]
-    probs = predict(model, features_t, order, mask, amp=amp)
-    found = decoder_thresholds(order, mask, {
-        "model": (probs, LINK_MODES), "cosine": (cosine_to_centre(features_t, order, mask),
-                                                 COSINE_MODES)},
-        data.labels, seed=seed, log=log)
-    return found["model"], found["cosine"], (rows, probs)
-
-
-def choose_data_length(data: SequenceData, features: np.ndarray, max_points: int, seed: int,
-                       log) -> dict:
-    """The sequence length (calibration.length) chosen on these labelled sequences, from
-    their cosine links."""
-    rows = calibration_rows(data.labels[data.order[:, 0]], max_points, seed)
-    order, mask = data.order[rows], data.mask[rows]
-    cosine = cosine_to_centre(torch.from_numpy(features), order, mask)
-    return choose_length(order, mask, cosine, data.labels, seed=seed, log=log)

@@ -43,13 +43,11 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     calibration_points rows, from whole identities holding up to that many."""
     import torch
 
+    from cftools.core.clusformer.calibrate import calibrate_decoders as decoding_thresholds
     from cftools.core.clusformer.grammar import build_sequences
     from cftools.core.clusformer.model import make_config
     from cftools.core.clusformer.sequences import SequenceData
     from cftools.core.clusformer.training import TrainConfig, train
-    from cftools.core.clusformer.training import (
-        calibrate_decoders as decoding_thresholds,
-    )
     from cftools.core.decoding.decoders import DECODERS
     from cftools.core.neighbours.index import knn
     from cftools.formats.thresholds import LINK_MODES, threshold_key
@@ -80,6 +78,16 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     # the cosine links' thresholds, for cf-link's cosine links: directed only
     assert set(cosine) == {k for k in sub if k.startswith(("directed_", "link_mode_"))}
     assert all(cosine[f"link_mode_{name}"] == "directed" for name in DECODERS)
+    # rows whose probabilities are known already (validation's) are taken, not predicted
+    known = rows[::3]
+    _, _, (rows2, probs2) = decoding_thresholds(
+        data, res.model, ft, None, logs.append, max_points=300, seed=0,
+        known=(np.r_[known, -5], np.full((known.size + 1, data.order.shape[1]), 0.25,
+                                         dtype=np.float32)))
+    assert np.array_equal(rows2, rows)
+    assert (probs2[::3] == 0.25).all()
+    others = np.setdiff1d(np.arange(rows.size), np.arange(0, rows.size, 3))
+    np.testing.assert_allclose(probs2[others], probs[others], atol=1e-5)
 
 
 def test_an_epoch_reads_its_budget_stratified_by_identity():
@@ -205,3 +213,45 @@ def test_epochs_stop_early_on_a_plateau():
     assert any("stopped after epoch 5" in m for m in logs)
     res, _ = _small_run(600, 1, epochs=3, lr=1e-12, patience=None)
     assert len(res.history) == 3 and not res.summary["stopped_early"]
+
+
+def test_epochs_are_scored_on_a_sample_of_held_out_identities_the_thresholds_on_all():
+    """With more held-out rows than epoch_val_rows, each epoch's ROC-AUC reads whole
+    held-out identities up to that many rows; the kept epoch's link threshold and its
+    scores read every held-out row, and the decoders are calibrated as before."""
+    import torch
+
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.model import make_config
+    from cftools.core.clusformer.sequences import SequenceData, scored_positions, split_rows
+    from cftools.core.clusformer.training import TrainConfig, _Run
+    from cftools.core.neighbours.index import knn
+    from cftools.core.runtime.distributed import Dist
+
+    torch.set_num_threads(1)
+    f, y = make_demo_features(900, 16, seed=5, max_size=20)
+    idx, sim = knn(f, 10)
+    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
+    config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
+                         decoder_layers=1, ffn=32)
+    cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=64, seed=0, epoch_val_rows=60)
+    logs: list = []
+    run = _Run(data, f, config, cfg, torch.device("cpu"), Dist(), logs.append, None)
+    _, val_rows, val_ids = split_rows(data, cfg.val_fraction, cfg.seed)
+    assert val_rows.size > 60
+    sampled = data.labels[data.order[val_rows[run.e_rows], 0]]
+    assert 40 < run.e_rows.size <= 60  # whole identities of at most 20 rows, up to 60
+    held = data.labels[data.order[val_rows, 0]]
+    for i in np.unique(sampled):  # whole identities
+        assert (sampled == i).sum() == (held == i).sum()
+    run.score_cosine_and_epoch_zero()
+    assert any(f"each epoch scored on {run.e_rows.size} of the rows" in m for m in logs)
+    assert run.epochs(None)
+    res = run.finish()
+    every = scored_positions(data.mask[val_rows], data.targets[val_rows]).sum()
+    assert res.summary["validation"]["model"]["pairs"] == every
+    assert res.summary["epochs_run"] == 2 and "infomap" in res.thresholds
+    # without a cap (or with one above the held-out rows) every row scores every epoch
+    full = _Run(data, f, config, TrainConfig(epochs=1, seed=0, epoch_val_rows=None),
+                torch.device("cpu"), Dist(), logs.append, None)
+    assert full.e_all and full.e_rows.size == val_rows.size
