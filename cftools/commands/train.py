@@ -152,8 +152,8 @@ training summary as JSON attributes; loading it never runs code.
                    "whose sequence holds a pair cosine decides wrongly or nearly (0: all the "
                    "capped centres): an epoch costs the same at any size of the labelled set.")
 @click.option("--patience", type=Count(min=0), default=PATIENCE, show_default=True,
-              help="Stop once the held-out ROC-AUC has not risen for this many epochs, but "
-                   "not before half of --epochs (0: train every --epochs).")
+              help="Stop once the held-out ROC-AUC has not risen by 5e-4 for this many "
+                   "epochs, but not before half of --epochs (0: train every --epochs).")
 @checkpoint_options("MODEL.h5.ckpt, beside -o")
 @click.option("--bf16/--no-bf16", default=None,
               help="bfloat16 autocast [default: where the CPU/GPU supports it; GPUs without "
