@@ -9,6 +9,24 @@ import pytest
 from cftools.data.demo import make_demo_features
 
 
+def _small_run(n: int, seed: int, max_size: int):
+    """(features, labels, sequences of L 10, a tiny model config) of a small demo set."""
+    import torch
+
+    from cftools.core.clusformer.grammar import build_sequences
+    from cftools.core.clusformer.model import make_config
+    from cftools.core.clusformer.sequences import SequenceData
+    from cftools.core.neighbours.index import knn
+
+    torch.set_num_threads(1)
+    f, y = make_demo_features(n, 16, seed=seed, max_size=max_size)
+    idx, sim = knn(f, 10)
+    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
+    config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
+                         decoder_layers=1, ffn=32)
+    return f, y, data, config
+
+
 def test_split_holds_out_identities_and_hides_them_from_training():
     from cftools.core.clusformer.grammar import build_sequences
     from cftools.core.clusformer.sequences import (
@@ -44,20 +62,11 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     import torch
 
     from cftools.core.clusformer.calibrate import calibrate_decoders as decoding_thresholds
-    from cftools.core.clusformer.grammar import build_sequences
-    from cftools.core.clusformer.model import make_config
-    from cftools.core.clusformer.sequences import SequenceData
     from cftools.core.clusformer.training import TrainConfig, train
     from cftools.core.decoding.decoders import DECODERS
-    from cftools.core.neighbours.index import knn
     from cftools.formats.thresholds import LINK_MODES, threshold_key
 
-    torch.set_num_threads(1)
-    f, y = make_demo_features(800, 16, seed=4, max_size=40)
-    idx, sim = knn(f, 10)
-    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
-    config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
-                         decoder_layers=1, ffn=32)
+    f, y, data, config = _small_run(800, 4, 40)
     logs = []
     res = train(data, f, config, TrainConfig(epochs=1, lr=1e-3, batch_size=64, seed=0),
                 device=torch.device("cpu"), log=logs.append)
@@ -221,19 +230,11 @@ def test_epochs_are_scored_on_a_sample_of_held_out_identities_the_thresholds_on_
     scores read every held-out row, and the decoders are calibrated as before."""
     import torch
 
-    from cftools.core.clusformer.grammar import build_sequences
-    from cftools.core.clusformer.model import make_config
-    from cftools.core.clusformer.sequences import SequenceData, scored_positions, split_rows
+    from cftools.core.clusformer.sequences import scored_positions, split_rows
     from cftools.core.clusformer.training import TrainConfig, _Run
-    from cftools.core.neighbours.index import knn
     from cftools.core.runtime.distributed import Dist
 
-    torch.set_num_threads(1)
-    f, y = make_demo_features(900, 16, seed=5, max_size=20)
-    idx, sim = knn(f, 10)
-    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
-    config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
-                         decoder_layers=1, ffn=32)
+    f, y, data, config = _small_run(900, 5, 20)
     cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=64, seed=0, epoch_val_rows=60)
     logs: list = []
     run = _Run(data, f, config, cfg, torch.device("cpu"), Dist(), logs.append, None)
