@@ -9,7 +9,7 @@ import pytest
 from cftools.data.demo import make_demo_features
 
 
-def _small_run(n: int, seed: int, max_size: int):
+def _small_set(n: int, seed: int, max_size: int):
     """(features, labels, sequences of L 10, a tiny model config) of a small demo set."""
     import torch
 
@@ -66,7 +66,7 @@ def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
     from cftools.core.decoding.decoders import DECODERS
     from cftools.formats.thresholds import LINK_MODES, threshold_key
 
-    f, y, data, config = _small_run(800, 4, 40)
+    f, y, data, config = _small_set(800, 4, 40)
     logs = []
     res = train(data, f, config, TrainConfig(epochs=1, lr=1e-3, batch_size=64, seed=0),
                 device=torch.device("cpu"), log=logs.append)
@@ -234,7 +234,7 @@ def test_epochs_are_scored_on_a_sample_of_held_out_identities_the_thresholds_on_
     from cftools.core.clusformer.training import TrainConfig, _Run
     from cftools.core.runtime.distributed import Dist
 
-    f, y, data, config = _small_run(900, 5, 20)
+    f, y, data, config = _small_set(900, 5, 20)
     cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=64, seed=0, epoch_val_rows=60)
     logs: list = []
     run = _Run(data, f, config, cfg, torch.device("cpu"), Dist(), logs.append, None)
