@@ -14,7 +14,9 @@ calibrated, at the threshold each rule gives, and scores the clusters on D_U's l
 
 Then, at the calibrated threshold, each singleton joined to the cluster of its strongest
 link when that link's probability is at least A (for A in --attach): does the model's
-uncertainty leave points alone that belong to a cluster?
+uncertainty leave points alone that belong to a cluster? Last, the guard's recorded jury
+scores beside D_U's, for the round's clusters and for cosine links at cosine's length
+(cf-train's cosine thresholds): does the jury's verdict hold on D_U?
 
     python bench/threshold_shift.py /tmp/omni/s0/round1 /tmp/omni/s1/round1
 """
@@ -88,7 +90,34 @@ def _round(folder: str, grid: np.ndarray, attach) -> dict:
                                                      for k, t in rules.items()}}
     base = on_du(calibrated)
     out["attach"] = {str(a): score(_attach(base, links.indices, wu, a)) for a in attach}
+    out["jury"] = _jury_and_cosine(folder, training, fu, score)
     return out
+
+
+def _jury_and_cosine(folder: str, training: dict, fu, score) -> dict:
+    """The guard's recorded jury scores beside D_U's: the model's links (the round's own
+    clusters.h5) and cosine links at cosine's length and cf-train's cosine thresholds."""
+    import torch
+
+    from cftools.core.calibration.thresholds import decode_with
+    from cftools.core.clusformer.inference import cosine_to_centre
+    from cftools.formats.artifacts import open_artifact
+    from cftools.formats.clusters import read_clusters
+
+    g = training["guard"]
+    n = int(g["cosine_length"])
+    seq = open_artifact(f"{folder}/seq_unlabelled.h5", "sequences")
+    order, mask = seq.read("order")[:, :n], seq.read("mask")[:, :n]
+    cos = cosine_to_centre(torch.from_numpy(fu.features), order, mask)
+    pred = decode_with(np.where(mask, order, -1), cos, training["cosine_thresholds"],
+                       "infomap")
+    ours = read_clusters(f"{folder}/clusters.h5")[0].copy()
+    loose = ours < 0  # unassigned: each its own cluster
+    ours[loose] = ours.max(initial=-1) + 1 + np.arange(int(loose.sum()))
+    return {"model": [100 * g["model"]["pairwise_f"], 100 * g["model"]["bcubed_f"]],
+            "cosine": [100 * g["cosine"]["pairwise_f"], 100 * g["cosine"]["bcubed_f"]],
+            "ahead": g["model_ahead"], "cosine_length": n,
+            "du_model": score(ours), "du_cosine": score(pred)}
 
 
 def _attach(pred: np.ndarray, idx: np.ndarray, w: np.ndarray, least: float) -> np.ndarray:
@@ -127,6 +156,15 @@ def main(argv=None):
         for a, f in r["attach"].items():
             print(f"| {folder} | {r['mode']} | calibrated, singletons joined at >= {a} | | "
                   f"{f[0]:.2f} | {f[1]:.2f} |")
+    print("\n| round | jury: model F_P / F_B | cosine | model ahead | D_U: model (the round) "
+          "| cosine links at cosine's length |\n|---|---|---|---|---|---|")
+    for r in rows:
+        if "jury" in r:
+            j = r["jury"]
+            print(f"| {r['folder']} | {j['model'][0]:.2f} / {j['model'][1]:.2f} | "
+                  f"{j['cosine'][0]:.2f} / {j['cosine'][1]:.2f} (L {j['cosine_length']}) | "
+                  f"{j['ahead']:.0%} | {j['du_model'][0]:.2f} / {j['du_model'][1]:.2f} | "
+                  f"{j['du_cosine'][0]:.2f} / {j['du_cosine'][1]:.2f} |")
     return rows
 
 
