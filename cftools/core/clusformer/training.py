@@ -168,17 +168,16 @@ class _Run:
         identities up to cfg.epoch_val_rows rows (an epoch's ROC-AUC needs no more, and
         linking them all each epoch cost more than a tenth of training), all where the
         sample would lack links of either kind."""
-        cfg, rows = self.cfg, np.arange(self.val_rows.size)
-        if cfg.epoch_val_rows and rows.size > cfg.epoch_val_rows:
-            centres = self.data.labels[self.v_order[:, 0]]
-            rows = calibration_rows(centres, cfg.epoch_val_rows, cfg.seed)
-            truth = self.data.targets[self.val_rows[rows]][self.v_use[rows]] == 1
-            if truth.all() or not truth.any():
-                rows = np.arange(self.val_rows.size)
-        self.e_rows = rows
-        self.e_all = rows.size == self.val_rows.size
-        self.e_use = self.v_use[rows]
-        self.e_truth = self.data.targets[self.val_rows[rows]][self.e_use] == 1
+        cfg, n = self.cfg, self.val_rows.size
+        self.e_rows, self.e_use, self.e_truth = np.arange(n), self.v_use, self.v_truth
+        if cfg.epoch_val_rows and n > cfg.epoch_val_rows:
+            rows = calibration_rows(self.data.labels[self.v_order[:, 0]], cfg.epoch_val_rows,
+                                    cfg.seed)
+            use = self.v_use[rows]
+            truth = self.data.targets[self.val_rows[rows]][use] == 1
+            if truth.any() and not truth.all():
+                self.e_rows, self.e_use, self.e_truth = rows, use, truth
+        self.e_all = self.e_rows.size == n
 
     def _build_model(self, features: np.ndarray) -> None:
         cfg, device = self.cfg, self.device
