@@ -38,11 +38,12 @@ def _round(folder: str, grid: np.ndarray, attach) -> dict:
     from cftools.core.clusformer.model import load_model
     from cftools.core.clusformer.sequences import SequenceData, split_rows
     from cftools.core.decoding.decoders import decode
-    from cftools.core.decoding.weights import link_weights
+    from cftools.core.decoding.weights import link_weights, valid_links
     from cftools.core.metrics import bcubed_scores, pairwise_scores
     from cftools.formats.artifacts import open_artifact
     from cftools.formats.features import load_features
     from cftools.formats.links import read_links
+    from cftools.formats.thresholds import resolve_threshold
 
     model, attrs = load_model(f"{folder}/model.h5")
     th = attrs["thresholds"]
@@ -60,14 +61,18 @@ def _round(folder: str, grid: np.ndarray, attach) -> dict:
     probs = predict(model, torch.from_numpy(fl.features), order[:, :n], mask[:, :n])
     idx, p = local_links(order[:, :n], mask[:, :n], probs, fl.n)
     mode = th.get("link_mode_infomap", "reciprocal")
-    calibrated = th["infomap"] if mode == "reciprocal" else th[f"{mode}_infomap"]
+    calibrated = resolve_threshold("infomap", th, mode)
     wl, wu = link_weights(idx, p, mode), link_weights(links.indices, links.probabilities, mode)
     _, _, held = split_rows(SequenceData(order, mask, targets, fl.labels), cfg["val_fraction"],
                             cfg["seed"])
     jury = HeldOut(fl.labels[order[:, 0]], held)
 
+    decoded: dict = {}  # D_U's clusters by threshold: each decoded once
+
     def on_du(t: float) -> np.ndarray:
-        return decode("infomap", links.indices, wu, float(t), seed=cfg["seed"])
+        if t not in decoded:
+            decoded[t] = decode("infomap", links.indices, wu, float(t), seed=cfg["seed"])
+        return decoded[t]
 
     def score(pred) -> tuple[float, float]:
         return (100 * pairwise_scores(pred, fu.labels)["pairwise_f"],
@@ -77,19 +82,16 @@ def _round(folder: str, grid: np.ndarray, attach) -> dict:
     for t in grid:
         jl = jury.scores(decode("infomap", idx, wl, float(t), seed=cfg["seed"]))
         scored.append((float(t), mean_f(jl), score(on_du(t))))
-    valid_l = wl[(idx >= 0) & (idx != np.arange(idx.shape[0])[:, None])]
-    valid_u = wu[(links.indices >= 0)
-                 & (links.indices != np.arange(links.indices.shape[0])[:, None])]
-    share = float((valid_l >= calibrated).mean())
-    matched = float(np.quantile(valid_u, 1 - share))
+    share = float((wl[valid_links(idx, 0)] >= calibrated).mean())
+    matched = float(np.quantile(wu[valid_links(links.indices, 0)], 1 - share))
     rules = {"calibrated": calibrated,
              "held-out": max(scored, key=lambda r: r[1])[0],
              "quantile-matched": matched,
              "oracle": max(scored, key=lambda r: sum(r[2]))[0]}
     out = {"folder": folder, "mode": mode, "rules": {k: {"t": t, "F": score(on_du(t))}
                                                      for k, t in rules.items()}}
-    base = on_du(calibrated)
-    out["attach"] = {str(a): score(_attach(base, links.indices, wu, a)) for a in attach}
+    out["attach"] = {str(a): score(_attach(on_du(calibrated), links.indices, wu, a))
+                     for a in attach}
     out["jury"] = _jury_and_cosine(folder, training, fu, score)
     return out
 
@@ -111,9 +113,7 @@ def _jury_and_cosine(folder: str, training: dict, fu, score) -> dict:
     cos = cosine_to_centre(torch.from_numpy(fu.features), order, mask)
     pred = decode_with(np.where(mask, order, -1), cos, training["cosine_thresholds"],
                        "infomap")
-    ours = read_clusters(f"{folder}/clusters.h5")[0].copy()
-    loose = ours < 0  # unassigned: each its own cluster
-    ours[loose] = ours.max(initial=-1) + 1 + np.arange(int(loose.sum()))
+    ours = read_clusters(f"{folder}/clusters.h5")[0]  # unassigned (-1) score as singletons
     return {"model": [100 * g["model"]["pairwise_f"], 100 * g["model"]["bcubed_f"]],
             "cosine": [100 * g["cosine"]["pairwise_f"], 100 * g["cosine"]["bcubed_f"]],
             "ahead": g["model_ahead"], "cosine_length": n,
@@ -125,8 +125,10 @@ def _attach(pred: np.ndarray, idx: np.ndarray, w: np.ndarray, least: float) -> n
     not itself a singleton, where that link's weight is at least ``least``."""
     _, code, sizes = np.unique(pred, return_inverse=True, return_counts=True)
     size = sizes[code]
+    from cftools.core.decoding.weights import valid_links
+
     n = idx.shape[0]
-    ok = (idx >= 0) & (idx != np.arange(n)[:, None])
+    ok = valid_links(idx, 0)
     ok &= size[np.where(ok, idx, 0)] > 1
     weight = np.where(ok, w, -np.inf)
     best = weight.argmax(axis=1)
