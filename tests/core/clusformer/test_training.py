@@ -9,8 +9,8 @@ import pytest
 from cftools.data.demo import make_demo_features
 
 
-def _small_set(n: int, seed: int, max_size: int):
-    """(features, labels, sequences of L 10, a tiny model config) of a small demo set."""
+def _small_set(n: int, seed: int, max_size: int, length: int = 10):
+    """(features, labels, sequences of ``length``, a tiny model config) of a small demo set."""
     import torch
 
     from cftools.core.clusformer.grammar import build_sequences
@@ -20,9 +20,9 @@ def _small_set(n: int, seed: int, max_size: int):
 
     torch.set_num_threads(1)
     f, y = make_demo_features(n, 16, seed=seed, max_size=max_size)
-    idx, sim = knn(f, 10)
-    data = SequenceData(*build_sequences(idx, sim, 10, labels=y), y)
-    config = make_config("small", 16, 10, width=16, heads=2, encoder_layers=1,
+    idx, sim = knn(f, length)
+    data = SequenceData(*build_sequences(idx, sim, length, labels=y), y)
+    config = make_config("small", 16, length, width=16, heads=2, encoder_layers=1,
                          decoder_layers=1, ffn=32)
     return f, y, data, config
 
@@ -179,18 +179,9 @@ def test_training_stops_when_the_held_out_auc_stops_rising():
 def _small_run(n: int, seed: int, **cfg):
     import torch
 
-    from cftools.core.clusformer.grammar import build_sequences
-    from cftools.core.clusformer.model import make_config
-    from cftools.core.clusformer.sequences import SequenceData
     from cftools.core.clusformer.training import TrainConfig, train
-    from cftools.core.neighbours.index import knn
 
-    torch.set_num_threads(1)
-    f, y = make_demo_features(n, 16, seed=seed, max_size=40)
-    idx, sim = knn(f, 8)
-    data = SequenceData(*build_sequences(idx, sim, 8, labels=y), y)
-    config = make_config("small", 16, 8, width=16, heads=2, encoder_layers=1,
-                         decoder_layers=1, ffn=32)
+    f, _, data, config = _small_set(n, seed, 40, length=8)
     logs: list = []
     res = train(data, f, config, TrainConfig(batch_size=32, seed=0, **cfg),
                 device=torch.device("cpu"), log=logs.append)
