@@ -3,7 +3,8 @@
 For the presets small and paper at L=64, d=256, batch 256: sequences per second of the
 model's inference pass, Clusformer.infer (the gather of the tokens and the CDE included),
 in float32, with bf16 autocast, and with the weights cast to bf16 (what cf-link does with
---bf16); and, for comparison, nn.Transformer's own forward with bf16 weights. The
+--bf16); and, for comparison, the training forward (Clusformer.forward, the layers
+written out, with no query-once saving) with bf16 weights. The
 FLOPs per sequence counted analytically from the config, and the GFLOP/s achieved. The
 peak is measured in the same run: torch.matmul of 4096 x 4096 in float32 and bf16.
 

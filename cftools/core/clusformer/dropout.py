@@ -31,19 +31,27 @@ def keep_mask(shape, keep: float, device=None) -> torch.Tensor:
     return draws.view(torch.int16)[:n].view(shape) < kept - _BITS // 2
 
 
+def cheap_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """F.dropout(x, p) in training, with keep_mask's mask on the CPU."""
+    if p == 0.0 or x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    keep = 1.0 - p
+    return torch.where(keep_mask(x.shape, keep, x.device), x * (1.0 / keep), 0.0)
+
+
 class CheapDropout(nn.Dropout):
     """nn.Dropout with keep_mask's mask on the CPU in training mode."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
+        if not self.training or self.inplace:
             return F.dropout(x, self.p, self.training, self.inplace)
-        keep = 1.0 - self.p
-        return torch.where(keep_mask(x.shape, keep, x.device), x * (1.0 / keep), 0.0)
+        return cheap_dropout(x, self.p)
 
 
 def use_cheap_dropout(module: nn.Module) -> None:
     """Every nn.Dropout inside ``module`` replaced by a CheapDropout of the same p (the
-    attention weights' dropout, inside nn.MultiheadAttention, is left as it is)."""
+    attention weights' dropout, a number inside nn.MultiheadAttention, is the caller's:
+    Clusformer.forward applies it with cheap_dropout)."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:

@@ -43,7 +43,7 @@ from ...formats.artifacts import check_stored, open_artifact
 from ...formats.schema import model_subtype
 from ...formats.thresholds import check_model_thresholds
 from ...formats.writing import write_artifact
-from .dropout import use_cheap_dropout
+from .dropout import cheap_dropout, use_cheap_dropout
 from .grammar import centre_cosine, cosine_encoding
 
 ENCODINGS = ("cde", "none", "learned", "sinusoidal")
@@ -198,18 +198,39 @@ class Clusformer(nn.Module):
         return h
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """tokens (B, L, d) float, mask (B, L) bool (True = a real neighbour) -> logits (B, L)."""
-        pad = ~mask
+        """tokens (B, L, d) float, mask (B, L) bool (True = a real neighbour) -> logits (B, L).
+
+        What nn.TransformerEncoder/Decoder (pre-norm, padded keys masked) compute, with
+        their dropouts, written out on the layers' own weights: their training path
+        converts masks and copies tensors between layouts, and draws the attention's
+        dropout one random number an element (bench/results/code-choices.md)."""
         h = self.embed(tokens, mask)
-        memory = self.encoder(h, src_key_padding_mask=pad) if self.encoder is not None else h
-        q = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(memory.dtype)
-        out = self.decoder(q, memory, memory_key_padding_mask=pad)
+        # (B, 1, 1, L): True = a key to attend to; None when every key of the batch counts
+        keep = None if bool(mask.all()) else mask[:, None, None, :]
+        if self.encoder is not None:
+            for layer in self.encoder.layers:
+                h = h + layer.dropout1(self._attention(layer.self_attn, layer.norm1(h), None,
+                                                       keep))
+                h = h + layer.dropout2(_ffn(layer, layer.norm2(h), layer.dropout))
+            h = self.encoder.norm(h)  # type: ignore[misc]  # built with a norm
+        memory = h
+        x = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(memory.dtype)
+        for layer in self.decoder.layers:
+            x = x + layer.dropout1(self._attention(layer.self_attn, layer.norm1(x), None, None))
+            x = x + layer.dropout2(self._attention(layer.multihead_attn, layer.norm2(x), memory,
+                                                   keep))
+            x = x + layer.dropout3(_ffn(layer, layer.norm3(x), layer.dropout))
+        out = self.decoder.norm(x)  # type: ignore[misc]  # built with a norm
         logits = self.head(out).squeeze(-1)
         if self.config.cosine_skip:
             with torch.autocast(tokens.device.type, enabled=False):
                 unit = F.normalize(tokens.float(), dim=-1)
                 logits = logits.float() + self.cosine_logit(centre_cosine(unit))
         return logits
+
+    def _attention(self, attn: nn.MultiheadAttention, x, memory, keep) -> torch.Tensor:
+        """_attention with the attention weights' dropout in training mode."""
+        return _attention(attn, x, memory, keep, attn.dropout if self.training else 0.0)
 
     def cosine_logit(self, cosine: torch.Tensor) -> torch.Tensor:
         """a * cos + b in float32: the part of the logit that is calibrated raw cosine."""
@@ -308,9 +329,11 @@ def unit_rows(features: torch.Tensor, *, inplace: bool = False, block_rows: int 
     return out
 
 
-def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep) -> torch.Tensor:
+def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep,
+               dropout: float = 0.0) -> torch.Tensor:
     """nn.MultiheadAttention (packed in-projection, batch first) without its conversions:
-    self-attention when ``memory`` is None; ``keep`` (B, 1, 1, Lk) bool or None."""
+    self-attention when ``memory`` is None; ``keep`` (B, 1, 1, Lk) bool or None;
+    ``dropout``: the probability of dropping an attention weight (training)."""
     B, Lq, W = x.shape
     H = attn.num_heads
     w, b = attn.in_proj_weight, attn.in_proj_bias
@@ -324,17 +347,18 @@ def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep) -> to
         if q.shape[0] != k.shape[0]:
             q = q.expand(k.shape[0], -1, -1, -1)
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        out = _attention_bmm(q, k, v, keep)
+        out = _attention_bmm(q, k, v, keep, dropout)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)
     out = out.transpose(1, 2).reshape(out.shape[0], Lq, W)
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
-def _attention_bmm(q, k, v, keep) -> torch.Tensor:
+def _attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
     """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
     short sequences and small heads (64 x 32 at the small preset), faster than the flash
-    kernel of scaled_dot_product_attention (bench/results/code-choices.md). (B, H, L, dh) in and out."""
+    kernel of scaled_dot_product_attention (bench/results/code-choices.md). ``dropout``
+    drops attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
     B, H, Lq, dh = q.shape
     Lk = k.shape[2]
     q = q.reshape(B * H, Lq, dh)
@@ -348,14 +372,19 @@ def _attention_bmm(q, k, v, keep) -> torch.Tensor:
             ~keep, float("-inf"))  # (B, 1, 1, Lk)
         bias = bias.expand(B, H, 1, Lk).reshape(B * H, 1, Lk).expand(B * H, Lq, Lk)
         scores = torch.baddbmm(bias, q, kt, alpha=scale)
-    out = torch.bmm(torch.softmax(scores, dim=-1), v.reshape(B * H, Lk, dh))
+    weights = torch.softmax(scores, dim=-1)
+    if dropout > 0.0:
+        weights = cheap_dropout(weights, dropout)
+    out = torch.bmm(weights, v.reshape(B * H, Lk, dh))
     return out.view(B, H, Lq, dh)
 
 
-def _ffn(layer, x: torch.Tensor) -> torch.Tensor:
+def _ffn(layer, x: torch.Tensor, dropout=None) -> torch.Tensor:
+    """A transformer layer's feed-forward block; ``dropout`` (a module) between its two
+    linear maps, as the layer's own forward has it."""
     hidden = layer.linear1(x)
     hidden = hidden.relu_() if layer.activation is F.relu else layer.activation(hidden)
-    return layer.linear2(hidden)
+    return layer.linear2(hidden if dropout is None else dropout(hidden))
 
 
 def flops_per_sequence(c: ClusformerConfig) -> int:

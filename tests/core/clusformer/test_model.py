@@ -88,6 +88,63 @@ def test_inference_path_equals_forward(overrides):
     assert torch.equal(inplace, model.prepare(feats))
 
 
+def _modules_forward(model, tokens, mask):
+    """What forward() computes, by nn.TransformerEncoder/Decoder's own forward."""
+    pad = ~mask
+    h = model.embed(tokens, mask)
+    memory = model.encoder(h, src_key_padding_mask=pad) if model.encoder is not None else h
+    q = model.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(memory.dtype)
+    logits = model.head(model.decoder(q, memory, memory_key_padding_mask=pad)).squeeze(-1)
+    if model.needs_cosine:
+        logits = logits + model.cosine_logit(centre_cosine(unit_rows(tokens.reshape(
+            -1, tokens.shape[-1])).reshape(tokens.shape)))
+    return logits
+
+
+@pytest.mark.parametrize("overrides", [{}, {"encoder_layers": 0}, {"features": True}])
+def test_forward_is_the_transformer_layers_written_out(overrides):
+    """forward() runs the layers of nn.TransformerEncoder/Decoder on their own weights,
+    written out: the same logits as their forward, in eval mode and in training mode with
+    dropout at 0, with and without masked keys."""
+    torch.manual_seed(2)
+    model = Clusformer(make_config("small", 16, 9, width=32, ffn=48, **overrides))
+    model.feature_mean.copy_(torch.randn(16) * 0.2)
+    tokens = torch.nn.functional.normalize(torch.randn(6, 9, 16), dim=-1)
+    mask = torch.ones(6, 9, dtype=torch.bool)
+    mask[:2, 5:] = False
+    for train in (False, True):
+        if train:
+            for m in model.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = 0.0
+                if isinstance(m, torch.nn.MultiheadAttention):
+                    m.dropout = 0.0
+        model.train(train)
+        with torch.no_grad():
+            for m in (mask, torch.ones_like(mask)):
+                got, want = model(tokens, m), _modules_forward(model, tokens, m)
+                assert torch.allclose(got[m], want[m], atol=1e-5), (got - want).abs().max()
+
+
+def test_training_drops_attention_weights_and_eval_does_not():
+    """In training the attention weights are dropped (nn.MultiheadAttention's dropout):
+    with every other dropout at 0, two draws differ; in eval mode forward repeats."""
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 9, width=32, ffn=48))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    tokens = torch.nn.functional.normalize(torch.randn(4, 9, 16), dim=-1)
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(tokens, mask), model(tokens, mask))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the bmm attention of bf16
+            assert not torch.equal(model(tokens, mask), model(tokens, mask))
+        model.eval()
+        assert torch.equal(model(tokens, mask), model(tokens, mask))
+
+
 def test_presets_and_flops():
     small, paper = make_config("small", 256, 64), make_config("paper", 256, 64)
     assert (paper.encoder_layers, paper.decoder_layers, paper.heads, paper.width) == (6, 6, 8, 512)
