@@ -43,8 +43,9 @@ from ...formats.artifacts import check_stored, open_artifact
 from ...formats.schema import model_subtype
 from ...formats.thresholds import check_model_thresholds
 from ...formats.writing import write_artifact
-from .dropout import cheap_dropout, use_cheap_dropout
+from .dropout import use_cheap_dropout
 from .grammar import centre_cosine, cosine_encoding
+from .layers import attention, feed_forward
 
 ENCODINGS = ("cde", "none", "learned", "sinusoidal")
 # A config read from a file is checked against these before anything is built: far above
@@ -211,7 +212,7 @@ class Clusformer(nn.Module):
             for layer in self.encoder.layers:
                 h = h + layer.dropout1(self._attention(layer.self_attn, layer.norm1(h), None,
                                                        keep))
-                h = h + layer.dropout2(_ffn(layer, layer.norm2(h), layer.dropout))
+                h = h + layer.dropout2(feed_forward(layer, layer.norm2(h), layer.dropout))
             h = self.encoder.norm(h)  # type: ignore[misc]  # built with a norm
         memory = h
         x = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(memory.dtype)
@@ -219,7 +220,7 @@ class Clusformer(nn.Module):
             x = x + layer.dropout1(self._attention(layer.self_attn, layer.norm1(x), None, None))
             x = x + layer.dropout2(self._attention(layer.multihead_attn, layer.norm2(x), memory,
                                                    keep))
-            x = x + layer.dropout3(_ffn(layer, layer.norm3(x), layer.dropout))
+            x = x + layer.dropout3(feed_forward(layer, layer.norm3(x), layer.dropout))
         out = self.decoder.norm(x)  # type: ignore[misc]  # built with a norm
         logits = self.head(out).squeeze(-1)
         if self.config.cosine_skip:
@@ -229,8 +230,8 @@ class Clusformer(nn.Module):
         return logits
 
     def _attention(self, attn: nn.MultiheadAttention, x, memory, keep) -> torch.Tensor:
-        """_attention with the attention weights' dropout in training mode."""
-        return _attention(attn, x, memory, keep, attn.dropout if self.training else 0.0)
+        """layers.attention with the attention weights' dropout in training mode."""
+        return attention(attn, x, memory, keep, attn.dropout if self.training else 0.0)
 
     def cosine_logit(self, cosine: torch.Tensor) -> torch.Tensor:
         """a * cos + b in float32: the part of the logit that is calibrated raw cosine."""
@@ -297,17 +298,17 @@ class Clusformer(nn.Module):
         keep = None if everything else mask[:, None, None, :]
         if self.encoder is not None:
             for layer in self.encoder.layers:
-                h = h + _attention(layer.self_attn, layer.norm1(h), None, keep)
-                h = h + _ffn(layer, layer.norm2(h))
+                h = h + attention(layer.self_attn, layer.norm1(h), None, keep)
+                h = h + feed_forward(layer, layer.norm2(h))
             h = self.encoder.norm(h)  # type: ignore[misc]  # built with a norm
         memory = h
         layers = self.decoder.layers
         # (1, L, W) until it meets the memory: the same for every sequence, computed once
         x = self.queries.to(dtype).unsqueeze(0)
         for layer in layers:
-            x = x + _attention(layer.self_attn, layer.norm1(x), None, None)
-            x = x + _attention(layer.multihead_attn, layer.norm2(x), memory, keep)
-            x = x + _ffn(layer, layer.norm3(x))
+            x = x + attention(layer.self_attn, layer.norm1(x), None, None)
+            x = x + attention(layer.multihead_attn, layer.norm2(x), memory, keep)
+            x = x + feed_forward(layer, layer.norm3(x))
         x = self.decoder.norm(x)  # type: ignore[misc]  # built with a norm
         logits = F.linear(x, self.head.weight, self.head.bias).squeeze(-1)
         if c.cosine_skip:
@@ -327,64 +328,6 @@ def unit_rows(features: torch.Tensor, *, inplace: bool = False, block_rows: int 
         out[start:start + block_rows] = F.normalize(features[start:start + block_rows].float(),
                                                     dim=-1)
     return out
-
-
-def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep,
-               dropout: float = 0.0) -> torch.Tensor:
-    """nn.MultiheadAttention (packed in-projection, batch first) without its conversions:
-    self-attention when ``memory`` is None; ``keep`` (B, 1, 1, Lk) bool or None;
-    ``dropout``: the probability of dropping an attention weight (training)."""
-    B, Lq, W = x.shape
-    H = attn.num_heads
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    if memory is None:
-        q, k, v = F.linear(x, w, b).view(B, Lq, 3, H, W // H).permute(2, 0, 3, 1, 4)
-    else:
-        Lk = memory.shape[1]
-        q = F.linear(x, w[:W], b[:W]).view(B, Lq, H, W // H).transpose(1, 2)
-        k, v = F.linear(memory, w[W:], b[W:]).view(memory.shape[0], Lk, 2, H, W // H) \
-            .permute(2, 0, 3, 1, 4)
-        if q.shape[0] != k.shape[0]:
-            q = q.expand(k.shape[0], -1, -1, -1)
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-        out = _attention_bmm(q, k, v, keep, dropout)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)
-    out = out.transpose(1, 2).reshape(out.shape[0], Lq, W)
-    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
-
-
-def _attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
-    short sequences and small heads (64 x 32 at the small preset), faster than the flash
-    kernel of scaled_dot_product_attention (bench/results/code-choices.md). ``dropout``
-    drops attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
-    B, H, Lq, dh = q.shape
-    Lk = k.shape[2]
-    q = q.reshape(B * H, Lq, dh)
-    kt = k.reshape(B * H, Lk, dh).transpose(1, 2)
-    scale = dh ** -0.5
-    if keep is None:  # beta=0: the (empty) input is ignored, the scale rides in the GEMM
-        scores = torch.baddbmm(q.new_empty(()).expand(B * H, Lq, Lk), q, kt, beta=0.0,
-                               alpha=scale)
-    else:
-        bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(
-            ~keep, float("-inf"))  # (B, 1, 1, Lk)
-        bias = bias.expand(B, H, 1, Lk).reshape(B * H, 1, Lk).expand(B * H, Lq, Lk)
-        scores = torch.baddbmm(bias, q, kt, alpha=scale)
-    weights = torch.softmax(scores, dim=-1)
-    if dropout > 0.0:
-        weights = cheap_dropout(weights, dropout)
-    out = torch.bmm(weights, v.reshape(B * H, Lk, dh))
-    return out.view(B, H, Lq, dh)
-
-
-def _ffn(layer, x: torch.Tensor, dropout=None) -> torch.Tensor:
-    """A transformer layer's feed-forward block; ``dropout`` (a module) between its two
-    linear maps, as the layer's own forward has it."""
-    hidden = layer.linear1(x)
-    hidden = hidden.relu_() if layer.activation is F.relu else layer.activation(hidden)
-    return layer.linear2(hidden if dropout is None else dropout(hidden))
 
 
 def flops_per_sequence(c: ClusformerConfig) -> int:

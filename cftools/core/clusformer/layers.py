@@ -1,0 +1,71 @@
+"""The computations of a transformer layer's blocks written out on nn.MultiheadAttention's
+and nn.Transformer*Layer's own weights, shared by Clusformer's training forward and its
+inference path: nn's own forward converts masks, copies tensors between layouts and
+draws the attention's dropout one random number an element, which at width 128 costs
+more than the matmuls (bench/results/code-choices.md)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dropout import cheap_dropout
+
+
+def attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep,
+               dropout: float = 0.0) -> torch.Tensor:
+    """nn.MultiheadAttention (packed in-projection, batch first) without its conversions:
+    self-attention when ``memory`` is None; ``keep`` (B, 1, 1, Lk) bool or None;
+    ``dropout``: the probability of dropping an attention weight (training)."""
+    B, Lq, W = x.shape
+    H = attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    if memory is None:
+        q, k, v = F.linear(x, w, b).view(B, Lq, 3, H, W // H).permute(2, 0, 3, 1, 4)
+    else:
+        Lk = memory.shape[1]
+        q = F.linear(x, w[:W], b[:W]).view(B, Lq, H, W // H).transpose(1, 2)
+        k, v = F.linear(memory, w[W:], b[W:]).view(memory.shape[0], Lk, 2, H, W // H) \
+            .permute(2, 0, 3, 1, 4)
+        if q.shape[0] != k.shape[0]:
+            q = q.expand(k.shape[0], -1, -1, -1)
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        out = attention_bmm(q, k, v, keep, dropout)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)
+    out = out.transpose(1, 2).reshape(out.shape[0], Lq, W)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
+    short sequences and small heads (64 x 32 at the small preset), faster than the flash
+    kernel of scaled_dot_product_attention (bench/results/code-choices.md). ``dropout``
+    drops attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
+    B, H, Lq, dh = q.shape
+    Lk = k.shape[2]
+    q = q.reshape(B * H, Lq, dh)
+    kt = k.reshape(B * H, Lk, dh).transpose(1, 2)
+    scale = dh ** -0.5
+    if keep is None:  # beta=0: the (empty) input is ignored, the scale rides in the GEMM
+        scores = torch.baddbmm(q.new_empty(()).expand(B * H, Lq, Lk), q, kt, beta=0.0,
+                               alpha=scale)
+    else:
+        bias = torch.zeros(keep.shape, dtype=q.dtype, device=q.device).masked_fill_(
+            ~keep, float("-inf"))  # (B, 1, 1, Lk)
+        bias = bias.expand(B, H, 1, Lk).reshape(B * H, 1, Lk).expand(B * H, Lq, Lk)
+        scores = torch.baddbmm(bias, q, kt, alpha=scale)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout > 0.0:
+        weights = cheap_dropout(weights, dropout)
+    out = torch.bmm(weights, v.reshape(B * H, Lk, dh))
+    return out.view(B, H, Lq, dh)
+
+
+def feed_forward(layer, x: torch.Tensor, dropout=None) -> torch.Tensor:
+    """A transformer layer's feed-forward block; ``dropout`` (a module) between its two
+    linear maps, as the layer's own forward has it."""
+    hidden = layer.linear1(x)
+    hidden = hidden.relu_() if layer.activation is F.relu else layer.activation(hidden)
+    return layer.linear2(hidden if dropout is None else dropout(hidden))
