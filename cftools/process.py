@@ -39,12 +39,37 @@ class Terminated(BaseException):
 _MAIN_PID = os.getpid()
 
 
+# How long a signal that arrived during an import waits before it is delivered again
+REDELIVER_SECONDS = 0.05
+
+
 def _terminate(signum, frame):
     if os.getpid() != _MAIN_PID:  # a forked worker (thumbnails, data loading): die as usual
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    if _importing(frame):
+        # An extension module's initialisation can drop an exception raised inside it
+        # (numpy.random's, imported lazily, did: the command then ran to its end and
+        # exited 0): the signal is delivered again, until no import is under way.
+        import threading
+
+        timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     raise Terminated(signum)
+
+
+def _importing(frame) -> bool:
+    """Whether ``frame`` runs inside an import (importlib's bootstrap on the stack)."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "importlib._bootstrap" in name or name.endswith(("importlib/_bootstrap.py",
+                                                            "importlib/_bootstrap_external.py")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _install_signal_handlers() -> dict:

@@ -740,6 +740,33 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, sig, status):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_signal_during_an_import_ends_the_command_after_it(tmp_path, monkeypatch):
+    """Case 11, the flaky half: SIGTERM landing while a module was being imported (cf-data
+    demo imports numpy.random lazily) raised Terminated inside the extension module's
+    initialisation, which dropped it: the command ran on and exited 0. The signal is now
+    delivered again once no import is under way, and Terminated comes from there."""
+    from cftools.process import Terminated, command_process
+
+    (tmp_path / "cf_signal_probe.py").write_text(
+        "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n"
+        "for _ in range(10000):  # the handler runs here, inside the import\n"
+        "    pass\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    raised, imported = None, False
+    with command_process("cf-test"):
+        try:
+            import cf_signal_probe  # noqa: F401
+            imported = True
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                time.sleep(0.01)
+        except Terminated as err:
+            raised = err
+    sys.modules.pop("cf_signal_probe", None)
+    assert imported, "Terminated was raised inside the import"
+    assert raised is not None and raised.signum == signal.SIGTERM
+
+
 def test_a_device_named_as_an_image_is_skipped_not_read(T, tmp_path, capsys):
     """Case 13: /dev/zero among a features file's image names: the gallery says it could
     not be read (a device, not a regular file) and goes on; nothing is read until memory
