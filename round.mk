@@ -8,7 +8,8 @@
 #                                  round 2 against a step-matched D_L-only backbone and one
 #                                  trained on D_U's true labels, scored on the test part
 #
-# Knobs (override on the command line): K, L, TRAIN_L, DECODER, TRAIN_EPOCHS, SEED, ...
+# Knobs (override on the command line): K, L, TRAIN_L, DECODER, TRAIN_EPOCHS, SEED,
+# GUARD_DISTRACTORS, ...
 # K and L are the most neighbours the round looks at on D_L; cf-train chooses there how
 # many of them its model and cosine links read (TRAIN_L=auto) and whether the model's links
 # beat cosine ones (cf-link's --method auto then writes the winner's links). D_U is searched
@@ -38,6 +39,9 @@ FINETUNE     ?= yes
 # pseudo-identities larger than this are left out of the retraining (auto: than D_L's
 # largest identity: bigger clusters are mostly identities merged); none: no limit
 PSEUDO_MAX_SIZE ?= auto
+# yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
+# in a graph as crowded as D_U, for an exact kNN of D_L + D_U and the model over both
+GUARD_DISTRACTORS ?= no
 
 # ------------------------------------------------------------------ where the data comes from
 # images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*
@@ -144,9 +148,11 @@ $(R)/knn_unlabelled.h5: $(R)/unlabelled.h5 $(R)/model.h5
 $(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	$(CF)/cf-seq $< --features $(R)/unlabelled.h5 -o $@ --for-model $(R)/model.h5 $(QUIET)
 
-$(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5
+CROWD := $(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5)
+$(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5 $(CROWD)
 	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
-	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) $(QUIET)
+	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) \
+	  $(if $(CROWD),--distractors $(CROWD)) $(QUIET)
 
 $(R)/links.h5: $(R)/seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ --method auto $(QUIET)

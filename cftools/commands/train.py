@@ -25,7 +25,7 @@ from ..core.calibration.guard import GUARD_MIN_IDENTITIES, guard
 from ..core.calibration.jury import Contender, HeldOut, decode_contender
 from ..core.calibration.length import choose_model_length, model_lengths
 from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
-from ..core.clusformer.calibrate import choose_data_length
+from ..core.clusformer.calibrate import choose_data_length, crowded_contenders
 from ..core.clusformer.grammar import make_targets
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
 from ..core.clusformer.sequences import (
@@ -86,7 +86,13 @@ hundreds), where a model trained naively loses to raw cosine:
   distractors, as in the unlabelled set; the model wins only when it leads there and on
   90% of random halves of them, with at least 50 identities held out. The verdict is
   recorded, and cf-link --method auto (the default) writes cosine links, at cosine's
-  length, when the model lost.
+  length, when the model lost. The labelled set is less crowded than an unlabelled set
+  several times its size, and cosine links lose more than the model's as the set grows:
+  --distractors U.h5 (the unlabelled features) has the guard judge among those points
+  too, each counted as another identity: on 15 models of the 125K demo, omniglot-bg,
+  lfw-dev and CelebA its verdict was the one D_U's labels give, every time
+  (bench/studies/guard-density). It costs an exact kNN of both sets and the model over
+  all their rows.
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,
@@ -167,6 +173,14 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--corrections", default=None, type=click.Path(dir_okay=False),
               help="A corrections file (cf-eval gallery): its answered pairs become labelled "
                    "pairs of these sequences (cf-merge(1), ANSWERS).")
+@click.option("--distractors", default=None, type=click.Path(dir_okay=False),
+              metavar="FEATURES",
+              help="Unlabelled features (the set to be clustered, or one like it) searched "
+                   "together with the labelled set for the guard: the held-out identities "
+                   "are judged in a graph as crowded as the unlabelled set, each of these "
+                   "points counting as another identity. Assumes they share no identity "
+                   "with the labelled set. Costs an exact kNN of both sets and the model "
+                   "over all their rows.")
 @click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
 @batch_size_option(128)
 @device_option
@@ -175,8 +189,8 @@ training summary as JSON attributes; loading it never runs code.
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, model_lengths, epochs, lr,
          weight_decay, schedule, warmup, val_fraction, calibration_points, identity_cap,
-         epoch_budget, patience, checkpoint, resume, bf16, corrections, stop_after_epoch,
-         batch_size, device, seed, quiet):
+         epoch_budget, patience, checkpoint, resume, bf16, corrections, distractors,
+         stop_after_epoch, batch_size, device, seed, quiet):
     import torch
 
     if length != "auto":
@@ -189,7 +203,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
     checkpoint = str(checkpoint or out.with_name(out.name + ".ckpt"))
-    check_output_path(check_hdf5_name(out), [sequences, split_spec(features)[0]])
+    check_output_path(check_hdf5_name(out), [sequences, split_spec(features)[0]]
+                      + ([split_spec(distractors)[0]] if distractors else []))
     if resume and not (Path(checkpoint).is_file()
                        or any(Path(checkpoint).parent.glob(Path(checkpoint).name + ".L*"))):
         raise CfError("no checkpoint to resume from (see --checkpoint)", checkpoint)
@@ -205,6 +220,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
     if corrections:  # answered pairs as labelled pairs (core/corrections.py)
         from ..core.corrections import train_on_answers
         data = train_on_answers(data, corrections, feats, rep.info)
+    crowd = _distractors(distractors, feats, rep)
     log = rep.info if dist.main else (lambda m: None)
     tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
@@ -223,7 +239,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                          resume, sequences, rep)
     if results is None:  # another rank, or stopped by --stop-after-epoch
         return
-    result = _judge(results, data, feats.features, cosine_sel, tcfg, log)
+    result = _judge(results, data, feats.features, cosine_sel, tcfg, log, crowd)
     result.summary["seconds"] = round(time.perf_counter() - t0, 1)
     result.summary["preset"] = preset
     save_model(out, result.model, thresholds=result.thresholds, training=result.summary,
@@ -296,6 +312,17 @@ def _read(sequences, features, labels, rep):
     return seq, feats, data
 
 
+def _distractors(spec, feats, rep) -> np.ndarray | None:
+    """The --distractors features (unit rows), checked against the labelled ones."""
+    if spec is None:
+        return None
+    crowd = load_features(spec, reporter=rep)
+    if crowd.features.shape[1] != feats.features.shape[1]:
+        raise CfError(f"has {crowd.features.shape[1]}-dimensional features, the labelled "
+                      f"features {feats.path} have {feats.features.shape[1]}", crowd.path)
+    return crowd.features
+
+
 def _lengths(length, wanted: list[int], data: SequenceData, features, tcfg: TrainConfig, log
              ) -> tuple[dict, list[int]]:
     """(cosine's length choice on D_L, the lengths the model is trained at): for auto,
@@ -318,9 +345,10 @@ def _lengths(length, wanted: list[int], data: SequenceData, features, tcfg: Trai
 
 
 def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: TrainConfig,
-           log) -> TrainResult:
+           log, crowd: np.ndarray | None = None) -> TrainResult:
     """The model of the length the jury prefers, with the guard's verdict against cosine
-    links at cosine's own length and the cosine thresholds at that length."""
+    links at cosine's own length and the cosine thresholds at that length; ``crowd``: the
+    --distractors features, among which the guard judges (calibrate.crowded_contenders)."""
     import torch
 
     from ..core.clusformer.inference import cosine_to_centre, predict
@@ -352,16 +380,28 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
         preds[n] = decode_contender(contenders[n], data.labels.shape[0], tcfg.seed)
         scores[n] = jury.scores(preds[n])
     chosen = choose_model_length(scores, log) if len(results) > 1 else next(iter(results))
-    verdict = guard(contenders[chosen],
-                    Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos, cos_t),
-                    data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
+    if crowd is None:
+        verdict = guard(contenders[chosen],
+                        Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos, cos_t),
+                        data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
+    else:
+        from ..core.runtime.precision import autocast_dtype
+
+        model = results[chosen].model
+        m, c, labels = crowded_contenders(
+            model, features, data.labels, crowd, (results[chosen].thresholds, cos_t),
+            (chosen, n_cos), amp=autocast_dtype(next(model.parameters()).device, tcfg.bf16))
+        verdict = guard(m, c, labels, held_ids, seed=tcfg.seed, distractors=crowd.shape[0])
     few = (f" (fewer than {GUARD_MIN_IDENTITIES} identities: too few to trust the model)"
            if verdict.identities < GUARD_MIN_IDENTITIES else "")
-    log("guard: {ids} held-out identities among all {points} labelled rows ({decoder}): "
+    among = (f"all {verdict.points} labelled rows" if crowd is None else
+             f"{verdict.points - verdict.distractors} labelled and {verdict.distractors} "
+             "distractor rows")
+    log("guard: {ids} held-out identities among {among} ({decoder}): "
         "model links (L {ml}) F_P {mp:.4f} F_B {mb:.4f}, cosine links (L {cl}) F_P {cp:.4f} "
         "F_B {cb:.4f}; the model leads on {ahead:.0%} of {n} random halves of these "
         "identities: {w} wins{few}".format(ids=verdict.identities, few=few,
-                                           points=verdict.points, decoder=verdict.decoder,
+                                           among=among, decoder=verdict.decoder,
                           ml=verdict.model_length, mp=verdict.model["pairwise_f"],
                           mb=verdict.model["bcubed_f"], cl=verdict.cosine_length,
                           cp=verdict.cosine["pairwise_f"], cb=verdict.cosine["bcubed_f"],

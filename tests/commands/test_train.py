@@ -123,6 +123,28 @@ def test_resume_gives_the_same_weights(tiny):
 
 
 @pytest.mark.slow
+def test_the_guard_judges_among_the_distractors_given(tiny):
+    """--distractors: the guard decodes the labelled points and these searched together
+    and records how many of its rows they are; features of another width are refused
+    before training, in one line naming the file."""
+    f, _ = make_demo_features(300, 16, seed=9)
+    write_features(tiny / "D.h5", f)
+    args = ["cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
+            "--epochs", "2", *TINY]
+    _cmd(*args, "-o", str(tiny / "crowded.h5"), "--distractors", str(tiny / "D.h5"))
+    with open_artifact(tiny / "crowded.h5", "model") as m:
+        g = m.json_attr("training")["guard"]
+    assert (g["points"], g["distractors"]) == (800 + 300, 300), g
+    write_features(tiny / "narrow.h5", f[:, :8] / np.linalg.norm(f[:, :8], axis=1, keepdims=True))
+    r = subprocess.run([sys.executable, "-m", *args, "-o", str(tiny / "refused.h5"),
+                        "--distractors", str(tiny / "narrow.h5")],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "narrow.h5" in r.stderr and "8-dimensional" in r.stderr, r.stderr
+    assert not (tiny / "refused.h5").exists()
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     args = [str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"), "--epochs", "3",
             "--patience", "0", "--dropout", "0", "--no-bf16", *TINY]

@@ -1,7 +1,8 @@
 """The guard: is the model's linking better than cosine's on identities it never saw?
 
 The model's links (at the model's own length) and cosine links (at cosine's), each
-decoded with its own calibrated thresholds inside all of D_L's links, are scored on the
+decoded with its own calibrated thresholds inside all of D_L's links (with cf-train
+--distractors, among unlabelled points searched together with them), are scored on the
 held-out identities by the jury (calibration.jury). The verdict is recorded in the model
 (its ``training`` attribute, key ``guard``, with both lengths); cf-link --method auto uses
 the winner at the winner's length, and a user who links with a model that lost is told so.
@@ -40,6 +41,7 @@ class GuardVerdict:
     model_length: int  # the length each contender links at
     cosine_length: int
     identities: int = 0  # held-out identities the verdict rests on
+    distractors: int = 0  # unlabelled rows among ``points`` (cf-train --distractors)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +91,7 @@ def links_length(path) -> int:
 def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.ndarray, *,
           seed: int = 0, resamples: int = GUARD_RESAMPLES,
           min_identities: int | None = None,
-          model_pred: np.ndarray | None = None) -> GuardVerdict:
+          model_pred: np.ndarray | None = None, distractors: int = 0) -> GuardVerdict:
     """Decode each contender's links of all its rows (the same rows, each at its own
     length) and score the held-out identities ``held_ids`` (the mean of pairwise and
     BCubed F; ``labels`` of all points). The model wins only when it is ahead on the
@@ -98,7 +100,9 @@ def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.
     (default GUARD_MIN_IDENTITIES): a few dozen held-out identities are a noisy jury (a
     lead there has turned into a loss on D_U: bench/results/code-choices.md), and a model
     that loses costs more than cosine left in place. ``model_pred``: the model's clusters,
-    where already decoded (the length choice decodes them)."""
+    where already decoded (the length choice decodes them). ``distractors``: how many of
+    the rows are unlabelled points crowding the jury (each its own identity in
+    ``labels``), recorded in the verdict."""
     if not np.array_equal(model.order[:, 0], cosine.order[:, 0]):
         raise ValueError("the guard's contenders must link the same rows")
     if min_identities is None:
@@ -118,4 +122,4 @@ def guard(model: Contender, cosine: Contender, labels: np.ndarray, held_ids: np.
     return GuardVerdict(GUARD_DECODER, int(truth.size), int(jury.held.sum()), scores["model"],
                         scores["cosine"], int(resamples if jury.held_ids.size >= 2 else 0),
                         model_ahead, winner, int(model.order.shape[1]),
-                        int(cosine.order.shape[1]), int(jury.held_ids.size))
+                        int(cosine.order.shape[1]), int(jury.held_ids.size), int(distractors))

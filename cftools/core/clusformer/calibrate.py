@@ -1,6 +1,7 @@
 """What cf-train calibrates on the labelled sequences besides training: cosine's own
-sequence length, and the decoders' thresholds for a trained model's links and for
-cosine links, each on the whole labelled set linked as D_U will be."""
+sequence length, the decoders' thresholds for a trained model's links and for cosine
+links, each on the whole labelled set linked as D_U will be, and the guard's contenders
+over the labelled set crowded with unlabelled points."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from ...formats.thresholds import LINK_MODES
+from ..calibration.jury import Contender
 from ..calibration.length import choose_length
 from ..calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
 from .inference import cosine_to_centre, predict
@@ -53,3 +55,30 @@ def choose_data_length(data: SequenceData, features: np.ndarray, max_points: int
     order, mask = data.order[rows], data.mask[rows]
     cosine = cosine_to_centre(torch.from_numpy(features), order, mask)
     return choose_length(order, mask, cosine, data.labels, seed=seed, log=log)
+
+
+def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distractors: np.ndarray,
+                       thresholds: tuple[dict, dict], lengths: tuple[int, int], amp=None
+                       ) -> tuple[Contender, Contender, np.ndarray]:
+    """(the model's contender, cosine's, the labels of their rows) for the guard over the
+    labelled points and ``distractors`` (unit rows like them, e.g. the unlabelled set)
+    searched together by exact cosine kNN: every point a row, linked by the model at its
+    length and by cosine at theirs (``lengths``: model's, cosine's), with their calibrated
+    ``thresholds`` (model's, cosine's). Each distractor is its own identity: one that joins
+    a held-out identity's cluster counts against it, as a look-alike of the unlabelled set
+    would. The jury inside the labelled set alone is less crowded than a larger unlabelled
+    set, and cosine links lose more than the model's as the set grows
+    (bench/studies/guard-density)."""
+    from ..neighbours.index import KnnParams, knn
+
+    points = np.vstack([features, distractors]).astype(np.float32, copy=False)
+    n_model, n_cosine = lengths
+    order = knn(points, max(lengths), params=KnnParams(method="exact"))[0]
+    mask = np.ones(order.shape, dtype=bool)
+    points_t = torch.from_numpy(points)
+    probs = predict(model, points_t, order[:, :n_model], mask[:, :n_model], amp=amp)
+    cosine = cosine_to_centre(points_t, order[:, :n_cosine], mask[:, :n_cosine])
+    others = labels.max(initial=-1) + 1 + np.arange(distractors.shape[0])
+    return (Contender("model", order[:, :n_model], mask[:, :n_model], probs, thresholds[0]),
+            Contender("cosine", order[:, :n_cosine], mask[:, :n_cosine], cosine, thresholds[1]),
+            np.concatenate([labels.astype(np.int64), others]))

@@ -1,0 +1,76 @@
+"""The guard's contenders among distractors (core.clusformer.calibrate.crowded_contenders):
+the labelled points and the unlabelled ones searched together, every point a row, each
+distractor its own identity, so that one joining a held-out identity's cluster counts
+against the links that put it there."""
+
+import numpy as np
+import pytest
+import torch
+
+from cftools.core.calibration.guard import guard
+from cftools.core.calibration.jury import Contender
+from cftools.core.clusformer.calibrate import crowded_contenders
+from cftools.core.clusformer.model import Clusformer, make_config
+from cftools.core.neighbours.index import knn
+
+T = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
+
+
+def _unit(rng, n, d=16):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_crowded_contenders_search_both_sets_and_count_each_distractor_apart():
+    rng = np.random.default_rng(0)
+    labelled, unlabelled = _unit(rng, 60), _unit(rng, 40)
+    labels = rng.integers(0, 12, 60)
+    torch.manual_seed(0)
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()
+    m, c, truth = crowded_contenders(model, labelled, labels, unlabelled, (T, T), (8, 5))
+    both = np.vstack([labelled, unlabelled])
+    expected = knn(both, 8)[0]
+    assert m.order.shape == (100, 8) and c.order.shape == (100, 5)
+    assert (m.order[:, 0] == np.arange(100)).all() and (c.order == m.order[:, :5]).all()
+    assert (m.order == expected).all()
+    assert m.mask.all() and c.mask.all()
+    cosine = np.einsum("nd,nkd->nk", both, both[c.order])
+    assert np.allclose(c.weights, cosine, atol=1e-5)
+    assert ((m.weights >= 0) & (m.weights <= 1)).all()
+    assert (truth[:60] == labels).all()
+    assert np.unique(truth[60:]).size == 40 and truth[60:].min() > labels.max()
+    assert (m.thresholds, c.thresholds) == (T, T)
+
+
+def test_a_distractor_that_joins_a_held_out_identity_counts_against_it():
+    """Cosine links that join each held-out identity to an unlabelled look-alike, and
+    model links that do not, score alike among the labelled rows (the guard keeps cosine)
+    and apart once the look-alikes are rows of their own identities (the model wins)."""
+    y = np.repeat(np.arange(60), 4)  # 60 held-out identities of 4
+    n = y.size
+    order = np.empty((n + 60, 5), np.int64)
+    for row in range(n):
+        same = np.flatnonzero(y == y[row])
+        order[row] = np.r_[row, same[same != row], n + y[row]]  # its look-alike last
+    for d in range(60):  # each look-alike's own list: itself, then the identity it mimics
+        order[n + d] = np.r_[n + d, np.flatnonzero(y == d)]
+    mask = np.ones(order.shape, dtype=bool)
+    apart = np.zeros(order.shape, np.float32)
+    apart[:n, :4] = 1.0
+    joined = apart.copy()
+    joined[:n, 4] = 0.9
+    joined[n:, 1:] = 0.9
+    held = np.arange(60)
+    truth = np.r_[y, 60 + np.arange(60)]
+    alone = guard(Contender("model", order[:n, :4], mask[:n, :4], apart[:n, :4], T),
+                  Contender("cosine", order[:n, :4], mask[:n, :4], joined[:n, :4], T),
+                  y, held)
+    assert alone.winner == "cosine" and alone.model == alone.cosine, alone
+    crowded = guard(Contender("model", order, mask, apart, T),
+                    Contender("cosine", order, mask, joined, T), truth, held, distractors=60)
+    assert crowded.winner == "model" and crowded.model_ahead == 1.0, crowded
+    # each identity's cluster of 4 holds its look-alike: 6 true pairs of the 10
+    assert crowded.cosine["pairwise_f"] == pytest.approx(2 * 0.6 / 1.6)
+    assert crowded.model["pairwise_f"] == 1.0
+    assert (crowded.points, crowded.distractors, crowded.held_out) == (n + 60, 60, n)
+    assert crowded.as_dict()["distractors"] == 60
