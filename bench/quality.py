@@ -157,7 +157,11 @@ def main(argv=None):
         "quality-" + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"time": datetime.now(timezone.utc).isoformat(),
-                               "cpus": os.cpu_count(), "args": vars(args), "rows": rows}, indent=1))
+                               "cpus": os.cpu_count(),
+                               # training's float reductions, hence the model and the
+                               # guard's verdict, differ with the thread count
+                               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                               "args": vars(args), "rows": rows}, indent=1))
     print(f"\nwrote {out}")
 
 
