@@ -221,6 +221,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         from ..core.corrections import train_on_answers
         data = train_on_answers(data, corrections, feats, rep.info)
     crowd = _distractors(distractors, feats, rep)
+    if crowd is not None and split_rows(data, val_fraction, seed)[2].size == 0:
+        rep.warn("--distractors unused: no identity is held out, so no guard runs")
     log = rep.info if dist.main else (lambda m: None)
     tcfg = TrainConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, schedule=schedule,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
@@ -388,6 +390,8 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
         from ..core.runtime.precision import autocast_dtype
 
         model = results[chosen].model
+        log(f"guard: linking the {features.shape[0]} labelled and {crowd.shape[0]} distractor "
+            "points, searched together (exact kNN)")
         m, c, labels = crowded_contenders(
             model, features, data.labels, crowd, (results[chosen].thresholds, cos_t),
             (chosen, n_cos), amp=autocast_dtype(next(model.parameters()).device, tcfg.bf16))

@@ -142,6 +142,9 @@ def test_the_guard_judges_among_the_distractors_given(tiny):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "narrow.h5" in r.stderr and "8-dimensional" in r.stderr, r.stderr
     assert not (tiny / "refused.h5").exists()
+    r = _cmd(*args, "-o", str(tiny / "unjudged.h5"), "--distractors", str(tiny / "D.h5"),
+             "--val-fraction", "0")
+    assert "--distractors unused" in r.stderr, r.stderr
 
 
 @pytest.mark.slow
