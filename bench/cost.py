@@ -8,7 +8,8 @@ For each size N: `cf-data demo all.h5 -n N -d 128 --seed 5`, `cf-data split --fr
 other on the same machine:
 
 - cftools, the round's steps with round.mk's defaults (K, L, TRAIN_L, PRESET,
-  TRAIN_EPOCHS, TRAIN_LR, DECODER, read from round.mk): D_L side cf-knn, cf-seq, cf-train;
+  TRAIN_EPOCHS, TRAIN_LR, DECODER, GUARD_DISTRACTORS, read from round.mk): D_L side cf-knn,
+  cf-seq, cf-train;
   D_U side, per model, cf-knn and cf-seq as far as its links read (--for-model, as
   round.mk), cf-link --method auto, cf-merge; and the same D_U links with the model forced
   (cf-link --method model, then cf-merge) unless auto chose the model;
@@ -157,7 +158,7 @@ def round_defaults() -> dict:
     text = (ROOT / "round.mk").read_text()
     found = dict(re.findall(r"^(\w+)\s*\?=\s*(\S+)\s*$", text, flags=re.M))
     return {k: found[k] for k in ("K", "L", "TRAIN_L", "PRESET", "TRAIN_EPOCHS", "TRAIN_LR",
-                                  "DECODER")}
+                                  "DECODER", "GUARD_DISTRACTORS")}
 
 
 class Stages:
@@ -241,7 +242,8 @@ def run_cftools(st: Stages, dl: Path, du: Path, tmp: Path, seeds, d: dict) -> li
         model = tmp / f"model_{seed}.h5"
         st.cf("cftools D_L", f"cf-train ({tag})", "train", tmp / "seq_L.h5", "--features", dl,
               "-o", model, "--preset", d["PRESET"], "-L", d["TRAIN_L"], "--epochs",
-              d["TRAIN_EPOCHS"], "--lr", d["TRAIN_LR"], "--seed", seed, "-q")
+              d["TRAIN_EPOCHS"], "--lr", d["TRAIN_LR"], "--seed", seed, "-q",
+              *(["--distractors", du] if d["GUARD_DISTRACTORS"] == "yes" else []))
         st.cf("cftools D_U", f"cf-knn ({tag})", "knn", du, "-o", tmp / "knn_U.h5",
               "--for-model", model, "-q")
         st.cf("cftools D_U", f"cf-seq ({tag})", "seq", tmp / "knn_U.h5", "--features", du,
@@ -272,6 +274,8 @@ def _length(seq: Path) -> int:
 
 def one_size(n: int, args, st: Stages, tmp: Path) -> dict:
     d = round_defaults()
+    if args.guard_distractors:
+        d["GUARD_DISTRACTORS"] = args.guard_distractors
     dl, du = tmp / "dl.h5", tmp / "du.h5"
     st.cf("data", "demo", "data", "demo", tmp / "all.h5", "-n", n, "-d", args.dim, "--seed",
           args.data_seed, "-q", record=False)
@@ -350,6 +354,9 @@ def main(argv=None) -> dict | None:
     ap.add_argument("--bin", type=Path, default=Path(sys.executable).parent,
                     help="where the cf-* commands are [default: this interpreter's]")
     ap.add_argument("--label", default="", help="a name for this build in the results file")
+    ap.add_argument("--guard-distractors", choices=["yes", "no"], default=None,
+                    help="the round's GUARD_DISTRACTORS (default: round.mk's): yes, cf-train's "
+                         "guard judges among D_U's points too (cf-train --distractors)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--peer-choose", nargs=2, type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--peer-cluster", nargs=3, type=Path, help=argparse.SUPPRESS)
