@@ -8,9 +8,8 @@ For each size N: `cf-data demo all.h5 -n N -d 128 --seed 5`, `cf-data split --fr
 other on the same machine:
 
 - cftools, the round's steps with round.mk's defaults (K, L, TRAIN_L, PRESET,
-  TRAIN_EPOCHS, TRAIN_LR, DECODER, GUARD_DISTRACTORS, read from round.mk): D_L side cf-knn,
-  cf-seq, cf-train;
-  D_U side, per model, cf-knn and cf-seq as far as its links read (--for-model, as
+  TRAIN_EPOCHS, TRAIN_LR, DECODER, GUARD_DISTRACTORS, read from round.mk): D_L side
+  cf-knn, cf-seq, cf-train; D_U side, per model, cf-knn and cf-seq as far as its links read (--for-model, as
   round.mk), cf-link --method auto, cf-merge; and the same D_U links with the model forced
   (cf-link --method model, then cf-merge) unless auto chose the model;
 - the peer, the thirty lines a user would write (face-cluster-by-infomap's recipe): on
