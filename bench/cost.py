@@ -9,9 +9,10 @@ other on the same machine:
 
 - cftools, the round's steps with round.mk's defaults (K, L, TRAIN_L, PRESET,
   TRAIN_EPOCHS, TRAIN_LR, DECODER, GUARD_DISTRACTORS, read from round.mk): D_L side
-  cf-knn, cf-seq, cf-train; D_U side, per model, cf-knn and cf-seq as far as its links read (--for-model, as
-  round.mk), cf-link --method auto, cf-merge; and the same D_U links with the model forced
-  (cf-link --method model, then cf-merge) unless auto chose the model;
+  cf-knn, cf-seq, cf-train; D_U side, per model, cf-knn and cf-seq as far as its links
+  read (--for-model, as round.mk), cf-link --method auto, cf-merge; and the same D_U
+  links with the model forced (cf-link --method model, then cf-merge) unless auto chose
+  the model;
 - the peer, the thirty lines a user would write (face-cluster-by-infomap's recipe): on
   D_L exact faiss kNN (IndexFlatIP over unit rows, searched once at the largest k) and a
   grid of Infomap runs over the directed cosine links, k from --peer-ks and, for each,

@@ -161,7 +161,7 @@ def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
         r = make_round(tmp_path / "work", 1, "-n", "round", **extra)
         assert r.returncode == 0, r.stderr[-2000:]
         at = r.stdout.index("cf-train ")
-        return r.stdout[at:r.stdout.index(" -q", at) if " -q" in r.stdout[at:] else None]
+        return r.stdout[at:r.stdout.index(" -q", at)]  # QUIET=-q ends every recipe
 
     crowded = train_line(GUARD_DISTRACTORS="yes", QUIET="-q")
     assert f"--distractors {tmp_path / 'work' / 'round1' / 'unlabelled.h5'}" in crowded
