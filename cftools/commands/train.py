@@ -37,7 +37,7 @@ from ..core.clusformer.sequences import (
 )
 from ..core.clusformer.training import TrainConfig, TrainResult, train
 from ..core.runtime.device import torch_device
-from ..core.runtime.distributed import init_distributed
+from ..core.runtime.distributed import init_distributed, leave_process_group
 from ..core.runtime.memory import keep_freed_memory
 from ..errors import CfError
 from ..formats.artifacts import open_artifact, require_same_source
@@ -255,8 +255,6 @@ def _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpo
                sequences, rep) -> dict | None:
     """{length: train()'s result} of a model trained at each length in turn (None on
     ranks other than 0, and when stopped early by --stop-after-epoch)."""
-    import torch
-
     results = {}
     try:
         for n in lengths:
@@ -284,8 +282,7 @@ def _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpo
             if results[n] is not None:
                 results[n].summary["seconds"] = round(time.perf_counter() - t0, 1)
     finally:
-        if dist.world > 1:
-            torch.distributed.destroy_process_group()
+        leave_process_group(dist)
     return results if dist.main else None
 
 

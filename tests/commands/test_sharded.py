@@ -191,6 +191,53 @@ def test_extract_two_ranks_equal_one_process(tmp_path):
     assert not leftovers(tmp_path)
 
 
+# Each rank reports the threads it still runs once it has left the process group. gloo's
+# threads left to the interpreter's exit can abort it there (SIGABRT after the output is
+# written: a failed run, one time in tens); torch._dynamo imported after joining keeps
+# the group alive past destroy_process_group (a meta-device randn in a model loader, or
+# torch.optim in a trainer, imports it).
+TEARDOWN = {
+    "sharded": """
+from cftools.core.clusformer.model import load_model
+from cftools.core.recognition.backbone import load_backbone
+from cftools.core.runtime import sharding
+sh = sharding.join()
+load_model(sys.argv[1])
+load_backbone(sys.argv[2])
+sh.sum([1.0])
+sharding.leave(sh)
+""",
+    "trainer": """
+import torch
+from cftools.core.runtime.distributed import join_process_group, leave_process_group
+d = join_process_group(use_cuda=False)
+torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+torch.distributed.all_reduce(torch.ones(1))
+leave_process_group(d)
+""",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("who", sorted(TEARDOWN))
+def test_leaving_the_process_group_stops_its_threads(linkset, tmp_path, who):
+    torch.manual_seed(0)
+    save_backbone(tmp_path / "bb.h5", Backbone(BackboneConfig(depth=18, width=4, dim=16,
+                                                              image_size=16)))
+    script = tmp_path / "leave.py"
+    script.write_text("import os, sys\n" + TEARDOWN[who] + (
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip()"
+        " for t in os.listdir('/proc/self/task')]\n"
+        "open(sys.argv[3] + os.environ['RANK'], 'w').write(' '.join(names))\n"))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", str(script), linkset / "m.h5", tmp_path / "bb.h5",
+                        tmp_path / "threads-"], capture_output=True, text=True, env=ENV,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rank in (0, 1):  # the main thread alone
+        assert len((tmp_path / f"threads-{rank}").read_text().split()) == 1, rank
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("module, dead", [("knn", "1"), ("knn", "0"), ("link", "1")])
 def test_a_killed_rank_leaves_nothing_published(feats, linkset, module, dead):

@@ -152,6 +152,15 @@ def sinusoidal_table(length: int, width: int) -> torch.Tensor:
     return table
 
 
+def _small_normal(rows: int, width: int) -> torch.Tensor:
+    """A learned table's start, N(0, 0.02^2); only a shape under torch.device("meta")
+    (load_model's check). torch's meta randn runs a Python reference kernel whose first
+    call imports torch._dynamo: slow, and under torchrun that import keeps the process
+    group alive until the interpreter's exit, where gloo's threads can abort it."""
+    t = torch.empty(rows, width)
+    return t if t.is_meta else torch.randn(rows, width) * 0.02
+
+
 class Clusformer(nn.Module):
     feature_mean: torch.Tensor  # buffers
     pos_table: torch.Tensor
@@ -163,10 +172,10 @@ class Clusformer(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(c.dim))
         self.input_proj = nn.Linear(in_dim, c.width)
         if c.encoding == "learned":
-            self.pos_embedding = nn.Parameter(torch.randn(c.seq_len, c.width) * 0.02)
+            self.pos_embedding = nn.Parameter(_small_normal(c.seq_len, c.width))
         elif c.encoding == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(c.seq_len, c.width))
-        self.queries = nn.Parameter(torch.randn(c.seq_len, c.width) * 0.02)
+        self.queries = nn.Parameter(_small_normal(c.seq_len, c.width))
 
         def layer(cls):
             return cls(c.width, c.heads, c.ffn, c.dropout, batch_first=True, norm_first=True)

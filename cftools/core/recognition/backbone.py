@@ -123,7 +123,9 @@ class Backbone(nn.Module):
         self.fc = nn.Linear(cin * side * side, config.dim)
         self.features = nn.BatchNorm1d(config.dim)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            # not on the meta device (load_backbone's shape check): see _small_normal in
+            # core.clusformer.model for why a meta normal_ is to be avoided
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):

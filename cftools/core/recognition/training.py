@@ -29,7 +29,7 @@ from torch import nn
 from ...data.images import BadImages, ImageDataset
 from ...errors import CfError, brief
 from ...formats.writing import atomic_path
-from ..runtime.distributed import setup_distributed
+from ..runtime.distributed import leave_process_group, setup_distributed
 from ..runtime.precision import autocast_for
 from .arcface import ArcFace
 from .backbone import Backbone, BackboneConfig, memory_format
@@ -202,15 +202,18 @@ def train_backbone(paths, labels, bconf: BackboneConfig, tconf: TrainConfig, *,
                       f"{len(paths)} images of {len(classes)}", source)
     run = _BackboneRun(paths, targets, len(classes), bconf, tconf, device,
                        bad if bad is not None else BadImages(reporter), reporter, source)
-    run.build(init)
-    if resume:
-        run.resume(checkpoint)
-    run.wrap()
-    for epoch in range(run.start_epoch, run.n_epochs):
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            return TrainResult(run.backbone, run.history, len(classes), len(paths), False,
-                               run.bad)
-        run.epoch(epoch, checkpoint)
+    try:
+        run.build(init)
+        if resume:
+            run.resume(checkpoint)
+        run.wrap()
+        for epoch in range(run.start_epoch, run.n_epochs):
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                return TrainResult(run.backbone, run.history, len(classes), len(paths), False,
+                                   run.bad)
+            run.epoch(epoch, checkpoint)
+    finally:
+        leave_process_group(run.ddp)
     return TrainResult(run.backbone.eval(), run.history, len(classes), len(paths), True,
                        run.bad)
 

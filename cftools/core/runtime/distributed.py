@@ -25,6 +25,12 @@ def join_process_group(use_cuda: bool) -> Dist:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
     import torch
+
+    # torch.optim imports torch._dynamo on first use; imported after the group exists it
+    # keeps the group alive past destroy_process_group, until the interpreter's exit, where
+    # a gloo thread releasing a finished collective can abort the process. Imported first,
+    # the group is torn down where leave_process_group asks.
+    import torch._dynamo  # noqa: F401
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -33,6 +39,17 @@ def join_process_group(use_cuda: bool) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def leave_process_group(d: Dist) -> None:
+    """Tear the process group down (its threads joined) while the interpreter is whole:
+    left to the interpreter's exit, gloo's threads can abort it."""
+    if d.world <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def init_distributed(device_name: str) -> Dist:

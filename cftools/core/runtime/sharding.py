@@ -40,7 +40,7 @@ import numpy as np
 from ...errors import CfError
 from ...formats.artifacts import row_blocks
 from ...formats.writing import create_rows, write_artifact, write_strings
-from .distributed import Dist
+from .distributed import Dist, leave_process_group
 
 # tests: the rank named here kills itself (SIGKILL) after writing its shard, before the
 # status exchange, to check that a dead rank leaves nothing published
@@ -158,12 +158,9 @@ def join(use_cuda: bool = False) -> Sharding:
 
 
 def leave(sh: Sharding) -> None:
-    """Leave the process group (after the output is published)."""
-    if sh.active:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    """Leave the process group (after the output is published). Nothing here may import
+    torch._dynamo after join (a meta-device randn does): see join_process_group."""
+    leave_process_group(sh.dist)
 
 
 class ShardedOutput:
