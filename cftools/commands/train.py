@@ -21,11 +21,12 @@ from ..cli import (
     device_option,
     seed_option,
 )
-from ..core.calibration.guard import GUARD_MIN_IDENTITIES, guard
+from ..core.calibration.guard import GUARD_DECODER, GUARD_MIN_IDENTITIES, guard
 from ..core.calibration.jury import Contender, HeldOut, decode_contender
 from ..core.calibration.length import choose_model_length, model_lengths
 from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
 from ..core.clusformer.calibrate import choose_data_length, crowded_contenders
+from ..core.clusformer.gate import recorded_gate
 from ..core.clusformer.grammar import make_targets
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
 from ..core.clusformer.sequences import (
@@ -92,7 +93,7 @@ hundreds), where a model trained naively loses to raw cosine:
   too, each counted as another identity: on 15 models of the 125K demo, omniglot-bg,
   lfw-dev and CelebA its verdict was the one D_U's labels give, every time
   (bench/studies/guard-density). It costs an exact kNN of both sets and the model over
-  all their rows.
+  all their rows (those its gate reads, as cf-link does).
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,
@@ -391,7 +392,8 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
             "points, searched together (exact kNN)")
         m, c, labels = crowded_contenders(
             model, features, data.labels, crowd, (results[chosen].thresholds, cos_t),
-            (chosen, n_cos), amp=autocast_dtype(next(model.parameters()).device, tcfg.bf16))
+            (chosen, n_cos), amp=autocast_dtype(next(model.parameters()).device, tcfg.bf16),
+            gate=recorded_gate(results[chosen].summary, GUARD_DECODER))
         verdict = guard(m, c, labels, held_ids, seed=tcfg.seed, distractors=crowd.shape[0])
     few = (f" (fewer than {GUARD_MIN_IDENTITIES} identities: too few to trust the model)"
            if verdict.identities < GUARD_MIN_IDENTITIES else "")

@@ -12,6 +12,7 @@ from ...formats.thresholds import LINK_MODES
 from ..calibration.jury import Contender
 from ..calibration.length import choose_length
 from ..calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
+from .gate import Gate
 from .inference import cosine_to_centre, predict
 from .sequences import SequenceData
 
@@ -58,8 +59,8 @@ def choose_data_length(data: SequenceData, features: np.ndarray, max_points: int
 
 
 def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distractors: np.ndarray,
-                       thresholds: tuple[dict, dict], lengths: tuple[int, int], amp=None
-                       ) -> tuple[Contender, Contender, np.ndarray]:
+                       thresholds: tuple[dict, dict], lengths: tuple[int, int], amp=None,
+                       gate: Gate | None = None) -> tuple[Contender, Contender, np.ndarray]:
     """(the model's contender, cosine's, the labels of their rows) for the guard over the
     labelled points and ``distractors`` (unit rows like them, e.g. the unlabelled set)
     searched together by exact cosine kNN: every point a row, linked by the model at its
@@ -68,7 +69,9 @@ def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distract
     a held-out identity's cluster counts against it, as a look-alike of the unlabelled set
     would. The jury inside the labelled set alone is less crowded than a larger unlabelled
     set, and cosine links lose more than the model's as the set grows
-    (bench/studies/guard-density)."""
+    (bench/studies/guard-density). ``gate``: the model's gate for the guard's decoder;
+    the model then reads only the rows it can change, as cf-link does, and the jury
+    judges the links cf-link would write."""
     from ..neighbours.index import KnnParams, knn
 
     points = np.vstack([features, distractors]).astype(np.float32, copy=False)
@@ -76,7 +79,7 @@ def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distract
     order = knn(points, max(lengths), params=KnnParams(method="exact"))[0]
     mask = np.ones(order.shape, dtype=bool)
     points_t = torch.from_numpy(points)
-    probs = predict(model, points_t, order[:, :n_model], mask[:, :n_model], amp=amp)
+    probs = predict(model, points_t, order[:, :n_model], mask[:, :n_model], amp=amp, gate=gate)
     cosine = cosine_to_centre(points_t, order[:, :n_cosine], mask[:, :n_cosine])
     others = labels.max(initial=-1) + 1 + np.arange(distractors.shape[0])
     return (Contender("model", order[:, :n_model], mask[:, :n_model], probs, thresholds[0]),

@@ -163,13 +163,14 @@ def run_batch(model, prepared, order_t, mask_t, amp, unit=None) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(model, features_t, order, mask, *, batch_size=256, amp=None, progress=None):
+def predict(model, features_t, order, mask, *, batch_size=256, amp=None, progress=None,
+            gate: Gate | None = None):
     """Probabilities (n, L) float32 for in-memory sequences over raw ``features_t`` (the
-    model prepares a copy); masked positions get 0."""
+    model prepares a copy); masked positions get 0. ``gate``: as link_array's."""
     model.eval()
     unit = unit_rows(features_t) if model.needs_cosine else None
     return link_array(order, mask, model.prepare(features_t), model=model,
-                      batch_size=batch_size, amp=amp, unit=unit, progress=progress)
+                      batch_size=batch_size, amp=amp, unit=unit, progress=progress, gate=gate)
 
 
 def cosine_to_centre(features_t, order, mask, batch_size=4096) -> np.ndarray:

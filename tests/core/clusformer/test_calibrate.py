@@ -10,7 +10,9 @@ import torch
 from cftools.core.calibration.guard import guard
 from cftools.core.calibration.jury import Contender
 from cftools.core.clusformer.calibrate import crowded_contenders
-from cftools.core.clusformer.model import Clusformer, make_config
+from cftools.core.clusformer.gate import Gate
+from cftools.core.clusformer.inference import LinkStats, link_array
+from cftools.core.clusformer.model import Clusformer, make_config, unit_rows
 from cftools.core.neighbours.index import knn
 
 T = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
@@ -74,3 +76,27 @@ def test_a_distractor_that_joins_a_held_out_identity_counts_against_it():
     assert crowded.model["pairwise_f"] == 1.0
     assert (crowded.points, crowded.distractors, crowded.held_out) == (n + 60, 60, n)
     assert crowded.as_dict()["distractors"] == 60
+
+
+def test_with_the_gate_the_model_contender_holds_the_links_cf_link_writes():
+    """Given the model's gate, the jury reads the gated links (calibrated cosine where the
+    model cannot change a decision), not links cf-link would never write."""
+    rng = np.random.default_rng(1)
+    labelled, unlabelled = _unit(rng, 80), _unit(rng, 40)
+    labels = rng.integers(0, 16, 80)
+    torch.manual_seed(1)
+    model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()
+    with torch.no_grad():  # calibrated cosine crosses 0.5 at cosine 0.2; a random correction
+        model.skip.copy_(torch.tensor([20.0, -4.0]))
+        model.head.weight.normal_(0, 0.5)
+    gate = Gate("infomap", "directed", 0.5, reach=2.0, flip_distance=1.0)
+    full, _, _ = crowded_contenders(model, labelled, labels, unlabelled, (T, T), (8, 5))
+    gated, _, _ = crowded_contenders(model, labelled, labels, unlabelled, (T, T), (8, 5),
+                                     gate=gate)
+    both = torch.from_numpy(np.vstack([labelled, unlabelled]))
+    stats = LinkStats()
+    written = link_array(gated.order, gated.mask, model.prepare(both), model=model,
+                         unit=unit_rows(both), gate=gate, stats=stats)
+    assert 0 < stats.model_rows < stats.rows  # some rows skipped: the case is not vacuous
+    np.testing.assert_allclose(gated.weights, written, rtol=0, atol=1e-6)
+    assert not np.allclose(gated.weights, full.weights, atol=1e-3)
