@@ -92,8 +92,9 @@ hundreds), where a model trained naively loses to raw cosine:
   --distractors U.h5 (the unlabelled features) has the guard judge among those points
   too, each counted as another identity: on 15 models of the 125K demo, omniglot-bg,
   lfw-dev and CelebA its verdict was the one D_U's labels give, every time
-  (bench/studies/guard-density). It costs an exact kNN of both sets and the model over
-  all their rows (those its gate reads, as cf-link does).
+  (bench/studies/guard-density). It searches and links the held-out identities'
+  neighbourhood among both sets (exact kNN; the model reads the rows its gate reads, as
+  cf-link does).
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,
@@ -388,13 +389,15 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
         from ..core.runtime.precision import autocast_dtype
 
         model = results[chosen].model
-        log(f"guard: linking the {features.shape[0]} labelled and {crowd.shape[0]} distractor "
-            "points, searched together (exact kNN)")
+        log(f"guard: linking the held-out identities' neighbourhood among the "
+            f"{features.shape[0]} labelled and {crowd.shape[0]} distractor points, searched "
+            "together (exact kNN)")
         m, c, labels = crowded_contenders(
-            model, features, data.labels, crowd, (results[chosen].thresholds, cos_t),
+            model, features, data.labels, crowd, held_ids, (results[chosen].thresholds, cos_t),
             (chosen, n_cos), amp=autocast_dtype(next(model.parameters()).device, tcfg.bf16),
             gate=recorded_gate(results[chosen].summary, GUARD_DECODER))
-        verdict = guard(m, c, labels, held_ids, seed=tcfg.seed, distractors=crowd.shape[0])
+        verdict = guard(m, c, labels, held_ids, seed=tcfg.seed,
+                        distractors=int((m.order[:, 0] >= features.shape[0]).sum()))
     few = (f" (fewer than {GUARD_MIN_IDENTITIES} identities: too few to trust the model)"
            if verdict.identities < GUARD_MIN_IDENTITIES else "")
     among = (f"all {verdict.points} labelled rows" if crowd is None else

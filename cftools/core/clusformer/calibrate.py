@@ -59,24 +59,36 @@ def choose_data_length(data: SequenceData, features: np.ndarray, max_points: int
 
 
 def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distractors: np.ndarray,
-                       thresholds: tuple[dict, dict], lengths: tuple[int, int], amp=None,
-                       gate: Gate | None = None) -> tuple[Contender, Contender, np.ndarray]:
-    """(the model's contender, cosine's, the labels of their rows) for the guard over the
+                       held_ids: np.ndarray, thresholds: tuple[dict, dict],
+                       lengths: tuple[int, int], amp=None, gate: Gate | None = None
+                       ) -> tuple[Contender, Contender, np.ndarray]:
+    """(the model's contender, cosine's, the labels of all points) for the guard over the
     labelled points and ``distractors`` (unit rows like them, e.g. the unlabelled set)
-    searched together by exact cosine kNN: every point a row, linked by the model at its
-    length and by cosine at theirs (``lengths``: model's, cosine's), with their calibrated
-    ``thresholds`` (model's, cosine's). Each distractor is its own identity: one that joins
-    a held-out identity's cluster counts against it, as a look-alike of the unlabelled set
-    would. The jury inside the labelled set alone is less crowded than a larger unlabelled
-    set, and cosine links lose more than the model's as the set grows
-    (bench/studies/guard-density). ``gate``: the model's gate for the guard's decoder;
-    the model then reads only the rows it can change, as cf-link does, and the jury
-    judges the links cf-link would write."""
+    searched together by exact cosine kNN. Each distractor is its own identity: one that
+    joins a held-out identity's cluster counts against it, as a look-alike of the
+    unlabelled set would. The jury inside the labelled set alone is less crowded than a
+    larger unlabelled set, and cosine links lose more than the model's as the set grows
+    (bench/studies/guard-density).
+
+    Only the clusters of the held-out identities ``held_ids`` are scored, so the rows are
+    their points and every point in their lists (distractors and training identities
+    alike), each searched among all points and linked by the model at its length and by
+    cosine at theirs (``lengths``: model's, cosine's), with their calibrated ``thresholds``
+    (model's, cosine's); a link to a point outside the rows is dropped when decoded (the
+    verdicts every point a row gives, at a fraction of the cost: bench/studies/
+    guard-density). ``gate``: the model's gate for the guard's
+    decoder; the model then reads only the rows it can change, as cf-link does, and the
+    jury judges the links cf-link would write."""
+    from ..neighbours.exact import put_self_first
     from ..neighbours.index import KnnParams, knn
 
     points = np.vstack([features, distractors]).astype(np.float32, copy=False)
     n_model, n_cosine = lengths
-    order = knn(points, max(lengths), params=KnnParams(method="exact"))[0]
+    k, exact = max(lengths), KnnParams(method="exact")
+    held = np.flatnonzero(np.isin(labels, held_ids))
+    rows = np.union1d(held, knn(points, k, queries=points[held], params=exact)[0])
+    order, sims = knn(points, k, queries=points[rows], params=exact)
+    order = put_self_first(order, sims, centres=rows)[0]
     mask = np.ones(order.shape, dtype=bool)
     points_t = torch.from_numpy(points)
     probs = predict(model, points_t, order[:, :n_model], mask[:, :n_model], amp=amp, gate=gate)

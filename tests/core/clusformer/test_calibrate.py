@@ -1,7 +1,7 @@
 """The guard's contenders among distractors (core.clusformer.calibrate.crowded_contenders):
-the labelled points and the unlabelled ones searched together, every point a row, each
-distractor its own identity, so that one joining a held-out identity's cluster counts
-against the links that put it there."""
+the labelled points and the unlabelled ones searched together, the held-out identities'
+neighbourhood linked, each distractor its own identity, so that one joining a held-out
+identity's cluster counts against the links that put it there."""
 
 import numpy as np
 import pytest
@@ -23,23 +23,30 @@ def _unit(rng, n, d=16):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_crowded_contenders_search_both_sets_and_count_each_distractor_apart():
+def test_crowded_contenders_link_the_held_out_neighbourhood_of_both_sets():
+    """The rows are the held-out identities' points and every point in their lists, each
+    searched among both sets; each distractor is its own identity."""
     rng = np.random.default_rng(0)
     labelled, unlabelled = _unit(rng, 60), _unit(rng, 40)
     labels = rng.integers(0, 12, 60)
+    held_ids = np.array([2, 7])
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 16, 8, width=32, ffn=64)).eval()
-    m, c, truth = crowded_contenders(model, labelled, labels, unlabelled, (T, T), (8, 5))
+    m, c, truth = crowded_contenders(model, labelled, labels, unlabelled, held_ids, (T, T),
+                                     (8, 5))
     both = np.vstack([labelled, unlabelled])
-    expected = knn(both, 8)[0]
-    assert m.order.shape == (100, 8) and c.order.shape == (100, 5)
-    assert (m.order[:, 0] == np.arange(100)).all() and (c.order == m.order[:, :5]).all()
-    assert (m.order == expected).all()
+    everyone = knn(both, 8)[0]
+    held = np.flatnonzero(np.isin(labels, held_ids))
+    rows = np.union1d(held, everyone[held])
+    assert held.size < rows.size < 100  # more than the held-out points, fewer than all
+    assert (rows >= 60).any()  # distractors among them
+    assert m.order.shape == (rows.size, 8) and c.order.shape == (rows.size, 5)
+    assert (m.order == everyone[rows]).all() and (c.order == m.order[:, :5]).all()
     assert m.mask.all() and c.mask.all()
-    cosine = np.einsum("nd,nkd->nk", both, both[c.order])
+    cosine = np.einsum("nd,nkd->nk", both[rows], both[c.order])
     assert np.allclose(c.weights, cosine, atol=1e-5)
     assert ((m.weights >= 0) & (m.weights <= 1)).all()
-    assert (truth[:60] == labels).all()
+    assert truth.shape == (100,) and (truth[:60] == labels).all()
     assert np.unique(truth[60:]).size == 40 and truth[60:].min() > labels.max()
     assert (m.thresholds, c.thresholds) == (T, T)
 
@@ -90,8 +97,9 @@ def test_with_the_gate_the_model_contender_holds_the_links_cf_link_writes():
         model.skip.copy_(torch.tensor([20.0, -4.0]))
         model.head.weight.normal_(0, 0.5)
     gate = Gate("infomap", "directed", 0.5, reach=2.0, flip_distance=1.0)
-    full, _, _ = crowded_contenders(model, labelled, labels, unlabelled, (T, T), (8, 5))
-    gated, _, _ = crowded_contenders(model, labelled, labels, unlabelled, (T, T), (8, 5),
+    every = np.unique(labels)
+    full, _, _ = crowded_contenders(model, labelled, labels, unlabelled, every, (T, T), (8, 5))
+    gated, _, _ = crowded_contenders(model, labelled, labels, unlabelled, every, (T, T), (8, 5),
                                      gate=gate)
     both = torch.from_numpy(np.vstack([labelled, unlabelled]))
     stats = LinkStats()
