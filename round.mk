@@ -40,7 +40,8 @@ FINETUNE     ?= yes
 # largest identity: bigger clusters are mostly identities merged); none: no limit
 PSEUDO_MAX_SIZE ?= auto
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
-# in a graph as crowded as D_U, for an exact kNN of D_L + D_U and the model over both
+# in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood
+# in D_L + D_U and the model's links of it
 GUARD_DISTRACTORS ?= no
 
 # ------------------------------------------------------------------ where the data comes from
