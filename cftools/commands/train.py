@@ -181,8 +181,8 @@ training summary as JSON attributes; loading it never runs code.
                    "together with the labelled set for the guard: the held-out identities "
                    "are judged in a graph as crowded as the unlabelled set, each of these "
                    "points counting as another identity. Assumes they share no identity "
-                   "with the labelled set. Costs an exact kNN of both sets and the model "
-                   "over all their rows.")
+                   "with the labelled set. Costs an exact kNN of the held-out identities' "
+                   "neighbourhood among both sets and the model's links of it.")
 @click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
 @batch_size_option(128)
 @device_option

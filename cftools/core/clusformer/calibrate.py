@@ -80,14 +80,23 @@ def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distract
     decoder; the model then reads only the rows it can change, as cf-link does, and the
     jury judges the links cf-link would write."""
     from ..neighbours.exact import put_self_first
-    from ..neighbours.index import KnnParams, knn
+    from ..neighbours.index import KnnParams, build_index, check_k, search
 
     points = np.vstack([features, distractors]).astype(np.float32, copy=False)
     n_model, n_cosine = lengths
     k, exact = max(lengths), KnnParams(method="exact")
+    check_k(k, points.shape[0], self_search=False)
+    index = build_index(points, exact, k)
     held = np.flatnonzero(np.isin(labels, held_ids))
-    rows = np.union1d(held, knn(points, k, queries=points[held], params=exact)[0])
-    order, sims = knn(points, k, queries=points[rows], params=exact)
+    found = search(index, points[held], k, exact.batch_size)  # the held rows' own lists
+    rows = np.union1d(held, found[0])
+    rest = np.setdiff1d(rows, held, assume_unique=True)
+    order = np.empty((rows.size, k), dtype=np.int64)
+    sims = np.empty((rows.size, k), dtype=np.float32)
+    for part, (ids, sim) in ((held, found),
+                             (rest, search(index, points[rest], k, exact.batch_size))):
+        at = np.searchsorted(rows, part)
+        order[at], sims[at] = ids, sim
     order = put_self_first(order, sims, centres=rows)[0]
     mask = np.ones(order.shape, dtype=bool)
     points_t = torch.from_numpy(points)
