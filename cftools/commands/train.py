@@ -240,7 +240,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                      decoder_layers=decoder_layers, ffn=ffn, dropout=dropout, encoding=encoding,
                      features=token_features, center=center)
     results = _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpoints,
-                         resume, sequences, rep)
+                         resume, sequences, rep, cosine_length=int(cosine_sel["length"]))
     if results is None:  # another rank, or stopped by --stop-after-epoch
         return
     result = _judge(results, data, feats.features, cosine_sel, tcfg, log, crowd)
@@ -254,9 +254,11 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
 
 
 def _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpoints, resume,
-               sequences, rep) -> dict | None:
+               sequences, rep, cosine_length: int) -> dict | None:
     """{length: train()'s result} of a model trained at each length in turn (None on
-    ranks other than 0, and when stopped early by --stop-after-epoch)."""
+    ranks other than 0, and when stopped early by --stop-after-epoch); cosine links'
+    thresholds are calibrated with the model of ``cosine_length`` alone (_judge
+    calibrates them where no model has that length)."""
     results = {}
     try:
         for n in lengths:
@@ -271,7 +273,8 @@ def _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpo
                                    feats.features, mcfg, tcfg, device=dev, dist=dist,
                                    checkpoint=ckpt,
                                    resume=ckpt if resume and Path(ckpt).is_file() else None,
-                                   log=rep.info, progress=rep.progress)
+                                   log=rep.info, progress=rep.progress,
+                                   calibrate_cosine=n == cosine_length)
             except CfError as err:  # what train() finds wrong with the data is the sequences'
                 if err.path is None:
                     raise CfError(str(err), sequences) from None

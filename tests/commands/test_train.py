@@ -244,5 +244,7 @@ def test_the_model_length_and_cosine_length_are_chosen_apart(monkeypatch):
             assert sel["cosine"] == {"length": cos_len}
             assert (verdict["model_length"], verdict["cosine_length"]) == (good, cos_len)
             assert verdict["winner"] == "model"  # perfect links beat cosine's
+            # no trained model had them: cosine's thresholds calibrated at cosine's length
+            assert s["cosine_thresholds"]["link_mode_infomap"] == "directed"
             seen[good, cos_len] = sel["jury"]
     assert seen[21, 11] == seen[21, 21] and seen[31, 11] == seen[31, 21]

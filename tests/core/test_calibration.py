@@ -204,6 +204,60 @@ def test_length_reaches_identities_larger_than_short_sequences():
     assert "-> L" in logs[0]
 
 
+def test_length_choice_scans_the_coarse_grid_and_the_chosen_length_is_refined_after(
+        monkeypatch):
+    """Cosine's length choice scores each length on the coarse grid alone; the decoders'
+    calibration at the chosen length then scores only the fine grid's points, and finds
+    what a calibration from scratch finds."""
+    rng = np.random.default_rng(4)
+    x, y = _identities(rng, [40] * 4 + list(rng.integers(1, 6, 60)), 0.9)
+    idx, sim = knn(x, 31)
+    order, mask, _ = build_sequences(idx, sim, 31, labels=y)
+    cos = (sim * mask).astype(np.float32)
+    scored = []
+    real = thresholds_module.calibration_score
+    monkeypatch.setattr(thresholds_module, "calibration_score",
+                        lambda p, t: scored.append(1) or real(p, t))
+    monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
+    monkeypatch.setattr(thresholds_module, "_SCANNED", {})
+    found = choose_length(order, mask, cos, y, log=lambda m: None)
+    n = found["length"]
+    per_length = len(scored)
+    assert per_length <= len(found["candidates"]) * (thresholds_module.COARSE_GRID + 2)
+    links = (*local_links(order[:, :n], mask[:, :n], cos[:, :n], y.size), y[order[:, 0]],
+             ("infomap",), 0, COSINE_MODES)
+    scored.clear()
+    refined = thresholds_module.calibrate_links_many([links])[0]
+    assert 0 < len(scored) <= thresholds_module.FINE_GRID
+    assert refined[1]["infomap"]["directed"] >= max(found["scores"][str(n)].values())
+    monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
+    monkeypatch.setattr(thresholds_module, "_SCANNED", {})
+    scored.clear()
+    assert thresholds_module.calibrate_links_many([links])[0] == refined
+    assert len(scored) > thresholds_module.FINE_GRID
+
+
+def test_a_replayed_coarse_scan_gives_the_same_search():
+    """_grid_search with an earlier scan of the grid scores only what the scan lacks."""
+    grid = np.linspace(0.1, 0.9, 17)
+    calls = []
+
+    def score(t):
+        calls.append(t)
+        return 1.0 - abs(t - 0.42)
+
+    scan: list = []
+    first = thresholds_module._grid_search(score, grid, 0, scan)
+    coarse_calls = len(calls)
+    assert len(scan) == coarse_calls
+    calls.clear()
+    again = thresholds_module._grid_search(score, grid, 4, list(scan))
+    assert len(calls) == 4 and again[1] >= first[1]
+    calls.clear()
+    assert thresholds_module._grid_search(score, grid, 4) == again
+    assert len(calls) == coarse_calls + 4
+
+
 def _contenders(order, mask, model_probs, model_t, cos, cos_t):
     return (Contender("model", order, mask, model_probs, model_t),
             Contender("cosine", order, mask, cos, cos_t))

@@ -2,9 +2,12 @@
 cosine links and for the model apart.
 
 Cosine's length: Infomap over the (directed) cosine links of D_L is calibrated at every
-candidate length no longer than the sequences, and the best length by the calibration
-objective is kept; near ties go to the longer length (it reaches larger identities, which
-D_U may hold). Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity
+candidate length no longer than the sequences, on the coarse threshold grid alone, and the
+best length by the calibration objective is kept; near ties go to the longer length (it
+reaches larger identities, which D_U may hold). The decoders' calibration of cosine links
+at the chosen length then adds the fine grid to that scan (thresholds._SCANNED): the fine
+grids of the other lengths cost a third of the choice and changed it only where the
+lengths' scores were within the Infomap seed's noise (bench/studies/length-grid). Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity
 of hundreds of faces cannot be joined through that few, while where no identity is
 large, longer lists only add look-alikes.
 
@@ -43,10 +46,10 @@ def choose_length(order, mask, cosine, labels, *, seed: int = 0, log=print) -> d
     link_sets = [(*local_links(order[:, :n], mask[:, :n], cosine[:, :n], labels.shape[0]),
                   centre_labels, (GUARD_DECODER,), seed, COSINE_MODES) for n in lengths]
     table = {n: scores[GUARD_DECODER]
-             for n, (_, scores) in zip(lengths, calibrate_links_many(link_sets))}
+             for n, (_, scores) in zip(lengths, calibrate_links_many(link_sets, fine=0))}
     best = max(max(s.values()) for s in table.values())
     chosen = max(n for n, s in table.items() if max(s.values()) >= best - LENGTH_TIE)
-    log("sequence length from cosine Infomap on the labelled set: " + ", ".join(
+    log("sequence length from cosine Infomap on the labelled set (coarse grid): " + ", ".join(
         f"L {n}: {max(s.values()):.4f}" for n, s in table.items()) + f" -> L {chosen}")
     return {"length": int(chosen), "candidates": lengths,
             "scores": {str(n): s for n, s in table.items()}}

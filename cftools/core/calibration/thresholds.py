@@ -52,17 +52,23 @@ CALIBRATION_COST = {"infomap": 1.0, "propagation": 0.4, "intimacy": 0.35, "peaks
                     "components": 0.06}
 
 
-def _grid_search(score, candidates: np.ndarray, fine: int) -> tuple[float, float]:
+def _grid_search(score, candidates: np.ndarray, fine: int,
+                 scan: list[float] | None = None) -> tuple[float, float]:
     """Best of a coarse grid, then of a fine grid between the coarse neighbours of the best.
 
     The coarse grid is scanned from the highest threshold down and stops once two
     thresholds in a row score under half the best so far, or GRID_PATIENCE in a row score
     under the best: lower thresholds only merge more (and are the slow ones, with the most
-    links), and the score falls on past its peak."""
+    links), and the score falls on past its peak. ``scan``: the coarse scores of an
+    earlier search of the same grid, in scan order, replayed instead of scored again; the
+    scores found here are appended to it."""
     candidates = np.unique(candidates)[::-1]
+    scan = [] if scan is None else scan
     found: list[float] = []
-    for t in candidates:
-        found.append(score(float(t)))
+    for i, t in enumerate(candidates):
+        if i == len(scan):
+            scan.append(score(float(t)))
+        found.append(scan[i])
         best_so_far = max(found)
         if len(found) >= 3 and best_so_far > 0 and (
                 max(found[-2:]) < 0.5 * best_so_far
@@ -140,13 +146,15 @@ def calibrate_many(jobs: list[dict], refused: dict | None = None) -> list[tuple[
             if key not in _CALIBRATED and key not in keys:
                 keys.append(key)
                 tasks.append((method, job["indices"], job["probabilities"], labels, grid,
-                              job["fine"], job["seed"]))
+                              job["fine"], job["seed"], _SCANNED.get(_scan_key(key))))
     # workers calibrate with the objective module's own score: never when it is swapped
     parallel = (calibration_score is _OBJECTIVE
                 and any(task[1].size >= PARALLEL_LINKS for task in tasks))
-    for key, found in zip(keys, parallel_map(_calibrate_one, tasks, parallel=parallel,
-                                             cost=_calibration_cost)):
-        _CALIBRATED[key] = found
+    for key, (values, score, scan) in zip(keys, parallel_map(
+            _calibrate_one, tasks, parallel=parallel, cost=_calibration_cost)):
+        _CALIBRATED[key] = values, score
+        if scan is not None:
+            _SCANNED[_scan_key(key)] = scan
     results: list = []
     for job, ready in zip(jobs, prepared):
         if ready is None:
@@ -160,8 +168,9 @@ def calibrate_many(jobs: list[dict], refused: dict | None = None) -> list[tuple[
             out.update(values)
             scores[method] = s
         results.append((out, scores))
-    while len(_CALIBRATED) > MEMO_SIZE:
-        _CALIBRATED.pop(next(iter(_CALIBRATED)))
+    for memo in (_CALIBRATED, _SCANNED):
+        while len(memo) > MEMO_SIZE:
+            memo.pop(next(iter(memo)))
     return results
 
 
@@ -191,10 +200,20 @@ def _prepare(indices, probabilities, labels, decoders, coarse: int, fine: int, s
 
 
 # Calibrations already made in this process, by the digest of their links and labels: the
-# same decoder is never calibrated twice on the same links (cf-train's length choice and
-# its decoders' thresholds both calibrate cosine Infomap at the chosen length)
+# same decoder is never calibrated twice on the same links and grids
 _CALIBRATED: dict = {}
+# The coarse grid's scores of a decoder already calibrated on the same links, by
+# _scan_key: a calibration on a finer grid replays them and scores only its fine points
+# (cosine's length choice scans every length on the coarse grid alone, and the decoders'
+# calibration then refines the chosen one)
+_SCANNED: dict = {}
 MEMO_SIZE = 64
+
+
+def _scan_key(key: tuple) -> tuple:
+    """A calibration's memo key less its fine grid: calibrations that share a coarse scan."""
+    digest, method, coarse, _fine, seed, objective = key
+    return digest, method, coarse, seed, objective
 
 
 def _digest(indices, probabilities, labels) -> str:
@@ -206,9 +225,12 @@ def _digest(indices, probabilities, labels) -> str:
     return h.hexdigest()
 
 
-def _calibrate_one(method: str, indices, probabilities, labels, grid, fine: int,
-                   seed: int) -> tuple[dict, float]:
-    """({method: threshold, and its second parameter}, calibration score) of one decoder."""
+def _calibrate_one(method: str, indices, probabilities, labels, grid, fine: int, seed: int,
+                   scan: list[float] | None = None) -> tuple[dict, float, list[float] | None]:
+    """({method: threshold, and its second parameter}, calibration score, the coarse scan)
+    of one decoder. ``scan``: the coarse scores of an earlier calibration of the same
+    links (_SCANNED), for the decoders searched on one grid (not intimacy, not peaks:
+    theirs is None)."""
     out: dict = {}
     if method == "intimacy":
         t, s = _grid_search(lambda t: calibration_score(
@@ -234,10 +256,13 @@ def _calibrate_one(method: str, indices, probabilities, labels, grid, fine: int,
         tol, t, s = best
         out["peaks_tolerance"] = tol
     else:
+        scan = list(scan or [])
         t, s = _grid_search(lambda t: calibration_score(
-            decode(method, indices, probabilities, t, seed=seed), labels), grid, fine)
+            decode(method, indices, probabilities, t, seed=seed), labels), grid, fine, scan)
+        out[method] = t
+        return out, s, scan
     out[method] = t
-    return out, s
+    return out, s, None
 
 
 def calibration_rows(centre_labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:
@@ -271,17 +296,18 @@ def calibrate_links(idx, probs, labels, decoders, seed: int = 0,
     return calibrate_links_many([(idx, probs, labels, decoders, seed, modes)])[0]
 
 
-def calibrate_links_many(link_sets: list[tuple], refused: dict | None = None
-                         ) -> list[tuple[dict, dict]]:
+def calibrate_links_many(link_sets: list[tuple], refused: dict | None = None, *,
+                         fine: int = FINE_GRID) -> list[tuple[dict, dict]]:
     """calibrate_links of each (idx, probs, labels, decoders, seed, modes), all calibrated
     together (calibrate_many). ``refused``: as calibrate_many's, by link set (a set is
-    refused, and gets ({}, {}), when any of its modes is)."""
+    refused, and gets ({}, {}), when any of its modes is). ``fine``: the fine grid's size
+    (0: the coarse grid alone)."""
     jobs, owner = [], []
     for n, (idx, probs, labels, decoders, seed, modes) in enumerate(link_sets):
         for mode in modes:
             jobs.append(dict(indices=idx, probabilities=link_weights(idx, probs, mode),
                              labels=labels, decoders=decoders, coarse=COARSE_GRID,
-                             fine=FINE_GRID, seed=seed))
+                             fine=fine, seed=seed))
             owner.append(n)
     by_job: dict | None = None if refused is None else {}
     found = iter(calibrate_many(jobs, by_job))

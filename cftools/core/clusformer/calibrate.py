@@ -19,11 +19,12 @@ from .sequences import SequenceData
 
 def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
                        max_points: int = 100_000, seed: int = 0,
-                       known: tuple[np.ndarray, np.ndarray] | None = None
-                       ) -> tuple[dict, dict, tuple[np.ndarray, np.ndarray]]:
+                       known: tuple[np.ndarray, np.ndarray] | None = None, cosine: bool = True
+                       ) -> tuple[dict, dict | None, tuple[np.ndarray, np.ndarray]]:
     """(model thresholds, cosine thresholds, (rows, the model's probabilities on them)) of
     the decoders (cf-merge), each calibrated on the whole labelled set linked as D_U will
-    be: once by the trained model, once by raw cosine (what cf-link's cosine links carry).
+    be: once by the trained model, once by raw cosine (what cf-link's cosine links carry)
+    unless ``cosine`` is False (cosine links are used at another length: None).
     Above ``max_points`` rows, a random subset of identities holding up to that many is
     used. ``known``: (rows, the same model's probabilities on them), not predicted again
     (the held-out rows, already linked by validation)."""
@@ -41,11 +42,11 @@ def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
         probs[at[found]] = known[1][found]
         todo[at[found]] = False
     probs[todo] = predict(model, features_t, order[todo], mask[todo], amp=amp)
-    found_t = decoder_thresholds(order, mask, {
-        "model": (probs, LINK_MODES), "cosine": (cosine_to_centre(features_t, order, mask),
-                                                 COSINE_MODES)},
-        data.labels, seed=seed, log=log)
-    return found_t["model"], found_t["cosine"], (rows, probs)
+    links = {"model": (probs, LINK_MODES)}
+    if cosine:
+        links["cosine"] = (cosine_to_centre(features_t, order, mask), COSINE_MODES)
+    found_t = decoder_thresholds(order, mask, links, data.labels, seed=seed, log=log)
+    return found_t["model"], found_t.get("cosine"), (rows, probs)
 
 
 def choose_data_length(data: SequenceData, features: np.ndarray, max_points: int, seed: int,

@@ -383,8 +383,9 @@ class _Run:
 
     # ---- the result
 
-    def finish(self) -> TrainResult:
-        """Rank 0: the kept epoch, its link threshold, the decoders' thresholds."""
+    def finish(self, calibrate_cosine: bool = True) -> TrainResult:
+        """Rank 0: the kept epoch, its link threshold, the decoders' thresholds (those of
+        cosine links at this length too, with ``calibrate_cosine``)."""
         cfg, log, model = self.cfg, self.log, self.model
         history, best = self.history, self.best
         thresholds: dict = {"link": 0.5}
@@ -418,9 +419,11 @@ class _Run:
         model_t, cosine_t, linked = calibrate_decoders(
             self.data, model, self.features_t, self.amp, log,
             max_points=cfg.calibration_points, seed=cfg.seed,
-            known=None if self.val_probs is None else (self.val_rows, self.val_probs))
+            known=None if self.val_probs is None else (self.val_rows, self.val_probs),
+            cosine=calibrate_cosine)
         thresholds.update(model_t)
-        summary["cosine_thresholds"] = cosine_t
+        if cosine_t is not None:
+            summary["cosine_thresholds"] = cosine_t
         if self.val_probs is not None and model.needs_cosine:
             summary["gate"] = held_out_gates(model, self.features_t, self.v_order, self.v_mask,
                                              self.val_probs, thresholds, DECODERS, log)
@@ -431,9 +434,11 @@ class _Run:
 def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConfig,
           cfg: TrainConfig, *, device: torch.device, dist: Dist | None = None,
           checkpoint: str | None = None, resume: str | None = None, log=print,
-          progress=None) -> TrainResult | None:
-    """Train, validate each epoch, calibrate thresholds. Returns None on ranks other than
-    0 and when stopped early by ``stop_after_epoch``."""
+          progress=None, calibrate_cosine: bool = True) -> TrainResult | None:
+    """Train, validate each epoch, calibrate thresholds (``calibrate_cosine``: cosine
+    links' too, at this length; cf-train leaves them out where cosine links are used at
+    another). Returns None on ranks other than 0 and when stopped early by
+    ``stop_after_epoch``."""
     dist = dist or Dist()
     run = _Run(data, features, model_config, cfg, device, dist, log, progress)
     if resume:
@@ -441,4 +446,4 @@ def train(data: SequenceData, features: np.ndarray, model_config: ClusformerConf
     run.score_cosine_and_epoch_zero()
     if not run.epochs(checkpoint) or not dist.main:
         return None
-    return run.finish()
+    return run.finish(calibrate_cosine)
