@@ -7,7 +7,8 @@ best length by the calibration objective is kept; near ties go to the longer len
 reaches larger identities, which D_U may hold). The decoders' calibration of cosine links
 at the chosen length then adds the fine grid to that scan (thresholds._SCANNED): the fine
 grids of the other lengths cost a third of the choice and changed it only where the
-lengths' scores were within the Infomap seed's noise (bench/studies/length-grid). Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity
+lengths' scores were within the Infomap seed's noise (bench/studies/length-grid).
+Why a choice at all: a fixed L 32 reaches 31 neighbours, and an identity
 of hundreds of faces cannot be joined through that few, while where no identity is
 large, longer lists only add look-alikes.
 
