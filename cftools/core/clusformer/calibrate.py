@@ -42,7 +42,7 @@ def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
         probs[at[found]] = known[1][found]
         todo[at[found]] = False
     probs[todo] = predict(model, features_t, order[todo], mask[todo], amp=amp)
-    links = {"model": (probs, LINK_MODES)}
+    links: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {"model": (probs, LINK_MODES)}
     if cosine:
         links["cosine"] = (cosine_to_centre(features_t, order, mask), COSINE_MODES)
     found_t = decoder_thresholds(order, mask, links, data.labels, seed=seed, log=log)
