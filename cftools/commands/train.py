@@ -77,7 +77,8 @@ hundreds), where a model trained naively loses to raw cosine:
   points, so one giant identity cannot decide them; the link mode (reciprocal or
   directed) is chosen the same way, per decoder;
 - -L auto: two lengths, apart: cosine links' length, the one under which Infomap over the
-  labelled set's cosine links clusters it best (near ties go to the longer), and the
+  labelled set's cosine links clusters it best on a coarse grid of thresholds (near ties
+  go to the longer; the chosen length is then calibrated on the fine grid too), and the
   model's, L 31 (or the sequences' own if shorter). --model-lengths 21,31,51 trains a
   model at each length the sequences hold and keeps the one the jury scores best (near
   ties go to the shorter): training runs once per length;

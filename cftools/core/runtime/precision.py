@@ -16,10 +16,17 @@ def autocast_dtype(device: torch.device, bf16: bool | None):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if bf16 is False:
         return None
-    supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    supported = cpu_bf16_supported()
     if bf16 and not supported:
         raise CfError("--bf16 asked for, but this CPU has no bfloat16 support")
     return torch.bfloat16 if supported else None
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX); without it,
+    bf16 autocast is slower than float32."""
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def autocast_for(device: torch.device, precision: str):
