@@ -100,8 +100,9 @@ hundreds), where a model trained naively loses to raw cosine:
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,
 linking the labelled rows with the trained model, the decoders' calibration and the
-guard. On 2 CPU cores, 25K labelled points (bench/cost.py) took about 2 minutes: about
-60 s of epochs and about 2 s per 1,000 labelled points for the rest.
+guard. On 2 CPU cores with bfloat16, 25K labelled points (bench/cost.py) took about 2
+minutes: about 60 s of epochs and about 2 s per 1,000 labelled points for the rest. A
+CPU without bfloat16 (AVX2 only) trains in float32: epochs took about 3 times as long.
 
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt, and
 MODEL.h5.ckpt.L21 and so on when several lengths are trained); --resume
