@@ -69,6 +69,8 @@ thresholds on to the links file.
 
 Built for long-tailed identity sizes (most identities of one or two images, a few of
 hundreds), where a model trained naively loses to raw cosine:
+
+\b
 - the model starts as calibrated cosine: its logit is a * cos + b (fitted to the training
   links first) plus the transformer's correction, which starts at zero; the epoch kept is
   the one with the best held-out ROC-AUC, the untrained one (epoch 0) included;
