@@ -232,6 +232,7 @@ def _calibrate_one(method: str, indices, probabilities, labels, grid, fine: int,
     links (_SCANNED), for the decoders searched on one grid (not intimacy, not peaks:
     theirs is None)."""
     out: dict = {}
+    scanned = None
     if method == "intimacy":
         t, s = _grid_search(lambda t: calibration_score(
             decode_intimacy(indices, probabilities, t, DEFAULT_INTIMACY_RATIO), labels),
@@ -256,13 +257,11 @@ def _calibrate_one(method: str, indices, probabilities, labels, grid, fine: int,
         tol, t, s = best
         out["peaks_tolerance"] = tol
     else:
-        scan = list(scan or [])
+        scanned = list(scan or [])
         t, s = _grid_search(lambda t: calibration_score(
-            decode(method, indices, probabilities, t, seed=seed), labels), grid, fine, scan)
-        out[method] = t
-        return out, s, scan
+            decode(method, indices, probabilities, t, seed=seed), labels), grid, fine, scanned)
     out[method] = t
-    return out, s, None
+    return out, s, scanned
 
 
 def calibration_rows(centre_labels: np.ndarray, max_points: int, seed: int) -> np.ndarray:

@@ -77,9 +77,9 @@ def crowded_contenders(model, features: np.ndarray, labels: np.ndarray, distract
     cosine at theirs (``lengths``: model's, cosine's), with their calibrated ``thresholds``
     (model's, cosine's); a link to a point outside the rows is dropped when decoded (the
     verdicts every point a row gives, at a fraction of the cost: bench/studies/
-    guard-density). ``gate``: the model's gate for the guard's
-    decoder; the model then reads only the rows it can change, as cf-link does, and the
-    jury judges the links cf-link would write."""
+    guard-density). ``gate``: the model's gate for the guard's decoder; the model then
+    reads only the rows it can change, as cf-link does, and the jury judges the links
+    cf-link would write."""
     from ..neighbours.exact import put_self_first
     from ..neighbours.index import KnnParams, build_index, check_k, search
 

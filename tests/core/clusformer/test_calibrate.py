@@ -7,13 +7,17 @@ import numpy as np
 import pytest
 import torch
 
+from cftools.core.calibration import thresholds as thresholds_module
 from cftools.core.calibration.guard import guard
 from cftools.core.calibration.jury import Contender
-from cftools.core.clusformer.calibrate import crowded_contenders
+from cftools.core.clusformer.calibrate import calibrate_decoders, crowded_contenders
 from cftools.core.clusformer.gate import Gate
+from cftools.core.clusformer.grammar import build_sequences
 from cftools.core.clusformer.inference import LinkStats, link_array
 from cftools.core.clusformer.model import Clusformer, make_config, unit_rows
+from cftools.core.clusformer.sequences import SequenceData
 from cftools.core.neighbours.index import knn
+from cftools.data.demo import make_demo_features
 
 T = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
 
@@ -110,32 +114,23 @@ def test_with_the_gate_the_model_contender_holds_the_links_cf_link_writes():
     assert not np.allclose(gated.weights, full.weights, atol=1e-3)
 
 
-def test_decoders_calibrated_without_cosine_links_leave_them_out():
+def test_decoders_calibrated_without_cosine_links_leave_them_out(monkeypatch):
     """calibrate_decoders with cosine=False calibrates the model's links alone (cf-train
     calibrates cosine links where they are used, at cosine's own length), and the model's
     thresholds are those found beside cosine's."""
-    from cftools.core.calibration import thresholds as thresholds_module
-    from cftools.core.clusformer.calibrate import calibrate_decoders
-    from cftools.core.clusformer.grammar import build_sequences
-    from cftools.data.demo import make_demo_features
-
     f, y = make_demo_features(300, 16, seed=2)
     idx, sim = knn(f, 11)
     order, mask, targets = build_sequences(idx, sim, 11, labels=y)
-    from cftools.core.clusformer.sequences import SequenceData
-
     data = SequenceData(order, mask, targets, y)
     torch.manual_seed(0)
     model = Clusformer(make_config("small", 16, 11)).eval()
     calls = []
     real = thresholds_module.calibrate_links_many
-    thresholds_module._CALIBRATED.clear()
-    import unittest.mock as mock
-
-    with mock.patch.object(thresholds_module, "calibrate_links_many",
-                           lambda sets, *a, **k: calls.append(len(sets)) or real(sets, *a, **k)):
-        alone = calibrate_decoders(data, model, torch.from_numpy(f), None, lambda m: None,
-                                   cosine=False)
-        both = calibrate_decoders(data, model, torch.from_numpy(f), None, lambda m: None)
+    monkeypatch.setattr(thresholds_module, "_CALIBRATED", {})
+    monkeypatch.setattr(thresholds_module, "calibrate_links_many",
+                        lambda sets, *a, **k: calls.append(len(sets)) or real(sets, *a, **k))
+    alone = calibrate_decoders(data, model, torch.from_numpy(f), None, lambda m: None,
+                               cosine=False)
+    both = calibrate_decoders(data, model, torch.from_numpy(f), None, lambda m: None)
     assert alone[1] is None and both[1] and calls == [1, 2]
     assert alone[0] == both[0] and np.array_equal(alone[2][1], both[2][1])
