@@ -36,7 +36,8 @@ def cheap_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     if p == 0.0 or x.device.type != "cpu":
         return F.dropout(x, p, True)
     keep = 1.0 - p
-    return torch.where(keep_mask(x.shape, keep, x.device), x * (1.0 / keep), 0.0)
+    # two products, not torch.where: the same values, and a cheaper backward
+    return x * keep_mask(x.shape, keep, x.device) * (1.0 / keep)
 
 
 class CheapDropout(nn.Dropout):

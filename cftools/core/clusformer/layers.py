@@ -30,7 +30,7 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep,
             .permute(2, 0, 3, 1, 4)
         if q.shape[0] != k.shape[0]:
             q = q.expand(k.shape[0], -1, -1, -1)
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+    if q.device.type == "cpu" and (q.dtype == torch.bfloat16 or dropout > 0.0):
         out = attention_bmm(q, k, v, keep, dropout)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)
@@ -41,8 +41,10 @@ def attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep,
 def attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
     """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
     short sequences and small heads (64 x 32 at the small preset), faster than the flash
-    kernel of scaled_dot_product_attention (bench/results/code-choices.md). ``dropout``
-    drops attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
+    kernel of scaled_dot_product_attention (bench/results/code-choices.md); and for any
+    precision on CPU when the weights are dropped (training), where that function falls
+    back to its math path and draws one random number a weight. ``dropout`` drops
+    attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
     B, H, Lq, dh = q.shape
     Lk = k.shape[2]
     q = q.reshape(B * H, Lq, dh)
@@ -61,6 +63,24 @@ def attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
         weights = cheap_dropout(weights, dropout)
     out = torch.bmm(weights, v.reshape(B * H, Lk, dh))
     return out.view(B, H, Lq, dh)
+
+
+def shared_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, batch: int,
+                          dropout: float = 0.0) -> torch.Tensor:
+    """attention(attn, x, None, None, dropout) of one sequence ``x`` (1, L, W) that
+    ``batch`` sequences share (the learned decoder queries), as (batch, L, W): the
+    projections and the attention weights computed once, the weights' dropout drawn for
+    each sequence (the masks attention() would draw for ``x`` expanded to the batch)."""
+    if dropout == 0.0:
+        return attention(attn, x, None, None).expand(batch, -1, -1)
+    _, L, W = x.shape
+    H = attn.num_heads
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(1, L, 3, H, W // H) \
+        .permute(2, 0, 3, 1, 4)  # (1, H, L, dh) each
+    weights = torch.softmax(q @ k.transpose(-1, -2) * (W // H) ** -0.5, dim=-1)
+    weights = cheap_dropout(weights.expand(batch, -1, -1, -1), dropout)
+    out = (weights @ v).transpose(1, 2).reshape(batch, L, W)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
 def feed_forward(layer, x: torch.Tensor, dropout=None) -> torch.Tensor:

@@ -45,7 +45,7 @@ from ...formats.thresholds import check_model_thresholds
 from ...formats.writing import write_artifact
 from .dropout import use_cheap_dropout
 from .grammar import centre_cosine, cosine_encoding
-from .layers import attention, feed_forward
+from .layers import attention, feed_forward, shared_self_attention
 
 ENCODINGS = ("cde", "none", "learned", "sinusoidal")
 # A config read from a file is checked against these before anything is built: far above
@@ -224,9 +224,17 @@ class Clusformer(nn.Module):
                 h = h + layer.dropout2(feed_forward(layer, layer.norm2(h), layer.dropout))
             h = self.encoder.norm(h)  # type: ignore[misc]  # built with a norm
         memory = h
-        x = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(memory.dtype)
-        for layer in self.decoder.layers:
-            x = x + layer.dropout1(self._attention(layer.self_attn, layer.norm1(x), None, None))
+        # the queries and their first self-attention are the same for every sequence but
+        # for its dropout masks: computed once (1, L, W), the masks drawn per sequence
+        x = self.queries.unsqueeze(0).to(memory.dtype)
+        for n, layer in enumerate(self.decoder.layers):
+            if n == 0:
+                shared = shared_self_attention(layer.self_attn, layer.norm1(x), tokens.shape[0],
+                                               layer.self_attn.dropout if self.training else 0.0)
+                x = x + layer.dropout1(shared)
+            else:
+                x = x + layer.dropout1(self._attention(layer.self_attn, layer.norm1(x), None,
+                                                       None))
             x = x + layer.dropout2(self._attention(layer.multihead_attn, layer.norm2(x), memory,
                                                    keep))
             x = x + layer.dropout3(feed_forward(layer, layer.norm3(x), layer.dropout))

@@ -145,6 +145,67 @@ def test_training_drops_attention_weights_and_eval_does_not():
         assert torch.equal(model(tokens, mask), model(tokens, mask))
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_shared_first_query_attention_is_the_per_sequence_one_with_its_masks(
+        monkeypatch, bf16):
+    """Training computes the decoder's first self-attention (over the learned queries, the
+    same for every sequence) once, and draws its weights' dropout per sequence: the same
+    logits and gradients, dropout masks included, as that attention run on the queries
+    repeated for each sequence."""
+    import cftools.core.clusformer.model as model_module
+    from cftools.core.clusformer.layers import attention
+
+    def per_sequence(attn, x, batch, dropout=0.0):
+        return attention(attn, x.expand(batch, -1, -1), None, None, dropout)
+
+    torch.manual_seed(4)
+    model = Clusformer(make_config("small", 16, 9, width=32, ffn=48, dropout=0.3))
+    tokens, mask = _batch(b=5, L=9)
+    model.train()
+
+    def run():
+        torch.manual_seed(11)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(tokens, mask)
+        logits[mask].float().square().sum().backward()
+        return logits.detach().float(), model.queries.grad.clone()
+
+    shared = run()
+    monkeypatch.setattr(model_module, "shared_self_attention", per_sequence)
+    plain = run()
+    if bf16:  # both round in bfloat16, each a few percent from float32's gradient
+        assert torch.allclose(shared[0][mask], plain[0][mask], atol=0.05)
+        assert ((shared[1] - plain[1]).norm() / plain[1].norm()).item() < 0.1
+    else:
+        assert torch.allclose(shared[0][mask], plain[0][mask], atol=1e-5)
+        assert torch.allclose(shared[1], plain[1], atol=1e-5, rtol=1e-4)
+
+
+def test_training_attention_on_cpu_drops_weights_with_the_cheap_masks():
+    """On the CPU, attention with its weights' dropout (training) runs as two batched
+    matmuls with dropout.py's masks in float32 as in bfloat16 (scaled_dot_product_attention
+    would fall back to its math path and draw one random number a weight); without
+    dropout it is scaled_dot_product_attention, and the two agree."""
+    from cftools.core.clusformer.layers import attention, attention_bmm
+
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(32, 4, dropout=0.2, batch_first=True)
+    x = torch.randn(6, 9, 32)
+    q, k, v = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias) \
+        .view(6, 9, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    torch.manual_seed(5)
+    got = attention(attn, x, None, None, 0.2)
+    torch.manual_seed(5)
+    out = attention_bmm(q, k, v, None, 0.2).transpose(1, 2).reshape(6, 9, 32)
+    want = torch.nn.functional.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    assert torch.allclose(got, want, atol=1e-6)
+    plain = attention_bmm(q, k, v, None).transpose(1, 2).reshape(6, 9, 32)
+    assert torch.allclose(attention(attn, x, None, None),
+                          torch.nn.functional.linear(plain, attn.out_proj.weight,
+                                                     attn.out_proj.bias), atol=1e-5)
+
+
 def test_presets_and_flops():
     small, paper = make_config("small", 256, 64), make_config("paper", 256, 64)
     assert (paper.encoder_layers, paper.decoder_layers, paper.heads, paper.width) == (6, 6, 8, 512)
