@@ -104,7 +104,7 @@ set; what grows with it, up to --calibration-points rows, is cosine's length cho
 linking the labelled rows with the trained model, the decoders' calibration and the
 guard. On 2 CPU cores with bfloat16, 25K labelled points (bench/cost.py) took about 2
 minutes: about 60 s of epochs and about 2 s per 1,000 labelled points for the rest. A
-CPU without bfloat16 (AVX2 only) trains in float32: epochs took about 3 times as long.
+CPU without bfloat16 (AVX2 only) trains in float32: epochs took about twice as long.
 
 A checkpoint is written after every epoch (--checkpoint, default MODEL.h5.ckpt, and
 MODEL.h5.ckpt.L21 and so on when several lengths are trained); --resume
