@@ -14,37 +14,47 @@ from .dropout import cheap_dropout
 
 
 def attention(attn: nn.MultiheadAttention, x: torch.Tensor, memory, keep,
-               dropout: float = 0.0) -> torch.Tensor:
+              dropout: float = 0.0) -> torch.Tensor:
     """nn.MultiheadAttention (packed in-projection, batch first) without its conversions:
     self-attention when ``memory`` is None; ``keep`` (B, 1, 1, Lk) bool or None;
     ``dropout``: the probability of dropping an attention weight (training)."""
-    B, Lq, W = x.shape
-    H = attn.num_heads
-    w, b = attn.in_proj_weight, attn.in_proj_bias
     if memory is None:
-        q, k, v = F.linear(x, w, b).view(B, Lq, 3, H, W // H).permute(2, 0, 3, 1, 4)
+        q, k, v = self_projections(attn, x)
     else:
-        Lk = memory.shape[1]
+        B, Lq, W = x.shape
+        H = attn.num_heads
+        w, b = attn.in_proj_weight, attn.in_proj_bias
         q = F.linear(x, w[:W], b[:W]).view(B, Lq, H, W // H).transpose(1, 2)
-        k, v = F.linear(memory, w[W:], b[W:]).view(memory.shape[0], Lk, 2, H, W // H) \
-            .permute(2, 0, 3, 1, 4)
+        k, v = F.linear(memory, w[W:], b[W:]).view(memory.shape[0], memory.shape[1], 2, H,
+                                                   W // H).permute(2, 0, 3, 1, 4)
         if q.shape[0] != k.shape[0]:
             q = q.expand(k.shape[0], -1, -1, -1)
     if q.device.type == "cpu" and (q.dtype == torch.bfloat16 or dropout > 0.0):
         out = attention_bmm(q, k, v, keep, dropout)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout)
-    out = out.transpose(1, 2).reshape(out.shape[0], Lq, W)
-    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    return output_projection(attn, out)
 
 
-def attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
-    short sequences and small heads (64 x 32 at the small preset), faster than the flash
-    kernel of scaled_dot_product_attention (bench/results/code-choices.md); and for any
-    precision on CPU when the weights are dropped (training), where that function falls
-    back to its math path and draws one random number a weight. ``dropout`` drops
-    attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
+def self_projections(attn: nn.MultiheadAttention, x: torch.Tensor):
+    """(q, k, v), each (B, H, L, dh), of self-attention over ``x`` (B, L, W): one packed
+    in-projection."""
+    B, L, W = x.shape
+    H = attn.num_heads
+    return F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(B, L, 3, H, W // H) \
+        .permute(2, 0, 3, 1, 4)
+
+
+def output_projection(attn: nn.MultiheadAttention, out: torch.Tensor) -> torch.Tensor:
+    """The heads' outputs (B, H, L, dh) merged and projected: (B, L, W)."""
+    B, H, L, dh = out.shape
+    return F.linear(out.transpose(1, 2).reshape(B, L, H * dh), attn.out_proj.weight,
+                    attn.out_proj.bias)
+
+
+def attention_weights(q, k, keep) -> torch.Tensor:
+    """softmax(q k^T / sqrt(dh) + mask) as (B * H, Lq, Lk), from q (B, H, Lq, dh) and k
+    (B, H, Lk, dh); ``keep`` as attention()'s."""
     B, H, Lq, dh = q.shape
     Lk = k.shape[2]
     q = q.reshape(B * H, Lq, dh)
@@ -58,10 +68,21 @@ def attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
             ~keep, float("-inf"))  # (B, 1, 1, Lk)
         bias = bias.expand(B, H, 1, Lk).reshape(B * H, 1, Lk).expand(B * H, Lq, Lk)
         scores = torch.baddbmm(bias, q, kt, alpha=scale)
-    weights = torch.softmax(scores, dim=-1)
+    return torch.softmax(scores, dim=-1)
+
+
+def attention_bmm(q, k, v, keep, dropout: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(dh) + mask) v as two batched matmuls: for bf16 on CPU, with
+    short sequences and small heads (64 x 32 at the small preset), faster than the flash
+    kernel of scaled_dot_product_attention (bench/results/code-choices.md); and for any
+    precision on CPU when the weights are dropped (training), where that function falls
+    back to its math path and draws one random number a weight. ``dropout`` drops
+    attention weights with dropout.py's cheap masks. (B, H, L, dh) in and out."""
+    B, H, Lq, dh = q.shape
+    weights = attention_weights(q, k, keep)
     if dropout > 0.0:
         weights = cheap_dropout(weights, dropout)
-    out = torch.bmm(weights, v.reshape(B * H, Lk, dh))
+    out = torch.bmm(weights, v.reshape(B * H, k.shape[2], dh))
     return out.view(B, H, Lq, dh)
 
 
@@ -73,14 +94,9 @@ def shared_self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, batch: i
     each sequence (the masks attention() would draw for ``x`` expanded to the batch)."""
     if dropout == 0.0:
         return attention(attn, x, None, None).expand(batch, -1, -1)
-    _, L, W = x.shape
-    H = attn.num_heads
-    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(1, L, 3, H, W // H) \
-        .permute(2, 0, 3, 1, 4)  # (1, H, L, dh) each
-    weights = torch.softmax(q @ k.transpose(-1, -2) * (W // H) ** -0.5, dim=-1)
-    weights = cheap_dropout(weights.expand(batch, -1, -1, -1), dropout)
-    out = (weights @ v).transpose(1, 2).reshape(batch, L, W)
-    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+    q, k, v = self_projections(attn, x)  # (1, H, L, dh) each
+    weights = attention_weights(q, k, None).unsqueeze(0).expand(batch, -1, -1, -1)
+    return output_projection(attn, cheap_dropout(weights, dropout) @ v)
 
 
 def feed_forward(layer, x: torch.Tensor, dropout=None) -> torch.Tensor:

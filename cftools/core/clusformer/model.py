@@ -230,7 +230,7 @@ class Clusformer(nn.Module):
         for n, layer in enumerate(self.decoder.layers):
             if n == 0:
                 shared = shared_self_attention(layer.self_attn, layer.norm1(x), tokens.shape[0],
-                                               layer.self_attn.dropout if self.training else 0.0)
+                                               self._weights_dropout(layer.self_attn))
                 x = x + layer.dropout1(shared)
             else:
                 x = x + layer.dropout1(self._attention(layer.self_attn, layer.norm1(x), None,
@@ -248,7 +248,11 @@ class Clusformer(nn.Module):
 
     def _attention(self, attn: nn.MultiheadAttention, x, memory, keep) -> torch.Tensor:
         """layers.attention with the attention weights' dropout in training mode."""
-        return attention(attn, x, memory, keep, attn.dropout if self.training else 0.0)
+        return attention(attn, x, memory, keep, self._weights_dropout(attn))
+
+    def _weights_dropout(self, attn: nn.MultiheadAttention) -> float:
+        """The probability of dropping ``attn``'s weights: its dropout in training, else 0."""
+        return attn.dropout if self.training else 0.0
 
     def cosine_logit(self, cosine: torch.Tensor) -> torch.Tensor:
         """a * cos + b in float32: the part of the logit that is calibrated raw cosine."""
