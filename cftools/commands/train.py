@@ -75,8 +75,9 @@ hundreds), where a model trained naively loses to raw cosine:
   links first) plus the transformer's correction, which starts at zero; the epoch kept is
   the one with the best held-out ROC-AUC, the untrained one (epoch 0) included;
 - an identity gives at most --identity-cap centres to an epoch, drawn afresh each epoch;
-- thresholds maximise pairwise F with every identity weighed as if it had at most 30
-  points, so one giant identity cannot decide them; the link mode (reciprocal or
+- thresholds maximise the mean of pairwise F, with every identity weighed as if it had
+  at most 30 points (so one giant identity cannot decide them), and BCubed F (which
+  counts the points a threshold leaves split off); the link mode (reciprocal or
   directed) is chosen the same way, per decoder;
 - -L auto: two lengths, apart: cosine links' length, the one under which Infomap over the
   labelled set's cosine links clusters it best on a coarse grid of thresholds (near ties

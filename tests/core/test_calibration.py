@@ -16,7 +16,7 @@ from cftools.core.calibration import thresholds as thresholds_module
 from cftools.core.calibration.guard import GUARD_CONFIDENCE, guard, recorded_cosine_length
 from cftools.core.calibration.jury import Contender, HeldOut, decode_contender
 from cftools.core.calibration.length import choose_length, choose_model_length, model_lengths
-from cftools.core.calibration.objective import best_f1_threshold
+from cftools.core.calibration.objective import IDENTITY_CAP, best_f1_threshold, calibration_score
 from cftools.core.calibration.thresholds import (
     COSINE_MODES,
     calibrate_links,
@@ -88,6 +88,29 @@ def test_capped_pairwise_f_is_pairwise_f_below_the_cap_and_caps_above():
     pred[:250] = 10_000
     assert pairwise_scores(pred, truth)["pairwise_f"] < 0.7
     assert capped_pairwise_f(pred, truth, 30) > 0.9
+
+
+def test_the_calibration_objective_is_the_mean_of_capped_pairwise_f_and_bcubed_f():
+    rng = np.random.default_rng(2)
+    truth = np.r_[np.zeros(200, int), rng.integers(1, 60, 400)]
+    pred = np.where(rng.random(600) < 0.7, truth, rng.integers(0, 80, 600))
+    want = 0.5 * (capped_pairwise_f(pred, truth, IDENTITY_CAP)
+                  + bcubed_scores(pred, truth)["bcubed_f"])
+    assert calibration_score(pred, truth) == pytest.approx(want)
+    # points of unknown truth are not scored; none known scores 1
+    hidden = truth.copy()
+    hidden[:100] = -1
+    assert calibration_score(pred, hidden) == pytest.approx(calibration_score(pred[100:],
+                                                                                truth[100:]))
+    assert calibration_score(pred, np.full(600, -1)) == 1.0
+    # the points a clustering leaves alone count: one identity of 30 and a hundred pairs,
+    # every pair split, against three pairs merged into the 30 (pairwise F prefers the split)
+    truth = np.r_[np.zeros(30, int), np.repeat(np.arange(1, 101), 2)]
+    split = np.where(truth == 0, 0, 1000 + np.arange(230))
+    merged = np.where(truth <= 3, 0, truth)
+    assert capped_pairwise_f(split, truth, IDENTITY_CAP) > \
+        capped_pairwise_f(merged, truth, IDENTITY_CAP)
+    assert calibration_score(split, truth) < calibration_score(merged, truth)
 
 
 def test_a_giant_identity_does_not_move_the_calibrated_threshold_far(monkeypatch):

@@ -7,13 +7,13 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from cftools.core.calibration.objective import IDENTITY_CAP
+from cftools.core.calibration.objective import calibration_score
 from cftools.core.calibration.thresholds import calibrate_thresholds
 from cftools.core.decoding.decoders import DECODERS, confidence, decode, intimacy
 from cftools.core.decoding.graph import threshold_graph, union_find
 from cftools.core.decoding.singletons import apply_singletons, cluster_summary
 from cftools.core.decoding.weights import link_weights, reciprocal
-from cftools.core.metrics import capped_pairwise_f, evaluate, pairwise_scores
+from cftools.core.metrics import evaluate, pairwise_scores
 from cftools.core.neighbours.index import knn
 from cftools.data.demo import make_demo_features, split_by_identity
 
@@ -206,7 +206,7 @@ def test_calibration_picks_the_best_threshold_of_its_grid(noisy):
     tol = th["peaks_tolerance"]
 
     def objective(pred):
-        return capped_pairwise_f(pred, y, IDENTITY_CAP)
+        return calibration_score(pred, y)
 
     for method in ("components", "peaks", "infomap"):
         best = objective(decode(method, indices, sims, th[method], peaks_tolerance=tol))

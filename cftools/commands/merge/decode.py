@@ -81,9 +81,9 @@ thresholds as link_mode_DECODER; --calibrate tries both); with neither, directed
 cosine links and reciprocal for model links.
 
 The threshold comes from, in this order: --threshold; --calibrate LABELLED_LINKS with
---calibrate-truth LABELS (the threshold maximising pairwise F on that labelled set, each
-identity weighed as if it had at most 30 points so that no giant identity decides, e.g.
-the links of D_L made the same way, weighted the same way); the 'thresholds' the links
+--calibrate-truth LABELS (the threshold maximising the mean of pairwise F, each identity
+weighed as if it had at most 30 points so that no giant identity decides, and BCubed F on
+that labelled set, e.g. the links of D_L made the same way, weighted the same way); the 'thresholds' the links
 file carries (set by cf-train's calibration on its labelled set: key = decoder, or
 directed_DECODER under --directed; else "link"). Without any of them the command stops:
 thresholds are never chosen on the set being clustered.
@@ -340,8 +340,8 @@ def _calibrate(path, truth_spec, method, mode, art, link_method, seed, rep):
     found, scores = calibrate_links(c_idx, c_raw, truth, (method,), seed, modes=modes)
     for m in modes:
         rep.info(f"cf-merge: calibrated threshold {found[threshold_key(method, m)]:.6g} "
-                 f"({m} links; pairwise F {100 * scores[method][m]:.2f} on the labelled set, "
-                 f"identities capped at {IDENTITY_CAP})")
+                 f"({m} links; mean of pairwise F, identities capped at {IDENTITY_CAP}, and "
+                 f"BCubed F: {100 * scores[method][m]:.2f} on the labelled set)")
     mode = found[link_mode_key(method)]  # the better mode (ties: directed)
     extra = {key: found[k] for key in ("intimacy_ratio", "peaks_tolerance")
              if (k := threshold_key(key, mode)) in found}
