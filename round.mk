@@ -41,8 +41,9 @@ FINETUNE     ?= yes
 PSEUDO_MAX_SIZE ?= auto
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
 # in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood
-# in D_L + D_U and the model's links of it
-GUARD_DISTRACTORS ?= no
+# in D_L + D_U and the model's links of it; no: among D_L's points only, cheaper, but the
+# sparser graph favours cosine links and the verdict flips between draws of one model
+GUARD_DISTRACTORS ?= yes
 
 # ------------------------------------------------------------------ where the data comes from
 # images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*

@@ -96,9 +96,9 @@ hundreds), where a model trained naively loses to raw cosine:
   --distractors U.h5 (the unlabelled features) has the guard judge among those points
   too, each counted as another identity: on 15 models of the 125K demo, omniglot-bg,
   lfw-dev and CelebA its verdict was the one D_U's labels give, every time
-  (bench/studies/guard-density). It searches and links the held-out identities'
-  neighbourhood among both sets (exact kNN; the model reads the rows its gate reads, as
-  cf-link does).
+  (bench/studies/guard-density); the round passes D_U this way by default. It searches
+  and links the held-out identities' neighbourhood among both sets (exact kNN; the model
+  reads the rows its gate reads, as cf-link does).
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,

@@ -155,14 +155,14 @@ def test_the_test_part_never_reaches_training_or_calibration(tmp_path):
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
-    """GUARD_DISTRACTORS=yes: cf-train's guard judges among D_U's points (--distractors);
-    by default it does not."""
+    """By default (GUARD_DISTRACTORS=yes) cf-train's guard judges among D_U's points
+    (--distractors); GUARD_DISTRACTORS=no keeps it among D_L's."""
     def train_line(**extra):
         r = make_round(tmp_path / "work", 1, "-n", "round", **extra)
         assert r.returncode == 0, r.stderr[-2000:]
         at = r.stdout.index("cf-train ")
         return r.stdout[at:r.stdout.index(" -q", at)]  # QUIET=-q ends every recipe
 
-    crowded = train_line(GUARD_DISTRACTORS="yes", QUIET="-q")
+    crowded = train_line(QUIET="-q")
     assert f"--distractors {tmp_path / 'work' / 'round1' / 'unlabelled.h5'}" in crowded
-    assert "--distractors" not in train_line(QUIET="-q")
+    assert "--distractors" not in train_line(GUARD_DISTRACTORS="no", QUIET="-q")
