@@ -83,9 +83,9 @@ cosine links and reciprocal for model links.
 The threshold comes from, in this order: --threshold; --calibrate LABELLED_LINKS with
 --calibrate-truth LABELS (the threshold maximising the mean of pairwise F, each identity
 weighed as if it had at most 30 points so that no giant identity decides, and BCubed F on
-that labelled set, e.g. the links of D_L made the same way, weighted the same way); the 'thresholds' the links
-file carries (set by cf-train's calibration on its labelled set: key = decoder, or
-directed_DECODER under --directed; else "link"). Without any of them the command stops:
+that labelled set, e.g. the links of D_L made the same way, weighted the same way); the
+'thresholds' the links file carries (set by cf-train's calibration on its labelled set:
+key = decoder, or directed_DECODER under --directed; else "link"). Without any of them the command stops:
 thresholds are never chosen on the set being clustered.
 Model links from a model that lost cf-train's guard (see cf-train(1)) are clustered, with
 a warning on stderr.

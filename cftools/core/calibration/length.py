@@ -29,7 +29,7 @@ CANDIDATE_LENGTHS = (11, 21, 31, 51, 81)  # the centre and k = 10 ... 80 neighbo
 # The length the model is trained at by default: one training. More lengths
 # (cf-train --model-lengths) let the jury choose, each a training of its own.
 MODEL_LENGTHS = (31,)
-LENGTH_TIE = 1e-3  # calibration scores this close are a tie (pairwise F on a 0-1 scale)
+LENGTH_TIE = 1e-3  # calibration scores this close are a tie (the objective on a 0-1 scale)
 
 
 def candidate_lengths(seq_len: int) -> list[int]:

@@ -105,14 +105,15 @@ def calibrate_thresholds(indices, probabilities, labels, decoders=DECODERS, *,
                          return_scores: bool = False) -> dict | tuple[dict, dict]:
     """Thresholds for every decoder (and "link"), chosen on LABELLED links.
 
-    Each decoder's threshold maximises the pairwise F of its clusters against ``labels``
-    (-1 = unknown, not scored), every identity weighed as if it had at most
-    IDENTITY_CAP points (objective.calibration_score): a coarse grid over quantiles of the link probabilities,
-    then a fine grid between the best point's grid neighbours. ``intimacy`` also gets its
-    ratio ("intimacy_ratio") from a small grid at its best threshold, ``peaks`` its tie
-    tolerance ("peaks_tolerance", from PEAKS_TOLERANCES) jointly with its threshold. "link" is the
-    threshold maximising the F1 of the links as a same-identity classifier. Call it on the
-    labelled data only (D_L or a validation split of it), never on the set to cluster."""
+    Each decoder's threshold maximises objective.calibration_score of its clusters against
+    ``labels`` (-1 = unknown, not scored): the mean of pairwise F, every identity weighed
+    as if it had at most IDENTITY_CAP points, and BCubed F. A coarse grid over quantiles of
+    the link probabilities, then a fine grid between the best point's grid neighbours.
+    ``intimacy`` also gets its ratio ("intimacy_ratio") from a small grid at its best
+    threshold, ``peaks`` its tie tolerance ("peaks_tolerance", from PEAKS_TOLERANCES)
+    jointly with its threshold. "link" is the threshold maximising the F1 of the links as
+    a same-identity classifier. Call it on the labelled data only (D_L or a validation
+    split of it), never on the set to cluster."""
     out, scores = calibrate_many([dict(indices=indices, probabilities=probabilities,
                                        labels=labels, decoders=decoders, coarse=coarse,
                                        fine=fine, seed=seed)])[0]
