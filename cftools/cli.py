@@ -245,6 +245,26 @@ class LengthList(click.ParamType):
         return sorted({int(item.convert(p, param, ctx)) for p in parts})  # type: ignore[arg-type]
 
 
+class ChoiceList(click.ParamType):
+    """Comma-separated names, each one of ``choices`` ("infomap,peaks"): a tuple in the
+    order of ``choices``, without repeats. A bad name is a usage error (exit 2)."""
+
+    name = "names"
+
+    def __init__(self, choices):
+        self.choices = tuple(choices)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = {p.strip() for p in str(value).split(",")}
+        unknown = sorted(parts - set(self.choices))
+        if unknown:
+            self.fail(f"{', '.join(map(repr, unknown))}: choose from {', '.join(self.choices)}",
+                      param, ctx)
+        return tuple(c for c in self.choices if c in parts)
+
+
 class Seed(click.IntRange):
     """--seed: an integer in [0, 2^31), which every random generator cftools seeds takes."""
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..cli import (
     CONTEXT_SETTINGS,
     CfCommand,
+    ChoiceList,
     Count,
     FiniteFloat,
     LengthList,
@@ -37,6 +38,7 @@ from ..core.clusformer.sequences import (
     truncated,
 )
 from ..core.clusformer.training import TrainConfig, TrainResult, train
+from ..core.decoding.decoders import DECODERS
 from ..core.runtime.device import torch_device
 from ..core.runtime.distributed import init_distributed, leave_process_group
 from ..core.runtime.memory import keep_freed_memory
@@ -64,8 +66,10 @@ that maximises F1 on every held-out row, linked by the kept epoch, is stored in 
 The decoders' thresholds (cf-merge, each decoder under both link modes) are then
 calibrated on the whole labelled set linked by the trained model, as the unlabelled set
 will be: the held-out rows alone hold too few look-alike identities and give thresholds
-far too lax. Above --calibration-points rows a random subset of identities is used. cf-link passes all the
-thresholds on to the links file.
+far too lax. Above --calibration-points rows a random subset of identities is used.
+--decoders limits this to the decoders named (and Infomap, the guard's): the round
+calibrates only its DECODER. cf-link passes all the thresholds on to the links file;
+cf-merge asks for --threshold or --calibrate with a decoder left out.
 
 Built for long-tailed identity sizes (most identities of one or two images, a few of
 hundreds), where a model trained naively loses to raw cosine:
@@ -163,6 +167,11 @@ training summary as JSON attributes; loading it never runs code.
 @click.option("--calibration-points", type=Count(min=2), default=100_000,
               show_default=True,
               help="Most labelled rows the decoders' thresholds are calibrated on.")
+@click.option("--decoders", type=ChoiceList(DECODERS), default=",".join(DECODERS),
+              show_default=True,
+              help="The decoders (cf-merge --method) whose thresholds are calibrated, "
+                   "comma-separated; infomap always is (the guard decodes with it). cf-merge "
+                   "asks for --threshold or --calibrate with any other.")
 @click.option("--identity-cap", type=Count(min=0), default=30, show_default=True,
               help="Most centres one identity gives an epoch (0: no cap).")
 @click.option("--epoch-budget", type=Count(min=0), default=EPOCH_BUDGET,
@@ -195,7 +204,7 @@ training summary as JSON attributes; loading it never runs code.
 @common_options
 def main(sequences, features, out, labels, preset, width, heads, encoder_layers, decoder_layers,
          ffn, dropout, encoding, token_features, center, length, model_lengths, epochs, lr,
-         weight_decay, schedule, warmup, val_fraction, calibration_points, identity_cap,
+         weight_decay, schedule, warmup, val_fraction, calibration_points, decoders, identity_cap,
          epoch_budget, patience, checkpoint, resume, bf16, corrections, distractors,
          stop_after_epoch, batch_size, device, seed, quiet):
     import torch
@@ -235,6 +244,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                        warmup=warmup, batch_size=batch_size, val_fraction=val_fraction, seed=seed,
                        bf16=bf16, stop_after_epoch=stop_after_epoch,
                        calibration_points=calibration_points,
+                       decoders=_calibrated(decoders),
                        identity_cap=identity_cap or None, epoch_budget=epoch_budget or None,
                        patience=patience or None)
     cosine_sel, lengths = _lengths(length, model_lengths, data, feats.features, tcfg, log)
@@ -321,6 +331,12 @@ def _read(sequences, features, labels, rep):
     return seq, feats, data
 
 
+def _calibrated(decoders: tuple[str, ...]) -> tuple[str, ...]:
+    """The decoders calibrated for --decoders: those asked, and the guard's (the jury
+    decodes with it), in DECODERS' order."""
+    return tuple(d for d in DECODERS if d in decoders or d == GUARD_DECODER)
+
+
 def _distractors(spec, feats, rep) -> np.ndarray | None:
     """The --distractors features (unit rows), checked against the labelled ones."""
     if spec is None:
@@ -372,7 +388,7 @@ def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: 
     cos = cosine_to_centre(features_t, order[:, :n_cos], mask[:, :n_cos])
     cos_t = (results[n_cos].summary.get("cosine_thresholds") if n_cos in results else None) or \
         decoder_thresholds(order[:, :n_cos], mask[:, :n_cos], {"cosine": (cos, COSINE_MODES)},
-                           data.labels, seed=tcfg.seed, log=log)["cosine"]
+                           data.labels, seed=tcfg.seed, log=log, decoders=tcfg.decoders)["cosine"]
     if held_ids.size == 0:  # nothing to judge with: the one model trained, no guard
         chosen = next(iter(results))
         result = results[chosen]

@@ -39,16 +39,19 @@ def calibrated_mode(thresholds: dict | None, decoder: str) -> str | None:
 def resolve_threshold(method: str, thresholds: dict | None,
                       mode: str = "reciprocal") -> float | None:
     """The calibrated threshold of ``method`` under link ``mode`` from a thresholds dict,
-    falling back to "link" (the link classifier's threshold)."""
+    falling back to "link" (the link classifier's threshold) where no decoder was calibrated."""
     key = resolved_key(method, thresholds, mode)
     return None if key is None else float(thresholds[key])  # type: ignore[index]
 
 
 def resolved_key(method: str, thresholds: dict | None, mode: str = "reciprocal") -> str | None:
-    """The key resolve_threshold reads its value from, or None."""
+    """The key resolve_threshold reads its value from, or None. "link" stands in only
+    where no decoder was calibrated: thresholds calibrated for some decoders (cf-train
+    --decoders) say nothing of the others."""
     if not thresholds:
         return None
-    for key in (threshold_key(method, mode), "link"):
+    calibrated = any(str(k).startswith("link_mode_") for k in thresholds)
+    for key in (threshold_key(method, mode),) + (() if calibrated else ("link",)):
         value = thresholds.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             return key

@@ -111,6 +111,21 @@ def test_no_threshold_is_an_error_not_a_guess(rounds, tmp_path):
     assert not (tmp_path / "c.h5").exists()
 
 
+def test_decoders_training_did_not_calibrate_get_no_threshold(rounds, tmp_path):
+    """Links of a model calibrated for some decoders only (cf-train --decoders): those take
+    their thresholds, the others none from the link classifier's, and cf-merge asks for
+    one in one line."""
+    links = tmp_path / "l.h5"
+    write_links(links, rounds["iu"], rounds["su"], rounds["fid_u"], method="model",
+                thresholds={"link": 0.66, "infomap": 0.7, "directed_infomap": 0.72,
+                            "link_mode_infomap": "directed"})
+    run_cmd("merge", links, "-o", tmp_path / "i.h5", "--method", "infomap", "-q", check=True)
+    assert read_clusters(tmp_path / "i.h5")[1]["threshold"] == pytest.approx(0.72)
+    line = one_line_error(run_cmd("merge", links, "-o", tmp_path / "p.h5", "--method", "peaks"))
+    assert "cf-train --decoders" in line and "--threshold" in line and "--calibrate" in line
+    assert not (tmp_path / "p.h5").exists()
+
+
 def test_thresholds_from_the_links_file(rounds, tmp_path):
     links = tmp_path / "l.h5"
     write_links(links, rounds["iu"], rounds["su"], rounds["fid_u"], method="model",

@@ -149,6 +149,27 @@ def test_the_guard_judges_among_the_distractors_given(tiny):
 
 
 @pytest.mark.slow
+def test_only_the_decoders_asked_and_the_guards_are_calibrated(tiny):
+    """--decoders peaks: the model's thresholds, cosine links' and the gate cover peaks and
+    Infomap (the guard decodes with it), no other decoder; an unknown name is a usage
+    error."""
+    args = ["cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
+            "--epochs", "2", *TINY]
+    _cmd(*args, "-o", str(tiny / "two.h5"), "--decoders", "peaks")
+    with open_artifact(tiny / "two.h5", "model") as m:
+        thresholds, training = m.json_attr("thresholds"), m.json_attr("training")
+    for found in (thresholds, training["cosine_thresholds"]):
+        modes = {k[len("link_mode_"):] for k in found if k.startswith("link_mode_")}
+        assert modes == {"peaks", "infomap"}, found
+        assert not any(k.endswith(("intimacy", "components", "propagation")) for k in found)
+    assert set(training["gate"]) <= {"peaks", "infomap"} and "infomap" in training["gate"]
+    r = subprocess.run([sys.executable, "-m", *args, "-o", str(tiny / "bad.h5"),
+                        "--decoders", "infomap,louvain"], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "louvain" in r.stderr, r.stderr
+    assert not (tiny / "bad.h5").exists()
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_trains_as_well_as_one(tiny):
     args = [str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"), "--epochs", "3",
             "--patience", "0", "--dropout", "0", "--no-bf16", *TINY]

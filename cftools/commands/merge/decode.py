@@ -280,8 +280,8 @@ def _threshold(threshold, calibrate, calibrate_truth, method, mode, stored, art,
     threshold = resolve_threshold(method, stored, mode)
     if threshold is None:
         raise CfError(f"no threshold for --method {method}: the links file carries none "
-                      "calibrated at training; pass --threshold T, or --calibrate "
-                      "LABELLED_LINKS --calibrate-truth LABELS", links)
+                      "calibrated at training (cf-train --decoders); pass --threshold T, or "
+                      "--calibrate LABELLED_LINKS --calibrate-truth LABELS", links)
     return threshold, f"links file thresholds[{resolved_key(method, stored, mode)!r}]", {}, \
         None, mode
 

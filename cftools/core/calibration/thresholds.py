@@ -357,9 +357,9 @@ def default_mode(method: str, stored: dict | None, link_method) -> str:
 
 
 def decoder_thresholds(order: np.ndarray, mask: np.ndarray, links: dict, labels: np.ndarray, *,
-                       seed: int = 0, log=print) -> dict:
-    """The thresholds of every decoder (cf-merge) for each kind of links of these labelled
-    rows: ``links`` maps a name ("model", "cosine") to (probabilities (rows, L), the link
+                       seed: int = 0, log=print, decoders=DECODERS) -> dict:
+    """The thresholds of ``decoders`` (cf-merge; default every one) for each kind of links
+    of these labelled rows: ``links`` maps a name ("model", "cosine") to (probabilities (rows, L), the link
     modes to calibrate); ``labels`` are those of all points. Returns {name: thresholds},
     {} for a kind whose calibration failed (said in ``log``).
 
@@ -369,8 +369,8 @@ def decoder_thresholds(order: np.ndarray, mask: np.ndarray, links: dict, labels:
     too lax for a real unlabelled set: the density of identities matters more than the
     model's optimism on its own training identities."""
     centre_labels = labels[order[:, 0]]
-    link_sets = [(*local_links(order, mask, probs, labels.shape[0]), centre_labels, DECODERS,
-                  seed, modes) for probs, modes in links.values()]
+    link_sets = [(*local_links(order, mask, probs, labels.shape[0]), centre_labels,
+                  tuple(decoders), seed, modes) for probs, modes in links.values()]
     refused: dict = {}  # a model is still good without them: said, and calibrated as {}
     found: dict = {}
     for n, (name, (thresholds, _)) in enumerate(

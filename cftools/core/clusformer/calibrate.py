@@ -12,6 +12,7 @@ from ...formats.thresholds import LINK_MODES
 from ..calibration.jury import Contender
 from ..calibration.length import choose_length
 from ..calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
+from ..decoding.decoders import DECODERS
 from .gate import Gate
 from .inference import cosine_to_centre, predict
 from .sequences import SequenceData
@@ -19,15 +20,15 @@ from .sequences import SequenceData
 
 def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
                        max_points: int = 100_000, seed: int = 0,
-                       known: tuple[np.ndarray, np.ndarray] | None = None, cosine: bool = True
-                       ) -> tuple[dict, dict | None, tuple[np.ndarray, np.ndarray]]:
+                       known: tuple[np.ndarray, np.ndarray] | None = None, cosine: bool = True,
+                       decoders=DECODERS) -> tuple[dict, dict | None, tuple[np.ndarray, np.ndarray]]:
     """(model thresholds, cosine thresholds, (rows, the model's probabilities on them)) of
     the decoders (cf-merge), each calibrated on the whole labelled set linked as D_U will
     be: once by the trained model, once by raw cosine (what cf-link's cosine links carry)
     unless ``cosine`` is False (cosine links are used at another length: None).
     Above ``max_points`` rows, a random subset of identities holding up to that many is
     used. ``known``: (rows, the same model's probabilities on them), not predicted again
-    (the held-out rows, already linked by validation)."""
+    (the held-out rows, already linked by validation). ``decoders``: those calibrated."""
     centre_labels = data.labels[data.order[:, 0]]
     rows = calibration_rows(centre_labels, max_points, seed)
     if rows.size < centre_labels.size:
@@ -45,7 +46,8 @@ def calibrate_decoders(data: SequenceData, model, features_t, amp, log, *,
     links: dict[str, tuple[np.ndarray, tuple[str, ...]]] = {"model": (probs, LINK_MODES)}
     if cosine:
         links["cosine"] = (cosine_to_centre(features_t, order, mask), COSINE_MODES)
-    found_t = decoder_thresholds(order, mask, links, data.labels, seed=seed, log=log)
+    found_t = decoder_thresholds(order, mask, links, data.labels, seed=seed, log=log,
+                                 decoders=decoders)
     return found_t["model"], found_t.get("cosine"), (rows, probs)
 
 

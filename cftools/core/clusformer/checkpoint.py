@@ -37,7 +37,7 @@ def resumable_settings(cfg) -> dict:
     """The training options a resume must share with its checkpoint: all that shape the
     optimisation (not when to stop early, nor how many rows calibrate afterwards)."""
     return {k: v for k, v in asdict(cfg).items()
-            if k not in ("stop_after_epoch", "calibration_points", "patience")}
+            if k not in ("stop_after_epoch", "calibration_points", "patience", "decoders")}
 
 
 def check_resumable(ck: dict, model_config: dict, split: list, cfg, path) -> None:

@@ -95,6 +95,7 @@ class TrainConfig:
     patience: int | None = PATIENCE  # epochs without a better held-out AUC before stopping
     hard_first: bool = True  # a budgeted epoch reads the rows cosine gets wrong or nearly first
     epoch_val_rows: int | None = EPOCH_VAL_ROWS  # most held-out rows an epoch is scored on
+    decoders: tuple[str, ...] = DECODERS  # the decoders whose thresholds are calibrated
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str):
@@ -420,13 +421,13 @@ class _Run:
             self.data, model, self.features_t, self.amp, log,
             max_points=cfg.calibration_points, seed=cfg.seed,
             known=None if self.val_probs is None else (self.val_rows, self.val_probs),
-            cosine=calibrate_cosine)
+            cosine=calibrate_cosine, decoders=cfg.decoders)
         thresholds.update(model_t)
         if cosine_t is not None:
             summary["cosine_thresholds"] = cosine_t
         if self.val_probs is not None and model.needs_cosine:
             summary["gate"] = held_out_gates(model, self.features_t, self.v_order, self.v_mask,
-                                             self.val_probs, thresholds, DECODERS, log)
+                                             self.val_probs, thresholds, cfg.decoders, log)
         summary["history"] = history
         return TrainResult(model.cpu().eval(), thresholds, summary, history, linked)
 
