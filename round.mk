@@ -26,6 +26,8 @@ L            ?= 81
 TRAIN_L      ?= auto
 # SEED seeds the backbone (cf-embed train) and the link model (cf-train)
 SEED         ?= 0
+# cf-merge's decoder; cf-train calibrates its threshold alone (with Infomap's, the
+# guard's) and cf-link gates the model for it
 DECODER      ?= infomap
 PRESET       ?= small
 TRAIN_EPOCHS ?= 8
@@ -153,11 +155,12 @@ $(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 CROWD := $(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5)
 $(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5 $(CROWD)
 	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
-	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) \
+	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) --decoders $(DECODER) \
 	  $(if $(CROWD),--distractors $(CROWD)) $(QUIET)
 
 $(R)/links.h5: $(R)/seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
-	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ --method auto $(QUIET)
+	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ --method auto \
+	  --gate $(DECODER) $(QUIET)
 
 $(R)/clusters.h5: $(R)/links.h5
 	$(CF)/cf-merge $< -o $@ --method $(DECODER) $(QUIET)

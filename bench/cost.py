@@ -9,8 +9,9 @@ other on the same machine:
 
 - cftools, the round's steps with round.mk's defaults (K, L, TRAIN_L, PRESET,
   TRAIN_EPOCHS, TRAIN_LR, DECODER, GUARD_DISTRACTORS, read from round.mk): D_L side
-  cf-knn, cf-seq, cf-train; D_U side, per model, cf-knn and cf-seq as far as its links
-  read (--for-model, as round.mk), cf-link --method auto, cf-merge; and the same D_U
+  cf-knn, cf-seq, cf-train (--decoders DECODER, as round.mk); D_U side, per model, cf-knn
+  and cf-seq as far as its links read (--for-model, as round.mk), cf-link --method auto
+  (--gate DECODER), cf-merge; and the same D_U
   links with the model forced (cf-link --method model, then cf-merge) unless auto chose
   the model;
 - the peer, the thirty lines a user would write (face-cluster-by-infomap's recipe): on
@@ -242,7 +243,7 @@ def run_cftools(st: Stages, dl: Path, du: Path, tmp: Path, seeds, d: dict) -> li
         model = tmp / f"model_{seed}.h5"
         st.cf("cftools D_L", f"cf-train ({tag})", "train", tmp / "seq_L.h5", "--features", dl,
               "-o", model, "--preset", d["PRESET"], "-L", d["TRAIN_L"], "--epochs",
-              d["TRAIN_EPOCHS"], "--lr", d["TRAIN_LR"], "--seed", seed, "-q",
+              d["TRAIN_EPOCHS"], "--lr", d["TRAIN_LR"], "--seed", seed, "--decoders", d["DECODER"], "-q",
               *(["--distractors", du] if d["GUARD_DISTRACTORS"] == "yes" else []))
         st.cf("cftools D_U", f"cf-knn ({tag})", "knn", du, "-o", tmp / "knn_U.h5",
               "--for-model", model, "-q")
@@ -255,7 +256,8 @@ def run_cftools(st: Stages, dl: Path, du: Path, tmp: Path, seeds, d: dict) -> li
                 res["model"] = dict(res["auto"], same_as_auto=True)
                 continue
             st.cf("cftools D_U", f"cf-link {method} ({tag})", "link", tmp / "seq_U.h5",
-                  "--features", du, "--model", model, "-o", links, "--method", method, "-q")
+                  "--features", du, "--model", model, "-o", links, "--method", method, "--gate", d["DECODER"],
+                  "-q")
             st.cf("cftools D_U", f"cf-merge {method} ({tag})", "merge", links, "-o",
                   tmp / f"clusters_{method}_{seed}.h5", "--method", d["DECODER"], "-q")
             res[method] = {"links": links_attrs(links),
