@@ -370,6 +370,19 @@ def test_the_jury_scores_held_out_identities_as_pairwise_and_bcubed_f():
     assert s["bcubed_f"] == pytest.approx(2 * 0.5 / 1.5)
 
 
+def test_the_jury_scores_any_subset_of_its_identities_from_one_decoding():
+    """The random halves the guard scores: a subset of the held-out identities scored from
+    the jury's one decoding is scored as a jury of that subset alone would score it, and
+    an identity no row holds changes nothing."""
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 50, 900)
+    pred = np.where(rng.random(900) < 0.6, truth // 2, rng.integers(-1, 30, 900))
+    held = np.unique(truth)[::2]
+    jury = HeldOut(truth, held)
+    for half in (held[:5], held[5:], held[[0]], np.r_[held[:7], 999]):
+        assert jury.scores(pred, half) == HeldOut(truth, half).scores(pred), half
+
+
 def test_the_guard_judges_held_out_identities_among_distractors():
     """Links that keep the held-out identities apart from each other but join each to a
     trained identity look perfect decoded among the held-out rows alone, and are caught

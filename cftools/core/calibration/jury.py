@@ -47,41 +47,61 @@ class HeldOut:
         self.truth = np.asarray(truth, dtype=np.int64)
         self.held_ids = np.unique(np.asarray(held_ids, dtype=np.int64))
         self.held = np.isin(self.truth, self.held_ids)
-        _, self.tcode = np.unique(self.truth, return_inverse=True)
+        self.values, self.tcode = np.unique(self.truth, return_inverse=True)
         self.id_sizes = np.bincount(self.tcode)
 
-    def counts(self, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(each row's cluster code, each cluster's size) of the clusters ``pred``, the
-        unassigned rows (-1) each a singleton: what any subset of the held-out identities
-        is scored from."""
+    def counts(self, pred: np.ndarray) -> Decoded:
+        """The clusters ``pred`` as any subset of the held-out identities is scored from:
+        each row's cluster code and each cluster's size (the unassigned rows, -1, each a
+        singleton), and the cells (cluster, identity) with their sizes."""
         pred = np.asarray(pred, dtype=np.int64).copy()
         loose = pred < 0  # unassigned: each its own singleton
         pred[loose] = pred.max(initial=-1) + 1 + np.arange(int(loose.sum()))
         _, pcode = np.unique(pred, return_inverse=True)
-        return pcode, np.bincount(pcode)
+        cells, cell_of, cell_n = np.unique(pcode * self.id_sizes.size + self.tcode,
+                                           return_inverse=True, return_counts=True)
+        return Decoded(pcode, np.bincount(pcode), cells % self.id_sizes.size, cell_n, cell_of)
+
+    def scored(self, ids: np.ndarray) -> np.ndarray:
+        """(identities,) bool: which identity codes are among ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros(self.values.size, dtype=bool)
+        if not self.values.size:
+            return out
+        pos = np.searchsorted(self.values, ids).clip(max=self.values.size - 1)
+        out[pos[self.values[pos] == ids]] = True
+        return out
 
     def scores(self, pred: np.ndarray, ids: np.ndarray | None = None) -> dict:
         """{"pairwise_f", "bcubed_f"} of the held-out identities ``ids`` (default: all)."""
-        return _scores(self, *self.counts(pred), self.held_ids if ids is None else ids)
+        return _scores(self, self.counts(pred), self.held_ids if ids is None else ids)
 
 
-def _scores(h: HeldOut, pcode: np.ndarray, sizes: np.ndarray, ids: np.ndarray) -> dict:
-    scored = np.isin(h.truth, ids)
-    n_t = h.id_sizes.size
-    cells, cell_n = np.unique(pcode * n_t + h.tcode, return_counts=True)
-    cell_of = np.searchsorted(cells, pcode * n_t + h.tcode)
-    cell_held = np.isin(cells % n_t, np.unique(h.tcode[scored]))
+@dataclass(frozen=True)
+class Decoded:
+    """HeldOut.counts: one decoding's clusters, ready to score any set of identities."""
+
+    pcode: np.ndarray  # (rows,) each row's cluster code
+    sizes: np.ndarray  # (clusters,) each cluster's size
+    cell_id: np.ndarray  # (cells,) the identity code of each (cluster, identity) cell
+    cell_n: np.ndarray  # (cells,) its size
+    cell_of: np.ndarray  # (rows,) each row's cell
+
+
+def _scores(h: HeldOut, d: Decoded, ids: np.ndarray) -> dict:
+    id_scored = h.scored(ids)
+    scored = id_scored[h.tcode]
     # pairs: true positives within scored identities; predicted pairs touching a scored
     # point (scored with scored, or scored with anything else)
-    tp = _pairs(cell_n[cell_held])
-    scored_in = np.bincount(pcode, weights=scored, minlength=sizes.size)
-    predicted = _pairs(sizes) - _pairs(sizes - scored_in)
-    true = _pairs(h.id_sizes[np.unique(h.tcode[scored])])
+    tp = _pairs(d.cell_n[id_scored[d.cell_id]])
+    scored_in = np.bincount(d.pcode, weights=scored, minlength=d.sizes.size)
+    predicted = _pairs(d.sizes) - _pairs(d.sizes - scored_in)
+    true = _pairs(h.id_sizes[id_scored])
     p = tp / predicted if predicted else 1.0
     r = tp / true if true else 1.0
     rows = np.flatnonzero(scored)
-    same = cell_n[cell_of[rows]]
-    bp = float(np.mean(same / sizes[pcode[rows]])) if rows.size else 1.0
+    same = d.cell_n[d.cell_of[rows]]
+    bp = float(np.mean(same / d.sizes[d.pcode[rows]])) if rows.size else 1.0
     br = float(np.mean(same / h.id_sizes[h.tcode[rows]])) if rows.size else 1.0
     return {"pairwise_f": _f(p, r), "bcubed_f": _f(bp, br)}
 
@@ -119,5 +139,5 @@ def resample_lead(jury: HeldOut, pred_a: np.ndarray, pred_b: np.ndarray, *, resa
     ahead = 0
     for _ in range(resamples):
         half = rng.choice(ids, ids.size // 2, replace=False)
-        ahead += mean_f(_scores(jury, *a, half)) > mean_f(_scores(jury, *b, half))
+        ahead += mean_f(_scores(jury, a, half)) > mean_f(_scores(jury, b, half))
     return float(ahead / resamples)
