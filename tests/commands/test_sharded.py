@@ -3,6 +3,7 @@ the artifact one process writes; a rank that dies leaves nothing published, no s
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -240,6 +241,36 @@ def test_leaving_the_process_group_stops_its_threads(linkset, tmp_path, who):
     assert r.returncode == 0, r.stderr[-3000:]
     for rank in (0, 1):  # the main thread alone
         assert len((tmp_path / f"threads-{rank}").read_text().split()) == 1, rank
+
+
+def test_the_shards_are_removed_before_sigterm_interrupts(tmp_path, monkeypatch):
+    """A survivor of a killed rank gets torchrun's SIGTERM while it removes its shards:
+    the interruption waits until they are gone, then comes."""
+    import signal
+
+    from cftools.core.runtime.sharding import Dist, ShardedOutput, Sharding
+
+    out = ShardedOutput(tmp_path / "o.h5", "knn", Sharding(Dist()))
+    out.shard_dir = tmp_path / ".o.h5.cf-shards-x"
+    out.shard_dir.mkdir()
+    (out.shard_dir / "rank00000.h5").write_bytes(b"x")
+    real_rmtree = shutil.rmtree
+
+    def rmtree_interrupted(path, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives as the removal starts
+        real_rmtree(path, **kw)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_interrupted)
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            out._cleanup()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert not out.shard_dir.exists()
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ import contextlib
 import os
 import shutil
 import signal
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,21 @@ def _first_line(err: BaseException) -> str:
 
 def _interrupt_on_sigterm(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_held():
+    """SIGTERM waits until the block ends. When a rank dies, the survivor learns it from
+    gloo and torchrun's SIGTERM at about the same moment: the interruption raised inside
+    the removal of the shards would leave them behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def join(use_cuda: bool = False) -> Sharding:
@@ -257,11 +273,12 @@ class ShardedOutput:
             raise CfError("rank 0 could not write the output", self.out)
 
     def _cleanup(self):
-        with contextlib.suppress(Exception):
-            if self._file is not None and self._file.id.valid:
-                self._file.close()
-        if self.shard_dir is not None:
-            shutil.rmtree(self.shard_dir, ignore_errors=True)
+        with _sigterm_held():
+            with contextlib.suppress(Exception):
+                if self._file is not None and self._file.id.valid:
+                    self._file.close()
+            if self.shard_dir is not None:
+                shutil.rmtree(self.shard_dir, ignore_errors=True)
 
     def _publish(self):
         """Rank 0: concatenate every rank's shard, in rank order, into the artifact."""
