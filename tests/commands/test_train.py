@@ -122,19 +122,29 @@ def test_resume_gives_the_same_weights(tiny):
         assert a.json_attr("thresholds") == b.json_attr("thresholds")
 
 
+@pytest.fixture(scope="module")
+def crowded(tiny):
+    """A model of ``tiny`` trained with --distractors and --decoders peaks (one training
+    for the two tests that read it)."""
+    f, _ = make_demo_features(300, 16, seed=9)
+    write_features(tiny / "D.h5", f)
+    _cmd("cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
+         "--epochs", "2", *TINY, "-o", str(tiny / "crowded.h5"), "--distractors",
+         str(tiny / "D.h5"), "--decoders", "peaks")
+    with open_artifact(tiny / "crowded.h5", "model") as m:
+        return m.json_attr("thresholds"), m.json_attr("training")
+
+
 @pytest.mark.slow
-def test_the_guard_judges_among_the_distractors_given(tiny):
+def test_the_guard_judges_among_the_distractors_given(tiny, crowded):
     """--distractors: the guard decodes the held-out identities' neighbourhood among the
     labelled points and these, searched together, and records how many of its rows they
     are; features of another width are refused before training, in one line naming the
     file."""
     f, _ = make_demo_features(300, 16, seed=9)
-    write_features(tiny / "D.h5", f)
     args = ["cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
             "--epochs", "2", *TINY]
-    _cmd(*args, "-o", str(tiny / "crowded.h5"), "--distractors", str(tiny / "D.h5"))
-    with open_artifact(tiny / "crowded.h5", "model") as m:
-        g = m.json_attr("training")["guard"]
+    g = crowded[1]["guard"]
     assert g["held_out"] < g["points"] < 800 + 300 and 0 < g["distractors"] < 300, g
     write_features(tiny / "narrow.h5", f[:, :8] / np.linalg.norm(f[:, :8], axis=1, keepdims=True))
     r = subprocess.run([sys.executable, "-m", *args, "-o", str(tiny / "refused.h5"),
@@ -149,15 +159,13 @@ def test_the_guard_judges_among_the_distractors_given(tiny):
 
 
 @pytest.mark.slow
-def test_only_the_decoders_asked_and_the_guards_are_calibrated(tiny):
+def test_only_the_decoders_asked_and_the_guards_are_calibrated(tiny, crowded):
     """--decoders peaks: the model's thresholds, cosine links' and the gate cover peaks and
     Infomap (the guard decodes with it), no other decoder; an unknown name is a usage
     error."""
     args = ["cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
             "--epochs", "2", *TINY]
-    _cmd(*args, "-o", str(tiny / "two.h5"), "--decoders", "peaks")
-    with open_artifact(tiny / "two.h5", "model") as m:
-        thresholds, training = m.json_attr("thresholds"), m.json_attr("training")
+    thresholds, training = crowded
     for found in (thresholds, training["cosine_thresholds"]):
         modes = {k[len("link_mode_"):] for k in found if k.startswith("link_mode_")}
         assert modes == {"peaks", "infomap"}, found
