@@ -247,6 +247,7 @@ def test_the_shards_are_removed_before_sigterm_interrupts(tmp_path, monkeypatch)
     """A survivor of a killed rank gets torchrun's SIGTERM while it removes its shards:
     the interruption waits until they are gone, then comes."""
     import signal
+    import threading
 
     from cftools.core.runtime.sharding import Dist, ShardedOutput, Sharding
 
@@ -265,11 +266,15 @@ def test_the_shards_are_removed_before_sigterm_interrupts(tmp_path, monkeypatch)
 
     monkeypatch.setattr(shutil, "rmtree", rmtree_interrupted)
     before = signal.signal(signal.SIGTERM, interrupt)
+    awake = threading.Event()  # another thread, as torch's and gloo's: the signal may reach it
+    helper = threading.Thread(target=awake.wait, daemon=True)
+    helper.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             out._cleanup()
     finally:
         signal.signal(signal.SIGTERM, before)
+        awake.set()
     assert not out.shard_dir.exists()
 
 

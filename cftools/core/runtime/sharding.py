@@ -140,17 +140,24 @@ def _interrupt_on_sigterm(signum, frame):
 
 @contextlib.contextmanager
 def _sigterm_held():
-    """SIGTERM waits until the block ends. When a rank dies, the survivor learns it from
-    gloo and torchrun's SIGTERM at about the same moment: the interruption raised inside
-    the removal of the shards would leave them behind."""
+    """A SIGTERM that comes during the block is acted on when it ends. When a rank dies,
+    the survivor learns it from gloo and from torchrun's SIGTERM at about the same moment:
+    the interruption raised inside the removal of the shards would leave them behind.
+    Python runs signal handlers in the main thread whichever thread the signal reached,
+    so the handler is swapped there (a thread's signal mask would not hold it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    came: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: came.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.signal(signal.SIGTERM, previous)
+        if came and callable(previous):
+            previous(signal.SIGTERM, None)
+        elif came and previous != signal.SIG_IGN:  # the default (or a handler not Python's)
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def join(use_cuda: bool = False) -> Sharding:
