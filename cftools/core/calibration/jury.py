@@ -64,13 +64,7 @@ class HeldOut:
 
     def scored(self, ids: np.ndarray) -> np.ndarray:
         """(identities,) bool: which identity codes are among ``ids``."""
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.zeros(self.values.size, dtype=bool)
-        if not self.values.size:
-            return out
-        pos = np.searchsorted(self.values, ids).clip(max=self.values.size - 1)
-        out[pos[self.values[pos] == ids]] = True
-        return out
+        return np.isin(self.values, np.asarray(ids, dtype=np.int64))
 
     def scores(self, pred: np.ndarray, ids: np.ndarray | None = None) -> dict:
         """{"pairwise_f", "bcubed_f"} of the held-out identities ``ids`` (default: all)."""
