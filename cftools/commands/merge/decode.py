@@ -85,8 +85,10 @@ The threshold comes from, in this order: --threshold; --calibrate LABELLED_LINKS
 weighed as if it had at most 30 points so that no giant identity decides, and BCubed F on
 that labelled set, e.g. the links of D_L made the same way, weighted the same way); the
 'thresholds' the links file carries (set by cf-train's calibration on its labelled set:
-key = decoder, or directed_DECODER under --directed; else "link"). Without any of them the command stops:
-thresholds are never chosen on the set being clustered.
+key = decoder, or directed_DECODER under --directed; else "link", only where cf-train
+calibrated no decoder: one trained with --decoders carries the decoders it named and
+Infomap alone). Without any of them the command stops: thresholds are never chosen on the
+set being clustered.
 Model links from a model that lost cf-train's guard (see cf-train(1)) are clustered, with
 a warning on stderr.
 --intimacy-ratio and --peaks-tolerance come from the same places (else 0.5 and 0).
