@@ -27,12 +27,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
+# TEST_WORKERS pytest processes (pytest-xdist), each test file kept whole on one of them so
+# that a module's shared fixture (a round, a training) is made once; 0: one process
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q $(PYTEST_PAR) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # the inner loop: every test not marked slow (a few minutes less than make test)
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PAR) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # ruff over the package, tests and benchmarks; mypy over the paths pyproject.toml names
 lint: setup

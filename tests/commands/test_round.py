@@ -9,12 +9,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import pytest
 from conftest import REPO
 
-# a whole round through make, twice: about a minute each
+# whole rounds through make: a couple of minutes in all
 pytestmark = pytest.mark.slow
 
 TINY = {
@@ -34,12 +35,45 @@ def make_round(work: Path, round_no: int, *targets: str, **extra) -> subprocess.
     return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_a_miniature_round_and_round_two(tmp_path):
-    work = tmp_path / "work"
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@pytest.fixture(scope="module")
+def rounds(tmp_path_factory) -> SimpleNamespace:
+    """The built-in demo through make, once for the whole module: round 1; round 1 again
+    (nothing to redo); round 1 with its model deleted; round 2 with both references and
+    the report. A marker identity is planted in the demo's test part before round 1 (the
+    test part must never reach training or calibration). Each run's CompletedProcess and
+    round 1's file times around the reruns are kept for the tests to read."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    work = tmp_path_factory.mktemp("round") / "work"
+    images = make_round(work, 1, str(work / "images" / ".done"))
+    assert images.returncode == 0, images.stderr[-3000:]
+    first = sorted((work / "images" / "test").iterdir())[0]
+    first.rename(first.parent / "zz_marker_identity")
+    r1 = work / "round1"
+
+    def times() -> dict:
+        return {p.name: p.stat().st_mtime_ns for p in r1.iterdir()}
+
     one = make_round(work, 1)
     assert one.returncode == 0, one.stderr[-3000:]
-    r1 = work / "round1"
+    before = times()
+    again = make_round(work, 1)
+    after_again = times()
+    (r1 / "model.h5").unlink()
+    redo = make_round(work, 1)
+    two = make_round(work, 2, "round", "baseline", "upper-bound")
+    report = make_round(work, 2, "report") if two.returncode == 0 else two
+    return SimpleNamespace(work=work, images=work / "images", one=one, again=again, redo=redo,
+                           two=two, report=report, before=before, after_again=after_again,
+                           after_redo=times())
+
+
+@needs_make
+def test_a_miniature_round(rounds):
+    one, r1 = rounds.one, rounds.work / "round1"
     for name in ("backbone.h5", "labelled.h5", "unlabelled.h5", "knn_labelled.h5",
                  "seq_unlabelled.h5", "model.h5", "links.h5", "clusters.h5", "retrain.h5",
                  "retrain.meta"):
@@ -59,24 +93,28 @@ def test_a_miniature_round_and_round_two(tmp_path):
     assert gallery.is_file() and (r1 / "gallery" / "plots" / "training.png").is_file()
     assert one.stderr.strip().splitlines()[-1].endswith(str(gallery))
 
-    stamps = {p.name: p.stat().st_mtime_ns for p in r1.iterdir()}
-    again = make_round(work, 1)  # nothing changed: Make redoes nothing
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert {p.name: p.stat().st_mtime_ns for p in r1.iterdir()} == stamps
-    (r1 / "model.h5").unlink()  # a deleted step is redone, and what follows it
-    assert make_round(work, 1).returncode == 0
-    assert (r1 / "model.h5").is_file()
-    assert (r1 / "links.h5").stat().st_mtime_ns > stamps["links.h5"]
 
-    two = make_round(work, 2)
+@needs_make
+def test_make_redoes_nothing_unchanged_and_all_that_follows_a_deleted_step(rounds):
+    assert rounds.again.returncode == 0, rounds.again.stderr[-3000:]
+    assert rounds.after_again == rounds.before
+    assert rounds.redo.returncode == 0, rounds.redo.stderr[-3000:]
+    assert "model.h5" in rounds.after_redo
+    assert rounds.after_redo["links.h5"] > rounds.before["links.h5"]
+    assert rounds.after_redo["backbone.h5"] == rounds.before["backbone.h5"]
+
+
+@needs_make
+def test_round_two_ends_with_every_backbone_s_recognition(rounds):
+    two = rounds.two
     assert two.returncode == 0, two.stderr[-3000:]
-    assert (work / "round2" / "backbone.h5").is_file()
+    assert (rounds.work / "round2" / "backbone.h5").is_file()
     # the round ends with the recognition table of every backbone on the test part (then
     # the gallery's path)
     table = two.stdout[two.stdout.index("| backbone |"):].splitlines()
     assert table[2].startswith("| round 1 | D_L |") and table[3].startswith("| round 2 |")
     assert "recognition of the test part" in two.stderr
-    assert "recognition" in json.loads((work / "round2" / "eval.json").read_text())
+    assert "recognition" in json.loads((rounds.work / "round2" / "eval.json").read_text())
 
 
 def _names(path: Path) -> list[str]:
@@ -90,23 +128,12 @@ def _provenance_inputs(path: Path) -> set[str]:
     return {str(v) for step in steps for v in step.get("inputs", {}).values()}
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_the_test_part_never_reaches_training_or_calibration(tmp_path):
-    """A user's data/<name>/ with a test part: plant a marker identity there and follow it
-    through rounds 1 and 2 and both references: it is scored, and nothing else sees it."""
-    from cftools.data.demo_images import make_demo
-
-    data = tmp_path / "data" / "leak"
-    data.parent.mkdir()
-    make_demo(data, identities=16, image_size=24, mean_images=6, test_identities=3)
-    first = sorted((data / "test").iterdir())[0]
-    first.rename(data / "test" / "zz_marker_identity")
-    work = tmp_path / "work"
-    where = {"DATA": "leak", "DATADIR": str(data)}
-    for round_no, targets in ((1, ["round"]), (2, ["round", "baseline", "upper-bound"])):
-        done = make_round(work, round_no, *targets, **where)
-        assert done.returncode == 0, done.stderr[-3000:]
-
+@needs_make
+def test_the_test_part_never_reaches_training_or_calibration(rounds):
+    """The marker identity planted in the test part is scored, and nothing else sees it,
+    through rounds 1 and 2 and both references."""
+    work, data = rounds.work, rounds.images
+    assert rounds.two.returncode == 0, rounds.two.stderr[-3000:]
     files = [p for p in work.rglob("*.h5")]
     tests = [p for p in files if p.name == "test.h5"]
     assert {p.parent.name for p in tests} == {"round1", "round2", "baseline", "upper-bound"}
@@ -136,6 +163,12 @@ def test_the_test_part_never_reaches_training_or_calibration(tmp_path):
         assert "zz_marker" not in meta.read_text()
     for r in ("round1", "round2"):
         assert "recognition" in json.loads((work / r / "eval.json").read_text())
+
+
+@needs_make
+def test_the_references_train_as_round_two_and_the_report_compares_them(rounds):
+    work = rounds.work
+    assert rounds.two.returncode == 0, rounds.two.stderr[-3000:]
     # the references trained for as many steps as round 2's backbone
     # and, like it, fine-tuned round 1's backbone: same start, same steps in all
     steps, starts = {}, {}
@@ -146,14 +179,14 @@ def test_the_test_part_never_reaches_training_or_calibration(tmp_path):
         starts[folder] = cfg["init"]
     assert steps["baseline"] == steps["round2"] == steps["upper-bound"]
     assert set(starts.values()) == {str(work / "round1" / "backbone.h5")}
-    report = make_round(work, 2, "report", **where)
+    report = rounds.report
     assert report.returncode == 0, report.stderr
     assert "| baseline |" in report.stdout and "| upper bound |" in report.stdout
     assert "Share of the upper bound's gain" in report.stdout
     assert (work / "report.png").is_file()
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@needs_make
 def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
     """By default (GUARD_DISTRACTORS=yes) cf-train's guard judges among D_U's points
     (--distractors); GUARD_DISTRACTORS=no keeps it among D_L's."""
@@ -166,3 +199,19 @@ def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
     crowded = train_line(QUIET="-q")
     assert f"--distractors {tmp_path / 'work' / 'round1' / 'unlabelled.h5'}" in crowded
     assert "--distractors" not in train_line(GUARD_DISTRACTORS="no", QUIET="-q")
+
+
+@needs_make
+def test_a_user_image_folder_feeds_the_round_in_place_of_the_demo(tmp_path):
+    """DATA=<name> with images: the backbone trains on its labelled/ part, the test part
+    comes from its test/ folder, and no demo is drawn (what the module's rounds run on the
+    built-in demo, planned with make -n on a user's folder)."""
+    data = tmp_path / "data" / "mine"
+    for part in ("labelled/a", "unlabelled", "test/b"):
+        (data / part).mkdir(parents=True)
+    plan = make_round(tmp_path / "work", 1, "-n", "round", DATA="mine", DATADIR=str(data),
+                      QUIET="-q")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "cf-embed demo" not in plan.stdout
+    assert f"cf-embed train {data / 'labelled'} " in plan.stdout
+    assert f" {data / 'test'} -o {tmp_path / 'work' / 'round1' / 'test.h5'}" in plan.stdout
