@@ -41,6 +41,9 @@ FINETUNE     ?= yes
 # pseudo-identities larger than this are left out of the retraining (auto: than D_L's
 # largest identity: bigger clusters are mostly identities merged); none: no limit
 PSEUDO_MAX_SIZE ?= auto
+# what becomes of those larger clusters: dropped (drop) or trimmed to their PSEUDO_MAX_SIZE
+# members nearest their mean (trim)
+PSEUDO_OVERSIZED ?= drop
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
 # in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood
 # in D_L + D_U and the model's links of it; no: among D_L's points only, cheaper, but the
@@ -174,7 +177,8 @@ $(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5 $(if $(HAVE_TEST),$(R)/recog
 # D_L + pseudo-labelled D_U: the next round's backbone trains on this
 $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
 	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
-	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) -o $@ \
+	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) \
+	  --oversized $(PSEUDO_OVERSIZED) -o $@ \
 	  --meta $(R)/retrain.meta $(QUIET)
 
 # every file named here, so none counts as an intermediate Make may skip or delete

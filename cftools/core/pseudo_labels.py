@@ -29,6 +29,35 @@ def largest_identity(labels: np.ndarray) -> int:
     return int(np.bincount(np.unique(known, return_inverse=True)[1]).max()) if known.size else 0
 
 
+def trim_oversized(pred: np.ndarray, features: np.ndarray, max_size: int,
+                   exempt: np.ndarray | None = None) -> np.ndarray:
+    """Cluster labels ``pred`` (-1 unassigned) with every cluster of more than ``max_size``
+    points cut down to the ``max_size`` members nearest its mean direction; the others
+    become unassigned. A cluster bigger than any real identity is mostly one identity and
+    strays joined to it: the identity holds its centre, the strays its edge. ``features``:
+    rows of the clustered points (compared by cosine). ``exempt``: points a person's answers
+    name; a cluster holding one is left whole."""
+    pred = np.asarray(pred, dtype=np.int64).copy()
+    assigned = pred >= 0
+    if max_size < 1 or not assigned.any():
+        return pred
+    sizes = np.bincount(pred[assigned])
+    spared = np.zeros(sizes.size, dtype=bool)
+    if exempt is not None and exempt.size:
+        spared[pred[exempt][pred[exempt] >= 0]] = True
+    for cluster in np.flatnonzero((sizes > max_size) & ~spared):
+        members = np.flatnonzero(pred == cluster)
+        x = np.asarray(features[members], dtype=np.float64)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        closeness = x @ x.mean(axis=0)
+        # the nearest max_size stay (ties broken by row, so the cut is deterministic)
+        keep = np.lexsort((members, -closeness))[:max_size]
+        out = np.ones(members.size, dtype=bool)
+        out[keep] = False
+        pred[members[out]] = -1
+    return pred
+
+
 def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
                   max_size: int | str, names: dict[str, str] | None = None,
                   labelled_names: dict[str, str] | None = None) -> PseudoLabels:

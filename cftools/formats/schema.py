@@ -116,6 +116,9 @@ _FEATURES = KindSpec(
         AttrSpec("dropped_unassigned", "cf-merge labels: unassigned points left out", type="int"),
         AttrSpec("dropped_small", "cf-merge labels: points of smaller clusters left out", type="int"),
         AttrSpec("dropped_large", "cf-merge labels: points of larger clusters left out", type="int"),
+        AttrSpec("oversized", "cf-merge labels: clusters over the largest size dropped or trimmed"),
+        AttrSpec("trimmed", "cf-merge labels --oversized trim: points trimmed from larger "
+                 "clusters", type="int"),
         AttrSpec("dropped_unlabelled_rows_of_labelled_set",
                  "cf-merge labels: labelled-set rows of unknown label left out", type="int"),
         AttrSpec("clusters_id", "cf-merge labels: id of the clusters file"),

@@ -301,6 +301,41 @@ def test_next_round_labels_max_size(rounds, tmp_path):
     assert r.returncode != 0 and "--max-size" in r.stderr
 
 
+def test_next_round_labels_trim_oversized_clusters(rounds, tmp_path):
+    """--oversized trim: a cluster over --max-size keeps its --max-size members nearest its
+    mean direction instead of being dropped; the others are kept as with drop."""
+    d = rounds["dir"]
+    clusters = tmp_path / "c.h5"
+    run_cmd("merge", d / "links_u.h5", "-o", clusters, "--method", "components",
+            "--threshold", 0.6, "-q", check=True)
+    pred, _ = read_clusters(clusters)
+    sizes = np.bincount(pred[pred >= 0])
+    assert (sizes > 3).any()  # something to trim
+    out = tmp_path / "next.h5"
+    proc = run_cmd("merge", "labels", clusters, "--unlabelled-features", d / "fu.h5",
+                   "--labelled-features", d / "fl.h5", "-o", out, "--max-size", "3",
+                   "--oversized", "trim", check=True)
+    with open_artifact(out, "features") as art:
+        source, rows, labels = art.read("source"), art.read("source_rows"), art.read("labels")
+        attrs = dict(art.attrs)
+    with open_artifact(d / "fu.h5", "features") as art:
+        fu = art.read("features")
+    kept = set(rows[source == 1].tolist())
+    for c in np.flatnonzero(sizes >= 2):
+        members = np.flatnonzero(pred == c)
+        if members.size <= 3:
+            assert set(members.tolist()) <= kept
+            continue
+        x = fu[members] / np.linalg.norm(fu[members], axis=1, keepdims=True)
+        near = members[np.argsort(-(x @ x.mean(axis=0)), kind="stable")[:3]]
+        assert set(members.tolist()) & kept == set(near.tolist()), c
+    assert np.bincount(labels[source == 1]).max() <= 3
+    assert attrs["oversized"] == "trim" and attrs["dropped_large"] == 0
+    assert attrs["dropped_unassigned"] == int((pred < 0).sum())
+    assert attrs["trimmed"] == int((sizes[sizes > 3] - 3).sum())
+    assert "trimmed from clusters of more than 3" in proc.stderr
+
+
 def test_labels_refuses_mismatched_inputs(rounds, tmp_path):
     d = rounds["dir"]
     clusters = tmp_path / "c.h5"

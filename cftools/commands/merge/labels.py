@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from ...cli import CONTEXT_SETTINGS, Count, Reporter, common_options
-from ...core.pseudo_labels import pseudo_labels
+from ...core.pseudo_labels import largest_identity, pseudo_labels, trim_oversized
 from ...errors import CfError
 from ...formats.artifacts import require_same_source
 from ...formats.clusters import read_clusters
@@ -34,7 +34,8 @@ they become one features file for retraining the backbone (cf-embed train):
 \b
   rows     FL rows with a known label (-1 dropped), then the FU rows whose cluster has at
            least --min-size and at most --max-size points (unassigned points, smaller
-           and larger clusters dropped);
+           and larger clusters dropped; with --oversized trim, a larger cluster keeps
+           its --max-size members nearest its mean instead);
   labels   FL's own ids, then pseudo-identities numbered from max(FL label) + 1 upward,
            so they can never collide with real ones;
   names    carried when either input has them (FILE#ROW for rows that have none).
@@ -53,18 +54,19 @@ identity's label; other names are kept in the output's label_names.
 
 
 def _honoured(pred, corrections_path, clusters, cl_ref, fu, rep):
-    """The clusters with the answers honoured (split along the members' cosines), and
-    what the output records of them."""
+    """The clusters with the answers honoured (split along the members' cosines), what
+    the output records of them, and the points the answers name."""
     from ...core.decoding.constrained import cosine_edges
 
     answers = load_answers(corrections_path, fu.n, lineage(cl_ref, fu.id), clusters,
                            names=fu.names, recorded=recorded_of(clusters))
     if answers is None:
-        return pred, Outcome()
+        return pred, Outcome(), np.zeros(0, np.int64)
     enforced = honour(pred, answers, cosine_edges(fu.features))
     rep.info(f"cf-merge: {len(answers.all)} answers honoured: {len(enforced.merges)} clusters "
              f"merged into others, {len(enforced.splits)} split")
-    return enforced.labels, record(answers, enforced, enforced.labels, Outcome())
+    return (enforced.labels, record(answers, enforced, enforced.labels, Outcome()),
+            answers.constraints.constrained_rows())
 
 
 def _names(fl) -> dict | None:
@@ -107,14 +109,20 @@ def _max_size(value):
               help="Drop pseudo-identities with more points than N; auto: than the largest "
                    "identity of the labelled set (a cluster bigger than any real identity is "
                    "most likely several merged); none: no upper limit.")
+@click.option("--oversized", type=click.Choice(["drop", "trim"]), default="drop",
+              show_default=True,
+              help="What becomes of a cluster larger than --max-size: drop it, or trim it to "
+                   "its --max-size members nearest its mean direction (the identity it is "
+                   "mostly of; the rest are left out). A cluster holding a point an answer "
+                   "names is never trimmed.")
 @click.option("--meta", type=click.Path(dir_okay=False), default=None,
               help="Also write the labels as a learn-to-cluster .meta file.")
 @click.option("--bin", "bin_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the features as a learn-to-cluster .bin file.")
 @corrections_option
 @common_options
-def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_size, meta,
-               bin_out, corrections_path, quiet):
+def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_size, oversized,
+               meta, bin_out, corrections_path, quiet):
     rep = Reporter(quiet, prog="cf-merge")
     max_size = _max_size(max_size)
     out = Path(out)
@@ -145,10 +153,16 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
                             other_path=fu.path)
     fl = _labelled(fl_spec, labelled_labels, fu, pred, rep)
 
-    pred, outcome = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
+    pred, outcome, answered = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
+    trimmed = 0
+    if oversized == "trim" and max_size:
+        limit = largest_identity(fl.labels) if max_size == "auto" else max_size
+        cut = trim_oversized(pred, fu.features, limit, exempt=answered)
+        trimmed, pred = int(((pred >= 0) & (cut < 0)).sum()), cut
     chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size,
                            names=outcome.attrs.get("cluster_names"),
                            labelled_names=_names(fl))
+    chosen.counts["dropped_unassigned"] -= trimmed  # the trimmed are counted apart
     keep_l, keep_u, labels = chosen.labelled_rows, chosen.unlabelled_rows, chosen.labels
     feats = np.concatenate([fl.features[keep_l], fu.features[keep_u]])
     source = np.r_[np.zeros(keep_l.size, np.int8), np.ones(keep_u.size, np.int8)]
@@ -156,7 +170,8 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     names = None
     if fl.names is not None or fu.names is not None:
         names = fl.names_of(keep_l) + fu.names_of(keep_u)
-    attrs = {**chosen.counts, "clusters_id": cl_attrs.get("cftools_id", "")}
+    attrs = {**chosen.counts, "oversized": oversized, "trimmed": trimmed,
+             "clusters_id": cl_attrs.get("cftools_id", "")}
     if "corrections" in outcome.attrs:
         attrs["corrections"] = outcome.attrs["corrections"]
     if chosen.label_names:
@@ -182,7 +197,9 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
              f"{chosen.offset}); dropped {c['dropped_unassigned']} unassigned and "
              f"{c['dropped_small']} in clusters of fewer than {min_size}"
              + (f", {c['dropped_large']} in clusters of more than {chosen.max_size}"
-                if chosen.max_size else ""))
+                if chosen.max_size else "")
+             + (f"; {trimmed} trimmed from clusters of more than {chosen.max_size}"
+                if oversized == "trim" and chosen.max_size else ""))
     rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
              (f", {bin_out}" if bin_out else ""))
 

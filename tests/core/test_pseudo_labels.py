@@ -1,0 +1,36 @@
+"""Pseudo-labels for the next round: trimming clusters larger than any real identity."""
+
+import numpy as np
+
+from cftools.core.pseudo_labels import trim_oversized
+
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_an_oversized_cluster_keeps_the_members_nearest_its_mean():
+    rng = np.random.default_rng(0)
+    core = _unit([1, 0, 0] + 0.05 * rng.standard_normal((6, 3)))  # one identity
+    strays = _unit([[0.3, 1, 0], [0.3, 0, 1]])  # joined to it, far from its centre
+    small = _unit([[0, 1, 1], [0, 1, 0.9]])
+    features = np.vstack([core, strays, small])
+    pred = np.r_[np.zeros(8, np.int64), [1, 1]]
+    pred[2] = -1  # an unassigned point stays unassigned
+    out = trim_oversized(pred, features, max_size=5)
+    assert out[2] == -1 and (out[[6, 7]] == -1).all()  # the strays go
+    assert (out[[0, 1, 3, 4, 5]] == 0).all()  # the identity's 5 stay
+    assert (out[[8, 9]] == 1).all()  # a cluster within the size is untouched
+    assert (pred[[6, 7]] == 0).all()  # the input is not changed
+    # a cluster holding a point a person's answers name is left whole
+    assert np.array_equal(trim_oversized(pred, features, 5, exempt=np.array([7])), pred)
+    # scaled rows give the same cut: the members are compared by cosine
+    assert np.array_equal(trim_oversized(pred, features * np.arange(1, 11)[:, None], 5), out)
+
+
+def test_nothing_to_trim_without_a_limit_or_a_cluster():
+    pred = np.array([0, 0, 0, -1])
+    features = _unit(np.eye(4)[:, :3] + 0.1)
+    assert np.array_equal(trim_oversized(pred, features, 0), pred)
+    assert np.array_equal(trim_oversized(np.full(4, -1), features, 2), np.full(4, -1))
