@@ -69,6 +69,16 @@ def _honoured(pred, corrections_path, clusters, cl_ref, fu, rep):
             answers.constraints.constrained_rows())
 
 
+def _trimmed(pred, oversized: str, max_size, labelled, features, answered):
+    """(the clusters, points trimmed): with --oversized trim, clusters over the size limit
+    cut to their members nearest their mean (core.pseudo_labels.trim_oversized)."""
+    if oversized != "trim" or not max_size:
+        return pred, 0
+    limit = largest_identity(labelled) if max_size == "auto" else max_size
+    cut = trim_oversized(pred, features, limit, exempt=answered)
+    return cut, int(((pred >= 0) & (cut < 0)).sum())
+
+
 def _names(fl) -> dict | None:
     """The labelled set's {label: name}, when it has one."""
     if fl.artifact is None:
@@ -154,11 +164,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     fl = _labelled(fl_spec, labelled_labels, fu, pred, rep)
 
     pred, outcome, answered = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
-    trimmed = 0
-    if oversized == "trim" and max_size:
-        limit = largest_identity(fl.labels) if max_size == "auto" else max_size
-        cut = trim_oversized(pred, fu.features, limit, exempt=answered)
-        trimmed, pred = int(((pred >= 0) & (cut < 0)).sum()), cut
+    pred, trimmed = _trimmed(pred, oversized, max_size, fl.labels, fu.features, answered)
     chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size,
                            names=outcome.attrs.get("cluster_names"),
                            labelled_names=_names(fl))
