@@ -271,13 +271,18 @@ def test_next_round_labels(rounds, tmp_path):
     np.testing.assert_array_equal(raw, nxt.features)
 
 
-def test_next_round_labels_max_size(rounds, tmp_path):
-    d = rounds["dir"]
+def _components_of_u(rounds, tmp_path):
+    """(the clusters file, its labels, its cluster sizes) of D_U's links by components."""
     clusters = tmp_path / "c.h5"
-    run_cmd("merge", d / "links_u.h5", "-o", clusters, "--method", "components",
+    run_cmd("merge", rounds["dir"] / "links_u.h5", "-o", clusters, "--method", "components",
             "--threshold", 0.6, "-q", check=True)
     pred, _ = read_clusters(clusters)
-    sizes = np.bincount(pred[pred >= 0])
+    return clusters, pred, np.bincount(pred[pred >= 0])
+
+
+def test_next_round_labels_max_size(rounds, tmp_path):
+    d = rounds["dir"]
+    clusters, pred, sizes = _components_of_u(rounds, tmp_path)
     largest_l = int(np.bincount(np.unique(rounds["yl"], return_inverse=True)[1]).max())
     for arg, cap in (("auto", largest_l), ("3", 3), ("none", None)):
         out = tmp_path / f"next-{arg}.h5"
@@ -305,11 +310,7 @@ def test_next_round_labels_trim_oversized_clusters(rounds, tmp_path):
     """--oversized trim: a cluster over --max-size keeps its --max-size members nearest its
     mean direction instead of being dropped; the others are kept as with drop."""
     d = rounds["dir"]
-    clusters = tmp_path / "c.h5"
-    run_cmd("merge", d / "links_u.h5", "-o", clusters, "--method", "components",
-            "--threshold", 0.6, "-q", check=True)
-    pred, _ = read_clusters(clusters)
-    sizes = np.bincount(pred[pred >= 0])
+    clusters, pred, sizes = _components_of_u(rounds, tmp_path)
     assert (sizes > 3).any()  # something to trim
     out = tmp_path / "next.h5"
     proc = run_cmd("merge", "labels", clusters, "--unlabelled-features", d / "fu.h5",
