@@ -45,8 +45,12 @@ def trim_oversized(pred: np.ndarray, features: np.ndarray, max_size: int,
     spared = np.zeros(sizes.size, dtype=bool)
     if exempt is not None and exempt.size:
         spared[pred[exempt][pred[exempt] >= 0]] = True
-    for cluster in np.flatnonzero((sizes > max_size) & ~spared):
-        members = np.flatnonzero(pred == cluster)
+    big = np.flatnonzero((sizes > max_size) & ~spared)
+    if not big.size:
+        return pred
+    rows = np.flatnonzero(assigned)[np.isin(pred[assigned], big)]
+    rows = rows[np.argsort(pred[rows], kind="stable")]  # by cluster, rows in order within
+    for members in np.split(rows, np.cumsum(sizes[big])[:-1]):
         x = np.asarray(features[members], dtype=np.float64)
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         closeness = x @ x.mean(axis=0)
@@ -60,19 +64,28 @@ def trim_oversized(pred: np.ndarray, features: np.ndarray, max_size: int,
 
 def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
                   max_size: int | str, names: dict[str, str] | None = None,
-                  labelled_names: dict[str, str] | None = None) -> PseudoLabels:
+                  labelled_names: dict[str, str] | None = None,
+                  trim: np.ndarray | None = None,
+                  exempt: np.ndarray | None = None) -> PseudoLabels:
     """The retraining rows and labels from cluster labels ``pred`` of D_U (-1 unassigned)
     and D_L's labels (-1 unknown). ``max_size``: a number (0: no limit) or "auto", the
     largest identity of D_L (a cluster bigger than any real identity is most likely
     several merged). ``names``: {cluster id: name} a person gave; a named cluster whose
     name is one of D_L's identities (``labelled_names``: {label: name}) takes that label,
-    the others keep their pseudo-identity under the name (``label_names`` of the result)."""
+    the others keep their pseudo-identity under the name (``label_names`` of the result).
+    ``trim``: the features of D_U; a cluster over ``max_size`` is then cut to its members
+    nearest its mean (trim_oversized, ``exempt`` as there) instead of dropped whole."""
     keep_l = np.flatnonzero(labelled >= 0)
+    unassigned = int((pred < 0).sum())
+    if max_size == "auto":
+        max_size = largest_identity(labelled)
+    trimmed = 0
+    if trim is not None and max_size:
+        cut = trim_oversized(pred, trim, int(max_size), exempt=exempt)
+        trimmed, pred = int((cut < 0).sum()) - unassigned, cut
     assigned = pred >= 0
     sizes = np.bincount(pred[assigned]) if assigned.any() else np.zeros(0, np.int64)
     big = assigned.copy()
-    if max_size == "auto":
-        max_size = largest_identity(labelled)
     big[assigned] = sizes[pred[assigned]] >= min_size
     if max_size:
         big[assigned] &= sizes[pred[assigned]] <= max_size
@@ -86,9 +99,10 @@ def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
         "n_labelled_ids": int(np.unique(labelled[keep_l]).size),
         "n_pseudo_ids": int(pseudo.max() - offset + 1) if pseudo.size else 0,
         "pseudo_label_offset": offset, "min_size": int(min_size),
-        "max_size": int(max_size or 0), "dropped_unassigned": int((~assigned).sum()),
+        "max_size": int(max_size or 0), "dropped_unassigned": unassigned,
         "dropped_small": dropped_small,
         "dropped_large": int(assigned.sum() - keep_u.size - dropped_small),
+        "trimmed": trimmed,
         "dropped_unlabelled_rows_of_labelled_set": int(labelled.size - keep_l.size),
     }
     label_names = None

@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from ...cli import CONTEXT_SETTINGS, Count, Reporter, common_options
-from ...core.pseudo_labels import largest_identity, pseudo_labels, trim_oversized
+from ...core.pseudo_labels import pseudo_labels
 from ...errors import CfError
 from ...formats.artifacts import require_same_source
 from ...formats.clusters import read_clusters
@@ -67,16 +67,6 @@ def _honoured(pred, corrections_path, clusters, cl_ref, fu, rep):
              f"merged into others, {len(enforced.splits)} split")
     return (enforced.labels, record(answers, enforced, enforced.labels, Outcome()),
             answers.constraints.constrained_rows())
-
-
-def _trimmed(pred, oversized: str, max_size, labelled, features, answered):
-    """(the clusters, points trimmed): with --oversized trim, clusters over the size limit
-    cut to their members nearest their mean (core.pseudo_labels.trim_oversized)."""
-    if oversized != "trim" or not max_size:
-        return pred, 0
-    limit = largest_identity(labelled) if max_size == "auto" else max_size
-    cut = trim_oversized(pred, features, limit, exempt=answered)
-    return cut, int(((pred >= 0) & (cut < 0)).sum())
 
 
 def _names(fl) -> dict | None:
@@ -164,11 +154,10 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     fl = _labelled(fl_spec, labelled_labels, fu, pred, rep)
 
     pred, outcome, answered = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
-    pred, trimmed = _trimmed(pred, oversized, max_size, fl.labels, fu.features, answered)
     chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size,
                            names=outcome.attrs.get("cluster_names"),
-                           labelled_names=_names(fl))
-    chosen.counts["dropped_unassigned"] -= trimmed  # the trimmed are counted apart
+                           labelled_names=_names(fl),
+                           trim=fu.features if oversized == "trim" else None, exempt=answered)
     keep_l, keep_u, labels = chosen.labelled_rows, chosen.unlabelled_rows, chosen.labels
     feats = np.concatenate([fl.features[keep_l], fu.features[keep_u]])
     source = np.r_[np.zeros(keep_l.size, np.int8), np.ones(keep_u.size, np.int8)]
@@ -176,7 +165,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     names = None
     if fl.names is not None or fu.names is not None:
         names = fl.names_of(keep_l) + fu.names_of(keep_u)
-    attrs = {**chosen.counts, "oversized": oversized, "trimmed": trimmed,
+    attrs = {**chosen.counts, "oversized": oversized,
              "clusters_id": cl_attrs.get("cftools_id", "")}
     if "corrections" in outcome.attrs:
         attrs["corrections"] = outcome.attrs["corrections"]
@@ -204,7 +193,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
              f"{c['dropped_small']} in clusters of fewer than {min_size}"
              + (f", {c['dropped_large']} in clusters of more than {chosen.max_size}"
                 if chosen.max_size else "")
-             + (f"; {trimmed} trimmed from clusters of more than {chosen.max_size}"
+             + (f"; {c['trimmed']} trimmed from clusters of more than {chosen.max_size}"
                 if oversized == "trim" and chosen.max_size else ""))
     rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
              (f", {bin_out}" if bin_out else ""))
