@@ -22,13 +22,11 @@ from ..cli import (
     device_option,
     seed_option,
 )
-from ..core.calibration.guard import GUARD_DECODER, GUARD_MIN_IDENTITIES, guard
-from ..core.calibration.jury import Contender, HeldOut, decode_contender
-from ..core.calibration.length import choose_model_length, model_lengths
-from ..core.calibration.thresholds import COSINE_MODES, calibration_rows, decoder_thresholds
-from ..core.clusformer.calibrate import choose_data_length, crowded_contenders
-from ..core.clusformer.gate import recorded_gate
+from ..core.calibration.guard import GUARD_DECODER
+from ..core.calibration.length import model_lengths
+from ..core.clusformer.calibrate import choose_data_length
 from ..core.clusformer.grammar import make_targets
+from ..core.clusformer.judge import judge
 from ..core.clusformer.model import ENCODINGS, PRESETS, make_config, save_model
 from ..core.clusformer.sequences import (
     EPOCH_BUDGET,
@@ -37,7 +35,7 @@ from ..core.clusformer.sequences import (
     split_rows,
     truncated,
 )
-from ..core.clusformer.training import TrainConfig, TrainResult, train
+from ..core.clusformer.training import TrainConfig, train
 from ..core.decoding.decoders import DECODERS
 from ..core.runtime.device import torch_device
 from ..core.runtime.distributed import init_distributed, leave_process_group
@@ -103,6 +101,15 @@ hundreds), where a model trained naively loses to raw cosine:
   (bench/studies/guard-density); the round passes D_U this way by default. It searches
   and links the held-out identities' neighbourhood among both sets (exact kNN; the model
   reads the rows its gate reads, as cf-link does).
+
+PSEUDO-LABELS: the clusters cf-merge writes are cut where F is best, and a backbone
+retrained on them learns their strays as their identity. With --pseudo-threshold the
+guard's links of the winner (the held-out identities among the distractors) are decoded by
+Infomap at its calibrated threshold and at every multiple of 0.02 above it up to 0.98,
+and the threshold with the best F_0.5 of the held-out pairs (precision weighed twice) is
+stored under the thresholds key pseudo_infomap, with what the jury measured there in the
+training summary (pseudo_labels); the pairwise precision measured this way followed
+D_U's on omniglot-bg (bench/studies/pseudo-labels).
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,
@@ -197,6 +204,10 @@ training summary as JSON attributes; loading it never runs code.
                    "points counting as another identity. Assumes they share no identity "
                    "with the labelled set. Costs an exact kNN of the held-out identities' "
                    "neighbourhood among both sets and the model's links of it.")
+@click.option("--pseudo-threshold", is_flag=True, default=False,
+              help="Also choose the stricter threshold the next round's pseudo-labels are "
+                   "cut at (needs --distractors; see PSEUDO-LABELS); cf-merge --pseudo uses "
+                   "it. A few Infomap runs over the guard's rows.")
 @click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
 @batch_size_option(128)
 @device_option
@@ -206,7 +217,7 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
          ffn, dropout, encoding, token_features, center, length, model_lengths, epochs, lr,
          weight_decay, schedule, warmup, val_fraction, calibration_points, decoders, identity_cap,
          epoch_budget, patience, checkpoint, resume, bf16, corrections, distractors,
-         stop_after_epoch, batch_size, device, seed, quiet):
+         pseudo_threshold, stop_after_epoch, batch_size, device, seed, quiet):
     import torch
 
     if length != "auto":
@@ -215,6 +226,9 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         except ValueError:
             raise click.BadParameter(f"must be 'auto' or a whole number, got {length!r}",
                                      param_hint="'-L' / '--length'") from None
+    if pseudo_threshold and distractors is None:
+        raise click.UsageError("--pseudo-threshold needs --distractors: precision is measured "
+                               "among the unlabelled points")
     dist = init_distributed(device)
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
@@ -258,7 +272,8 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
                          resume, sequences, rep, cosine_length=int(cosine_sel["length"]))
     if results is None:  # another rank, or stopped by --stop-after-epoch
         return
-    result = _judge(results, data, feats.features, cosine_sel, tcfg, log, crowd)
+    result = judge(results, data, feats.features, cosine_sel, tcfg, log, crowd,
+                   pseudo=pseudo_threshold)
     result.summary["seconds"] = round(time.perf_counter() - t0, 1)
     result.summary["preset"] = preset
     save_model(out, result.model, thresholds=result.thresholds, training=result.summary,
@@ -272,7 +287,7 @@ def _train_all(lengths, data, feats, preset, overrides, tcfg, dev, dist, checkpo
                sequences, rep, cosine_length: int) -> dict | None:
     """{length: train()'s result} of a model trained at each length in turn (None on
     ranks other than 0, and when stopped early by --stop-after-epoch); cosine links'
-    thresholds are calibrated with the model of ``cosine_length`` alone (_judge
+    thresholds are calibrated with the model of ``cosine_length`` alone (judge
     calibrates them where no model has that length)."""
     results = {}
     try:
@@ -367,83 +382,6 @@ def _lengths(length, wanted: list[int], data: SequenceData, features, tcfg: Trai
         + (" and judged on held-out identities" if len(lengths) > 1 else "")
         + f" (cosine links: L {cosine_sel['length']})")
     return cosine_sel, lengths
-
-
-def _judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: TrainConfig,
-           log, crowd: np.ndarray | None = None) -> TrainResult:
-    """The model of the length the jury prefers, with the guard's verdict against cosine
-    links at cosine's own length and the cosine thresholds at that length; ``crowd``: the
-    --distractors features, among which the guard judges (calibrate.crowded_contenders)."""
-    import torch
-
-    from ..core.clusformer.inference import cosine_to_centre, predict
-
-    centre_labels = data.labels[data.order[:, 0]]
-    _, val_rows, held_ids = split_rows(data, tcfg.val_fraction, tcfg.seed)
-    rows = np.union1d(calibration_rows(centre_labels, tcfg.calibration_points, tcfg.seed),
-                      val_rows)
-    order, mask = data.order[rows], data.mask[rows]
-    features_t = torch.from_numpy(features)
-    n_cos = int(cosine_sel["length"])
-    cos = cosine_to_centre(features_t, order[:, :n_cos], mask[:, :n_cos])
-    cos_t = (results[n_cos].summary.get("cosine_thresholds") if n_cos in results else None) or \
-        decoder_thresholds(order[:, :n_cos], mask[:, :n_cos], {"cosine": (cos, COSINE_MODES)},
-                           data.labels, seed=tcfg.seed, log=log, decoders=tcfg.decoders)["cosine"]
-    if held_ids.size == 0:  # nothing to judge with: the one model trained, no guard
-        chosen = next(iter(results))
-        result = results[chosen]
-        result.summary["cosine_thresholds"] = cos_t
-        result.summary["length_selection"] = {"length": chosen, "cosine": cosine_sel}
-        return result
-    contenders, preds, scores = {}, {}, {}
-    jury = HeldOut(centre_labels[rows], held_ids)
-    for n, res in results.items():
-        linked = res.calibration_probs  # the same rows, linked by calibration already
-        probs = linked[1] if linked is not None and np.array_equal(linked[0], rows) else \
-            predict(res.model, features_t, order[:, :n], mask[:, :n])
-        contenders[n] = Contender("model", order[:, :n], mask[:, :n], probs, res.thresholds)
-        preds[n] = decode_contender(contenders[n], data.labels.shape[0], tcfg.seed)
-        scores[n] = jury.scores(preds[n])
-    chosen = choose_model_length(scores, log) if len(results) > 1 else next(iter(results))
-    if crowd is None:
-        verdict = guard(contenders[chosen],
-                        Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos, cos_t),
-                        data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
-    else:
-        from ..core.runtime.precision import autocast_dtype
-
-        model = results[chosen].model
-        log(f"guard: linking the held-out identities' neighbourhood among the "
-            f"{features.shape[0]} labelled and {crowd.shape[0]} distractor points, searched "
-            "together (exact kNN)")
-        m, c, labels = crowded_contenders(
-            model, features, data.labels, crowd, held_ids, (results[chosen].thresholds, cos_t),
-            (chosen, n_cos), amp=autocast_dtype(next(model.parameters()).device, tcfg.bf16),
-            gate=recorded_gate(results[chosen].summary, GUARD_DECODER))
-        verdict = guard(m, c, labels, held_ids, seed=tcfg.seed,
-                        distractors=int((m.order[:, 0] >= features.shape[0]).sum()))
-    few = (f" (fewer than {GUARD_MIN_IDENTITIES} identities: too few to trust the model)"
-           if verdict.identities < GUARD_MIN_IDENTITIES else "")
-    among = (f"all {verdict.points} labelled rows" if crowd is None else
-             f"{verdict.points - verdict.distractors} labelled and {verdict.distractors} "
-             "distractor rows")
-    log("guard: {ids} held-out identities among {among} ({decoder}): "
-        "model links (L {ml}) F_P {mp:.4f} F_B {mb:.4f}, cosine links (L {cl}) F_P {cp:.4f} "
-        "F_B {cb:.4f}; the model leads on {ahead:.0%} of {n} random halves of these "
-        "identities: {w} wins{few}".format(ids=verdict.identities, few=few,
-                                           among=among, decoder=verdict.decoder,
-                          ml=verdict.model_length, mp=verdict.model["pairwise_f"],
-                          mb=verdict.model["bcubed_f"], cl=verdict.cosine_length,
-                          cp=verdict.cosine["pairwise_f"], cb=verdict.cosine["bcubed_f"],
-                          ahead=verdict.model_ahead, n=verdict.resamples, w=verdict.winner))
-    result = results[chosen]
-    result.summary.update({
-        "guard": verdict.as_dict(), "cosine_thresholds": cos_t,
-        "length_selection": {"length": chosen, "candidates": sorted(results),
-                             "jury": {str(n): s for n, s in scores.items()},
-                             "seconds": {str(n): r.summary["seconds"] for n, r in results.items()},
-                             "cosine": cosine_sel}})
-    return result
 
 
 if __name__ == "__main__":

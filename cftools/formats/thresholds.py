@@ -7,7 +7,9 @@ A thresholds dict (JSON in a model's and a links file's ``thresholds`` attribute
   ``intimacy_ratio`` and ``peaks_tolerance`` (the decoders' second parameters);
 - the same under directed link weights, prefixed: ``directed_<name>``;
 - ``link_mode_<decoder>``: the link mode calibration found better for that decoder;
-- ``attach``: the least link weight the attach singleton policy joins by (optional).
+- ``attach``: the least link weight the attach singleton policy joins by (optional);
+- ``pseudo_<decoder>``: the stricter threshold the next round's pseudo-labels are cut at
+  (cf-train --pseudo-threshold; cf-merge --pseudo), in the decoder's calibrated link mode.
 
 This module is the one place that builds or reads these keys.
 """
@@ -23,6 +25,11 @@ def threshold_key(name: str, mode: str = "reciprocal") -> str:
     """Key of a calibrated value: reciprocal values under their plain name ("infomap",
     "intimacy_ratio"), directed ones prefixed ("directed_infomap")."""
     return name if mode == "reciprocal" else f"{mode}_{name}"
+
+
+def pseudo_key(decoder: str) -> str:
+    """Key of the threshold the next round's pseudo-labels are cut at."""
+    return f"pseudo_{decoder}"
 
 
 def link_mode_key(decoder: str) -> str:

@@ -126,6 +126,37 @@ def test_decoders_training_did_not_calibrate_get_no_threshold(rounds, tmp_path):
     assert not (tmp_path / "p.h5").exists()
 
 
+def test_pseudo_cuts_at_the_pseudo_label_threshold_the_links_carry(rounds, tmp_path):
+    """--pseudo: Infomap at the links' pseudo_infomap threshold, in the link mode it was
+    chosen in (the same clusters as --threshold there); refused in one line where the
+    links carry none, beside --threshold, or under another link mode."""
+    links, bare = tmp_path / "l.h5", tmp_path / "bare.h5"
+    stored = {"infomap": 0.7, "directed_infomap": 0.72, "link_mode_infomap": "directed",
+              "pseudo_infomap": 0.86}
+    write_links(links, rounds["iu"], rounds["su"], rounds["fid_u"], method="model",
+                thresholds=stored)
+    run_cmd("merge", links, "-o", tmp_path / "p.h5", "--method", "infomap", "--pseudo", "-q",
+            check=True)
+    labels, attrs = read_clusters(tmp_path / "p.h5")
+    assert attrs["threshold"] == pytest.approx(0.86) and attrs["link_mode"] == "directed"
+    assert "pseudo_infomap" in attrs["threshold_source"], attrs["threshold_source"]
+    run_cmd("merge", links, "-o", tmp_path / "t.h5", "--method", "infomap", "--threshold", 0.86,
+            "--directed", "-q", check=True)
+    assert np.array_equal(labels, read_clusters(tmp_path / "t.h5")[0])
+    run_cmd("merge", links, "-o", tmp_path / "c.h5", "--method", "infomap", "-q", check=True)
+    assert np.unique(read_clusters(tmp_path / "c.h5")[0]).size < np.unique(labels).size
+    write_links(bare, rounds["iu"], rounds["su"], rounds["fid_u"], method="model",
+                thresholds={k: v for k, v in stored.items() if k != "pseudo_infomap"})
+    line = one_line_error(run_cmd("merge", bare, "-o", tmp_path / "n.h5", "--method",
+                                  "infomap", "--pseudo"))
+    assert "bare.h5" in line and "pseudo_infomap" in line and "--pseudo-threshold" in line
+    for extra in (["--threshold", "0.8"], ["--reciprocal"]):
+        r = run_cmd("merge", links, "-o", tmp_path / "u.h5", "--method", "infomap", "--pseudo",
+                    *extra)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not any((tmp_path / n).exists() for n in ("n.h5", "u.h5"))
+
+
 def test_thresholds_from_the_links_file(rounds, tmp_path):
     links = tmp_path / "l.h5"
     write_links(links, rounds["iu"], rounds["su"], rounds["fid_u"], method="model",

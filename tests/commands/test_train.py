@@ -124,13 +124,13 @@ def test_resume_gives_the_same_weights(tiny):
 
 @pytest.fixture(scope="module")
 def crowded(tiny):
-    """A model of ``tiny`` trained with --distractors and --decoders peaks (one training
-    for the two tests that read it)."""
+    """A model of ``tiny`` trained with --distractors, --decoders peaks and
+    --pseudo-threshold (one training for the tests that read it)."""
     f, _ = make_demo_features(300, 16, seed=9)
     write_features(tiny / "D.h5", f)
     _cmd("cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
          "--epochs", "2", *TINY, "-o", str(tiny / "crowded.h5"), "--distractors",
-         str(tiny / "D.h5"), "--decoders", "peaks")
+         str(tiny / "D.h5"), "--decoders", "peaks", "--pseudo-threshold")
     with open_artifact(tiny / "crowded.h5", "model") as m:
         return m.json_attr("thresholds"), m.json_attr("training")
 
@@ -154,8 +154,37 @@ def test_the_guard_judges_among_the_distractors_given(tiny, crowded):
     assert "narrow.h5" in r.stderr and "8-dimensional" in r.stderr, r.stderr
     assert not (tiny / "refused.h5").exists()
     r = _cmd(*args, "-o", str(tiny / "unjudged.h5"), "--distractors", str(tiny / "D.h5"),
-             "--val-fraction", "0")
+             "--val-fraction", "0", "--pseudo-threshold")
     assert "--distractors unused" in r.stderr, r.stderr
+    # nothing held out to measure precision on: the pseudo-labels keep the calibrated cut
+    with open_artifact(tiny / "unjudged.h5", "model") as m:
+        t, summary = m.json_attr("thresholds"), m.json_attr("training")["pseudo_labels"]
+    mode = t["link_mode_infomap"]
+    assert t["pseudo_infomap"] == t["infomap" if mode == "reciprocal" else f"{mode}_infomap"]
+    assert summary["precision"] is None and summary["threshold"] == summary["calibrated"]
+
+
+@pytest.mark.slow
+def test_the_pseudo_label_threshold_is_chosen_on_the_crowded_jury(tiny, crowded):
+    """--pseudo-threshold: the winner's links carry pseudo_infomap, at or above their
+    calibrated Infomap threshold, and the training summary what the jury measured there;
+    without --distractors it is a usage error, before any training."""
+    thresholds, training = crowded
+    found = training["pseudo_labels"]
+    stored = thresholds if training["guard"]["winner"] == "model" \
+        else training["cosine_thresholds"]
+    mode = stored["link_mode_infomap"]
+    calibrated = stored["infomap" if mode == "reciprocal" else f"{mode}_infomap"]
+    assert stored["pseudo_infomap"] == found["threshold"] >= calibrated == found["calibrated"]
+    assert found["mode"] == mode and found["decoder"] == "infomap"
+    assert 0 <= found["precision_at_calibrated"] <= 1 and 0 <= found["precision"] <= 1
+    other = training["cosine_thresholds"] if stored is thresholds else thresholds
+    assert "pseudo_infomap" not in other
+    r = subprocess.run([sys.executable, "-m", "cftools.commands.train", str(tiny / "seqT.h5"),
+                        "--features", str(tiny / "T.h5"), *TINY, "-o", str(tiny / "np.h5"),
+                        "--pseudo-threshold"], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "--distractors" in r.stderr, r.stderr
+    assert not (tiny / "np.h5").exists()
 
 
 @pytest.mark.slow
@@ -230,8 +259,8 @@ def _judged(monkeypatch, good_length: int, cosine_length: int):
     """cf-train's jury and guard over two trained lengths (21, 31), the model at
     ``good_length`` linking perfectly and the other guessing, with cosine's own length
     choice ``cosine_length``: the model's training summary."""
-    from cftools.commands import train as train_cmd
     from cftools.core.clusformer import inference
+    from cftools.core.clusformer.judge import judge
     from cftools.core.clusformer.sequences import SequenceData
     from cftools.core.clusformer.training import TrainConfig, TrainResult
     from cftools.core.neighbours.index import knn
@@ -254,8 +283,7 @@ def _judged(monkeypatch, good_length: int, cosine_length: int):
     t = {"infomap": 0.5, "link_mode_infomap": "directed", "directed_infomap": 0.5}
     results = {n: TrainResult("good" if n == good_length else "guess", dict(t), {"seconds": 1.0})
                for n in (21, 31)}
-    result = train_cmd._judge(results, data, f, {"length": cosine_length}, TrainConfig(),
-                              lambda m: None)
+    result = judge(results, data, f, {"length": cosine_length}, TrainConfig(), lambda m: None)
     assert result is results[good_length]
     return result.summary
 

@@ -25,8 +25,10 @@ from ...formats.inputs import check_distinct_inputs
 from ...formats.links import read_links
 from ...formats.thresholds import (
     LINK_MODES,
+    calibrated_mode,
     calibrated_value,
     link_mode_key,
+    pseudo_key,
     resolve_threshold,
     resolved_key,
     threshold_key,
@@ -80,17 +82,17 @@ threshold: the one that calibrated better (cf-train records it per decoder in th
 thresholds as link_mode_DECODER; --calibrate tries both); with neither, directed for
 cosine links and reciprocal for model links.
 
-The threshold comes from, in this order: --threshold; --calibrate LABELLED_LINKS with
---calibrate-truth LABELS (the threshold maximising the mean of pairwise F, each identity
-weighed as if it had at most 30 points so that no giant identity decides, and BCubed F on
-that labelled set, e.g. the links of D_L made the same way, weighted the same way); the
-'thresholds' the links file carries (set by cf-train's calibration on its labelled set:
-key = decoder, or directed_DECODER under --directed; else "link", only where cf-train
-calibrated no decoder: one trained with --decoders carries the decoders it named and
-Infomap alone). Without any of them the command stops: thresholds are never chosen on the
-set being clustered.
-Model links from a model that lost cf-train's guard (see cf-train(1)) are clustered, with
-a warning on stderr.
+The threshold comes from, in this order: --threshold; --pseudo (the stricter threshold
+cf-train --pseudo-threshold chose for the next round's pseudo-labels, key pseudo_METHOD);
+--calibrate LABELLED_LINKS with --calibrate-truth LABELS (the threshold maximising the
+mean of pairwise F, each identity weighed as if it had at most 30 points so that no giant
+identity decides, and BCubed F on that labelled set, e.g. the links of D_L made the same
+way, weighted the same way); the 'thresholds' the links file carries (set by cf-train's
+calibration on its labelled set: key = decoder, or directed_DECODER under --directed;
+else "link", only where cf-train calibrated no decoder: one trained with --decoders
+carries the decoders it named and Infomap alone). Without any of them the command stops:
+thresholds are never chosen on the set being clustered. Model links from a model that
+lost cf-train's guard (see cf-train(1)) are clustered, with a warning on stderr.
 --intimacy-ratio and --peaks-tolerance come from the same places (else 0.5 and 0).
 
 \b
@@ -127,6 +129,10 @@ it clusters are numbered 0..C-1 in order of their smallest member.
               help="Keep links with p >= this [default: calibrated, see above].")
 @click.option("--calibrate", "calibrate", default=None, type=click.Path(dir_okay=False),
               help="Labelled links file to choose the threshold on (never the set to cluster).")
+@click.option("--pseudo", is_flag=True, default=False,
+              help="Cut at the stricter threshold cf-train --pseudo-threshold chose for the "
+                   "next round's pseudo-labels (the links' thresholds key pseudo_METHOD), in "
+                   "the link mode it was chosen in.")
 @click.option("--calibrate-truth", default=None,
               help="Labels of --calibrate's points (.npy, .meta, features/clusters .h5, f.h5:/path).")
 @click.option("--reciprocal/--directed", "reciprocal", default=None,
@@ -153,14 +159,14 @@ it clusters are numbered 0..C-1 in order of their smallest member.
               help="A clustering of these points whose cluster ids to keep (see above).")
 @seed_option
 @common_options
-def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, reciprocal, max_size,
-               size_step, intimacy_ratio, peaks_tolerance, singletons, attach_threshold,
-               corrections_path, previous_path, seed, quiet):
+def decode_cmd(links, out, method, threshold, calibrate, pseudo, calibrate_truth, reciprocal,
+               max_size, size_step, intimacy_ratio, peaks_tolerance, singletons,
+               attach_threshold, corrections_path, previous_path, seed, quiet):
     rep = Reporter(quiet, prog="cf-merge")
     out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise CfError("output must be a clusters file ending in .h5/.hdf5", out)
-    _check_calibration_usage(links, calibrate, calibrate_truth, threshold)
+    _check_calibration_usage(links, calibrate, calibrate_truth, threshold, pseudo)
     check_output_path(out, [links, calibrate, calibrate_truth, corrections_path, previous_path])
     if max_size and method != "components":
         rep.warn(f"--max-size applies to --method components only; ignored by {method}")
@@ -188,9 +194,10 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
                                "probability to attach a singleton by): the links file "
                                "carries none", links)
 
-    threshold, source, extra, c_art, mode = _threshold(threshold, calibrate, calibrate_truth,
-                                                       method, mode, stored, art, link_method,
-                                                       links, seed, rep)
+    threshold, source, extra, c_art, mode = _threshold(
+        pseudo_threshold(method, stored, mode, links) if pseudo else threshold, calibrate,
+        calibrate_truth, method, mode, stored, art, link_method, links, seed, rep)
+    source = f"links file thresholds[{pseudo_key(method)!r}] (--pseudo)" if pseudo else source
     setting = DecoderSetting(
         method, float(threshold), mode,
         intimacy_ratio=_second(intimacy_ratio, "intimacy_ratio", extra, stored, mode,
@@ -228,8 +235,12 @@ def decode_cmd(links, out, method, threshold, calibrate, calibrate_truth, recipr
     rep.info(f"cf-merge: wrote {out} in {time.perf_counter() - t0:.1f} s (decode {t_decode:.1f} s)")
 
 
-def _check_calibration_usage(links, calibrate, calibrate_truth, threshold) -> None:
-    """--calibrate and --calibrate-truth go together, apart from --threshold, on D_L."""
+def _check_calibration_usage(links, calibrate, calibrate_truth, threshold, pseudo) -> None:
+    """--calibrate and --calibrate-truth go together, apart from --threshold, on D_L;
+    --pseudo alone."""
+    if pseudo and (calibrate or threshold is not None):
+        raise click.UsageError("--pseudo reads the links' own pseudo-label threshold: give it "
+                               "without --threshold or --calibrate")
     if calibrate and not calibrate_truth:
         raise click.UsageError("--calibrate needs --calibrate-truth LABELS (the identities of "
                                "its points)")
@@ -286,6 +297,21 @@ def _threshold(threshold, calibrate, calibrate_truth, method, mode, stored, art,
                       "--calibrate LABELLED_LINKS --calibrate-truth LABELS", links)
     return threshold, f"links file thresholds[{resolved_key(method, stored, mode)!r}]", {}, \
         None, mode
+
+
+def pseudo_threshold(method, stored, mode, links) -> float:
+    """The pseudo-labels' threshold of ``method`` the links carry (cf-train
+    --pseudo-threshold), refused in another link mode than it was chosen in."""
+    value = (stored or {}).get(pseudo_key(method))
+    if value is None:
+        raise CfError(f"carries no pseudo-label threshold for --method {method} (thresholds key "
+                      f"{pseudo_key(method)!r}: made by cf-train --pseudo-threshold, which "
+                      "chooses it for infomap)", links)
+    chosen = calibrated_mode(stored, method)
+    if chosen is not None and mode != chosen:
+        raise CfUsageError(f"the pseudo-label threshold was chosen under {chosen} links; "
+                           f"--pseudo cannot decode {mode} ones", links)
+    return float(value)
 
 
 def _check_range(link_method, **given) -> None:

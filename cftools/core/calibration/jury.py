@@ -70,6 +70,11 @@ class HeldOut:
         """{"pairwise_f", "bcubed_f"} of the held-out identities ``ids`` (default: all)."""
         return _scores(self, self.counts(pred), self.held_ids if ids is None else ids)
 
+    def pair_precision_recall(self, pred: np.ndarray) -> tuple[float, float]:
+        """Pairwise precision and recall of all the held-out identities: pairs that touch
+        a held-out point."""
+        return _pair_precision_recall(self, self.counts(pred), self.scored(self.held_ids))
+
 
 @dataclass(frozen=True)
 class Decoded:
@@ -82,17 +87,22 @@ class Decoded:
     cell_of: np.ndarray  # (rows,) each row's cell
 
 
+def _pair_precision_recall(h: HeldOut, d: Decoded, id_scored: np.ndarray
+                           ) -> tuple[float, float]:
+    """Pairwise precision and recall of the identities ``id_scored`` (by identity code):
+    true positives within them; predicted pairs touching one of their points (with
+    another of them, or with anything else)."""
+    tp = _pairs(d.cell_n[id_scored[d.cell_id]])
+    scored_in = np.bincount(d.pcode, weights=id_scored[h.tcode], minlength=d.sizes.size)
+    predicted = _pairs(d.sizes) - _pairs(d.sizes - scored_in)
+    true = _pairs(h.id_sizes[id_scored])
+    return (tp / predicted if predicted else 1.0), (tp / true if true else 1.0)
+
+
 def _scores(h: HeldOut, d: Decoded, ids: np.ndarray) -> dict:
     id_scored = h.scored(ids)
     scored = id_scored[h.tcode]
-    # pairs: true positives within scored identities; predicted pairs touching a scored
-    # point (scored with scored, or scored with anything else)
-    tp = _pairs(d.cell_n[id_scored[d.cell_id]])
-    scored_in = np.bincount(d.pcode, weights=scored, minlength=d.sizes.size)
-    predicted = _pairs(d.sizes) - _pairs(d.sizes - scored_in)
-    true = _pairs(h.id_sizes[id_scored])
-    p = tp / predicted if predicted else 1.0
-    r = tp / true if true else 1.0
+    p, r = _pair_precision_recall(h, d, id_scored)
     rows = np.flatnonzero(scored)
     same = d.cell_n[d.cell_of[rows]]
     bp = float(np.mean(same / d.sizes[d.pcode[rows]])) if rows.size else 1.0
