@@ -44,6 +44,10 @@ PSEUDO_MAX_SIZE ?= auto
 # what becomes of those larger clusters: dropped (drop) or trimmed to their PSEUDO_MAX_SIZE
 # members nearest their mean (trim)
 PSEUDO_OVERSIZED ?= drop
+# the threshold the next round's pseudo-labels are cut at (images): calibrated, the
+# clusters' own, or jury, the stricter one cf-train --pseudo-threshold chooses on the
+# guard's crowded jury (needs GUARD_DISTRACTORS=yes; bench/studies/pseudo-labels)
+PSEUDO_THRESHOLD ?= calibrated
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
 # in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood
 # in D_L + D_U and the model's links of it; no: among D_L's points only, cheaper, but the
@@ -156,10 +160,13 @@ $(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	$(CF)/cf-seq $< --features $(R)/unlabelled.h5 -o $@ --for-model $(R)/model.h5 $(QUIET)
 
 CROWD := $(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5)
+# the pseudo-labels come from clusters cut at the jury's stricter threshold (images only:
+# features have no backbone to retrain)
+PSEUDO_JURY := $(and $(filter images,$(MODE)),$(filter jury,$(PSEUDO_THRESHOLD)),$(CROWD))
 $(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5 $(CROWD)
 	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
 	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) --decoders $(DECODER) \
-	  $(if $(CROWD),--distractors $(CROWD)) $(QUIET)
+	  $(if $(CROWD),--distractors $(CROWD)) $(if $(PSEUDO_JURY),--pseudo-threshold) $(QUIET)
 
 $(R)/links.h5: $(R)/seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ --method auto \
@@ -174,8 +181,13 @@ $(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5 $(if $(HAVE_TEST),$(R)/recog
 	$(CF)/cf-eval $< --truth $(R)/unlabelled.h5 --json -q \
 	  $(if $(HAVE_TEST),--attach recognition=$(R)/recognition.json) > $@.tmp && mv $@.tmp $@
 
+# the clusters the pseudo-labels come from: Infomap at the jury's threshold
+$(R)/pseudo_clusters.h5: $(R)/links.h5
+	$(CF)/cf-merge $< -o $@ --method infomap --pseudo $(QUIET)
+
+PSEUDO_CLUSTERS := $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5,$(R)/clusters.h5)
 # D_L + pseudo-labelled D_U: the next round's backbone trains on this
-$(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
+$(R)/retrain.h5: $(PSEUDO_CLUSTERS) $(R)/unlabelled.h5 $(R)/labelled.h5
 	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
 	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) \
 	  --oversized $(PSEUDO_OVERSIZED) -o $@ \
@@ -184,6 +196,7 @@ $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5
 # every file named here, so none counts as an intermediate Make may skip or delete
 ROUND_FILES := $(foreach p,labelled unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
                $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5) \
+               $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5) \
                $(if $(HAVE_TEST),$(R)/test.h5 $(R)/recognition.json)
 
 round: setup $(ROUND_FILES)

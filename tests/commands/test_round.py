@@ -15,6 +15,8 @@ import h5py
 import pytest
 from conftest import REPO
 
+from cftools.formats.artifacts import open_artifact
+
 # whole rounds through make: a couple of minutes in all
 pytestmark = pytest.mark.slow
 
@@ -78,6 +80,9 @@ def test_a_miniature_round(rounds):
                  "seq_unlabelled.h5", "model.h5", "links.h5", "clusters.h5", "retrain.h5",
                  "retrain.meta"):
         assert (r1 / name).is_file(), name
+    with open_artifact(r1 / "clusters.h5", "clusters") as c, \
+            open_artifact(r1 / "retrain.h5", "features") as t:
+        assert t.attrs["clusters_id"] == c.id  # the retraining labels are the round's clusters
     metrics = json.loads((r1 / "eval.json").read_text())
     assert 0.0 <= metrics["pairwise_f"] <= 1.0 and metrics["n_points"] > 0
     # beside the clusters, the backbone's recognition of the demo's held-out identities
@@ -199,6 +204,32 @@ def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
     crowded = train_line(QUIET="-q")
     assert f"--distractors {tmp_path / 'work' / 'round1' / 'unlabelled.h5'}" in crowded
     assert "--distractors" not in train_line(GUARD_DISTRACTORS="no", QUIET="-q")
+
+
+@needs_make
+def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_path):
+    """By default the retraining labels are the round's clusters; PSEUDO_THRESHOLD=jury
+    on images: cf-train chooses the pseudo-label threshold and they come from D_U's links
+    cut there; on fixed features (no backbone to retrain), or without the crowded guard,
+    jury asks for nothing."""
+    def plan(**extra):
+        r = make_round(tmp_path / "work", 1, "-n", "round", QUIET="-q", **extra)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return r.stdout
+
+    r1 = tmp_path / "work" / "round1"
+    calibrated = plan()
+    assert "--pseudo" not in calibrated
+    assert f"cf-merge labels {r1 / 'clusters.h5'} " in calibrated
+    jury = plan(PSEUDO_THRESHOLD="jury")
+    assert "--pseudo-threshold" in jury and "--method infomap --pseudo" in jury
+    assert f"cf-merge labels {r1 / 'pseudo_clusters.h5'} " in jury
+    assert "--pseudo" not in plan(PSEUDO_THRESHOLD="jury", GUARD_DISTRACTORS="no")
+    data = tmp_path / "data" / "feats"
+    data.mkdir(parents=True)
+    for part in ("labelled.h5", "unlabelled.h5"):
+        (data / part).touch()
+    assert "--pseudo" not in plan(DATA="feats", DATADIR=str(data), PSEUDO_THRESHOLD="jury")
 
 
 @needs_make
