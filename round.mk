@@ -44,9 +44,10 @@ PSEUDO_MAX_SIZE ?= auto
 # what becomes of those larger clusters: dropped (drop) or trimmed to their PSEUDO_MAX_SIZE
 # members nearest their mean (trim)
 PSEUDO_OVERSIZED ?= drop
-# the threshold the next round's pseudo-labels are cut at (images): calibrated, the
-# clusters' own, or jury, the stricter one cf-train --pseudo-threshold chooses on the
-# guard's crowded jury (needs GUARD_DISTRACTORS=yes; bench/studies/pseudo-labels)
+# the next round's pseudo-labels (images): calibrated, the round's clusters; or jury,
+# each cluster cut to its core, its largest piece at the stricter threshold cf-train
+# --pseudo-threshold chooses on the guard's crowded jury (needs GUARD_DISTRACTORS=yes;
+# cf-merge labels --cores; bench/studies/pseudo-labels)
 PSEUDO_THRESHOLD ?= calibrated
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
 # in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood
@@ -181,16 +182,16 @@ $(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5 $(if $(HAVE_TEST),$(R)/recog
 	$(CF)/cf-eval $< --truth $(R)/unlabelled.h5 --json -q \
 	  $(if $(HAVE_TEST),--attach recognition=$(R)/recognition.json) > $@.tmp && mv $@.tmp $@
 
-# the clusters the pseudo-labels come from: Infomap at the jury's threshold
+# D_U's links at the jury's stricter threshold: each cluster keeps its largest piece there
 $(R)/pseudo_clusters.h5: $(R)/links.h5
 	$(CF)/cf-merge $< -o $@ --method infomap --pseudo $(QUIET)
 
-PSEUDO_CLUSTERS := $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5,$(R)/clusters.h5)
+CORES := $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5)
 # D_L + pseudo-labelled D_U: the next round's backbone trains on this
-$(R)/retrain.h5: $(PSEUDO_CLUSTERS) $(R)/unlabelled.h5 $(R)/labelled.h5
+$(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5 $(CORES)
 	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
 	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) \
-	  --oversized $(PSEUDO_OVERSIZED) -o $@ \
+	  --oversized $(PSEUDO_OVERSIZED) $(if $(CORES),--cores $(CORES)) -o $@ \
 	  --meta $(R)/retrain.meta $(QUIET)
 
 # every file named here, so none counts as an intermediate Make may skip or delete

@@ -1,6 +1,7 @@
 """Clusters of D_U + the labelled set D_L -> the next round's training labels.
 
-Rows: D_L's rows of known label, then the D_U rows whose cluster has at least
+Rows: D_L's rows of known label, then the D_U rows (of each cluster's core, when a
+stricter clustering is given) whose cluster has at least
 ``min_size`` and at most ``max_size`` points. Labels: D_L's own ids, then
 pseudo-identities numbered from max(D_L label) + 1 upward, so they never collide.
 """
@@ -62,11 +63,36 @@ def trim_oversized(pred: np.ndarray, features: np.ndarray, max_size: int,
     return pred
 
 
+def keep_cores(pred: np.ndarray, strict: np.ndarray) -> np.ndarray:
+    """Cluster labels ``pred`` (-1 unassigned) with every cluster cut to its core: its
+    members in the largest piece of it under ``strict``, a clustering of the same points at
+    a stricter threshold (ties: the lowest strict label); a cluster whose largest piece
+    holds one point becomes unassigned. A stricter cut leaves purer clusters but splits an
+    identity into pieces, and an identity trained as several classes is taught apart from
+    itself: the core keeps the cut's purity and one class per cluster."""
+    pred = np.asarray(pred, dtype=np.int64)
+    strict = np.asarray(strict, dtype=np.int64)
+    out = np.full(pred.shape, -1, dtype=np.int64)
+    rows = np.flatnonzero((pred >= 0) & (strict >= 0))
+    if not rows.size:
+        return out
+    pieces, piece_of, sizes = np.unique(np.stack([pred[rows], strict[rows]], axis=1), axis=0,
+                                        return_inverse=True, return_counts=True)
+    by_cluster = np.lexsort((pieces[:, 1], -sizes, pieces[:, 0]))  # largest piece first
+    first = by_cluster[np.r_[True, pieces[by_cluster[1:], 0] != pieces[by_cluster[:-1], 0]]]
+    core = np.zeros(len(pieces), dtype=bool)
+    core[first[sizes[first] >= 2]] = True
+    kept = rows[core[piece_of.ravel()]]
+    out[kept] = pred[kept]
+    return out
+
+
 def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
                   max_size: int | str, names: dict[str, str] | None = None,
                   labelled_names: dict[str, str] | None = None,
                   trim: np.ndarray | None = None,
-                  exempt: np.ndarray | None = None) -> PseudoLabels:
+                  exempt: np.ndarray | None = None,
+                  cores: np.ndarray | None = None) -> PseudoLabels:
     """The retraining rows and labels from cluster labels ``pred`` of D_U (-1 unassigned)
     and D_L's labels (-1 unknown). ``max_size``: a number (0: no limit) or "auto", the
     largest identity of D_L (a cluster bigger than any real identity is most likely
@@ -74,15 +100,21 @@ def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
     name is one of D_L's identities (``labelled_names``: {label: name}) takes that label,
     the others keep their pseudo-identity under the name (``label_names`` of the result).
     ``trim``: the features of D_U; a cluster over ``max_size`` is then cut to its members
-    nearest its mean (trim_oversized, ``exempt`` as there) instead of dropped whole."""
+    nearest its mean (trim_oversized, ``exempt`` as there) instead of dropped whole.
+    ``cores``: a stricter clustering of D_U; each cluster is first cut to its core
+    (keep_cores)."""
     keep_l = np.flatnonzero(labelled >= 0)
     unassigned = int((pred < 0).sum())
+    outside_cores = 0
+    if cores is not None:
+        cut = keep_cores(pred, cores)
+        outside_cores, pred = int((cut < 0).sum()) - unassigned, cut
     if max_size == "auto":
         max_size = largest_identity(labelled)
     trimmed = 0
     if trim is not None and max_size:
         cut = trim_oversized(pred, trim, int(max_size), exempt=exempt)
-        trimmed, pred = int((cut < 0).sum()) - unassigned, cut
+        trimmed, pred = int((cut < 0).sum()) - unassigned - outside_cores, cut
     assigned = pred >= 0
     sizes = np.bincount(pred[assigned]) if assigned.any() else np.zeros(0, np.int64)
     big = assigned.copy()
@@ -102,7 +134,7 @@ def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
         "max_size": int(max_size or 0), "dropped_unassigned": unassigned,
         "dropped_small": dropped_small,
         "dropped_large": int(assigned.sum() - keep_u.size - dropped_small),
-        "trimmed": trimmed,
+        "trimmed": trimmed, "outside_cores": outside_cores,
         "dropped_unlabelled_rows_of_labelled_set": int(labelled.size - keep_l.size),
     }
     label_names = None

@@ -119,6 +119,10 @@ _FEATURES = KindSpec(
         AttrSpec("oversized", "cf-merge labels: clusters over the largest size dropped or trimmed"),
         AttrSpec("trimmed", "cf-merge labels --oversized trim: points trimmed from larger "
                  "clusters", type="int"),
+        AttrSpec("outside_cores", "cf-merge labels --cores: points left out of their "
+                 "cluster's core", type="int"),
+        AttrSpec("cores_id", "cf-merge labels --cores: id of the stricter clustering (empty: "
+                 "none)"),
         AttrSpec("dropped_unlabelled_rows_of_labelled_set",
                  "cf-merge labels: labelled-set rows of unknown label left out", type="int"),
         AttrSpec("clusters_id", "cf-merge labels: id of the clusters file"),

@@ -337,6 +337,41 @@ def test_next_round_labels_max_size(rounds, tmp_path):
     assert r.returncode != 0 and "--max-size" in r.stderr
 
 
+def test_next_round_labels_from_each_cluster_s_core(rounds, tmp_path):
+    """--cores STRICT: each cluster keeps its largest piece in a stricter clustering of the
+    same points (keep_cores) before the size limits; the count and the stricter file's id
+    are recorded; a clustering of other points is refused in one line naming it."""
+    from cftools.core.pseudo_labels import keep_cores
+
+    d = rounds["dir"]
+    clusters, pred, _ = _components_of_u(rounds, tmp_path)
+    strict = tmp_path / "strict.h5"
+    run_cmd("merge", d / "links_u.h5", "-o", strict, "--method", "components", "--threshold",
+            0.8, "-q", check=True)
+    out = tmp_path / "cores.h5"
+    proc = run_cmd("merge", "labels", clusters, "--unlabelled-features", d / "fu.h5",
+                   "--labelled-features", d / "fl.h5", "-o", out, "--cores", strict, check=True)
+    core = keep_cores(pred, read_clusters(strict)[0])
+    sizes = np.bincount(core[core >= 0])
+    want = np.flatnonzero((core >= 0) & (sizes[np.maximum(core, 0)] >= 2))
+    with open_artifact(out, "features") as art, open_artifact(strict, "clusters") as s:
+        source, rows, attrs = art.read("source"), art.read("source_rows"), dict(art.attrs)
+        assert attrs["cores_id"] == s.id
+    assert np.array_equal(rows[source == 1], want) and want.size
+    assert attrs["outside_cores"] == int(((pred >= 0) & (core < 0)).sum()) > 0
+    assert "outside their cluster's core" in proc.stderr
+    other = tmp_path / "other.h5"
+    write_links(tmp_path / "l3.h5", np.arange(3)[:, None], np.ones((3, 1), np.float32),
+                rounds["fid_u"])
+    run_cmd("merge", tmp_path / "l3.h5", "-o", other, "--method", "components", "--threshold",
+            0.5, "-q", check=True)
+    line = one_line_error(run_cmd("merge", "labels", clusters, "--unlabelled-features",
+                                  d / "fu.h5", "--labelled-features", d / "fl.h5", "-o",
+                                  tmp_path / "bad.h5", "--cores", other))
+    assert "other.h5" in line and "same points" in line
+    assert not (tmp_path / "bad.h5").exists()
+
+
 def test_next_round_labels_trim_oversized_clusters(rounds, tmp_path):
     """--oversized trim: a cluster over --max-size keeps its --max-size members nearest its
     mean direction instead of being dropped; the others are kept as with drop."""

@@ -209,9 +209,9 @@ def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
 @needs_make
 def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_path):
     """By default the retraining labels are the round's clusters; PSEUDO_THRESHOLD=jury
-    on images: cf-train chooses the pseudo-label threshold and they come from D_U's links
-    cut there; on fixed features (no backbone to retrain), or without the crowded guard,
-    jury asks for nothing."""
+    on images: cf-train chooses the pseudo-label threshold and each cluster keeps its
+    core at D_U's links cut there (cf-merge labels --cores); on fixed features (no
+    backbone to retrain), or without the crowded guard, jury asks for nothing."""
     def plan(**extra):
         r = make_round(tmp_path / "work", 1, "-n", "round", QUIET="-q", **extra)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -223,7 +223,8 @@ def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_pat
     assert f"cf-merge labels {r1 / 'clusters.h5'} " in calibrated
     jury = plan(PSEUDO_THRESHOLD="jury")
     assert "--pseudo-threshold" in jury and "--method infomap --pseudo" in jury
-    assert f"cf-merge labels {r1 / 'pseudo_clusters.h5'} " in jury
+    assert f"cf-merge labels {r1 / 'clusters.h5'} " in jury
+    assert f"--cores {r1 / 'pseudo_clusters.h5'} " in jury
     assert "--pseudo" not in plan(PSEUDO_THRESHOLD="jury", GUARD_DISTRACTORS="no")
     data = tmp_path / "data" / "feats"
     data.mkdir(parents=True)

@@ -34,3 +34,28 @@ def test_nothing_to_trim_without_a_limit_or_a_cluster():
     features = _unit(np.eye(4)[:, :3] + 0.1)
     assert np.array_equal(trim_oversized(pred, features, 0), pred)
     assert np.array_equal(trim_oversized(np.full(4, -1), features, 2), np.full(4, -1))
+
+
+def test_a_cluster_keeps_its_largest_piece_under_the_stricter_cut():
+    """keep_cores: each cluster keeps its members in its largest strict piece (ties: the
+    lowest strict label); a cluster whose largest piece is one point, and points the
+    strict clustering leaves unassigned, become unassigned."""
+    from cftools.core.pseudo_labels import keep_cores
+
+    pred = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, -1, 3, 3])
+    strict = np.array([5, 5, 5, 6, 6, 7, 7, 8, 8, 9, 10, 4, 11, -1])
+    got = keep_cores(pred, strict)
+    assert got.tolist() == [0, 0, 0, -1, -1, 1, 1, -1, -1, -1, -1, -1, -1, -1]
+    assert keep_cores(pred, pred).tolist() == [*pred[:12], 3, 3]  # the same cut: whole
+    assert (keep_cores(pred, np.full(pred.shape, -1)) == -1).all()
+
+
+def test_cores_leave_out_points_before_the_size_limits():
+    from cftools.core.pseudo_labels import pseudo_labels
+
+    pred = np.array([0, 0, 0, 0, 1, 1, 1, -1])
+    strict = np.array([0, 0, 0, 1, 2, 3, 4, 5])  # cluster 1 falls into single points
+    chosen = pseudo_labels(pred, np.array([0, 0, 1, 1]), min_size=2, max_size=0,
+                           cores=strict)
+    assert chosen.unlabelled_rows.tolist() == [0, 1, 2]
+    assert chosen.counts["outside_cores"] == 4 and chosen.counts["dropped_unassigned"] == 1

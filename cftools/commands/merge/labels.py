@@ -115,6 +115,11 @@ def _max_size(value):
                    "its --max-size members nearest its mean direction (the identity it is "
                    "mostly of; the rest are left out). A cluster holding a point an answer "
                    "names is never trimmed.")
+@click.option("--cores", "cores_path", default=None, type=click.Path(dir_okay=False),
+              metavar="STRICT_CLUSTERS",
+              help="A clustering of the same points at a stricter threshold (cf-merge "
+                   "--pseudo): each cluster keeps only its largest piece there, purer and "
+                   "one class per cluster, before the size limits.")
 @click.option("--meta", type=click.Path(dir_okay=False), default=None,
               help="Also write the labels as a learn-to-cluster .meta file.")
 @click.option("--bin", "bin_out", type=click.Path(dir_okay=False), default=None,
@@ -122,7 +127,7 @@ def _max_size(value):
 @corrections_option
 @common_options
 def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_size, oversized,
-               meta, bin_out, corrections_path, quiet):
+               cores_path, meta, bin_out, corrections_path, quiet):
     rep = Reporter(quiet, prog="cf-merge")
     max_size = _max_size(max_size)
     out = Path(out)
@@ -137,7 +142,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
                                "the same file cannot be both the labelled and the unlabelled "
                                "set"})
     inputs = [clusters, split_spec(fu_spec)[0], split_spec(fl_spec)[0],
-              labelled_labels and split_spec(labelled_labels)[0], corrections_path]
+              labelled_labels and split_spec(labelled_labels)[0], corrections_path, cores_path]
     check_output_paths((out, meta, bin_out), inputs)
     for path, fmt in ((meta, "meta"), (bin_out, "bin")):
         if path:
@@ -152,12 +157,14 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
         require_same_source(cl_attrs["features_id"], fu.id, what="features", path=clusters,
                             other_path=fu.path)
     fl = _labelled(fl_spec, labelled_labels, fu, pred, rep)
+    strict, strict_id = _strict(cores_path, pred, cl_attrs, clusters)
 
     pred, outcome, answered = _honoured(pred, corrections_path, clusters, cl_ref, fu, rep)
     chosen = pseudo_labels(pred, fl.labels, min_size=min_size, max_size=max_size,
                            names=outcome.attrs.get("cluster_names"),
                            labelled_names=_names(fl),
-                           trim=fu.features if oversized == "trim" else None, exempt=answered)
+                           trim=fu.features if oversized == "trim" else None, exempt=answered,
+                           cores=strict)
     keep_l, keep_u, labels = chosen.labelled_rows, chosen.unlabelled_rows, chosen.labels
     feats = np.concatenate([fl.features[keep_l], fu.features[keep_u]])
     source = np.r_[np.zeros(keep_l.size, np.int8), np.ones(keep_u.size, np.int8)]
@@ -166,7 +173,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     if fl.names is not None or fu.names is not None:
         names = fl.names_of(keep_l) + fu.names_of(keep_u)
     attrs = {**chosen.counts, "oversized": oversized,
-             "clusters_id": cl_attrs.get("cftools_id", "")}
+             "clusters_id": cl_attrs.get("cftools_id", ""), "cores_id": strict_id}
     if "corrections" in outcome.attrs:
         attrs["corrections"] = outcome.attrs["corrections"]
     if chosen.label_names:
@@ -186,15 +193,7 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
             write_meta(meta_tmp, labels)
         if bin_out:
             write_bin(bin_tmp, feats)
-    c = chosen.counts
-    rep.info(f"cf-merge: {keep_l.size} labelled rows ({c['n_labelled_ids']} ids) + "
-             f"{keep_u.size} pseudo-labelled rows ({c['n_pseudo_ids']} pseudo-ids from "
-             f"{chosen.offset}); dropped {c['dropped_unassigned']} unassigned and "
-             f"{c['dropped_small']} in clusters of fewer than {min_size}"
-             + (f", {c['dropped_large']} in clusters of more than {chosen.max_size}"
-                if chosen.max_size else "")
-             + (f"; {c['trimmed']} trimmed from clusters of more than {chosen.max_size}"
-                if oversized == "trim" and chosen.max_size else ""))
+    _report(chosen, min_size, oversized, rep)
     rep.info(f"cf-merge: wrote {out}" + (f", {meta}" if meta else "") +
              (f", {bin_out}" if bin_out else ""))
 
@@ -218,3 +217,34 @@ def _labelled(fl_spec, labelled_labels, fu, pred, rep):
                       "pseudo-identities numbered after it within int64; renumber the labels",
                       labelled_labels or fl.path)
     return fl
+
+
+def _report(chosen, min_size, oversized, rep) -> None:
+    """The summary line of what was kept and left out."""
+    keep_l, keep_u = chosen.labelled_rows, chosen.unlabelled_rows
+    c = chosen.counts
+    rep.info(f"cf-merge: {keep_l.size} labelled rows ({c['n_labelled_ids']} ids) + "
+             f"{keep_u.size} pseudo-labelled rows ({c['n_pseudo_ids']} pseudo-ids from "
+             f"{chosen.offset}); dropped {c['dropped_unassigned']} unassigned and "
+             f"{c['dropped_small']} in clusters of fewer than {min_size}"
+             + (f", {c['dropped_large']} in clusters of more than {chosen.max_size}"
+                if chosen.max_size else "")
+             + (f"; {c['trimmed']} trimmed from clusters of more than {chosen.max_size}"
+                if oversized == "trim" and chosen.max_size else "")
+             + (f"; {c['outside_cores']} outside their cluster's core"
+                if c["outside_cores"] else ""))
+
+
+def _strict(cores_path, pred, cl_attrs, clusters):
+    """(the --cores clustering's labels, its id) or (None, ""): the same points as
+    CLUSTERS (as many, of the same features where both say)."""
+    if not cores_path:
+        return None, ""
+    strict, attrs, _ = read_clusters(cores_path)
+    if strict.shape != pred.shape:
+        raise CfError(f"has {strict.shape[0]} labels but CLUSTERS {clusters} has "
+                      f"{pred.shape[0]}: --cores must cluster the same points", cores_path)
+    if attrs.get("features_id") and cl_attrs.get("features_id"):
+        require_same_source(attrs["features_id"], cl_attrs["features_id"], what="features",
+                            path=cores_path, other_path=clusters)
+    return strict, str(attrs.get("cftools_id", ""))
