@@ -161,8 +161,8 @@ $(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	$(CF)/cf-seq $< --features $(R)/unlabelled.h5 -o $@ --for-model $(R)/model.h5 $(QUIET)
 
 CROWD := $(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5)
-# the pseudo-labels come from clusters cut at the jury's stricter threshold (images only:
-# features have no backbone to retrain)
+# cf-train chooses the jury's stricter threshold for the pseudo-labels' cores (images
+# only: features have no backbone to retrain)
 PSEUDO_JURY := $(and $(filter images,$(MODE)),$(filter jury,$(PSEUDO_THRESHOLD)),$(CROWD))
 $(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5 $(CROWD)
 	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \

@@ -105,16 +105,15 @@ def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
     (keep_cores)."""
     keep_l = np.flatnonzero(labelled >= 0)
     unassigned = int((pred < 0).sum())
-    outside_cores = 0
+    outside_cores = trimmed = 0
     if cores is not None:
         cut = keep_cores(pred, cores)
-        outside_cores, pred = int((cut < 0).sum()) - unassigned, cut
+        outside_cores, pred = _newly_unassigned(pred, cut), cut
     if max_size == "auto":
         max_size = largest_identity(labelled)
-    trimmed = 0
     if trim is not None and max_size:
         cut = trim_oversized(pred, trim, int(max_size), exempt=exempt)
-        trimmed, pred = int((cut < 0).sum()) - unassigned - outside_cores, cut
+        trimmed, pred = _newly_unassigned(pred, cut), cut
     assigned = pred >= 0
     sizes = np.bincount(pred[assigned]) if assigned.any() else np.zeros(0, np.int64)
     big = assigned.copy()
@@ -143,6 +142,11 @@ def pseudo_labels(pred: np.ndarray, labelled: np.ndarray, *, min_size: int,
         counts["named_clusters"] = len(label_names)
     return PseudoLabels(keep_l, keep_u, np.concatenate([labelled[keep_l], pseudo]), offset,
                         int(max_size or 0), counts, label_names)
+
+
+def _newly_unassigned(before: np.ndarray, after: np.ndarray) -> int:
+    """Points a cut took out of their cluster."""
+    return int(((before >= 0) & (after < 0)).sum())
 
 
 def _named(pred_kept: np.ndarray, pseudo: np.ndarray, names: dict[str, str],

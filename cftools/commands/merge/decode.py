@@ -194,10 +194,9 @@ def decode_cmd(links, out, method, threshold, calibrate, pseudo, calibrate_truth
                                "probability to attach a singleton by): the links file "
                                "carries none", links)
 
-    threshold, source, extra, c_art, mode = _threshold(
-        pseudo_threshold(method, stored, mode, links) if pseudo else threshold, calibrate,
-        calibrate_truth, method, mode, stored, art, link_method, links, seed, rep)
-    source = f"links file thresholds[{pseudo_key(method)!r}] (--pseudo)" if pseudo else source
+    threshold, source, extra, c_art, mode = _threshold(threshold, pseudo, calibrate,
+                                                       calibrate_truth, method, mode, stored,
+                                                       art, link_method, links, seed, rep)
     setting = DecoderSetting(
         method, float(threshold), mode,
         intimacy_ratio=_second(intimacy_ratio, "intimacy_ratio", extra, stored, mode,
@@ -279,13 +278,16 @@ def _honoured(labels, answers, previous, indices, weights, rep):
     return labels, outcome, None if carried is None else carried.changes
 
 
-def _threshold(threshold, calibrate, calibrate_truth, method, mode, stored, art, link_method,
-               links, seed, rep):
+def _threshold(threshold, pseudo, calibrate, calibrate_truth, method, mode, stored, art,
+               link_method, links, seed, rep):
     """(threshold, where it came from, the decoder's second parameter when calibration
     chose it, the calibration links' artifact or None, the link mode): --threshold, else
-    --calibrate, else the links file's calibrated thresholds."""
+    --pseudo, else --calibrate, else the links file's calibrated thresholds."""
     if threshold is not None:
         return threshold, "--threshold", {}, None, mode
+    if pseudo:
+        return pseudo_threshold(method, stored, mode, links), \
+            f"links file thresholds[{pseudo_key(method)!r}] (--pseudo)", {}, None, mode
     if calibrate:
         threshold, extra, c_art, mode = _calibrate(calibrate, calibrate_truth, method, mode, art,
                                                    link_method, seed, rep)

@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .jury import JURY_DECODER, Contender, HeldOut, decode_contender
+from ..decoding.decoders import decode
+from ..decoding.weights import link_weights
+from .jury import JURY_DECODER, Contender, HeldOut
+from .thresholds import local_links
 
 PSEUDO_BETA = 0.5  # F_beta's beta: precision counts twice as much as recall
 PSEUDO_STEP = 0.02  # the grid above the calibrated threshold: every multiple of this ...
@@ -67,16 +70,14 @@ def choose_pseudo_threshold(contender: Contender, labels: np.ndarray, held_ids: 
     """Decode ``contender``'s rows (the jury's: held-out identities among distractors;
     ``labels`` of all points) by JURY_DECODER in link ``mode`` at each threshold of
     threshold_grid(``calibrated``) and keep the one with the best F_0.5 of the held-out
-    pairs (ties: the lower threshold)."""
-    from ...formats.thresholds import threshold_key
-
+    pairs (ties: the lower threshold). What decode_contender does at each threshold, the
+    links among the rows and their weights in ``mode`` made once."""
     jury = HeldOut(labels[contender.order[:, 0]], held_ids)
-    key = threshold_key(JURY_DECODER, mode)
+    idx, probs = local_links(contender.order, contender.mask, contender.weights, labels.shape[0])
+    weights = link_weights(idx, probs, mode)
     measured = []
     for t in threshold_grid(calibrated):
-        at_t = Contender(contender.name, contender.order, contender.mask, contender.weights,
-                         {**contender.thresholds, key: t})
-        p, r = jury.pair_precision_recall(decode_contender(at_t, labels.shape[0], seed))
+        p, r = jury.pair_precision_recall(decode(JURY_DECODER, idx, weights, t, seed=seed))
         measured.append((t, p, r))
     best = max(measured, key=lambda m: (f_beta(m[1], m[2]), -m[0]))
     return PseudoThreshold(JURY_DECODER, mode, best[0], float(calibrated), best[1], best[2],

@@ -98,11 +98,7 @@ def pseudo_threshold(winner: Contender, labels: np.ndarray, held_ids: np.ndarray
                      log) -> dict:
     """The pseudo-labels' threshold on the crowded jury's ``winner`` links, and what the
     jury measured there (PseudoThreshold.as_dict), for the training summary."""
-
-    mode = calibrated_mode(winner.thresholds, GUARD_DECODER) or "reciprocal"
-    calibrated = resolve_threshold(GUARD_DECODER, winner.thresholds, mode)
-    if calibrated is None:
-        raise ValueError(f"no calibrated {GUARD_DECODER} threshold for the {winner.name}'s links")
+    mode, calibrated = _calibrated(winner.thresholds, winner.name)
     chosen = choose_pseudo_threshold(winner, labels, held_ids, seed=seed, mode=mode,
                                      calibrated=calibrated)
     log(f"pseudo-labels: {winner.name} links cut at {chosen.threshold:.4g} instead of "
@@ -115,13 +111,19 @@ def pseudo_threshold(winner: Contender, labels: np.ndarray, held_ids: np.ndarray
 
 def unmeasured_pseudo_threshold(thresholds: dict, log) -> dict:
     """Where no identity is held out: the pseudo-labels' threshold is the calibrated one."""
-    mode = calibrated_mode(thresholds, GUARD_DECODER) or "reciprocal"
-    calibrated = resolve_threshold(GUARD_DECODER, thresholds, mode)
-    if calibrated is None:
-        raise ValueError(f"no calibrated {GUARD_DECODER} threshold for the model's links")
+    mode, calibrated = _calibrated(thresholds, "model")
     log("pseudo-labels: no identity is held out to measure precision on; the next round's "
         f"labels keep the calibrated threshold {calibrated:.4g}")
     return PseudoThreshold(GUARD_DECODER, mode, calibrated, calibrated).as_dict()
+
+
+def _calibrated(thresholds: dict, whose: str) -> tuple[str, float]:
+    """(link mode, threshold) calibration chose for the guard's decoder in ``thresholds``."""
+    mode = calibrated_mode(thresholds, GUARD_DECODER) or "reciprocal"
+    calibrated = resolve_threshold(GUARD_DECODER, thresholds, mode)
+    if calibrated is None:
+        raise ValueError(f"no calibrated {GUARD_DECODER} threshold for the {whose}'s links")
+    return mode, calibrated
 
 
 def log_verdict(verdict: GuardVerdict, log, crowded: bool) -> None:
