@@ -44,11 +44,11 @@ PSEUDO_MAX_SIZE ?= auto
 # what becomes of those larger clusters: dropped (drop) or trimmed to their PSEUDO_MAX_SIZE
 # members nearest their mean (trim)
 PSEUDO_OVERSIZED ?= drop
-# the next round's pseudo-labels (images): calibrated, the round's clusters; or jury,
-# each cluster cut to its core, its largest piece at the stricter threshold cf-train
-# --pseudo-threshold chooses on the guard's crowded jury (needs GUARD_DISTRACTORS=yes;
-# cf-merge labels --cores; bench/studies/pseudo-labels)
-PSEUDO_THRESHOLD ?= calibrated
+# the next round's pseudo-labels (images): jury, each of the round's clusters cut to its
+# core, its largest piece at the stricter threshold cf-train --pseudo-threshold chooses on
+# the guard's crowded jury (needs GUARD_DISTRACTORS=yes, else as calibrated; cf-merge
+# labels --cores; bench/studies/pseudo-labels); calibrated, the round's clusters whole
+PSEUDO_THRESHOLD ?= jury
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
 # in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood
 # in D_L + D_U and the model's links of it; no: among D_L's points only, cheaper, but the

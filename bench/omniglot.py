@@ -48,7 +48,8 @@ DATA = "omniglot-bg"
 ROUND_STEPS = ("backbone.h5", "labelled.h5", "unlabelled.h5", "knn_labelled.h5",
                "seq_labelled.h5", "model.h5", "knn_unlabelled.h5", "seq_unlabelled.h5",
                "links.h5", "clusters.h5", "test.h5", "recognition.json", "eval.json",
-               "retrain.h5", "knn_eval.json", "sweep.json", "gallery/index.html")
+               "pseudo_clusters.h5", "retrain.h5", "knn_eval.json", "sweep.json",
+               "gallery/index.html")
 
 
 def step_times(folder: Path, started: float) -> dict:

@@ -77,12 +77,14 @@ def rounds(tmp_path_factory) -> SimpleNamespace:
 def test_a_miniature_round(rounds):
     one, r1 = rounds.one, rounds.work / "round1"
     for name in ("backbone.h5", "labelled.h5", "unlabelled.h5", "knn_labelled.h5",
-                 "seq_unlabelled.h5", "model.h5", "links.h5", "clusters.h5", "retrain.h5",
-                 "retrain.meta"):
+                 "seq_unlabelled.h5", "model.h5", "links.h5", "clusters.h5",
+                 "pseudo_clusters.h5", "retrain.h5", "retrain.meta"):
         assert (r1 / name).is_file(), name
     with open_artifact(r1 / "clusters.h5", "clusters") as c, \
+            open_artifact(r1 / "pseudo_clusters.h5", "clusters") as strict, \
             open_artifact(r1 / "retrain.h5", "features") as t:
-        assert t.attrs["clusters_id"] == c.id  # the retraining labels are the round's clusters
+        # the retraining labels are the round's clusters, each cut to its core
+        assert t.attrs["clusters_id"] == c.id and t.attrs["cores_id"] == strict.id
     metrics = json.loads((r1 / "eval.json").read_text())
     assert 0.0 <= metrics["pairwise_f"] <= 1.0 and metrics["n_points"] > 0
     # beside the clusters, the backbone's recognition of the demo's held-out identities
@@ -208,29 +210,31 @@ def test_guard_distractors_hands_the_unlabelled_part_to_cf_train(tmp_path):
 
 @needs_make
 def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_path):
-    """By default the retraining labels are the round's clusters; PSEUDO_THRESHOLD=jury
-    on images: cf-train chooses the pseudo-label threshold and each cluster keeps its
-    core at D_U's links cut there (cf-merge labels --cores); on fixed features (no
-    backbone to retrain), or without the crowded guard, jury asks for nothing."""
+    """By default (PSEUDO_THRESHOLD=jury) on images cf-train chooses the pseudo-label
+    threshold and each of the round's clusters keeps its core at D_U's links cut there
+    (cf-merge labels --cores); PSEUDO_THRESHOLD=calibrated keeps the clusters whole; on
+    fixed features (no backbone to retrain), or without the crowded guard, jury asks for
+    nothing."""
     def plan(**extra):
         r = make_round(tmp_path / "work", 1, "-n", "round", QUIET="-q", **extra)
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout
 
     r1 = tmp_path / "work" / "round1"
-    calibrated = plan()
-    assert "--pseudo" not in calibrated
-    assert f"cf-merge labels {r1 / 'clusters.h5'} " in calibrated
-    jury = plan(PSEUDO_THRESHOLD="jury")
+    jury = plan()
     assert "--pseudo-threshold" in jury and "--method infomap --pseudo" in jury
     assert f"cf-merge labels {r1 / 'clusters.h5'} " in jury
     assert f"--cores {r1 / 'pseudo_clusters.h5'} " in jury
-    assert "--pseudo" not in plan(PSEUDO_THRESHOLD="jury", GUARD_DISTRACTORS="no")
+    assert plan(PSEUDO_THRESHOLD="jury") == jury
+    calibrated = plan(PSEUDO_THRESHOLD="calibrated")
+    assert "--pseudo" not in calibrated and "--cores" not in calibrated
+    assert f"cf-merge labels {r1 / 'clusters.h5'} " in calibrated
+    assert "--pseudo" not in plan(GUARD_DISTRACTORS="no")
     data = tmp_path / "data" / "feats"
     data.mkdir(parents=True)
     for part in ("labelled.h5", "unlabelled.h5"):
         (data / part).touch()
-    assert "--pseudo" not in plan(DATA="feats", DATADIR=str(data), PSEUDO_THRESHOLD="jury")
+    assert "--pseudo" not in plan(DATA="feats", DATADIR=str(data))
 
 
 @needs_make
