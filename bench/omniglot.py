@@ -73,6 +73,7 @@ def make(work: Path, seed: int, *targets: str, extra=()) -> float:
     cmd = ["make", "-s", *targets, f"DATA={DATA}", f"DATADIR={SHARED / DATA}", f"WORK={work}",
            f"SEED={seed}", "QUIET=-q", *extra]
     log = work.parent / f"{work.name}.{'_'.join(t.replace('=', '') for t in targets)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)  # a --work folder not made yet
     with open(log, "w") as f:
         r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode:
