@@ -7,7 +7,9 @@ of its largest piece in the stricter clustering (pieces of one point: the cluste
 dropped); the other pieces, same-character fragments and strays alike, are left out.
 Written as a clusters file for `retrain.sh` (CLUSTERS=), which then applies round.mk's
 `cf-merge labels` options. Prints the rows kept, clusters and D_U's majority characters
-(a diagnosis with D_U's labels).
+(a diagnosis with D_U's labels). The cut is the product's, core.pseudo_labels.keep_cores
+(this study measured it first with a loop of its own; the two agree to the row on
+omniglot-bg's seeds 0-2).
 
     python bench/studies/pseudo-labels/cores.py ROUND1_DIR STRICT_CLUSTERS.h5 OUT.h5
 """
@@ -20,22 +22,7 @@ import sys
 import h5py
 import numpy as np
 
-
-def cores(calibrated: np.ndarray, strict: np.ndarray) -> np.ndarray:
-    """Labels of ``calibrated`` (-1 unassigned) with every cluster cut to its members in
-    its largest piece under ``strict`` (ties: the lowest strict label); -1 elsewhere."""
-    out = np.full(calibrated.shape, -1, dtype=np.int64)
-    for c in np.unique(calibrated[calibrated >= 0]):
-        members = np.flatnonzero(calibrated == c)
-        pieces = strict[members]
-        pieces = pieces[pieces >= 0]
-        if pieces.size < 2:
-            continue
-        values, counts = np.unique(pieces, return_counts=True)
-        if counts.max() < 2:
-            continue
-        out[members[strict[members] == values[counts.argmax()]]] = c
-    return out
+from cftools.core.pseudo_labels import keep_cores  # the product's cut (cf-merge labels --cores)
 
 
 def main(round1, strict_path, out_path):
@@ -45,7 +32,7 @@ def main(round1, strict_path, out_path):
         strict = f["labels"][:]
     with h5py.File(f"{round1}/unlabelled.h5", "r") as f:
         truth = f["labels"][:]
-    kept = cores(calibrated, strict)
+    kept = keep_cores(calibrated, strict)
     ids = np.unique(kept[kept >= 0])
     majority = {int(np.bincount(truth[kept == c]).argmax()) for c in ids}
     purity = sum(np.bincount(truth[kept == c]).max() for c in ids) / max((kept >= 0).sum(), 1)
