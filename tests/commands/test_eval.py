@@ -281,6 +281,8 @@ def test_report_reads_a_work_folder_and_computes_the_shares(tmp_path):
     text = markdown(rows, list(shares.values()))
     assert "| round 2 | D_L + round-1 pseudo-labels | - | 80.0 | 70.0 | 63.4 | 40.0 | - |" in text
     assert "| round 2 | 29% | 50% | - |" in text
+    # a fine-tuned backbone's steps count its start's: the column says so
+    assert text.startswith("| backbone | trained on | steps from scratch |")
 
     png = tmp_path / "report.png"
     r = run_cmd("eval", "report", work, "--png", png)

@@ -149,7 +149,7 @@ def markdown(rows: list[dict], shares: list[dict]) -> str:
     # expected and leave-one-out top-1, when the recognition files carry them
     extra = [(k, name) for k, name in (("top1_e", "top-1 E"), ("top1_loo", "top-1 LOO"))
              if any(r.get(k) is not None for r in rows)]
-    head = (["backbone", "trained on", "steps", "F_P (D_U)", "F_B (D_U)", "top-1 (test)"]
+    head = (["backbone", "trained on", "steps from scratch", "F_P (D_U)", "F_B (D_U)", "top-1 (test)"]
             + [f"{name} (test)" for _, name in extra] + [f"TAR@FAR={f} (test)" for f in fars])
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for row in rows:
