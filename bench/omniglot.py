@@ -236,7 +236,7 @@ def omniglot_rows(seeds=(0, 1, 2), rounds: int = 2, ks=(10, 20, 30, 50, 80), wor
     return out
 
 
-def main(argv=None):
+def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=2, choices=(1, 2, 3))
@@ -252,6 +252,8 @@ def main(argv=None):
     t0 = time.time()
     rows = omniglot_rows(args.seeds, args.rounds, args.baseline_ks, args.work, args.keep,
                          args.make_args)
+    if not rows:  # the data is absent: nothing to write
+        return rows
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / (
         "omniglot-" + datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ") + ".json")
     out.write_text(json.dumps({"time": datetime.now(timezone.utc).isoformat(),
@@ -260,6 +262,7 @@ def main(argv=None):
                                "load_average": os.getloadavg(), "args": vars(args),
                                "seconds": round(time.time() - t0), "seeds": rows}, indent=1))
     print(f"\nwrote {out}")
+    return rows
 
 
 if __name__ == "__main__":

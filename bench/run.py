@@ -31,6 +31,15 @@ side by side on the demo split at 125K and 31K points (D_U 100K and 25K), per st
 clock and CPU time, with the load average, and both sides' F_P / F_B; its own results file
 bench/results/cost-*.json. --quick runs it at 6K points; --skip-peer-cost skips it.
 
+Table 5, the whole loop on real images (bench/omniglot.py): on ../shared/data/omniglot-bg,
+`make round` rounds 1 and 2 (backbone included) per --omniglot-seeds value, each round's
+clusters of D_U against the free baseline recomputed on that round's features, and round
+2's backbone against the step-matched D_L-only baseline and the upper bound (D_U's true
+labels) on the test part: top-1, top-1 E, TAR@FAR=0.01 and the share of the upper bound's
+gain recovered, mean and spread, with each step's seconds; its own results file
+bench/results/omniglot-*.json. About 25-30 minutes a seed on a quiet 2-core machine;
+skipped by --quick and --skip-omniglot, and with a note where the data is absent.
+
 Results go to stdout as tables and, with --json, to a file, so runs can be compared.
 """
 
@@ -379,6 +388,10 @@ def main(argv=None):
                     help="skip table 3 (the default round on real faces)")
     ap.add_argument("--quality-seeds", type=lambda t: [int(v) for v in t.split(",")],
                     default=[0, 1, 2], help="training seeds of table 3's rounds")
+    ap.add_argument("--skip-omniglot", action="store_true",
+                    help="skip table 5 (the whole loop on omniglot-bg's images)")
+    ap.add_argument("--omniglot-seeds", type=lambda t: [int(v) for v in t.split(",")],
+                    default=[0, 1, 2], help="seeds of table 5's rounds (backbone included)")
     ap.add_argument("--json", type=Path, default=None,
                     help="results file [default: bench/results/run-<UTC time>.json]")
     ap.add_argument("--gemm-only", action="store_true", help=argparse.SUPPRESS)
@@ -413,6 +426,10 @@ def main(argv=None):
         from cost import main as peer_cost
 
         result["peer_cost"] = peer_cost(["--sizes", "6250" if args.quick else "125000,31250"])
+    if not (args.quick or args.skip_omniglot):
+        from omniglot import main as omniglot
+
+        result["omniglot"] = omniglot(["--seeds", *map(str, args.omniglot_seeds)])
     result["total_seconds"] = time.perf_counter() - t0
     if args.json is None:
         stamp = result["time"].replace(":", "").replace("+0000", "Z")
