@@ -41,6 +41,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import cftools  # noqa: F401  sets GOMP_SPINCOUNT, which the peer's processes inherit too
+from cftools.core.runtime.precision import cpu_bf16_supported
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -342,6 +344,17 @@ def print_size(res: dict) -> None:
             print(f"ratios of {key} ({tag}): " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for reading one run's seconds against another's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=lambda t: [int(v) for v in t.split(",")],
@@ -372,7 +385,10 @@ def main(argv=None) -> dict | None:
     start = dt.datetime.now(dt.timezone.utc)
     stamp = start.strftime("%Y-%m-%dT%H%M%SZ")
     result = {"time": start.isoformat(timespec="seconds"), "label": args.label,
-              "bin": str(args.bin), "cpus": os.cpu_count(),
+              "bin": str(args.bin), "cpus": os.cpu_count(), "cpu": cpu_name(),
+              # cf-train's precision follows the CPU: bfloat16 where it computes it
+              # natively, else float32 (epochs take about twice as long)
+              "cpu_bf16": cpu_bf16_supported(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
               "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),

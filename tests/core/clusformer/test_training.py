@@ -47,13 +47,40 @@ def test_split_holds_out_identities_and_hides_them_from_training():
     assert not np.isin(y[data.order[train_rows, 0]], val_ids).any()
     assert (y[data.order[np.r_[train_rows, val_rows], 0]] >= 0).all()
     ids = np.unique(y[y >= 0])
-    assert abs(val_ids.size - 0.25 * ids.size) <= 1
+    # the fraction, and the largest identity where the draw held out none half its size
+    assert 0 <= val_ids.size - int(round(0.25 * ids.size)) <= 1
     order, mask, targets = training_view(data, train_rows, val_ids)
     seen = y[order][mask]
     assert not np.isin(seen, val_ids).any()
     assert (targets[~mask] == -1).all()
     # same seed, same split
     assert np.array_equal(split_rows(data, 0.25, seed=1)[2], val_ids)
+
+
+def test_held_out_identities_include_a_large_one():
+    """The jury (guard, calibration) holds out an identity at least half the size of the
+    largest: short link lists split large identities, and a jury of small ones cannot see
+    it. The random draw stands where it has one; otherwise the largest joins it."""
+    from cftools.core.clusformer.sequences import SequenceData, split_rows, with_a_large_identity
+
+    ids = np.arange(6)
+    sizes = np.array([100, 3, 3, 60, 3, 3])
+    assert np.array_equal(with_a_large_identity(np.array([1, 2]), ids, sizes), [0, 1, 2])
+    assert np.array_equal(with_a_large_identity(np.array([2, 3]), ids, sizes), [2, 3])
+    assert np.array_equal(with_a_large_identity(np.array([0, 4]), ids, sizes), [0, 4])
+    # through split_rows: one identity of 40 rows among 30 of 3; whichever seed, it is held
+    # out, and its rows are validation rows
+    y = np.r_[np.zeros(40, np.int64), np.repeat(np.arange(1, 31), 3)]
+    order = np.arange(y.size)[:, None]
+    data = SequenceData(order, np.ones(order.shape, bool), np.zeros(order.shape, np.int8), y)
+    missed = 0
+    for seed in range(8):
+        plain = np.random.default_rng(seed).permutation(np.arange(31))[:6]
+        missed += 0 not in plain
+        train_rows, val_rows, val_ids = split_rows(data, 0.2, seed)
+        assert 0 in val_ids and np.isin(np.arange(40), val_rows).all()
+        assert val_ids.size == 6 + (0 not in plain) and not np.isin(y[train_rows], val_ids).any()
+    assert missed  # the draw alone would have left it out on some seeds
 
 
 def test_decoder_thresholds_calibrated_on_all_of_dl_or_a_subset_of_identities():
