@@ -55,8 +55,10 @@ centre's identity. Loss: binary cross-entropy over real, labelled positions. Ada
 warm-up, then linear (the paper) or cosine decay; bf16/fp16 mixed precision where the
 hardware has it.
 
-Validation is held out by identity: --val-fraction of the centres' identities are never
-trained on (their faces are masked out of the training sequences too) and their rows are
+Validation is held out by identity: --val-fraction of the centres' identities, drawn at
+random (and the largest identity when none drawn is half its size: short link lists split
+large identities, and only a large one shows it to the guard), are never trained on
+(their faces are masked out of the training sequences too) and their rows are
 linked like unlabelled data after every epoch (past 2048 rows, whole held-out identities
 holding up to 2048): link precision, recall, F1 and ROC-AUC are printed, with raw cosine
 to the centre scored once on all the held-out pairs for comparison. The link threshold
