@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .exact import put_self_first, recall_at_k, sample_rows
-from .tiled import tiled_knn
 
 # --method auto: exact search while nq * n_base <= AUTO_EXACT_BELOW ** 2 (for a set searched
 # against itself: up to AUTO_EXACT_BELOW points), IVF above. Exact costs ~N^2 d; below this
@@ -104,13 +103,17 @@ def smallest_nprobe(search_at, exact_ids: np.ndarray, top: int, *,
 def exact_sample(base: np.ndarray, queries: np.ndarray, k: int,
                  centres: np.ndarray | None = None) -> np.ndarray:
     """Exact neighbour ids of the sample queries (centre first where ``centres`` are
-    given), by tiled products in torch on the CPU: a matrix product and a top-k by group
-    maxima, several times faster than a partial sort of every product row (at 1000 x
-    100K points: bench/results/code-choices.md)."""
-    found = tiled_knn(base, k, queries=queries, device="cpu", precision="fp32")
-    ids = found.indices
+    given), by faiss's brute-force search (one BLAS product for the sample, then a heap per
+    query): faster than the tiled torch search at a thousand queries, and faiss is loaded
+    already where torch's import would cost every cf-knn above the exact size a second
+    (bench/results/code-choices.md)."""
+    import faiss
+
+    sims, ids = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
+                          np.ascontiguousarray(base, dtype=np.float32), k,
+                          metric=faiss.METRIC_INNER_PRODUCT)
     if centres is not None:
-        put_self_first(ids, found.similarities, centres=centres)
+        put_self_first(ids, sims, centres=centres)
     return ids
 
 
