@@ -40,7 +40,7 @@ class SequenceData:
 def split_rows(data: SequenceData, val_fraction: float, seed: int):
     """(train_rows, val_rows, val_identities): rows split by their centre's identity."""
     centre_lab = data.labels[data.order[:, 0]]
-    ids = np.unique(centre_lab[centre_lab >= 0])
+    ids, sizes = np.unique(centre_lab[centre_lab >= 0], return_counts=True)
     if ids.size == 0:
         raise CfError("no centre has a known label: nothing to train on")
     n_val = int(round(val_fraction * ids.size))
@@ -50,8 +50,7 @@ def split_rows(data: SequenceData, val_fraction: float, seed: int):
         n_val = 0
     val_ids = np.sort(np.random.default_rng(seed).permutation(ids)[:n_val])
     if 0 < n_val < ids.size - 1:
-        val_ids = with_a_large_identity(val_ids, ids, np.bincount(
-            np.searchsorted(ids, centre_lab[centre_lab >= 0]), minlength=ids.size))
+        val_ids = with_a_large_identity(val_ids, ids, sizes)
     known = centre_lab >= 0
     is_val = np.isin(centre_lab, val_ids)
     return np.flatnonzero(known & ~is_val), np.flatnonzero(known & is_val), val_ids
@@ -61,8 +60,7 @@ def with_a_large_identity(val_ids: np.ndarray, ids: np.ndarray, sizes: np.ndarra
     """``val_ids`` with the largest identity (``sizes``: rows of each of ``ids``) added when
     none of them is at least half its size. The guard and the calibration judge the model
     on the held-out identities, and short link lists split a large identity that cosine's
-    longer ones keep whole: a jury without one accepted a model that split lfw-dev's
-    largest unlabelled identity (236 images) and fell 32 F_P below cosine links
+    longer ones keep whole: a jury without one accepted such a model on lfw-dev
     (bench/results/issue24-cost.md, stop 44). The unlabelled set's largest identities are
     at least as large as the labelled set's."""
     largest = int(np.argmax(sizes))
