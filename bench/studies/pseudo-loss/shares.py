@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from cftools.commands.eval.report import gain_recovered
 from cftools.core.recognition.identification import top1_expected
 from cftools.formats.features import load_features
 
@@ -32,8 +33,9 @@ def main(rounds_json: str, folders: list[str]) -> None:
         for key in ("top1_e", "tar"):
             base, upper, plain = (value(ref[p], key) for p in ("base", "upper", "r2"))
             v = value(ours, key)
-            cells.append(f"{key} {100 * v:.2f} share {100 * (v - base) / (upper - base):.0f}% "
-                         f"(plain {100 * plain:.2f}, {100 * (plain - base) / (upper - base):.0f}%)")
+            cells.append(f"{key} {100 * v:.2f} share {100 * gain_recovered(v, base, upper):.0f}% "
+                         f"(plain {100 * plain:.2f}, "
+                         f"{100 * gain_recovered(plain, base, upper):.0f}%)")
         print(folder.name, "; ".join(cells))
 
 
