@@ -46,7 +46,8 @@ PSEUDO_MAX_SIZE ?= auto
 PSEUDO_OVERSIZED ?= drop
 # the next round's pseudo-labels (images): jury, each of the round's clusters cut to its
 # core, its largest piece at the stricter threshold cf-train --pseudo-threshold chooses on
-# the guard's crowded jury (needs GUARD_DISTRACTORS=yes, else as calibrated; cf-merge
+# the guard's crowded jury (needs GUARD_DISTRACTORS=yes or, round r > 1, LINK_PSEUDO=yes,
+# else as calibrated; cf-merge
 # labels --cores; bench/studies/pseudo-labels); calibrated, the round's clusters whole
 PSEUDO_THRESHOLD ?= jury
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
@@ -54,6 +55,11 @@ PSEUDO_THRESHOLD ?= jury
 # in D_L + D_U and the model's links of it; no: among D_L's points only, cheaper, but the
 # sparser graph favours cosine links and the verdict flips between draws of one model
 GUARD_DISTRACTORS ?= yes
+# round r > 1 on images: the link model learns from all of the round's points, D_L with its
+# labels and D_U with round r-1's pseudo-labels where they gave one, unknown elsewhere
+# (link_labelled.h5 by cf-data carry-labels; D_U is then the guard's crowd already, so no
+# --distractors; yes), or from D_L alone, as round 1 does (no)
+LINK_PSEUDO ?= yes
 
 # ------------------------------------------------------------------ where the data comes from
 # images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*
@@ -82,6 +88,10 @@ else
   TEST_IMAGES := $(if $(filter demo,$(DATA)),$(IMAGES)/test,$(wildcard $(DATADIR)/test))
   HAVE_TEST := $(if $(TEST_IMAGES),yes)
 endif
+
+# what the link model learns from: labelled.h5, or link_labelled.h5 (LINK_PSEUDO)
+LINK_SET := $(if $(and $(filter images,$(MODE)),$(filter-out 1,$(ROUND)),\
+              $(filter yes,$(LINK_PSEUDO))),link_labelled,labelled)
 
 .PHONY: round
 
@@ -160,12 +170,19 @@ $(R)/knn_unlabelled.h5: $(R)/unlabelled.h5 $(R)/model.h5
 $(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
 	$(CF)/cf-seq $< --features $(R)/unlabelled.h5 -o $@ --for-model $(R)/model.h5 $(QUIET)
 
-CROWD := $(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5)
+# D_L + D_U, labelled by round r-1's retraining set where it can (LINK_PSEUDO)
+$(R)/link_labelled.h5: $(PREV)/retrain.h5 $(R)/labelled.h5 $(R)/unlabelled.h5
+	$(CF)/cf-data carry-labels $< --labelled $(R)/labelled.h5 --unlabelled $(R)/unlabelled.h5 \
+	  -o $@ $(QUIET)
+
+LINK_ON_ALL := $(filter link_labelled,$(LINK_SET))
+CROWD := $(if $(LINK_ON_ALL),,$(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5))
 # cf-train chooses the jury's stricter threshold for the pseudo-labels' cores (images
-# only: features have no backbone to retrain)
-PSEUDO_JURY := $(and $(filter images,$(MODE)),$(filter jury,$(PSEUDO_THRESHOLD)),$(CROWD))
-$(R)/model.h5: $(R)/seq_labelled.h5 $(R)/labelled.h5 $(CROWD)
-	$(CF)/cf-train $< --features $(R)/labelled.h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
+# only: features have no backbone to retrain), among D_U's points
+PSEUDO_JURY := $(and $(filter images,$(MODE)),$(filter jury,$(PSEUDO_THRESHOLD)),\
+                 $(or $(CROWD),$(LINK_ON_ALL)))
+$(R)/model.h5: $(R)/seq_$(LINK_SET).h5 $(R)/$(LINK_SET).h5 $(CROWD)
+	$(CF)/cf-train $< --features $(R)/$(LINK_SET).h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
 	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) --decoders $(DECODER) \
 	  $(if $(CROWD),--distractors $(CROWD)) $(if $(PSEUDO_JURY),--pseudo-threshold) $(QUIET)
 
@@ -195,7 +212,7 @@ $(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5 $(CORES)
 	  --meta $(R)/retrain.meta $(QUIET)
 
 # every file named here, so none counts as an intermediate Make may skip or delete
-ROUND_FILES := $(foreach p,labelled unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
+ROUND_FILES := $(foreach p,$(LINK_SET) unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
                $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5) \
                $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5) \
                $(if $(HAVE_TEST),$(R)/test.h5 $(R)/recognition.json)

@@ -17,6 +17,7 @@ from ..cli import (
     common_options,
     seed_option,
 )
+from ..core.pseudo_labels import carried_labels
 from ..data import demo
 from ..errors import CfError
 from ..formats.artifacts import open_artifact
@@ -31,6 +32,7 @@ from ..formats.writing import (
     check_output_paths,
     create_rows,
     write_artifact,
+    write_strings,
 )
 
 HELP = """Make, import, split and export cftools features files.
@@ -40,6 +42,8 @@ HELP = """Make, import, split and export cftools features files.
   cf-data import FEATURES -o OUT.h5  .npy / .bin / FILE.h5:/dataset (+ labels) -> cftools
   cf-data split IN.h5 -L L.h5 -U U.h5   split by identity into labelled / unlabelled
   cf-data export IN.h5 --bin X.bin --meta X.meta   -> learn-to-cluster files
+  cf-data carry-labels RETRAIN.h5 --labelled L.h5 --unlabelled U.h5 -o OUT.h5
+                                     a retraining set's labels onto new features of its points
 """
 
 
@@ -216,6 +220,95 @@ def export_cmd(source, npy, bin_out, meta, quiet):
         if meta:
             write_meta(meta_tmp, labels)
     rep.info("cf-data: wrote " + ", ".join(p for p in (npy, bin_out, meta) if p))
+
+
+CARRY_HELP = """Carry the labels of a retraining set onto other features of the same points.
+
+RETRAIN is what cf-merge labels wrote for the next round: D_L's rows and the pseudo-labelled
+rows of D_U, each with its label and where it came from (datasets 'source' and
+'source_rows'). FL and FU are new features of the same two sets (in the same row order),
+such as the next round's backbone gives. OUT holds every row of FL, then every row of FU,
+with the label RETRAIN gives that point and -1 (unknown) where RETRAIN holds none: D_L's
+identities, the pseudo-identities, and the rest of D_U unlabelled.
+
+A round r > 1 trains its link model on OUT (round.mk, LINK_PSEUDO=yes): the model learns
+D_U's look-alikes from the pseudo-identities and reads its sequences among all of D_U's
+points, as it will when it links them.
+
+Where RETRAIN and FL or FU have names (image paths), every carried row must name the same
+point, or nothing is written. OUT keeps 'source' and 'source_rows' (0 = FL, 1 = FU).
+"""
+
+
+@main.command("carry-labels", help=CARRY_HELP, context_settings=CONTEXT_SETTINGS)
+@click.argument("retrain")
+@click.option("--labelled", "fl_spec", required=True,
+              help="New features of RETRAIN's labelled set (D_L), row for row.")
+@click.option("--unlabelled", "fu_spec", required=True,
+              help="New features of RETRAIN's unlabelled set (D_U), row for row.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output cftools features file: FL's rows, then FU's, labelled.")
+@common_options
+def carry_labels_cmd(retrain, fl_spec, fu_spec, out, quiet):
+    rep = Reporter(quiet)
+    check_distinct_inputs({"RETRAIN": retrain, "--labelled": fl_spec, "--unlabelled": fu_spec})
+    out = check_hdf5_name(check_output_path(
+        out, [retrain, split_spec(fl_spec)[0], split_spec(fu_spec)[0]]))
+    with open_artifact(retrain, "features") as art:
+        missing = [k for k in ("labels", "source", "source_rows") if k not in art]
+        if missing:
+            raise CfError(f"has no {', '.join(repr(k) for k in missing)}: not a retraining set "
+                          "(cf-merge labels writes one)", retrain)
+        labels, source = art.read("labels"), art.read("source")
+        source_rows = art.read("source_rows")
+        names = art.read("names") if "names" in art else None
+    fl = load_features(fl_spec, reporter=rep)
+    fu = load_features(fu_spec, reporter=rep)
+    if fl.dim != fu.dim:
+        raise CfError(f"has dimension {fu.dim} but the labelled features {fl.path} have "
+                      f"{fl.dim}", fu.path)
+    try:
+        lab_l, lab_u = carried_labels(source, source_rows, labels, (fl.n, fu.n))
+    except ValueError as e:
+        raise CfError(str(e), retrain) from None
+    _check_same_points(retrain, names, source, source_rows, (fl, fu), rep)
+    feats = np.concatenate([fl.features, fu.features])
+    out_names = None
+    if fl.names is not None or fu.names is not None:
+        out_names = fl.names_of(np.arange(fl.n)) + fu.names_of(np.arange(fu.n))
+    with atomic_outputs((out,)) as (tmp,):
+        with write_artifact(tmp, "features",
+                            inputs={"retrain": art, "labelled": fl.provenance_ref,
+                                    "unlabelled": fu.provenance_ref}) as f:
+            create_rows(f, "features", feats.shape, np.float32, data=feats)
+            f.create_dataset("labels", data=np.concatenate([lab_l, lab_u]))
+            if out_names is not None:
+                write_strings(f, "names", out_names)
+            f.create_dataset("source", data=np.r_[np.zeros(fl.n, np.int8), np.ones(fu.n, np.int8)])
+            f.create_dataset("source_rows", data=np.r_[np.arange(fl.n), np.arange(fu.n)])
+    known_u = lab_u >= 0
+    rep.info(f"cf-data: wrote {out}: {fl.n} labelled rows ({int((lab_l >= 0).sum())} with a "
+             f"label), then {fu.n} unlabelled rows ({int(known_u.sum())} pseudo-labelled, "
+             f"{np.unique(lab_u[known_u]).size} pseudo-identities; the rest unknown, -1)")
+
+
+def _check_same_points(retrain, names, source, source_rows, sides, rep) -> None:
+    """Every row RETRAIN carries names the point of the new features it goes to, where both
+    have names; a warning where nothing can be checked."""
+    if names is None or any(side.names is None for side in sides):
+        rep.warn("no names on both sides: cannot check that RETRAIN's rows are the same "
+                 "points as the new features'; they are taken row for row")
+        return
+    for s, side in enumerate(sides):
+        at = np.flatnonzero(source == s)
+        theirs = np.asarray(side.names[source_rows[at]]).astype(str)
+        ours = np.asarray(names[at]).astype(str)
+        wrong = np.flatnonzero(theirs != ours)
+        if wrong.size:
+            i = at[wrong[0]]
+            raise CfError(f"row {int(i)} is {ours[wrong[0]]!r} but row "
+                          f"{int(source_rows[i])} of {side.path} is {theirs[wrong[0]]!r}: not "
+                          f"the same points ({wrong.size} rows differ)", retrain)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ Infomap at its calibrated threshold and at every multiple of 0.02 above it up to
 and the threshold with the best F_0.5 of the held-out pairs (precision weighed twice) is
 stored under the thresholds key pseudo_infomap, with what the jury measured there in the
 training summary (pseudo_labels); the pairwise precision measured this way followed
-D_U's on omniglot-bg (bench/studies/pseudo-labels).
+D_U's on omniglot-bg (bench/studies/pseudo-labels). Without --distractors, the labelled
+set's own points of unknown label (-1) are the crowd: a labelled set that holds all of
+D_U, pseudo-labelled in part (cf-data carry-labels), as round r > 1 trains on.
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,
@@ -208,8 +210,9 @@ training summary as JSON attributes; loading it never runs code.
                    "neighbourhood among both sets and the model's links of it.")
 @click.option("--pseudo-threshold", is_flag=True, default=False,
               help="Also choose the stricter threshold the next round's pseudo-labels are "
-                   "cut at (needs --distractors; see PSEUDO-LABELS); cf-merge --pseudo uses "
-                   "it. A few Infomap runs over the guard's rows.")
+                   "cut at (needs --distractors, or points of unknown label in the "
+                   "labelled set; see PSEUDO-LABELS); cf-merge --pseudo uses it. A few "
+                   "Infomap runs over the guard's rows.")
 @click.option("--stop-after-epoch", type=Count(min=1), default=None, hidden=True)
 @batch_size_option(128)
 @device_option
@@ -228,9 +231,6 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         except ValueError:
             raise click.BadParameter(f"must be 'auto' or a whole number, got {length!r}",
                                      param_hint="'-L' / '--length'") from None
-    if pseudo_threshold and distractors is None:
-        raise click.UsageError("--pseudo-threshold needs --distractors: precision is measured "
-                               "among the unlabelled points")
     dist = init_distributed(device)
     rep = Reporter(quiet or not dist.main)
     out = Path(out)
@@ -253,6 +253,10 @@ def main(sequences, features, out, labels, preset, width, heads, encoder_layers,
         from ..core.corrections import train_on_answers
         data = train_on_answers(data, corrections, feats, rep.info)
     crowd = _distractors(distractors, feats, rep)
+    if pseudo_threshold and crowd is None and not (data.labels < 0).any():
+        raise click.UsageError("--pseudo-threshold needs --distractors, or points of unknown "
+                               "label (-1) in the labelled set: precision is measured among "
+                               "unlabelled points")
     if crowd is not None and split_rows(data, val_fraction, seed)[2].size == 0:
         rep.warn("--distractors unused: no identity is held out, so no guard runs")
     log = rep.info if dist.main else (lambda m: None)

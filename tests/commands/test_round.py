@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -191,6 +192,41 @@ def test_the_references_train_as_round_two_and_the_report_compares_them(rounds):
     assert "| baseline |" in report.stdout and "| upper bound |" in report.stdout
     assert "Share of the upper bound's gain" in report.stdout
     assert (work / "report.png").is_file()
+
+
+@needs_make
+def test_round_two_learns_its_links_from_all_points_with_round_one_s_labels(rounds):
+    """Round 2 (LINK_PSEUDO=yes) trains its link model on link_labelled.h5: round 2's
+    features of D_L then D_U, with the labels round 1's retraining set gave them (-1 where
+    it gave none), with no --distractors (D_U is inside) and the pseudo-label threshold
+    measured among D_U's unknown points; LINK_PSEUDO=no trains on D_L alone, as round 1."""
+    work = rounds.work
+    assert rounds.two.returncode == 0, rounds.two.stderr[-3000:]
+    r1, r2 = work / "round1", work / "round2"
+    with open_artifact(r2 / "link_labelled.h5", "features") as a, \
+            open_artifact(r1 / "retrain.h5", "features") as t, \
+            open_artifact(r2 / "labelled.h5", "features") as fl, \
+            open_artifact(r2 / "unlabelled.h5", "features") as fu:
+        n_l = fl.dims["N"]
+        expected = np.full(n_l + fu.dims["N"], -1)
+        expected[np.where(t.read("source") == 1, n_l, 0) + t.read("source_rows")] = \
+            t.read("labels")
+        labels = a.read("labels")
+        assert labels.tolist() == expected.tolist()
+        assert (labels[n_l:] >= 0).any() and (labels[n_l:] == -1).any()
+        np.testing.assert_array_equal(a.read("features"),
+                                      np.vstack([fl.read("features"), fu.read("features")]))
+        link_set = a.id
+    assert link_set in _provenance_inputs(r2 / "model.h5")
+    with open_artifact(r2 / "model.h5", "model") as m:
+        training = m.json_attr("training")
+    assert training["pseudo_labels"]["precision"] is not None
+    assert training["guard"].get("distractors", 0) == 0  # no --distractors: D_U is inside
+    plan = make_round(work, 2, "-n", "round", LINK_PSEUDO="no", QUIET="-q")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert f"cf-train {r2 / 'seq_labelled.h5'} --features {r2 / 'labelled.h5'} " in plan.stdout
+    assert f"--distractors {r2 / 'unlabelled.h5'}" in plan.stdout
+    assert "carry-labels" not in plan.stdout
 
 
 @needs_make

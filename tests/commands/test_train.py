@@ -168,7 +168,8 @@ def test_the_guard_judges_among_the_distractors_given(tiny, crowded):
 def test_the_pseudo_label_threshold_is_chosen_on_the_crowded_jury(tiny, crowded):
     """--pseudo-threshold: the winner's links carry pseudo_infomap, at or above their
     calibrated Infomap threshold, and the training summary what the jury measured there;
-    without --distractors it is a usage error, before any training."""
+    without --distractors, on a labelled set whose every label is known, it is a usage
+    error, before any training."""
     thresholds, training = crowded
     found = training["pseudo_labels"]
     stored = thresholds if training["guard"]["winner"] == "model" \
@@ -185,6 +186,29 @@ def test_the_pseudo_label_threshold_is_chosen_on_the_crowded_jury(tiny, crowded)
                         "--pseudo-threshold"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "--distractors" in r.stderr, r.stderr
     assert not (tiny / "np.h5").exists()
+
+
+@pytest.mark.slow
+def test_the_labelled_sets_unknown_points_crowd_the_pseudo_label_jury(tiny):
+    """--pseudo-threshold without --distractors, on a labelled set that holds points of
+    unknown label (round r > 1 trains on all of D_U, pseudo-labelled in part): precision is
+    measured among them, and the threshold is stored as with --distractors."""
+    with open_artifact(tiny / "T.h5", "features") as t:
+        labels = t.read("labels")
+    ids = np.unique(labels)
+    unknown = np.where(np.isin(labels, ids[::3]), -1, labels)  # a third of the identities
+    np.save(tiny / "partial.npy", unknown)
+    r = _cmd("cftools.commands.train", str(tiny / "seqT.h5"), "--features", str(tiny / "T.h5"),
+             "--labels", str(tiny / "partial.npy"), "--epochs", "2", *TINY[:-1],
+             "-o", str(tiny / "partial.h5"), "--pseudo-threshold")
+    assert "pseudo-labels:" in r.stderr and "--distractors" not in r.stderr, r.stderr
+    with open_artifact(tiny / "partial.h5", "model") as m:
+        thresholds, training = m.json_attr("thresholds"), m.json_attr("training")
+    found = training["pseudo_labels"]
+    assert 0 <= found["precision"] <= 1 and found["threshold"] >= found["calibrated"]
+    stored = thresholds if training["guard"]["winner"] == "model" \
+        else training["cosine_thresholds"]
+    assert stored["pseudo_infomap"] == found["threshold"]
 
 
 @pytest.mark.slow

@@ -23,8 +23,10 @@ def judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: T
     """The model of the length the jury prefers, with the guard's verdict against cosine
     links at cosine's own length and the cosine thresholds at that length; ``crowd``: the
     --distractors features, among which the guard judges (calibrate.crowded_contenders).
-    ``pseudo`` (with ``crowd``): also the pseudo-labels' threshold of the winner's links
-    (calibration.pseudo), under the thresholds key pseudo_infomap of the winner's links."""
+    ``pseudo``: also the pseudo-labels' threshold of the winner's links (calibration.pseudo),
+    under the thresholds key pseudo_infomap of the winner's links; measured among the
+    distractors, or without ``crowd`` among the labelled set's points of unknown label
+    (cf-train requires one or the other)."""
     import torch
 
     from .inference import cosine_to_centre, predict
@@ -62,9 +64,10 @@ def judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: T
     chosen = choose_model_length(scores, log) if len(results) > 1 else next(iter(results))
     result = results[chosen]
     if crowd is None:
-        verdict = guard(contenders[chosen],
-                        Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos, cos_t),
-                        data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
+        m, c = contenders[chosen], Contender("cosine", order[:, :n_cos], mask[:, :n_cos], cos,
+                                             cos_t)
+        verdict = guard(m, c, data.labels, held_ids, seed=tcfg.seed, model_pred=preds[chosen])
+        labels = data.labels  # its points of unknown label (-1) crowd the jury (cf-train)
     else:
         from ..runtime.precision import autocast_dtype
 
@@ -78,12 +81,12 @@ def judge(results: dict, data: SequenceData, features, cosine_sel: dict, tcfg: T
             gate=recorded_gate(result.summary, GUARD_DECODER))
         verdict = guard(m, c, labels, held_ids, seed=tcfg.seed,
                         distractors=int((m.order[:, 0] >= features.shape[0]).sum()))
-        if pseudo:  # into the thresholds the winner's links will carry (cf-link)
-            winner = m if verdict.winner == "model" else c
-            found = pseudo_threshold(winner, labels, held_ids, tcfg.seed, log)
-            (result.thresholds if winner is m else cos_t)[pseudo_key(GUARD_DECODER)] = \
-                found["threshold"]
-            result.summary["pseudo_labels"] = found
+    if pseudo:  # into the thresholds the winner's links will carry (cf-link)
+        winner = m if verdict.winner == "model" else c
+        found = pseudo_threshold(winner, labels, held_ids, tcfg.seed, log)
+        (result.thresholds if winner is m else cos_t)[pseudo_key(GUARD_DECODER)] = \
+            found["threshold"]
+        result.summary["pseudo_labels"] = found
     log_verdict(verdict, log, crowded=crowd is not None)
     result.summary.update({
         "guard": verdict.as_dict(), "cosine_thresholds": cos_t,
