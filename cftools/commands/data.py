@@ -1,4 +1,4 @@
-"""cf-data: make, import, split and export features files."""
+"""cf-data: make, import, split and export features files, and carry labels across them."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from ..formats.writing import (
     write_strings,
 )
 
-HELP = """Make, import, split and export cftools features files.
+HELP = """Make, import, split and export cftools features files, and carry labels across them.
 
 \b
   cf-data demo OUT.h5 -n 100000      a demo set like face embeddings, with labels
@@ -242,9 +242,9 @@ point, or nothing is written. OUT keeps 'source' and 'source_rows' (0 = FL, 1 = 
 
 @main.command("carry-labels", help=CARRY_HELP, context_settings=CONTEXT_SETTINGS)
 @click.argument("retrain")
-@click.option("--labelled", "fl_spec", required=True,
+@click.option("--labelled", "fl_spec", required=True, metavar="FL",
               help="New features of RETRAIN's labelled set (D_L), row for row.")
-@click.option("--unlabelled", "fu_spec", required=True,
+@click.option("--unlabelled", "fu_spec", required=True, metavar="FU",
               help="New features of RETRAIN's unlabelled set (D_U), row for row.")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Output cftools features file: FL's rows, then FU's, labelled.")
