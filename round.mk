@@ -46,8 +46,8 @@ PSEUDO_MAX_SIZE ?= auto
 PSEUDO_OVERSIZED ?= drop
 # the next round's pseudo-labels (images): jury, each of the round's clusters cut to its
 # core, its largest piece at the stricter threshold cf-train --pseudo-threshold chooses on
-# the guard's crowded jury (needs GUARD_DISTRACTORS=yes or, round r > 1, LINK_PSEUDO=yes,
-# else as calibrated; cf-merge
+# the guard's crowded jury (needs GUARD_DISTRACTORS=yes or LINK_SELF=yes, else as
+# calibrated; cf-merge
 # labels --cores; bench/studies/pseudo-labels); calibrated, the round's clusters whole
 PSEUDO_THRESHOLD ?= jury
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
@@ -55,11 +55,12 @@ PSEUDO_THRESHOLD ?= jury
 # in D_L + D_U and the model's links of it; no: among D_L's points only, cheaper, but the
 # sparser graph favours cosine links and the verdict flips between draws of one model
 GUARD_DISTRACTORS ?= yes
-# round r > 1 on images: the link model learns from all of the round's points, D_L with its
-# labels and D_U with round r-1's pseudo-labels where they gave one, unknown elsewhere
-# (link_labelled.h5 by cf-data carry-labels; D_U is then the guard's crowd already, so no
-# --distractors; yes), or from D_L alone, as round 1 does (no)
-LINK_PSEUDO ?= yes
+# images: the link model learns twice, from D_L (a draft of the round's clusters), then
+# from all of the round's points, D_L with its labels and D_U with the draft's pseudo-
+# labels where they gave one, unknown elsewhere (link_labelled.h5 by cf-data carry-labels;
+# D_U is then the guard's crowd already, so no --distractors); the second pass makes the
+# round's clusters and labels (yes), or once from D_L (no)
+LINK_SELF ?= yes
 
 # ------------------------------------------------------------------ where the data comes from
 # images: $(IMAGES)/labelled/<identity>/*, $(IMAGES)/unlabelled/[<identity>/]*
@@ -89,9 +90,8 @@ else
   HAVE_TEST := $(if $(TEST_IMAGES),yes)
 endif
 
-# what the link model learns from: labelled.h5, or link_labelled.h5 (LINK_PSEUDO)
-LINK_SET := $(if $(and $(filter images,$(MODE)),$(filter-out 1,$(ROUND)),\
-              $(filter yes,$(LINK_PSEUDO))),link_labelled,labelled)
+# the link side's second pass from the round's own pseudo-labels (LINK_SELF, images only)
+SELF_TRAIN := $(and $(filter images,$(MODE)),$(filter yes,$(LINK_SELF)))
 
 .PHONY: round
 
@@ -162,36 +162,64 @@ $(R)/knn_%.h5: $(R)/%.h5
 $(R)/seq_%.h5: $(R)/knn_%.h5 $(R)/%.h5
 	$(CF)/cf-seq $< --features $(R)/$*.h5 -o $@ -L $(L) $(QUIET)
 
+CROWD := $(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5)
+# cf-train chooses the jury's stricter threshold for the pseudo-labels' cores (images
+# only: features have no backbone to retrain), where the jury has D_U's points
+JURY_CUT := $(and $(filter images,$(MODE)),$(filter jury,$(PSEUDO_THRESHOLD)))
+
+# One pass of the link side, its files named $(1)*: the link model learnt from the round's
+# features file $(2) (labelled.h5: D_L; link_labelled.h5: D_L + D_U, pseudo-labelled in
+# part), judged among the distractors $(3); $(4) non-empty where the guard's jury has D_U's
+# points (from $(3) or inside $(2)); D_U's links, clusters, their cores at the pseudo-label
+# threshold (chosen on that jury) and the retraining labels.
+define LINK_PASS
+$(R)/$(1)model.h5: $(R)/seq_$(2).h5 $(R)/$(2).h5 $(3)
+	$(CF)/cf-train $$< --features $(R)/$(2).h5 -o $$@ --preset $(PRESET) -L $(TRAIN_L) \
+	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) --decoders $(DECODER) \
+	  $(if $(3),--distractors $(3)) $(if $(and $(JURY_CUT),$(4)),--pseudo-threshold) $(QUIET)
+
 # the unlabelled side searches and reads only as far as the model's links look (the longer
 # of the lengths cf-train chose for the model and for cosine links, never past L)
-$(R)/knn_unlabelled.h5: $(R)/unlabelled.h5 $(R)/model.h5
-	$(CF)/cf-knn $< -o $@ --for-model $(R)/model.h5 $(QUIET)
+$(R)/$(1)knn_unlabelled.h5: $(R)/unlabelled.h5 $(R)/$(1)model.h5
+	$(CF)/cf-knn $$< -o $$@ --for-model $(R)/$(1)model.h5 $(QUIET)
 
-$(R)/seq_unlabelled.h5: $(R)/knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
-	$(CF)/cf-seq $< --features $(R)/unlabelled.h5 -o $@ --for-model $(R)/model.h5 $(QUIET)
+$(R)/$(1)seq_unlabelled.h5: $(R)/$(1)knn_unlabelled.h5 $(R)/unlabelled.h5 $(R)/$(1)model.h5
+	$(CF)/cf-seq $$< --features $(R)/unlabelled.h5 -o $$@ --for-model $(R)/$(1)model.h5 $(QUIET)
 
-# D_L + D_U, labelled by round r-1's retraining set where it can (LINK_PSEUDO)
-$(R)/link_labelled.h5: $(PREV)/retrain.h5 $(R)/labelled.h5 $(R)/unlabelled.h5
+$(R)/$(1)links.h5: $(R)/$(1)seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/$(1)model.h5
+	$(CF)/cf-link $$< --features $(R)/unlabelled.h5 --model $(R)/$(1)model.h5 -o $$@ \
+	  --method auto --gate $(DECODER) $(QUIET)
+
+$(R)/$(1)clusters.h5: $(R)/$(1)links.h5
+	$(CF)/cf-merge $$< -o $$@ --method $(DECODER) $(QUIET)
+
+# D_U's links at the jury's stricter threshold: each cluster keeps its largest piece there
+$(R)/$(1)pseudo_clusters.h5: $(R)/$(1)links.h5
+	$(CF)/cf-merge $$< -o $$@ --method infomap --pseudo $(QUIET)
+
+# D_L + pseudo-labelled D_U: the next round's backbone trains on this
+$(R)/$(1)retrain.h5: $(R)/$(1)clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5 \
+                     $(if $(and $(JURY_CUT),$(4)),$(R)/$(1)pseudo_clusters.h5)
+	$(CF)/cf-merge labels $$< --unlabelled-features $(R)/unlabelled.h5 \
+	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) \
+	  --oversized $(PSEUDO_OVERSIZED) \
+	  $(if $(and $(JURY_CUT),$(4)),--cores $(R)/$(1)pseudo_clusters.h5) -o $$@ \
+	  --meta $(R)/$(1)retrain.meta $(QUIET)
+endef
+
+ifeq ($(SELF_TRAIN),yes)
+# a draft pass as above from D_L; then the model learns again from D_L + the draft's
+# pseudo-labels, with the rest of D_U unknown, and its pass makes the round's files
+$(eval $(call LINK_PASS,draft_,labelled,$(CROWD),$(CROWD)))
+$(R)/link_labelled.h5: $(R)/draft_retrain.h5 $(R)/labelled.h5 $(R)/unlabelled.h5
 	$(CF)/cf-data carry-labels $< --labelled $(R)/labelled.h5 --unlabelled $(R)/unlabelled.h5 \
 	  -o $@ $(QUIET)
-
-LINK_ON_ALL := $(filter link_labelled,$(LINK_SET))
-CROWD := $(if $(LINK_ON_ALL),,$(if $(filter yes,$(GUARD_DISTRACTORS)),$(R)/unlabelled.h5))
-# cf-train chooses the jury's stricter threshold for the pseudo-labels' cores (images
-# only: features have no backbone to retrain), among D_U's points
-PSEUDO_JURY := $(and $(filter images,$(MODE)),$(filter jury,$(PSEUDO_THRESHOLD)),\
-                 $(or $(CROWD),$(LINK_ON_ALL)))
-$(R)/model.h5: $(R)/seq_$(LINK_SET).h5 $(R)/$(LINK_SET).h5 $(CROWD)
-	$(CF)/cf-train $< --features $(R)/$(LINK_SET).h5 -o $@ --preset $(PRESET) -L $(TRAIN_L) \
-	  --epochs $(TRAIN_EPOCHS) --lr $(TRAIN_LR) --seed $(SEED) --decoders $(DECODER) \
-	  $(if $(CROWD),--distractors $(CROWD)) $(if $(PSEUDO_JURY),--pseudo-threshold) $(QUIET)
-
-$(R)/links.h5: $(R)/seq_unlabelled.h5 $(R)/unlabelled.h5 $(R)/model.h5
-	$(CF)/cf-link $< --features $(R)/unlabelled.h5 --model $(R)/model.h5 -o $@ --method auto \
-	  --gate $(DECODER) $(QUIET)
-
-$(R)/clusters.h5: $(R)/links.h5
-	$(CF)/cf-merge $< -o $@ --method $(DECODER) $(QUIET)
+$(eval $(call LINK_PASS,,link_labelled,,yes))
+PSEUDO_JURY := $(JURY_CUT)
+else
+$(eval $(call LINK_PASS,,labelled,$(CROWD),$(CROWD)))
+PSEUDO_JURY := $(and $(JURY_CUT),$(CROWD))
+endif
 
 # the unlabelled part's own labels (where known) are the truth: used to score, never to cluster
 # (and, with a test part, the backbone's recognition of it under the key "recognition")
@@ -199,20 +227,11 @@ $(R)/eval.json: $(R)/clusters.h5 $(R)/unlabelled.h5 $(if $(HAVE_TEST),$(R)/recog
 	$(CF)/cf-eval $< --truth $(R)/unlabelled.h5 --json -q \
 	  $(if $(HAVE_TEST),--attach recognition=$(R)/recognition.json) > $@.tmp && mv $@.tmp $@
 
-# D_U's links at the jury's stricter threshold: each cluster keeps its largest piece there
-$(R)/pseudo_clusters.h5: $(R)/links.h5
-	$(CF)/cf-merge $< -o $@ --method infomap --pseudo $(QUIET)
-
-CORES := $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5)
-# D_L + pseudo-labelled D_U: the next round's backbone trains on this
-$(R)/retrain.h5: $(R)/clusters.h5 $(R)/unlabelled.h5 $(R)/labelled.h5 $(CORES)
-	$(CF)/cf-merge labels $< --unlabelled-features $(R)/unlabelled.h5 \
-	  --labelled-features $(R)/labelled.h5 --max-size $(PSEUDO_MAX_SIZE) \
-	  --oversized $(PSEUDO_OVERSIZED) $(if $(CORES),--cores $(CORES)) -o $@ \
-	  --meta $(R)/retrain.meta $(QUIET)
-
 # every file named here, so none counts as an intermediate Make may skip or delete
-ROUND_FILES := $(foreach p,$(LINK_SET) unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
+ROUND_FILES := $(foreach p,labelled unlabelled,$(R)/knn_$(p).h5 $(R)/seq_$(p).h5) \
+               $(if $(SELF_TRAIN),$(R)/knn_link_labelled.h5 $(R)/seq_link_labelled.h5 \
+                 $(foreach f,model knn_unlabelled seq_unlabelled links clusters retrain \
+                   $(if $(and $(JURY_CUT),$(CROWD)),pseudo_clusters),$(R)/draft_$(f).h5)) \
                $(R)/eval.json $(if $(filter images,$(MODE)),$(R)/retrain.h5) \
                $(if $(PSEUDO_JURY),$(R)/pseudo_clusters.h5) \
                $(if $(HAVE_TEST),$(R)/test.h5 $(R)/recognition.json)

@@ -195,38 +195,46 @@ def test_the_references_train_as_round_two_and_the_report_compares_them(rounds):
 
 
 @needs_make
-def test_round_two_learns_its_links_from_all_points_with_round_one_s_labels(rounds):
-    """Round 2 (LINK_PSEUDO=yes) trains its link model on link_labelled.h5: round 2's
-    features of D_L then D_U, with the labels round 1's retraining set gave them (-1 where
-    it gave none), with no --distractors (D_U is inside) and the pseudo-label threshold
-    measured among D_U's unknown points; LINK_PSEUDO=no trains on D_L alone, as round 1."""
+def test_the_link_model_learns_again_from_the_round_s_own_draft_labels(rounds):
+    """On images (LINK_SELF=yes) each round's link side runs twice: a draft from D_L (with
+    D_U as the guard's distractors), then the model again from link_labelled.h5, the
+    round's features of D_L then D_U with the labels the draft's retraining set gave them
+    (-1 where it gave none), with no --distractors (D_U is inside) and the pseudo-label
+    threshold measured among D_U's unknown points; the second pass makes the round's
+    clusters. LINK_SELF=no runs the draft's pass alone, under the round's names."""
     work = rounds.work
     assert rounds.two.returncode == 0, rounds.two.stderr[-3000:]
-    r1, r2 = work / "round1", work / "round2"
-    with open_artifact(r2 / "link_labelled.h5", "features") as a, \
-            open_artifact(r1 / "retrain.h5", "features") as t, \
-            open_artifact(r2 / "labelled.h5", "features") as fl, \
-            open_artifact(r2 / "unlabelled.h5", "features") as fu:
-        n_l = fl.dims["N"]
-        expected = np.full(n_l + fu.dims["N"], -1)
-        expected[np.where(t.read("source") == 1, n_l, 0) + t.read("source_rows")] = \
-            t.read("labels")
-        labels = a.read("labels")
-        assert labels.tolist() == expected.tolist()
-        assert (labels[n_l:] >= 0).any() and (labels[n_l:] == -1).any()
-        np.testing.assert_array_equal(a.read("features"),
-                                      np.vstack([fl.read("features"), fu.read("features")]))
-        link_set = a.id
-    assert link_set in _provenance_inputs(r2 / "model.h5")
-    with open_artifact(r2 / "model.h5", "model") as m:
-        training = m.json_attr("training")
-    assert training["pseudo_labels"]["precision"] is not None
-    assert training["guard"].get("distractors", 0) == 0  # no --distractors: D_U is inside
-    plan = make_round(work, 2, "-n", "round", LINK_PSEUDO="no", QUIET="-q")
+    for r in (work / "round1", work / "round2"):
+        with open_artifact(r / "link_labelled.h5", "features") as a, \
+                open_artifact(r / "draft_retrain.h5", "features") as t, \
+                open_artifact(r / "labelled.h5", "features") as fl, \
+                open_artifact(r / "unlabelled.h5", "features") as fu:
+            n_l = fl.dims["N"]
+            expected = np.full(n_l + fu.dims["N"], -1)
+            expected[np.where(t.read("source") == 1, n_l, 0) + t.read("source_rows")] = \
+                t.read("labels")
+            labels = a.read("labels")
+            assert labels.tolist() == expected.tolist()
+            assert (labels[n_l:] >= 0).any() and (labels[n_l:] == -1).any()
+            np.testing.assert_array_equal(a.read("features"),
+                                          np.vstack([fl.read("features"), fu.read("features")]))
+            link_set, draft_clusters = a.id, t.attrs["clusters_id"]
+        with open_artifact(r / "draft_clusters.h5", "clusters") as c:
+            assert c.id == draft_clusters  # the draft's clusters labelled the second pass
+        assert link_set in _provenance_inputs(r / "model.h5")
+        with open_artifact(r / "model.h5", "model") as m:
+            training = m.json_attr("training")
+        assert training["pseudo_labels"]["precision"] is not None
+        assert training["guard"].get("distractors", 0) == 0  # no --distractors: D_U is inside
+        with open_artifact(r / "draft_model.h5", "model") as m:
+            assert m.json_attr("training")["guard"]["distractors"] > 0
+    plan = make_round(work, 2, "-n", "round", LINK_SELF="no", QUIET="-q")
     assert plan.returncode == 0, plan.stderr[-2000:]
-    assert f"cf-train {r2 / 'seq_labelled.h5'} --features {r2 / 'labelled.h5'} " in plan.stdout
+    r2 = work / "round2"
+    assert f"cf-train {r2 / 'seq_labelled.h5'} --features {r2 / 'labelled.h5'} -o " \
+           f"{r2 / 'model.h5'} " in plan.stdout
     assert f"--distractors {r2 / 'unlabelled.h5'}" in plan.stdout
-    assert "carry-labels" not in plan.stdout
+    assert "carry-labels" not in plan.stdout and "draft_" not in plan.stdout
 
 
 @needs_make
@@ -250,7 +258,7 @@ def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_pat
     threshold and each of the round's clusters keeps its core at D_U's links cut there
     (cf-merge labels --cores); PSEUDO_THRESHOLD=calibrated keeps the clusters whole; on
     fixed features (no backbone to retrain), or without the crowded guard, jury asks for
-    nothing."""
+    nothing, but for the second pass of the link side, whose jury D_U crowds."""
     def plan(**extra):
         r = make_round(tmp_path / "work", 1, "-n", "round", QUIET="-q", **extra)
         assert r.returncode == 0, r.stderr[-2000:]
@@ -265,7 +273,11 @@ def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_pat
     calibrated = plan(PSEUDO_THRESHOLD="calibrated")
     assert "--pseudo" not in calibrated and "--cores" not in calibrated
     assert f"cf-merge labels {r1 / 'clusters.h5'} " in calibrated
-    assert "--pseudo" not in plan(GUARD_DISTRACTORS="no")
+    # no crowded jury: neither the pass from D_L alone nor a draft cuts at a jury's threshold
+    assert "--pseudo" not in plan(GUARD_DISTRACTORS="no", LINK_SELF="no")
+    uncrowded = plan(GUARD_DISTRACTORS="no")
+    assert "--cores" not in uncrowded.split("cf-data carry-labels")[0]
+    assert "--pseudo-threshold" in uncrowded.split("cf-data carry-labels")[1]
     data = tmp_path / "data" / "feats"
     data.mkdir(parents=True)
     for part in ("labelled.h5", "unlabelled.h5"):
