@@ -47,8 +47,8 @@ PSEUDO_OVERSIZED ?= drop
 # the next round's pseudo-labels (images): jury, each of the round's clusters cut to its
 # core, its largest piece at the stricter threshold cf-train --pseudo-threshold chooses on
 # the guard's crowded jury (needs GUARD_DISTRACTORS=yes or LINK_SELF=yes, else as
-# calibrated; cf-merge
-# labels --cores; bench/studies/pseudo-labels); calibrated, the round's clusters whole
+# calibrated; cf-merge labels --cores; bench/studies/pseudo-labels); calibrated, the
+# round's clusters whole
 PSEUDO_THRESHOLD ?= jury
 # yes: cf-train's guard judges the model among D_U's points too (cf-train --distractors),
 # in a graph as crowded as D_U, for an exact kNN of the held-out identities' neighbourhood

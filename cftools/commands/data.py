@@ -222,18 +222,20 @@ def export_cmd(source, npy, bin_out, meta, quiet):
     rep.info("cf-data: wrote " + ", ".join(p for p in (npy, bin_out, meta) if p))
 
 
-CARRY_HELP = """Carry the labels of a retraining set onto other features of the same points.
+CARRY_HELP = """Carry the labels of a retraining set onto features of all its points.
 
 RETRAIN is what cf-merge labels wrote for the next round: D_L's rows and the pseudo-labelled
 rows of D_U, each with its label and where it came from (datasets 'source' and
-'source_rows'). FL and FU are new features of the same two sets (in the same row order),
-such as the next round's backbone gives. OUT holds every row of FL, then every row of FU,
-with the label RETRAIN gives that point and -1 (unknown) where RETRAIN holds none: D_L's
-identities, the pseudo-identities, and the rest of D_U unlabelled.
+'source_rows'). FL and FU are features of the same two sets, in the same row order: the
+ones RETRAIN was made from, or new ones such as the next round's backbone gives. OUT holds
+every row of FL, then every row of FU, with the label RETRAIN gives that point and -1
+(unknown) where RETRAIN holds none: D_L's identities, the pseudo-identities, and the rest
+of D_U unlabelled.
 
-A round r > 1 trains its link model on OUT (round.mk, LINK_PSEUDO=yes): the model learns
-D_U's look-alikes from the pseudo-identities and reads its sequences among all of D_U's
-points, as it will when it links them.
+The round on images trains its link model a second time on OUT, made from the retraining
+set of its own first pass (round.mk, LINK_SELF=yes): the model learns D_U's look-alikes
+from the pseudo-identities and reads its sequences among all of D_U's points, as it will
+when it links them.
 
 Where RETRAIN and FL or FU have names (image paths), every carried row must name the same
 point, or nothing is written. OUT keeps 'source' and 'source_rows' (0 = FL, 1 = FU).

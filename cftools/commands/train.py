@@ -113,7 +113,8 @@ stored under the thresholds key pseudo_infomap, with what the jury measured ther
 training summary (pseudo_labels); the pairwise precision measured this way followed
 D_U's on omniglot-bg (bench/studies/pseudo-labels). Without --distractors, the labelled
 set's own points of unknown label (-1) are the crowd: a labelled set that holds all of
-D_U, pseudo-labelled in part (cf-data carry-labels), as round r > 1 trains on.
+D_U, pseudo-labelled in part (cf-data carry-labels), as the round's second pass of the
+link side trains on.
 
 Cost: an epoch reads at most --epoch-budget centres whatever the size of the labelled
 set; what grows with it, up to --calibration-points rows, is cosine's length choice,

@@ -173,23 +173,24 @@ def carried_labels(source: np.ndarray, source_rows: np.ndarray, labels: np.ndarr
     """The labels a retraining set (``source`` 0 = labelled, 1 = pseudo-labelled, each
     row's ``source_rows`` there and its ``labels``) gives every row of its two sources, of
     ``sizes`` (labelled rows, unlabelled rows): two int64 arrays, -1 where it holds no row.
-    Raises ValueError on a source other than 0 or 1, a row past its source's size, or a
-    row given twice."""
+    Raises ValueError on arrays of different lengths, a source other than 0 or 1, a row
+    past its source's size, or a row given twice."""
     source, source_rows = np.asarray(source), np.asarray(source_rows, dtype=np.int64)
+    if not source.shape == source_rows.shape == np.shape(labels):
+        raise ValueError(f"has {np.size(labels)} labels, {source.size} sources and "
+                         f"{source_rows.size} source rows: they must be as many")
+    if not np.isin(source, (0, 1)).all():
+        raise ValueError("has a source other than 0 (labelled) or 1 (pseudo-labelled)")
     out = []
-    for side, size in enumerate(sizes):
+    for side, (size, which) in enumerate(zip(sizes, ("the labelled", "the unlabelled"))):
         at = source == side
         rows = source_rows[at]
-        if rows.size and (rows.min() < 0 or rows.max() >= size):
-            raise ValueError(f"names row {int(rows.max() if rows.max() >= size else rows.min())}"
-                             f" of {('the labelled', 'the unlabelled')[side]} set, which has "
-                             f"{size} rows")
+        bad = rows[(rows < 0) | (rows >= size)]
+        if bad.size:
+            raise ValueError(f"names row {int(bad[0])} of {which} set, which has {size} rows")
         if np.unique(rows).size < rows.size:
-            raise ValueError(f"names a row of {('the labelled', 'the unlabelled')[side]} set "
-                             "twice")
+            raise ValueError(f"names a row of {which} set twice")
         side_labels = np.full(size, -1, dtype=np.int64)
         side_labels[rows] = labels[at]
         out.append(side_labels)
-    if not np.isin(source, (0, 1)).all():
-        raise ValueError("has a source other than 0 (labelled) or 1 (pseudo-labelled)")
     return out[0], out[1]

@@ -191,7 +191,7 @@ def test_the_pseudo_label_threshold_is_chosen_on_the_crowded_jury(tiny, crowded)
 @pytest.mark.slow
 def test_the_labelled_sets_unknown_points_crowd_the_pseudo_label_jury(tiny):
     """--pseudo-threshold without --distractors, on a labelled set that holds points of
-    unknown label (round r > 1 trains on all of D_U, pseudo-labelled in part): precision is
+    unknown label (the round's second pass trains on all of D_U, pseudo-labelled in part): precision is
     measured among them, and the threshold is stored as with --distractors."""
     with open_artifact(tiny / "T.h5", "features") as t:
         labels = t.read("labels")

@@ -1,8 +1,10 @@
-"""Pseudo-labels for the next round: trimming clusters larger than any real identity."""
+"""Pseudo-labels for the next round: trimming clusters larger than any real identity, keeping
+cores, carrying the labels onto features of all the points."""
 
 import numpy as np
+import pytest
 
-from cftools.core.pseudo_labels import trim_oversized
+from cftools.core.pseudo_labels import carried_labels, trim_oversized
 
 
 def _unit(x):
@@ -59,3 +61,16 @@ def test_cores_leave_out_points_before_the_size_limits():
                            cores=strict)
     assert chosen.unlabelled_rows.tolist() == [0, 1, 2]
     assert chosen.counts["outside_cores"] == 4 and chosen.counts["dropped_unassigned"] == 1
+
+
+def test_carried_labels_reach_every_row_of_both_sources():
+    """Each retraining row's label lands on its row of its source; rows it does not hold
+    are unknown (-1); inconsistent retraining sets are refused."""
+    lab_l, lab_u = carried_labels([0, 1, 1, 0], [2, 0, 3, 0], np.array([5, 9, 9, 4]), (3, 4))
+    assert lab_l.tolist() == [4, -1, 5] and lab_u.tolist() == [9, -1, -1, 9]
+    for source, rows, labels, message in (([0, 2], [0, 1], [1, 2], "source other than"),
+                                          ([0, 1], [0, 4], [1, 2], "row 4 of the unlabelled"),
+                                          ([1, 1], [2, 2], [1, 2], "twice"),
+                                          ([0, 1], [0, 1], [1], "as many")):
+        with pytest.raises(ValueError, match=message):
+            carried_labels(source, rows, np.array(labels), (3, 4))
