@@ -282,7 +282,11 @@ def test_pseudo_threshold_jury_cuts_the_retraining_labels_on_images_only(tmp_pat
     data.mkdir(parents=True)
     for part in ("labelled.h5", "unlabelled.h5"):
         (data / part).touch()
-    assert "--pseudo" not in plan(DATA="feats", DATADIR=str(data))
+    features = plan(DATA="feats", DATADIR=str(data))
+    assert "--pseudo" not in features
+    # fixed features: the link side runs once, from D_L, whatever LINK_SELF says
+    assert "carry-labels" not in features and "draft_" not in features
+    assert plan(DATA="feats", DATADIR=str(data), LINK_SELF="yes") == features
 
 
 @needs_make
