@@ -195,7 +195,7 @@ def test_the_references_train_as_round_two_and_the_report_compares_them(rounds):
 
 
 @needs_make
-def test_the_link_model_learns_again_from_the_round_s_own_draft_labels(rounds):
+def test_the_link_model_learns_again_from_the_round_s_own_draft_labels(rounds, tmp_path):
     """On images (LINK_SELF=yes) each round's link side runs twice: a draft from D_L (with
     D_U as the guard's distractors), then the model again from link_labelled.h5, the
     round's features of D_L then D_U with the labels the draft's retraining set gave them
@@ -228,12 +228,13 @@ def test_the_link_model_learns_again_from_the_round_s_own_draft_labels(rounds):
         assert training["guard"].get("distractors", 0) == 0  # no --distractors: D_U is inside
         with open_artifact(r / "draft_model.h5", "model") as m:
             assert m.json_attr("training")["guard"]["distractors"] > 0
-    plan = make_round(work, 2, "-n", "round", LINK_SELF="no", QUIET="-q")
+    fresh = tmp_path / "work"  # the plan of a round not run yet: every step
+    plan = make_round(fresh, 1, "-n", "round", LINK_SELF="no", QUIET="-q")
     assert plan.returncode == 0, plan.stderr[-2000:]
-    r2 = work / "round2"
-    assert f"cf-train {r2 / 'seq_labelled.h5'} --features {r2 / 'labelled.h5'} -o " \
-           f"{r2 / 'model.h5'} " in plan.stdout
-    assert f"--distractors {r2 / 'unlabelled.h5'}" in plan.stdout
+    r1 = fresh / "round1"
+    assert f"cf-train {r1 / 'seq_labelled.h5'} --features {r1 / 'labelled.h5'} -o " \
+           f"{r1 / 'model.h5'} " in plan.stdout
+    assert f"--distractors {r1 / 'unlabelled.h5'}" in plan.stdout
     assert "carry-labels" not in plan.stdout and "draft_" not in plan.stdout
 
 
