@@ -46,7 +46,10 @@ SHARED = ROOT.parent / "shared" / "data"
 DATA = "omniglot-bg"
 # the round's steps in the order make runs them, by the file each writes
 ROUND_STEPS = ("backbone.h5", "labelled.h5", "unlabelled.h5", "knn_labelled.h5",
-               "seq_labelled.h5", "link_labelled.h5", "knn_link_labelled.h5",
+               "seq_labelled.h5", "draft_model.h5", "draft_knn_unlabelled.h5",
+               "draft_seq_unlabelled.h5", "draft_links.h5", "draft_clusters.h5",
+               "draft_pseudo_clusters.h5", "draft_retrain.h5", "link_labelled.h5",
+               "knn_link_labelled.h5",
                "seq_link_labelled.h5", "model.h5", "knn_unlabelled.h5", "seq_unlabelled.h5",
                "links.h5", "clusters.h5", "test.h5", "recognition.json", "eval.json",
                "pseudo_clusters.h5", "retrain.h5", "knn_eval.json", "sweep.json",
