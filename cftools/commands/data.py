@@ -32,7 +32,6 @@ from ..formats.writing import (
     check_output_paths,
     create_rows,
     write_artifact,
-    write_strings,
 )
 
 HELP = """Make, import, split and export cftools features files, and carry labels across them.
@@ -279,15 +278,11 @@ def carry_labels_cmd(retrain, fl_spec, fu_spec, out, quiet):
     if fl.names is not None or fu.names is not None:
         out_names = fl.names_of(np.arange(fl.n)) + fu.names_of(np.arange(fu.n))
     with atomic_outputs((out,)) as (tmp,):
-        with write_artifact(tmp, "features",
-                            inputs={"retrain": art, "labelled": fl.provenance_ref,
-                                    "unlabelled": fu.provenance_ref}) as f:
-            create_rows(f, "features", feats.shape, np.float32, data=feats)
-            f.create_dataset("labels", data=np.concatenate([lab_l, lab_u]))
-            if out_names is not None:
-                write_strings(f, "names", out_names)
-            f.create_dataset("source", data=np.r_[np.zeros(fl.n, np.int8), np.ones(fu.n, np.int8)])
-            f.create_dataset("source_rows", data=np.r_[np.arange(fl.n), np.arange(fu.n)])
+        write_features(tmp, feats, labels=np.concatenate([lab_l, lab_u]), names=out_names,
+                       inputs={"retrain": art, "labelled": fl.provenance_ref,
+                               "unlabelled": fu.provenance_ref},
+                       datasets={"source": np.r_[np.zeros(fl.n, np.int8), np.ones(fu.n, np.int8)],
+                                 "source_rows": np.r_[np.arange(fl.n), np.arange(fu.n)]})
     known_u = lab_u >= 0
     rep.info(f"cf-data: wrote {out}: {fl.n} labelled rows ({int((lab_l >= 0).sum())} with a "
              f"label), then {fu.n} unlabelled rows ({int(known_u.sum())} pseudo-labelled, "

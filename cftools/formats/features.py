@@ -237,11 +237,14 @@ def checked_labels(raw: np.ndarray, path) -> np.ndarray:
 
 
 def write_features(out, features: np.ndarray, *, labels=None, names=None, inputs=None,
-                   attrs=None) -> None:
-    """Write a cftools features file (rows must already be unit norm)."""
+                   attrs=None, datasets: dict[str, np.ndarray] | None = None) -> None:
+    """Write a cftools features file (rows must already be unit norm); ``datasets``: more
+    per-row datasets written as given (a retraining set's 'source' and 'source_rows')."""
     with write_artifact(out, "features", inputs=inputs, attrs=attrs) as f:
         create_rows(f, "features", features.shape, np.float32, data=features)
         if labels is not None:
             f.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
         if names is not None:
             write_strings(f, "names", names)
+        for name, data in (datasets or {}).items():
+            f.create_dataset(name, data=data)

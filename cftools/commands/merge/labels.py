@@ -12,16 +12,13 @@ from ...core.pseudo_labels import pseudo_labels
 from ...errors import CfError
 from ...formats.artifacts import require_same_source
 from ...formats.clusters import read_clusters
-from ...formats.features import load_features, split_spec
+from ...formats.features import load_features, split_spec, write_features
 from ...formats.inputs import check_distinct_inputs
 from ...formats.interop import write_bin, write_meta
 from ...formats.writing import (
     atomic_outputs,
     check_format_name,
     check_output_paths,
-    create_rows,
-    write_artifact,
-    write_strings,
 )
 from .answers import Outcome, corrections_option, honour, lineage, load_answers, record, recorded_of
 
@@ -179,16 +176,10 @@ def labels_cmd(clusters, fu_spec, fl_spec, labelled_labels, out, min_size, max_s
     if chosen.label_names:
         attrs["label_names"] = chosen.label_names
     with atomic_outputs((out, meta, bin_out)) as (out_tmp, meta_tmp, bin_tmp):  # all or none
-        with write_artifact(out_tmp, "features",
-                            inputs={"clusters": cl_ref, "unlabelled": fu.provenance_ref,
-                                    "labelled": fl.provenance_ref,
-                                    "corrections": outcome.ref}, attrs=attrs) as f:
-            create_rows(f, "features", feats.shape, np.float32, data=feats)
-            f.create_dataset("labels", data=labels)
-            if names is not None:
-                write_strings(f, "names", names)
-            f.create_dataset("source", data=source)
-            f.create_dataset("source_rows", data=source_rows)
+        write_features(out_tmp, feats, labels=labels, names=names,
+                       inputs={"clusters": cl_ref, "unlabelled": fu.provenance_ref,
+                               "labelled": fl.provenance_ref, "corrections": outcome.ref},
+                       attrs=attrs, datasets={"source": source, "source_rows": source_rows})
         if meta:
             write_meta(meta_tmp, labels)
         if bin_out:
