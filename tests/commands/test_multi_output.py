@@ -15,7 +15,7 @@ from cftools.formats.features import write_features
 
 _WRITERS = {  # output option -> the name its writer has in the command module
     "data": {"--npy": "np", "--bin": "write_bin", "--meta": "write_meta"},
-    "merge": {"-o": "write_artifact", "--meta": "write_meta", "--bin": "write_bin"},
+    "merge": {"-o": "write_features", "--meta": "write_meta", "--bin": "write_bin"},
 }
 _WRITER_MODULES = {"data": "cftools.commands.data", "merge": "cftools.commands.merge.labels"}
 _PAIRS = [(cmd, a, b) for cmd, w in _WRITERS.items() for a, b in itertools.permutations(w, 2)]
@@ -67,14 +67,10 @@ def test_a_failure_writing_the_second_output_leaves_neither(pair, partial):
             fake = type("np", (), {"save": staticmethod(fail_after_a_part),
                                    "__getattr__": lambda self, k: getattr(np, k)})()
             mp.setattr(module, "np", fake)
-        elif name == "write_artifact":
-            import contextlib
-
-            @contextlib.contextmanager
-            def failing(path, *a, **kw):
-                with real(path, *a, **kw) as f:
-                    yield f
-                    raise OSError(28, "No space left on device")
+        elif name == "write_features":
+            def failing(path, *a, **kw):  # the whole file written, then the failure
+                real(path, *a, **kw)
+                raise OSError(28, "No space left on device")
             mp.setattr(module, name, failing)
         else:
             mp.setattr(module, name, fail_after_a_part)
